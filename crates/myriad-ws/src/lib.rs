@@ -1,0 +1,1 @@
+//! Sans-I/O WebSocket codec and handshake (work in progress).
