@@ -1,1 +1,63 @@
-//! Sans-I/O WebSocket codec and handshake (work in progress).
+//! Sans-I/O WebSocket codec and handshake for Myriad.
+//!
+//! Nothing in this crate touches a socket: every type is a state machine fed
+//! received bytes and writing bytes to send into a [`Sink`], in the style of
+//! rustls and quinn-proto. The engine (or a test, a fuzzer, the load tool)
+//! moves the bytes.
+//!
+//! * [`Decoder`] / [`Encoder`]: RFC 6455 framing with in-place unmasking and
+//!   zero-copy delivery of whole unfragmented messages, incremental UTF-8
+//!   validation, limits, and permessage-deflate (RFC 7692).
+//! * [`handshake`]: the HTTP/1.1 upgrade, server and client side, and the
+//!   legacy Hixie-76 and HyBi-07/08 handshakes.
+//! * [`ServerConnection`] / [`ClientConnection`]: the whole life of a
+//!   connection (handshake, open, closing, closed) with automatic pongs and
+//!   the close handshake.
+//! * [`PreparedMessage`]: encode once, write to many server connections.
+//!
+//! ```
+//! use myriad_ws::{ClientConfig, ClientConnection, Event, ServerConfig, ServerConnection};
+//! let mut server = ServerConnection::new(ServerConfig::default().into());
+//! let mut client = ClientConnection::new(ClientConfig::default(), "example.com", "/chat");
+//! let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+//! client.start(&mut to_server);
+//! // server reads the request, answers 101
+//! let n = server.feed(&mut to_server, &mut to_client, &mut |_, _| {}).unwrap();
+//! to_server.drain(..n);
+//! assert!(server.is_open());
+//! let n = client.feed(&mut to_client, &mut to_server, &mut |_, _| {}).unwrap();
+//! to_client.drain(..n);
+//! assert!(client.is_open());
+//! client.send_text(&mut to_server, "hello").unwrap();
+//! let mut got = String::new();
+//! server.feed(&mut to_server, &mut to_client, &mut |ev, _| {
+//!     if let Event::Text(t) = ev { got.push_str(t) }
+//! }).unwrap();
+//! assert_eq!(got, "hello");
+//! ```
+
+mod connection;
+mod decoder;
+mod deflate;
+mod encoder;
+mod error;
+mod frame;
+pub mod handshake;
+pub mod legacy;
+mod mask;
+mod sink;
+mod utf8;
+
+pub use connection::{
+    ClientConfig, ClientConnection, ConnectionState, Sender, ServerConfig, ServerConnection,
+};
+pub use decoder::{parse_close_payload, Decoder, DecoderConfig, Event};
+pub use deflate::{
+    parse_extensions, DeflateConfig, DeflateParams, Deflater, ExtensionOffer, Inflater,
+};
+pub use encoder::{Encoder, PreparedMessage};
+pub use error::{Error, HandshakeError, ProtocolError};
+pub use frame::{write_frame, CloseCode, FrameHeader, MaskGen, MessageKind, OpCode, Role};
+pub use mask::apply_mask;
+pub use sink::Sink;
+pub use utf8::Utf8Validator;

@@ -1,0 +1,802 @@
+//! Connection-level state machines: handshake, open, closing, closed.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::decoder::{Decoder, DecoderConfig, Event};
+use crate::deflate::{DeflateConfig, DeflateParams, Deflater};
+use crate::encoder::{Encoder, PreparedMessage};
+use crate::error::{Error, HandshakeError};
+use crate::frame::{CloseCode, MaskGen, MessageKind, Role};
+use crate::handshake::{
+    self, generate_key, parse_request, parse_response, write_accept, write_rejection,
+    ClientRequest, LegacyDrafts, UpgradeRequest, Version,
+};
+use crate::legacy::{self, Hixie76Decoder};
+use crate::sink::Sink;
+
+/// Where a connection is in its life.
+///
+/// ```
+/// use myriad_ws::{ConnectionState, ServerConnection, ServerConfig};
+/// let conn = ServerConnection::new(ServerConfig::default().into());
+/// assert_eq!(conn.state(), ConnectionState::Handshake);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Waiting for (server) or sending and waiting for (client) the opening
+    /// handshake.
+    Handshake,
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's; received messages are
+    /// still delivered, nothing more can be sent.
+    Closing,
+    /// The close handshake is complete, or the connection failed (a close
+    /// frame or HTTP error has been written if possible). The transport
+    /// should be closed once the outbound bytes are flushed (a client may
+    /// wait for the server to close first).
+    Closed,
+}
+
+/// A check of the `Origin` header (`None` when absent); `false` answers 403.
+pub type OriginCheck = dyn Fn(Option<&str>) -> bool + Send + Sync;
+
+/// Settings of a WebSocket server, shared by all its connections (wrap in an
+/// [`Arc`]; `ServerConfig::default().into()` does).
+///
+/// ```
+/// use std::sync::Arc;
+/// use myriad_ws::{DeflateConfig, ServerConfig};
+/// let cfg = ServerConfig {
+///     protocols: vec!["chat".into()],
+///     deflate: Some(DeflateConfig::default()),
+///     origin_check: Some(Arc::new(|o: Option<&str>| o == Some("https://example.com"))),
+///     ..ServerConfig::default()
+/// };
+/// let shared: Arc<ServerConfig> = cfg.into();
+/// ```
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Frame and message limits.
+    pub limits: DecoderConfig,
+    /// Largest request header (431 above it).
+    pub max_header_size: usize,
+    /// Supported subprotocols; the first one the client offers (in its
+    /// order) that is in this list is selected.
+    pub protocols: Vec<String>,
+    /// permessage-deflate, if offered by the client (RFC 6455 clients only).
+    pub deflate: Option<DeflateConfig>,
+    /// Origin check hook.
+    pub origin_check: Option<Arc<OriginCheck>>,
+    /// Legacy drafts accepted (all off by default).
+    pub legacy: LegacyDrafts,
+    /// Whether the transport is TLS (Hixie-76 `wss://` location).
+    pub secure: bool,
+    /// Split outgoing messages into frames of at most this size (0: never).
+    pub max_fragment_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: DecoderConfig::default(),
+            max_header_size: handshake::DEFAULT_MAX_HEADER_SIZE,
+            protocols: Vec::new(),
+            deflate: None,
+            origin_check: None,
+            legacy: LegacyDrafts::default(),
+            secure: false,
+            max_fragment_size: 0,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("limits", &self.limits)
+            .field("max_header_size", &self.max_header_size)
+            .field("protocols", &self.protocols)
+            .field("deflate", &self.deflate)
+            .field("origin_check", &self.origin_check.is_some())
+            .field("legacy", &self.legacy)
+            .field("secure", &self.secure)
+            .field("max_fragment_size", &self.max_fragment_size)
+            .finish()
+    }
+}
+
+/// Settings of a WebSocket client connection.
+///
+/// ```
+/// use myriad_ws::{ClientConfig, DeflateConfig};
+/// let cfg = ClientConfig {
+///     protocols: vec!["chat".into()],
+///     deflate: Some(DeflateConfig::default()),
+///     mask_seed: Some(42), // reproducible masks
+///     ..ClientConfig::default()
+/// };
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Frame and message limits.
+    pub limits: DecoderConfig,
+    /// Largest response header.
+    pub max_header_size: usize,
+    /// Subprotocols to offer, in order of preference.
+    pub protocols: Vec<String>,
+    /// permessage-deflate to offer.
+    pub deflate: Option<DeflateConfig>,
+    /// `Origin` to send.
+    pub origin: Option<String>,
+    /// Extra request header fields.
+    pub headers: Vec<(String, String)>,
+    /// Seed of the masking key generator (random if `None`).
+    pub mask_seed: Option<u64>,
+    /// Split outgoing messages into frames of at most this size (0: never).
+    pub max_fragment_size: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            limits: DecoderConfig::default(),
+            max_header_size: handshake::DEFAULT_MAX_HEADER_SIZE,
+            protocols: Vec::new(),
+            deflate: None,
+            origin: None,
+            headers: Vec::new(),
+            mask_seed: None,
+            max_fragment_size: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Rx {
+    None,
+    Rfc(Box<Decoder>),
+    Hixie(Box<Hixie76Decoder>),
+}
+
+#[derive(Debug)]
+struct Tx {
+    enc: Encoder,
+    hixie: bool,
+    state: ConnectionState,
+}
+
+impl Tx {
+    fn check_open(&self) -> Result<(), Error> {
+        if self.state == ConnectionState::Open {
+            Ok(())
+        } else {
+            Err(Error::NotOpen)
+        }
+    }
+
+    fn message<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        kind: MessageKind,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        if self.hixie {
+            let text = match kind {
+                MessageKind::Text => {
+                    std::str::from_utf8(payload).map_err(|_| Error::InvalidArgument("not UTF-8"))?
+                }
+                MessageKind::Binary => return Err(Error::Unsupported),
+            };
+            legacy::write_text(sink, text);
+        } else {
+            self.enc.message(sink, kind, payload);
+        }
+        Ok(())
+    }
+
+    fn ping<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        payload: &[u8],
+        pong: bool,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        if self.hixie {
+            return Err(Error::Unsupported);
+        }
+        if pong {
+            self.enc.pong(sink, payload)
+        } else {
+            self.enc.ping(sink, payload)
+        }
+    }
+
+    fn prepared<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        msg: &PreparedMessage,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        if self.hixie {
+            return Err(Error::Unsupported);
+        }
+        self.enc.prepared(sink, msg)
+    }
+
+    fn close<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        if self.hixie {
+            legacy::write_close(sink);
+        } else {
+            self.enc.close(sink, Some((code, reason)))?;
+        }
+        self.state = ConnectionState::Closing;
+        Ok(())
+    }
+}
+
+/// Sends on a connection from inside its event callback (for instance to
+/// echo a message borrowed from the receive buffer, without copying it).
+///
+/// ```
+/// use myriad_ws::{Event, ServerConnection, ServerConfig, Sender};
+/// fn echo<S: myriad_ws::Sink>(ev: Event<'_>, tx: &mut Sender<'_, S>) {
+///     match ev {
+///         Event::Text(t) => { let _ = tx.send_text(t); }
+///         Event::Binary(b) => { let _ = tx.send_binary(b); }
+///         _ => {}
+///     }
+/// }
+/// # let _ = echo::<Vec<u8>>;
+/// ```
+pub struct Sender<'a, S: Sink + ?Sized> {
+    tx: &'a mut Tx,
+    sink: &'a mut S,
+}
+
+impl<S: Sink + ?Sized> fmt::Debug for Sender<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("state", &self.tx.state)
+            .finish()
+    }
+}
+
+impl<S: Sink + ?Sized> Sender<'_, S> {
+    /// The connection's state.
+    pub fn state(&self) -> ConnectionState {
+        self.tx.state
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
+        self.tx
+            .message(self.sink, MessageKind::Text, text.as_bytes())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.tx.message(self.sink, MessageKind::Binary, data)
+    }
+
+    /// Sends a ping (at most 125 bytes).
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.tx.ping(self.sink, payload, false)
+    }
+
+    /// Sends an unsolicited pong (at most 125 bytes).
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.tx.ping(self.sink, payload, true)
+    }
+
+    /// Sends a message encoded once for many connections (servers only).
+    pub fn send_prepared(&mut self, msg: &PreparedMessage) -> Result<(), Error> {
+        self.tx.prepared(self.sink, msg)
+    }
+
+    /// Starts the close handshake.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.tx.close(self.sink, code, reason)
+    }
+}
+
+/// Receiving and sending once the handshake is done; shared by both sides.
+#[derive(Debug)]
+struct Core {
+    rx: Rx,
+    tx: Tx,
+}
+
+impl Core {
+    fn new(role: Role, masks: MaskGen) -> Self {
+        Core {
+            rx: Rx::None,
+            tx: Tx {
+                enc: Encoder::with_mask_gen(role, masks),
+                hixie: false,
+                state: ConnectionState::Handshake,
+            },
+        }
+    }
+
+    fn feed_frames<S, F>(
+        &mut self,
+        input: &mut [u8],
+        sink: &mut S,
+        on_event: &mut F,
+    ) -> Result<usize, Error>
+    where
+        S: Sink + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, S>),
+    {
+        if self.tx.state == ConnectionState::Closed {
+            return Ok(input.len());
+        }
+        let Core { rx, tx } = self;
+        let mut handler = |ev: Event<'_>| {
+            match ev {
+                Event::Ping(p) if tx.state == ConnectionState::Open => {
+                    // a valid ping payload is at most 125 bytes: cannot fail
+                    let _ = tx.enc.pong(sink, p);
+                }
+                Event::Close { code, .. } => {
+                    if tx.state == ConnectionState::Open {
+                        if tx.hixie {
+                            legacy::write_close(sink);
+                        } else {
+                            // echo the code; a received code is valid
+                            let _ = tx.enc.close(sink, code.map(|c| (c, "")));
+                        }
+                    }
+                    tx.state = ConnectionState::Closed;
+                }
+                _ => {}
+            }
+            on_event(ev, &mut Sender { tx, sink });
+        };
+        let r = match rx {
+            Rx::Rfc(d) => d.feed(input, &mut handler),
+            Rx::Hixie(d) => d.feed(input, &mut handler),
+            Rx::None => Ok(input.len()),
+        };
+        match r {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if tx.state == ConnectionState::Open {
+                    if tx.hixie {
+                        legacy::write_close(sink);
+                    } else {
+                        let _ = tx.enc.close(sink, Some((e.close_code(), e.reason())));
+                    }
+                }
+                tx.state = ConnectionState::Closed;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// The server side of one WebSocket connection, from the upgrade request to
+/// the end of the close handshake.
+///
+/// `feed` takes the received bytes (`&mut`, for in-place unmasking), a
+/// [`Sink`] for the bytes to send (the 101 answer or an HTTP error, pongs,
+/// close echoes, and whatever the callback sends) and a callback for each
+/// [`Event`], and returns how many bytes were consumed; keep the rest and
+/// show it again in front of the next read.
+///
+/// ```
+/// use myriad_ws::{Event, ServerConfig, ServerConnection};
+/// let mut conn = ServerConnection::new(ServerConfig::default().into());
+/// let mut input = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+/// Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec();
+/// // a masked ping "x" right behind the request
+/// input.extend_from_slice(&[0x89, 0x81, 0, 0, 0, 0, b'x']);
+/// let mut out = Vec::new();
+/// let n = conn.feed(&mut input, &mut out, &mut |ev, _tx| {
+///     assert_eq!(ev, Event::Ping(b"x"));
+/// }).unwrap();
+/// assert_eq!(n, input.len());
+/// assert!(out.starts_with(b"HTTP/1.1 101 "));
+/// assert!(out.ends_with(&[0x8A, 1, b'x'])); // the automatic pong
+/// ```
+#[derive(Debug)]
+pub struct ServerConnection {
+    config: Arc<ServerConfig>,
+    core: Core,
+    request: Option<Box<UpgradeRequest>>,
+    protocol: Option<String>,
+    deflate: Option<DeflateParams>,
+}
+
+impl ServerConnection {
+    /// A connection waiting for its upgrade request.
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        ServerConnection {
+            config,
+            core: Core::new(Role::Server, MaskGen::from_seed(0)),
+            request: None,
+            protocol: None,
+            deflate: None,
+        }
+    }
+
+    /// The connection's state.
+    pub fn state(&self) -> ConnectionState {
+        self.core.tx.state
+    }
+
+    /// Whether messages can be sent.
+    pub fn is_open(&self) -> bool {
+        self.state() == ConnectionState::Open
+    }
+
+    /// Whether the connection is over (close the transport after flushing).
+    pub fn is_closed(&self) -> bool {
+        self.state() == ConnectionState::Closed
+    }
+
+    /// The accepted upgrade request (path, host, origin, version...).
+    pub fn request(&self) -> Option<&UpgradeRequest> {
+        self.request.as_deref()
+    }
+
+    /// The selected subprotocol.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The negotiated permessage-deflate parameters.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
+    }
+
+    /// Feeds received bytes; see the type's documentation. Errors have
+    /// already been answered on `sink` (HTTP error or close frame); the
+    /// connection is then [`ConnectionState::Closed`].
+    pub fn feed<S, F>(
+        &mut self,
+        input: &mut [u8],
+        sink: &mut S,
+        on_event: &mut F,
+    ) -> Result<usize, Error>
+    where
+        S: Sink + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, S>),
+    {
+        if self.core.tx.state != ConnectionState::Handshake {
+            return self.core.feed_frames(input, sink, on_event);
+        }
+        let cfg = Arc::clone(&self.config);
+        let req = match parse_request(input, cfg.max_header_size, cfg.legacy) {
+            Ok(None) => return Ok(0),
+            Ok(Some(r)) => r,
+            Err(e) => return Err(self.reject(sink, e)),
+        };
+        if let Some(check) = &cfg.origin_check {
+            if !check(req.origin.as_deref()) {
+                return Err(self.reject(sink, HandshakeError::OriginRefused));
+            }
+        }
+        let protocol = req
+            .protocols
+            .iter()
+            .find(|p| cfg.protocols.iter().any(|s| s == *p))
+            .cloned();
+        let deflate = match (&cfg.deflate, &req.extensions, req.version) {
+            (Some(dc), Some(ext), Version::Rfc6455) => DeflateParams::negotiate(ext, dc),
+            _ => None,
+        };
+        let ext_header = deflate.map(|p| p.response_header());
+        write_accept(
+            sink,
+            &req,
+            protocol.as_deref(),
+            ext_header.as_deref(),
+            cfg.secure,
+        );
+
+        if req.version == Version::Hixie76 {
+            self.core.rx = Rx::Hixie(Box::new(Hixie76Decoder::new(cfg.limits.max_message_size)));
+            self.core.tx.hixie = true;
+        } else {
+            let mut dec = Decoder::with_config(Role::Server, cfg.limits);
+            dec.set_deflate(deflate.as_ref());
+            self.core.rx = Rx::Rfc(Box::new(dec));
+            if let (Some(p), Some(dc)) = (&deflate, &cfg.deflate) {
+                self.core.tx.enc.set_deflater(Some(Deflater::new(
+                    Role::Server,
+                    p,
+                    dc.level,
+                    dc.threshold,
+                )));
+            }
+            self.core
+                .tx
+                .enc
+                .set_max_fragment_size(cfg.max_fragment_size);
+        }
+        self.core.tx.state = ConnectionState::Open;
+        let n = req.len;
+        self.request = Some(Box::new(req));
+        self.protocol = protocol;
+        self.deflate = deflate;
+        let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
+        Ok(n + m)
+    }
+
+    fn reject<S: Sink + ?Sized>(&mut self, sink: &mut S, e: HandshakeError) -> Error {
+        write_rejection(sink, &e, self.config.legacy);
+        self.core.tx.state = ConnectionState::Closed;
+        Error::Handshake(e)
+    }
+
+    /// A [`Sender`] writing into `sink`.
+    pub fn sender<'a, S: Sink + ?Sized>(&'a mut self, sink: &'a mut S) -> Sender<'a, S> {
+        Sender {
+            tx: &mut self.core.tx,
+            sink,
+        }
+    }
+
+    /// Sends a text message.
+    pub fn send_text<S: Sink + ?Sized>(&mut self, sink: &mut S, text: &str) -> Result<(), Error> {
+        self.sender(sink).send_text(text)
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        self.sender(sink).send_binary(data)
+    }
+
+    /// Sends a ping.
+    pub fn send_ping<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        self.sender(sink).send_ping(payload)
+    }
+
+    /// Sends a [`PreparedMessage`].
+    pub fn send_prepared<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        msg: &PreparedMessage,
+    ) -> Result<(), Error> {
+        self.sender(sink).send_prepared(msg)
+    }
+
+    /// Starts the close handshake with `code` and `reason` (at most 123
+    /// bytes).
+    pub fn close<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<(), Error> {
+        self.sender(sink).close(code, reason)
+    }
+
+    /// Releases receive-side memory held between messages (idle
+    /// connections).
+    pub fn release_memory(&mut self) {
+        if let Rx::Rfc(d) = &mut self.core.rx {
+            d.release_memory();
+        }
+    }
+}
+
+/// The client side of one WebSocket connection.
+///
+/// [`ClientConnection::start`] writes the upgrade request; `feed` then reads
+/// the answer and the frames (same contract as [`ServerConnection::feed`]).
+///
+/// ```
+/// use myriad_ws::{ClientConfig, ClientConnection, ConnectionState};
+/// let mut conn = ClientConnection::new(ClientConfig::default(), "example.com", "/");
+/// let mut out = Vec::new();
+/// conn.start(&mut out);
+/// assert!(out.starts_with(b"GET / HTTP/1.1\r\nHost: example.com\r\n"));
+/// assert_eq!(conn.state(), ConnectionState::Handshake);
+/// ```
+#[derive(Debug)]
+pub struct ClientConnection {
+    config: ClientConfig,
+    core: Core,
+    host: String,
+    path: String,
+    key: String,
+    protocol: Option<String>,
+    deflate: Option<DeflateParams>,
+}
+
+impl ClientConnection {
+    /// A client connection to `host` (the `Host` header) for `path`.
+    pub fn new(config: ClientConfig, host: &str, path: &str) -> Self {
+        let mut masks = match config.mask_seed {
+            Some(s) => MaskGen::from_seed(s),
+            None => MaskGen::new(),
+        };
+        let key = generate_key(&mut masks);
+        ClientConnection {
+            config,
+            core: Core::new(Role::Client, masks),
+            host: host.to_owned(),
+            path: path.to_owned(),
+            key,
+            protocol: None,
+            deflate: None,
+        }
+    }
+
+    /// The `Sec-WebSocket-Key` sent.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Writes the upgrade request.
+    pub fn start<S: Sink + ?Sized>(&mut self, sink: &mut S) {
+        let offer = self
+            .config
+            .deflate
+            .as_ref()
+            .map(DeflateConfig::client_offer);
+        ClientRequest {
+            host: &self.host,
+            path: &self.path,
+            key: &self.key,
+            origin: self.config.origin.as_deref(),
+            protocols: &self.config.protocols,
+            extensions: offer.as_deref(),
+            headers: &self.config.headers,
+        }
+        .write(sink);
+    }
+
+    /// The connection's state.
+    pub fn state(&self) -> ConnectionState {
+        self.core.tx.state
+    }
+
+    /// Whether messages can be sent.
+    pub fn is_open(&self) -> bool {
+        self.state() == ConnectionState::Open
+    }
+
+    /// Whether the connection is over.
+    pub fn is_closed(&self) -> bool {
+        self.state() == ConnectionState::Closed
+    }
+
+    /// The subprotocol the server selected.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The negotiated permessage-deflate parameters.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
+    }
+
+    /// Feeds received bytes (the handshake answer, then frames).
+    pub fn feed<S, F>(
+        &mut self,
+        input: &mut [u8],
+        sink: &mut S,
+        on_event: &mut F,
+    ) -> Result<usize, Error>
+    where
+        S: Sink + ?Sized,
+        F: FnMut(Event<'_>, &mut Sender<'_, S>),
+    {
+        if self.core.tx.state != ConnectionState::Handshake {
+            return self.core.feed_frames(input, sink, on_event);
+        }
+        let resp = match parse_response(
+            input,
+            &self.key,
+            &self.config.protocols,
+            self.config.max_header_size,
+        ) {
+            Ok(None) => return Ok(0),
+            Ok(Some(r)) => r,
+            Err(e) => {
+                self.core.tx.state = ConnectionState::Closed;
+                return Err(e.into());
+            }
+        };
+        let deflate = match &self.config.deflate {
+            Some(dc) => DeflateParams::from_response(resp.extensions.as_deref(), dc),
+            None if resp
+                .extensions
+                .as_deref()
+                .is_some_and(|e| !e.trim().is_empty()) =>
+            {
+                Err(HandshakeError::BadExtension)
+            }
+            None => Ok(None),
+        };
+        let deflate = match deflate {
+            Ok(d) => d,
+            Err(e) => {
+                self.core.tx.state = ConnectionState::Closed;
+                return Err(e.into());
+            }
+        };
+        let mut dec = Decoder::with_config(Role::Client, self.config.limits);
+        dec.set_deflate(deflate.as_ref());
+        self.core.rx = Rx::Rfc(Box::new(dec));
+        if let (Some(p), Some(dc)) = (&deflate, &self.config.deflate) {
+            self.core.tx.enc.set_deflater(Some(Deflater::new(
+                Role::Client,
+                p,
+                dc.level,
+                dc.threshold,
+            )));
+        }
+        self.core
+            .tx
+            .enc
+            .set_max_fragment_size(self.config.max_fragment_size);
+        self.core.tx.state = ConnectionState::Open;
+        self.protocol = resp.protocol;
+        self.deflate = deflate;
+        let n = resp.len;
+        let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
+        Ok(n + m)
+    }
+
+    /// A [`Sender`] writing into `sink`.
+    pub fn sender<'a, S: Sink + ?Sized>(&'a mut self, sink: &'a mut S) -> Sender<'a, S> {
+        Sender {
+            tx: &mut self.core.tx,
+            sink,
+        }
+    }
+
+    /// Sends a text message.
+    pub fn send_text<S: Sink + ?Sized>(&mut self, sink: &mut S, text: &str) -> Result<(), Error> {
+        self.sender(sink).send_text(text)
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        self.sender(sink).send_binary(data)
+    }
+
+    /// Sends a ping.
+    pub fn send_ping<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        self.sender(sink).send_ping(payload)
+    }
+
+    /// Starts the close handshake.
+    pub fn close<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<(), Error> {
+        self.sender(sink).close(code, reason)
+    }
+}

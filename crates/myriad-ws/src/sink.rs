@@ -1,0 +1,53 @@
+//! The output side: where encoded bytes go.
+
+/// A destination for encoded bytes (frames, handshake responses).
+///
+/// The engine's connection context implements this so that frames are written
+/// straight into its pooled outbound buffers without an intermediate `Vec`.
+/// Writing is infallible: back-pressure is the engine's business (it stops
+/// reading from a peer whose outbound queue is full).
+///
+/// ```
+/// use myriad_ws::Sink;
+/// let mut out: Vec<u8> = Vec::new();
+/// out.write(b"ab");
+/// out.write_vectored(&[b"c", b"de"]);
+/// assert_eq!(out, b"abcde");
+/// ```
+pub trait Sink {
+    /// Appends `bytes` to the output.
+    fn write(&mut self, bytes: &[u8]);
+
+    /// Appends several slices in order (a frame header and its payload, for
+    /// instance). The default calls [`Sink::write`] for each part; a sink
+    /// backed by an `iovec` queue can override it.
+    fn write_vectored(&mut self, parts: &[&[u8]]) {
+        for part in parts {
+            self.write(part);
+        }
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn write_vectored(&mut self, parts: &[&[u8]]) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        self.reserve(total);
+        for part in parts {
+            self.extend_from_slice(part);
+        }
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn write(&mut self, bytes: &[u8]) {
+        (**self).write(bytes);
+    }
+
+    fn write_vectored(&mut self, parts: &[&[u8]]) {
+        (**self).write_vectored(parts);
+    }
+}
