@@ -1,1 +1,47 @@
-//! Myriad engine.
+//! # Myriad
+//!
+//! An io_uring-first connection engine for Linux servers that hold very many
+//! concurrent connections and move their bytes with as little work as
+//! possible.
+//!
+//! * One event loop per I/O thread, each with its own `SO_REUSEPORT`
+//!   listener; a connection lives its whole life on one loop.
+//! * io_uring with multishot accept and multishot receive into a per-loop
+//!   provided-buffer ring (an idle connection holds no receive buffer), or
+//!   epoll as a fallback chosen automatically.
+//! * You write a [`Handler`]; the engine does sockets, buffers, timers,
+//!   back-pressure, limits and counters.
+//!
+//! ```no_run
+//! use myriad::{Ctx, Engine, Handler, Service};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+//!         cx.write(data);
+//!         data.len()
+//!     }
+//! }
+//!
+//! let engine = Engine::builder()
+//!     .service(Service::new("echo", "127.0.0.1:7000".parse().unwrap(), || Echo))
+//!     .start()?;
+//! engine.wait()?;
+//! # Ok::<(), myriad::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod backend;
+mod buf;
+mod core;
+mod engine;
+mod handler;
+mod stats;
+mod timer;
+
+pub use crate::backend::BackendKind;
+pub use crate::core::{ConnId, ConnectOptions, Ctx, LoopCx, LoopHandle};
+pub use crate::engine::{Engine, EngineBuilder, Error, Service};
+pub use crate::handler::{CloseReason, Handler};
+pub use crate::stats::{LoopCounters, Stats};

@@ -1,0 +1,301 @@
+//! The epoll fallback: readiness turned into completions.
+//!
+//! Level-triggered, one `recv` per ready connection per turn (fairness: a
+//! fire-hose peer cannot starve the others), into one per-loop buffer, so an
+//! idle connection owns no receive buffer here either. Sends are attempted
+//! at once with `sendmsg`; only on `EAGAIN` does the connection wait for
+//! `EPOLLOUT`. Interest is kept in one byte per slot; a connection with no
+//! interest is removed from the epoll set altogether, because `EPOLLHUP` and
+//! `EPOLLERR` are reported even for an empty mask and would spin the loop.
+
+use super::{sys, untoken, AddMode, Backend, Event, RecvEnd, SendOutcome};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+const READ: u8 = 1;
+const WRITE: u8 = 2;
+const CONNECT: u8 = 4;
+const REG: u8 = 8;
+
+const WAKE_TOKEN: u64 = 1 << 62;
+const LISTENER_TAG: u64 = 1 << 63;
+/// Accepts per listener per turn: bounded so that a connection storm does
+/// not starve established connections.
+const ACCEPT_BATCH: usize = 256;
+
+pub(crate) struct EpollBackend {
+    ep: RawFd,
+    waker: Arc<sys::EventFd>,
+    events: Vec<libc::epoll_event>,
+    /// Per-slot descriptor and interest bits (8 bytes per connection).
+    interest: Vec<(RawFd, u8)>,
+    listeners: Vec<Option<(RawFd, bool)>>,
+    buf: Box<[u8]>,
+}
+
+impl EpollBackend {
+    pub(crate) fn new(read_buf: usize, waker: Arc<sys::EventFd>) -> io::Result<Self> {
+        // SAFETY: plain syscall.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let me = EpollBackend {
+            ep,
+            waker,
+            events: Vec::with_capacity(1024),
+            interest: Vec::new(),
+            listeners: Vec::new(),
+            buf: vec![0u8; read_buf.max(4096)].into_boxed_slice(),
+        };
+        me.ctl(libc::EPOLL_CTL_ADD, me.waker.fd(), libc::EPOLLIN as u32, WAKE_TOKEN)?;
+        Ok(me)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: `ev` is a valid epoll_event on the stack for the call.
+        let r = unsafe { libc::epoll_ctl(self.ep, op, fd, &mut ev) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Applies new interest bits for a slot: ADD, MOD or DEL as needed.
+    fn set(&mut self, token: u64, fd: RawFd, bits: u8) {
+        let (slot, _) = untoken(token);
+        let slot = slot as usize;
+        if self.interest.len() <= slot {
+            self.interest.resize(slot + 1, (-1, 0));
+        }
+        let old = self.interest[slot].1;
+        let want = bits & (READ | WRITE | CONNECT);
+        let mut events = 0u32;
+        if want & READ != 0 {
+            events |= libc::EPOLLIN as u32;
+        }
+        if want & (WRITE | CONNECT) != 0 {
+            events |= libc::EPOLLOUT as u32;
+        }
+        let res = if events == 0 {
+            if old & REG != 0 {
+                self.interest[slot] = (fd, 0);
+                self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+            } else {
+                self.interest[slot] = (fd, 0);
+                Ok(())
+            }
+        } else if old & REG != 0 {
+            if old & !REG == want {
+                return;
+            }
+            self.interest[slot] = (fd, want | REG);
+            self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+        } else {
+            self.interest[slot] = (fd, want | REG);
+            self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+        };
+        if let Err(e) = res {
+            // Only possible for a descriptor the kernel no longer knows;
+            // the next send or recv on it reports the real error.
+            tracing::debug!(fd, error = %e, "epoll_ctl failed");
+        }
+    }
+
+    fn bits(&self, token: u64) -> u8 {
+        let (slot, _) = untoken(token);
+        self.interest.get(slot as usize).map_or(0, |s| s.1)
+    }
+
+    fn clear_bits(&mut self, slot: u32, bits: u8) {
+        if let Some(s) = self.interest.get_mut(slot as usize) {
+            s.1 &= !bits;
+        }
+    }
+}
+
+impl Drop for EpollBackend {
+    fn drop(&mut self) {
+        sys::close(self.ep);
+    }
+}
+
+impl Backend for EpollBackend {
+    fn add_listener(&mut self, fd: RawFd) -> io::Result<usize> {
+        let idx = self.listeners.len();
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, LISTENER_TAG | idx as u64)?;
+        self.listeners.push(Some((fd, true)));
+        Ok(idx)
+    }
+
+    fn arm_accept(&mut self, listener: usize) {
+        if let Some(Some((fd, armed))) = self.listeners.get(listener).copied() {
+            if !armed {
+                let _ = self.ctl(
+                    libc::EPOLL_CTL_MOD,
+                    fd,
+                    libc::EPOLLIN as u32,
+                    LISTENER_TAG | listener as u64,
+                );
+                self.listeners[listener] = Some((fd, true));
+            }
+        }
+    }
+
+    fn remove_listener(&mut self, listener: usize) {
+        if let Some(Some((fd, _))) = self.listeners.get(listener).copied() {
+            let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+            self.listeners[listener] = None;
+        }
+    }
+
+    fn add_conn(&mut self, token: u64, fd: RawFd, mode: AddMode) -> io::Result<()> {
+        let bits = match mode {
+            AddMode::Recv => READ,
+            AddMode::Connect => CONNECT,
+        };
+        self.set(token, fd, bits);
+        Ok(())
+    }
+
+    fn arm_recv(&mut self, token: u64, fd: RawFd) {
+        let b = self.bits(token);
+        self.set(token, fd, b | READ);
+    }
+
+    fn cancel_recv(&mut self, token: u64, fd: RawFd) -> bool {
+        let b = self.bits(token);
+        self.set(token, fd, b & !READ);
+        true
+    }
+
+    fn cancel_all(&mut self, token: u64, fd: RawFd) -> bool {
+        self.set(token, fd, 0);
+        true
+    }
+
+    fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome {
+        match sys::send_vectored(fd, bufs) {
+            Ok(n) => SendOutcome::Done(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let b = self.bits(token);
+                self.set(token, fd, b | WRITE);
+                SendOutcome::WouldBlock
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => SendOutcome::Done(Ok(0)),
+            Err(e) => SendOutcome::Done(Err(e)),
+        }
+    }
+
+    fn remove_conn(&mut self, token: u64, _fd: RawFd) {
+        // Closing the descriptor removes it from the epoll set; no syscall.
+        let (slot, _) = untoken(token);
+        if let Some(s) = self.interest.get_mut(slot as usize) {
+            *s = (-1, 0);
+        }
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, f: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
+        let ms: libc::c_int = match timeout {
+            None => -1,
+            // Round up so that a timer is never fired early.
+            Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
+        };
+        self.events.clear();
+        // SAFETY: the kernel writes at most `capacity` events into the
+        // vector's spare capacity; we then set the length to what it wrote.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.ep,
+                self.events.as_mut_ptr(),
+                self.events.capacity() as libc::c_int,
+                ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        // SAFETY: `n` events were initialised by epoll_wait (n <= capacity).
+        unsafe { self.events.set_len(n as usize) };
+        for i in 0..self.events.len() {
+            let ev = self.events[i];
+            let (data, revents) = (ev.u64, ev.events);
+            if data == WAKE_TOKEN {
+                self.waker.drain();
+                f(Event::Wake);
+                continue;
+            }
+            if data & LISTENER_TAG != 0 {
+                let idx = (data & !LISTENER_TAG) as usize;
+                let Some(Some((lfd, true))) = self.listeners.get(idx).copied() else {
+                    continue;
+                };
+                for _ in 0..ACCEPT_BATCH {
+                    match sys::accept(lfd) {
+                        Ok(fd) => f(Event::Accept { listener: idx, res: Ok(fd) }),
+                        Err(e) => {
+                            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                            match errno {
+                                libc::EAGAIN => break,
+                                libc::EINTR | libc::ECONNABORTED | libc::EPROTO => continue,
+                                _ => {
+                                    // EMFILE and friends: stop accepting until
+                                    // the core re-arms, or level-triggered
+                                    // readiness would spin the loop.
+                                    let _ = self.ctl(libc::EPOLL_CTL_MOD, lfd, 0, LISTENER_TAG | idx as u64);
+                                    self.listeners[idx] = Some((lfd, false));
+                                    f(Event::Accept { listener: idx, res: Err(errno) });
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            let token = data;
+            let bits = self.bits(token);
+            let (slot, _) = untoken(token);
+            let problem = revents & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+            if bits & CONNECT != 0 {
+                if revents & libc::EPOLLOUT as u32 != 0 || problem {
+                    self.clear_bits(slot, CONNECT);
+                    f(Event::Connected { token, res: 0 });
+                }
+                continue;
+            }
+            if bits & WRITE != 0 && (revents & libc::EPOLLOUT as u32 != 0 || problem) {
+                self.clear_bits(slot, WRITE);
+                f(Event::Writable { token });
+            }
+            if bits & READ != 0 && (revents & libc::EPOLLIN as u32 != 0 || problem) {
+                let fd = self.interest[slot as usize].0;
+                match sys::recv(fd, &mut self.buf) {
+                    Ok(0) => {
+                        self.clear_bits(slot, READ);
+                        f(Event::RecvEnd { token, how: RecvEnd::Eof });
+                    }
+                    Ok(n) => f(Event::Recv { token, data: &mut self.buf[..n] }),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.clear_bits(slot, READ);
+                        f(Event::RecvEnd {
+                            token,
+                            how: RecvEnd::Error(e.raw_os_error().unwrap_or(libc::EIO)),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+}

@@ -1,0 +1,203 @@
+//! The I/O backends behind one small internal trait.
+//!
+//! The connection core speaks *completions*: "these bytes arrived for
+//! connection T", "the send for T finished with n bytes". io_uring produces
+//! completions natively; the epoll backend emulates them by doing the
+//! `recv`/`sendmsg` itself when a descriptor is ready (the reverse of what
+//! mio does for Windows IOCP). Everything above this module — slots, write
+//! queues, timers, handlers — is shared by both.
+//!
+//! Tokens are `(generation << 32) | slot`; a completion whose generation no
+//! longer matches the slot is stale and is ignored by the core.
+
+pub(crate) mod epoll;
+pub(crate) mod sys;
+pub(crate) mod uring;
+
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which I/O backend the loops use.
+///
+/// ```
+/// use myriad::BackendKind;
+/// let k: BackendKind = "epoll".parse().unwrap();
+/// assert_eq!(k, BackendKind::Epoll);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// io_uring where the kernel allows it, else epoll. The environment
+    /// variable `MYRIAD_BACKEND=epoll|io_uring` overrides `Auto`.
+    #[default]
+    Auto,
+    /// io_uring only; starting fails if the kernel refuses it.
+    IoUring,
+    /// epoll only.
+    Epoll,
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendKind::Auto),
+            "io_uring" | "io-uring" | "uring" => Ok(BackendKind::IoUring),
+            "epoll" => Ok(BackendKind::Epoll),
+            other => Err(format!(
+                "unknown backend `{other}` (expected auto, io_uring or epoll)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Auto => "auto",
+            BackendKind::IoUring => "io_uring",
+            BackendKind::Epoll => "epoll",
+        })
+    }
+}
+
+/// How a receive stream on a connection ended (the multishot receive is no
+/// longer armed, or — epoll — read interest was dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecvEnd {
+    /// The peer sent FIN.
+    Eof,
+    /// The stream stopped without an error: cancelled, or the kernel ended
+    /// the multishot. Re-arm if still wanted.
+    Stopped,
+    /// The provided-buffer ring ran dry (`ENOBUFS`): nothing was lost, the
+    /// data waits in the socket; re-arm once buffers are back.
+    NoBuffers,
+    /// A socket error (`errno`).
+    Error(i32),
+}
+
+/// One completion, as the core sees it.
+pub(crate) enum Event<'a> {
+    /// A listener produced a connection (`Ok(fd)`) or failed (`Err(errno)`).
+    /// After an error the backend stops accepting on that listener until
+    /// [`Backend::arm_accept`] is called again.
+    Accept { listener: usize, res: Result<RawFd, i32> },
+    /// Bytes for a connection. The slice is the backend's buffer; it is
+    /// recycled as soon as the callback returns.
+    Recv { token: u64, data: &'a mut [u8] },
+    /// The receive stream of a connection ended.
+    RecvEnd { token: u64, how: RecvEnd },
+    /// An asynchronous send finished (`res` = bytes or `-errno`).
+    Sent { token: u64, res: i32 },
+    /// epoll only: a connection that had to wait is writable again.
+    Writable { token: u64 },
+    /// An outbound connect resolved (check `SO_ERROR`); `res < 0` = `-errno`
+    /// (for example `-ECANCELED`).
+    Connected { token: u64, res: i32 },
+    /// Another thread posted work to this loop.
+    Wake,
+}
+
+/// What [`Backend::send`] did.
+pub(crate) enum SendOutcome {
+    /// Finished synchronously (epoll): bytes written or the error.
+    Done(io::Result<usize>),
+    /// Submitted (io_uring): an [`Event::Sent`] follows; the buffer must
+    /// stay put until then.
+    InFlight,
+    /// Would block (epoll): an [`Event::Writable`] follows.
+    WouldBlock,
+}
+
+/// How a new connection is registered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddMode {
+    /// Accepted: start receiving at once.
+    Recv,
+    /// Outbound, connect in progress: wait for writability.
+    Connect,
+}
+
+/// The backend contract. Each loop owns one backend; nothing here is shared
+/// between threads.
+pub(crate) trait Backend {
+    /// Starts accepting on a listening socket; returns its index.
+    fn add_listener(&mut self, fd: RawFd) -> io::Result<usize>;
+    /// Resumes accepting after an error (EMFILE) or a pause.
+    fn arm_accept(&mut self, listener: usize);
+    /// Stops accepting and forgets the listener (the caller closes the fd
+    /// after [`Backend::wait`] returned once more, io_uring holding a
+    /// reference until the cancellation completes is fine).
+    fn remove_listener(&mut self, listener: usize);
+    /// Registers a connection.
+    fn add_conn(&mut self, token: u64, fd: RawFd, mode: AddMode) -> io::Result<()>;
+    /// (Re-)starts receiving.
+    fn arm_recv(&mut self, token: u64, fd: RawFd);
+    /// Stops receiving. Returns `true` when stopped synchronously; `false`
+    /// means a [`Event::RecvEnd`] will follow.
+    fn cancel_recv(&mut self, token: u64, fd: RawFd) -> bool;
+    /// Cancels every in-flight operation on `fd` (before closing it).
+    /// Returns `true` when nothing can be in flight any more (epoll);
+    /// `false` means the cancelled operations still complete (io_uring).
+    fn cancel_all(&mut self, token: u64, fd: RawFd) -> bool;
+    /// Sends from `bufs` (io_uring sends only `bufs[0]`, whose memory must
+    /// stay put until the completion).
+    fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome;
+    /// Forgets a connection whose descriptor is about to be closed.
+    fn remove_conn(&mut self, token: u64, fd: RawFd);
+    /// Submits what is queued, waits up to `timeout` for at least one
+    /// completion, and hands every available completion to `f`.
+    fn wait(&mut self, timeout: Option<Duration>, f: &mut dyn FnMut(Event<'_>)) -> io::Result<()>;
+}
+
+/// Packs a slot and generation into a token.
+#[inline]
+pub(crate) fn token(slot: u32, gen: u32) -> u64 {
+    ((gen as u64) << 32) | slot as u64
+}
+
+/// Splits a token.
+#[inline]
+pub(crate) fn untoken(t: u64) -> (u32, u32) {
+    (t as u32, (t >> 32) as u32)
+}
+
+/// Tuning for the io_uring backend, also used to decide whether io_uring is
+/// usable at all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UringParams {
+    pub sq_entries: u32,
+    pub buf_count: u16,
+    pub buf_size: u32,
+}
+
+/// Resolves `Auto` (and the `MYRIAD_BACKEND` override) to a concrete
+/// backend, probing io_uring once. Returns the choice and why.
+pub(crate) fn resolve(kind: BackendKind, params: &UringParams) -> io::Result<(BackendKind, String)> {
+    let kind = match kind {
+        BackendKind::Auto => match std::env::var("MYRIAD_BACKEND") {
+            Ok(v) if !v.is_empty() => v
+                .parse::<BackendKind>()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("MYRIAD_BACKEND: {e}")))?,
+            _ => BackendKind::Auto,
+        },
+        k => k,
+    };
+    match kind {
+        BackendKind::Epoll => Ok((BackendKind::Epoll, "epoll requested".into())),
+        BackendKind::IoUring => {
+            uring::probe(params)?;
+            Ok((BackendKind::IoUring, "io_uring requested".into()))
+        }
+        BackendKind::Auto => match uring::probe(params) {
+            Ok(()) => Ok((BackendKind::IoUring, "io_uring available".into())),
+            Err(e) => Ok((
+                BackendKind::Epoll,
+                format!("io_uring unavailable ({e}); falling back to epoll"),
+            )),
+        },
+    }
+}

@@ -1,0 +1,256 @@
+//! Thin, safe wrappers over the few raw syscalls the engine needs on plain
+//! file descriptors. This is the only place outside the backends proper that
+//! calls `libc` directly, so every `unsafe` block of the engine's socket
+//! handling lives in this module (DESIGN.md: `unsafe` only in backend and
+//! buffer modules).
+//!
+//! Connection descriptors are kept as bare `RawFd`s (4 bytes) rather than
+//! `OwnedFd`s inside the connection slots because the io_uring backend must
+//! decide *when* a descriptor may be closed (only after every in-flight
+//! operation on it has completed); ownership is therefore explicit and ends
+//! with [`close`].
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Closes a descriptor the engine owns. Errors are ignored: after `close`
+/// the descriptor is gone whatever the result (see close(2), "Dealing with
+/// error returns from close()").
+pub(crate) fn close(fd: RawFd) {
+    // SAFETY: `fd` is a descriptor owned by the engine and never used again.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// `shutdown(2)`; `how` is `libc::SHUT_WR` / `SHUT_RD` / `SHUT_RDWR`.
+pub(crate) fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall on an integer descriptor; no memory is passed.
+    cvt(unsafe { libc::shutdown(fd, how) }).map(drop)
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: `v` lives on the stack for the duration of the call and the
+    // length passed matches its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets `TCP_NODELAY`.
+pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// Arms `SO_LINGER {on, 0}` so that the following `close` sends a RST and
+/// leaves no TIME_WAIT entry behind (used by load generators and for
+/// abortive closes).
+pub(crate) fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `l` lives on the stack for the call; the length matches.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Reads and clears `SO_ERROR` (the result of a non-blocking connect).
+pub(crate) fn take_socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes and sized as the kernel expects.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(if v == 0 {
+        None
+    } else {
+        Some(io::Error::from_raw_os_error(v))
+    })
+}
+
+fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large enough and suitably aligned for it.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Ok(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => Err(io::Error::new(io::ErrorKind::Unsupported, "not an IP socket")),
+    }
+}
+
+fn name_of(fd: RawFd, peer: bool) -> io::Result<SocketAddr> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `storage`.
+    let ret = unsafe {
+        if peer {
+            libc::getpeername(fd, storage.as_mut_ptr().cast(), &mut len)
+        } else {
+            libc::getsockname(fd, storage.as_mut_ptr().cast(), &mut len)
+        }
+    };
+    cvt(ret)?;
+    // SAFETY: zero-initialised and then (partly) filled by the kernel.
+    let storage = unsafe { storage.assume_init() };
+    sockaddr_to_std(&storage)
+}
+
+/// The peer's address (`getpeername`). Not cached per connection on purpose:
+/// 32 bytes per idle connection are worth more than one syscall when asked.
+pub(crate) fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    name_of(fd, true)
+}
+
+/// The local address (`getsockname`).
+pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    name_of(fd, false)
+}
+
+/// `accept4` with `SOCK_NONBLOCK | SOCK_CLOEXEC`, ignoring the peer address.
+pub(crate) fn accept(listener: RawFd) -> io::Result<RawFd> {
+    // SAFETY: null address pointers are allowed by accept4(2).
+    cvt(unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    })
+}
+
+/// `recv` into `buf`.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Vectored send with `MSG_NOSIGNAL` (a reset peer must give `EPIPE`, not
+/// kill the process with `SIGPIPE`).
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    // SAFETY: msg points at `bufs`, which outlive the call; the kernel only reads them.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A non-blocking, close-on-exec eventfd used to wake a loop from other
+/// threads.
+#[derive(Debug)]
+pub(crate) struct EventFd(RawFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        Ok(EventFd(fd))
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.0
+    }
+
+    /// Adds one to the counter; never blocks (a saturated counter already
+    /// means "wake up").
+    pub(crate) fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a stack value to our own eventfd.
+        unsafe {
+            libc::write(self.0, (&one as *const u64).cast(), 8);
+        }
+    }
+
+    /// Resets the counter (epoll backend; the io_uring backend reads it with
+    /// an SQE instead).
+    pub(crate) fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a stack value from our own eventfd.
+        unsafe {
+            libc::read(self.0, (&mut v as *mut u64).cast(), 8);
+        }
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        close(self.0);
+    }
+}
+
+/// Ignores SIGPIPE process-wide. Sends use `MSG_NOSIGNAL`, but a user
+/// handler may write to a socket itself; a server must never die of it.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_IGN is async-signal-safe
+    // and has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT`: bind to a source address now but let the
+/// kernel pick the port at connect time, from the full 4-tuple space —
+/// without it every bound socket takes a port of its own and a few tens of
+/// thousands of connections exhaust a source address.
+pub(crate) fn set_bind_address_no_port(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
+}

@@ -1,0 +1,521 @@
+//! The io_uring backend.
+//!
+//! * Multishot accept per listener, re-armed when the kernel ends it.
+//! * Multishot receive per connection with buffer selection from one
+//!   per-loop provided-buffer ring: an idle connection has no buffer at all;
+//!   a buffer is lent to a connection only for the duration of one
+//!   completion and goes straight back into the ring (the tail is published
+//!   once per batch).
+//! * One `io_uring_enter` per loop turn: [`Backend::wait`] submits
+//!   everything queued and waits in the same call.
+//! * `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has them, so that
+//!   completions are only produced when the loop asks for them (no
+//!   interrupting task work in the middle of handler code).
+//!
+//! `user_data` layout: `kind << 56 | token` (token = 24-bit generation and
+//! 32-bit slot).
+
+use super::{sys, AddMode, Backend, Event, RecvEnd, SendOutcome, UringParams};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const K_RECV: u64 = 1;
+const K_SEND: u64 = 2;
+const K_CONNECT: u64 = 3;
+const K_ACCEPT: u64 = 4;
+const K_WAKE: u64 = 5;
+const K_IGNORE: u64 = 6;
+const KIND_SHIFT: u32 = 56;
+const TOKEN_MASK: u64 = (1 << KIND_SHIFT) - 1;
+const BGID: u16 = 0;
+
+#[inline]
+fn ud(kind: u64, token: u64) -> u64 {
+    (kind << KIND_SHIFT) | (token & TOKEN_MASK)
+}
+
+/// Anonymous private mapping, freed on drop.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: anonymous mapping with no file; the kernel chooses the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr: ptr.cast(), len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped; no references remain
+        // (the ring that used it is dropped first, see field order).
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// A provided-buffer ring: `count` entries pointing into one mapping of
+/// `count * size` bytes. Pages of the buffer area are only touched (and so
+/// only count in RSS) once the kernel has received data into them.
+struct BufRing {
+    entries: Mapping,
+    bufs: Mapping,
+    count: u16,
+    size: u32,
+    mask: u16,
+    /// Local copy of the tail; published with a release store.
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(count: u16, size: u32) -> io::Result<Self> {
+        if !count.is_power_of_two() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "provided-buffer count must be a power of two",
+            ));
+        }
+        let entries = Mapping::new(count as usize * std::mem::size_of::<types::BufRingEntry>())?;
+        let bufs = Mapping::new(count as usize * size as usize)?;
+        let mut r = BufRing {
+            entries,
+            bufs,
+            count,
+            size,
+            mask: count - 1,
+            tail: 0,
+        };
+        for bid in 0..count {
+            r.push(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    fn base(&self) -> *mut types::BufRingEntry {
+        self.entries.ptr.cast()
+    }
+
+    /// Queues buffer `bid` back at the local tail.
+    fn push(&mut self, bid: u16) {
+        let idx = (self.tail & self.mask) as usize;
+        // SAFETY: idx < count, so the entry lies inside the entries mapping;
+        // the kernel only reads entries between head and the published tail,
+        // and this one is beyond the published tail until `publish`.
+        let e = unsafe { &mut *self.base().add(idx) };
+        e.set_addr(self.bufs.ptr as u64 + bid as u64 * self.size as u64);
+        e.set_len(self.size);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the first entry's reserved field,
+        // which is 2-byte aligned and shared with the kernel; an atomic
+        // release store orders the entry writes before it.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.base()) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// The bytes the kernel wrote into buffer `bid`.
+    fn slice(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
+        if bid >= self.count || len > self.size as usize {
+            return None;
+        }
+        // SAFETY: the kernel has handed buffer `bid` back to us with this
+        // completion and will not touch it until we push it again; the range
+        // is inside the buffer mapping (checked above).
+        Some(unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr.add(bid as usize * self.size as usize), len) })
+    }
+}
+
+fn build_ring(entries: u32) -> io::Result<IoUring> {
+    let cq = entries.saturating_mul(4);
+    let mut b = IoUring::builder();
+    b.setup_cqsize(cq).setup_single_issuer().setup_defer_taskrun().setup_coop_taskrun();
+    match b.build(entries) {
+        Ok(r) => Ok(r),
+        Err(_) => {
+            // Kernels before 6.1 lack DEFER_TASKRUN; plain rings still work.
+            let mut b = IoUring::builder();
+            b.setup_cqsize(cq);
+            b.build(entries)
+        }
+    }
+}
+
+/// Checks that io_uring can be used here with everything this backend needs.
+pub(crate) fn probe(params: &UringParams) -> io::Result<()> {
+    let ring = build_ring(8)?;
+    if !ring.params().is_feature_ext_arg() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "kernel lacks IORING_FEAT_EXT_ARG (needs Linux 5.11+)",
+        ));
+    }
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (op, name) in [
+        (opcode::RecvMulti::CODE, "recv"),
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::Send::CODE, "send"),
+        (opcode::AsyncCancel2::CODE, "async_cancel"),
+        (opcode::PollAdd::CODE, "poll_add"),
+    ] {
+        if !probe.is_supported(op) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring opcode {name} not supported"),
+            ));
+        }
+    }
+    let br = BufRing::new(params.buf_count.max(1).next_power_of_two(), 4096.min(params.buf_size))?;
+    // SAFETY: the ring memory outlives the registration (unregistered below,
+    // before `br` is dropped).
+    unsafe {
+        ring.submitter()
+            .register_buf_ring_with_flags(br.entries.ptr as u64, br.count, BGID, 0)?;
+    }
+    ring.submitter().unregister_buf_ring(BGID)?;
+    drop(br);
+    Ok(())
+}
+
+pub(crate) struct UringBackend {
+    // Field order matters: the ring must be torn down before the buffer
+    // memory it may still reference is unmapped.
+    ring: IoUring,
+    bufs: BufRing,
+    waker: Arc<sys::EventFd>,
+    wake_buf: Box<u64>,
+    /// Entries that found both queues full; submitted first thing next turn.
+    overflow: Vec<squeue::Entry>,
+    listeners: Vec<Option<ListenerState>>,
+    batch: Vec<(u64, i32, u32)>,
+    buffers_returned: bool,
+}
+
+#[derive(Clone, Copy)]
+struct ListenerState {
+    fd: RawFd,
+    armed: bool,
+}
+
+impl UringBackend {
+    pub(crate) fn new(params: &UringParams, waker: Arc<sys::EventFd>) -> io::Result<Self> {
+        let ring = build_ring(params.sq_entries.max(8).next_power_of_two())?;
+        let bufs = BufRing::new(params.buf_count.max(1).next_power_of_two(), params.buf_size.max(64))?;
+        // SAFETY: the entries mapping lives as long as `self` and the ring is
+        // dropped before it (field order).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(bufs.entries.ptr as u64, bufs.count, BGID, 0)?;
+        }
+        let mut me = UringBackend {
+            ring,
+            bufs,
+            waker,
+            overflow: Vec::new(),
+            wake_buf: Box::new(0),
+            listeners: Vec::new(),
+            batch: Vec::with_capacity(512),
+            buffers_returned: false,
+        };
+        me.arm_wake();
+        Ok(me)
+    }
+
+    fn push(&mut self, e: squeue::Entry) {
+        if self.overflow.is_empty() && self.try_push(&e) {
+            return;
+        }
+        // Queue full: hand what we have to the kernel and retry once.
+        match self.ring.submit() {
+            Ok(_) if self.overflow.is_empty() && self.try_push(&e) => {}
+            Ok(_) | Err(_) => {
+                // EBUSY (completion queue overflowing): keep the entry for the
+                // next turn. Allocation only happens on this overload path.
+                self.overflow.push(e);
+            }
+        }
+    }
+
+    fn try_push(&mut self, e: &squeue::Entry) -> bool {
+        // SAFETY: every entry pushed references either no memory or memory
+        // that outlives the operation: pooled send chunks (kept until the
+        // completion), the boxed wake buffer, the provided buffer ring.
+        unsafe { self.ring.submission().push(e).is_ok() }
+    }
+
+    fn flush_overflow(&mut self) {
+        while !self.overflow.is_empty() {
+            let e = self.overflow[0].clone();
+            if !self.try_push(&e) {
+                if self.ring.submit().is_err() {
+                    return;
+                }
+                if !self.try_push(&e) {
+                    return;
+                }
+            }
+            self.overflow.remove(0);
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let e = opcode::Read::new(types::Fd(self.waker.fd()), (&mut *self.wake_buf as *mut u64).cast(), 8)
+            .build()
+            .user_data(ud(K_WAKE, 0));
+        self.push(e);
+    }
+
+    fn arm_accept_fd(&mut self, listener: usize, fd: RawFd) {
+        let e = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ud(K_ACCEPT, listener as u64));
+        self.push(e);
+    }
+
+    fn dispatch(&mut self, f: &mut dyn FnMut(Event<'_>)) {
+        for i in 0..self.batch.len() {
+            let (user_data, res, flags) = self.batch[i];
+            let kind = user_data >> KIND_SHIFT;
+            let token = user_data & TOKEN_MASK;
+            match kind {
+                K_RECV => {
+                    if res > 0 {
+                        match cqueue::buffer_select(flags) {
+                            Some(bid) => {
+                                if let Some(data) = self.bufs.slice(bid, res as usize) {
+                                    f(Event::Recv { token, data });
+                                }
+                                self.bufs.push(bid);
+                                self.buffers_returned = true;
+                            }
+                            None => f(Event::RecvEnd {
+                                token,
+                                how: RecvEnd::Error(libc::EIO),
+                            }),
+                        }
+                        if !cqueue::more(flags) {
+                            f(Event::RecvEnd {
+                                token,
+                                how: RecvEnd::Stopped,
+                            });
+                        }
+                    } else {
+                        let how = match -res {
+                            0 => RecvEnd::Eof,
+                            libc::ENOBUFS => RecvEnd::NoBuffers,
+                            libc::ECANCELED => RecvEnd::Stopped,
+                            e => RecvEnd::Error(e),
+                        };
+                        if let Some(bid) = cqueue::buffer_select(flags) {
+                            self.bufs.push(bid);
+                            self.buffers_returned = true;
+                        }
+                        if cqueue::more(flags) && how != RecvEnd::Eof {
+                            // A non-terminal error completion: nothing to report.
+                            continue;
+                        }
+                        f(Event::RecvEnd { token, how });
+                    }
+                }
+                K_SEND => f(Event::Sent { token, res }),
+                K_CONNECT => f(Event::Connected { token, res }),
+                K_ACCEPT => {
+                    let idx = token as usize;
+                    let state = self.listeners.get(idx).copied().flatten();
+                    if res >= 0 {
+                        match state {
+                            Some(_) => f(Event::Accept {
+                                listener: idx,
+                                res: Ok(res),
+                            }),
+                            // Accepted after the listener was removed.
+                            None => sys::close(res),
+                        }
+                        if !cqueue::more(flags) {
+                            if let Some(st) = state {
+                                self.arm_accept_fd(idx, st.fd);
+                            }
+                        }
+                    } else {
+                        let errno = -res;
+                        let Some(st) = state else { continue };
+                        match errno {
+                            libc::ECANCELED => {}
+                            libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EAGAIN => {
+                                if !cqueue::more(flags) {
+                                    self.arm_accept_fd(idx, st.fd);
+                                }
+                            }
+                            _ => {
+                                if !cqueue::more(flags) {
+                                    self.listeners[idx] = Some(ListenerState { fd: st.fd, armed: false });
+                                }
+                                f(Event::Accept {
+                                    listener: idx,
+                                    res: Err(errno),
+                                });
+                            }
+                        }
+                    }
+                }
+                K_WAKE => {
+                    f(Event::Wake);
+                    self.arm_wake();
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Backend for UringBackend {
+    fn add_listener(&mut self, fd: RawFd) -> io::Result<usize> {
+        let idx = self.listeners.len();
+        self.listeners.push(Some(ListenerState { fd, armed: true }));
+        self.arm_accept_fd(idx, fd);
+        Ok(idx)
+    }
+
+    fn arm_accept(&mut self, listener: usize) {
+        if let Some(Some(st)) = self.listeners.get(listener).copied() {
+            if !st.armed {
+                self.listeners[listener] = Some(ListenerState { fd: st.fd, armed: true });
+                self.arm_accept_fd(listener, st.fd);
+            }
+        }
+    }
+
+    fn remove_listener(&mut self, listener: usize) {
+        if let Some(Some(_)) = self.listeners.get(listener) {
+            self.listeners[listener] = None;
+            let e = opcode::AsyncCancel::new(ud(K_ACCEPT, listener as u64))
+                .build()
+                .user_data(ud(K_IGNORE, 0));
+            self.push(e);
+        }
+    }
+
+    fn add_conn(&mut self, token: u64, fd: RawFd, mode: AddMode) -> io::Result<()> {
+        match mode {
+            AddMode::Recv => self.arm_recv(token, fd),
+            AddMode::Connect => {
+                let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+                    .build()
+                    .user_data(ud(K_CONNECT, token));
+                self.push(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn arm_recv(&mut self, token: u64, fd: RawFd) {
+        let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
+            .build()
+            .user_data(ud(K_RECV, token));
+        self.push(e);
+    }
+
+    fn cancel_recv(&mut self, token: u64, _fd: RawFd) -> bool {
+        let e = opcode::AsyncCancel::new(ud(K_RECV, token))
+            .build()
+            .user_data(ud(K_IGNORE, 0));
+        self.push(e);
+        false
+    }
+
+    fn cancel_all(&mut self, _token: u64, fd: RawFd) -> bool {
+        let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .user_data(ud(K_IGNORE, 0));
+        self.push(e);
+        false
+    }
+
+    fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome {
+        let Some(b) = bufs.first() else {
+            return SendOutcome::Done(Ok(0));
+        };
+        let e = opcode::Send::new(types::Fd(fd), b.as_ptr(), b.len().min(u32::MAX as usize) as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud(K_SEND, token));
+        self.push(e);
+        SendOutcome::InFlight
+    }
+
+    fn remove_conn(&mut self, _token: u64, _fd: RawFd) {}
+
+    fn wait(&mut self, timeout: Option<Duration>, f: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
+        if !self.overflow.is_empty() {
+            self.flush_overflow();
+        }
+        let res = match timeout {
+            None => self.ring.submit_and_wait(1),
+            Some(d) => {
+                let ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        if let Err(e) = res {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
+                _ => return Err(e),
+            }
+        }
+        // Drain in batches so that completions produced while dispatching
+        // (none are, with DEFER_TASKRUN, but older kernels post inline) are
+        // picked up in the same turn.
+        for _ in 0..64 {
+            self.batch.clear();
+            {
+                let cap = self.batch.capacity();
+                let mut cq = self.ring.completion();
+                cq.sync();
+                for cqe in &mut cq {
+                    self.batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+                    if self.batch.len() == cap {
+                        break;
+                    }
+                }
+            }
+            if self.batch.is_empty() {
+                break;
+            }
+            self.dispatch(f);
+            if self.buffers_returned {
+                self.bufs.publish();
+                self.buffers_returned = false;
+            }
+        }
+        Ok(())
+    }
+
+}

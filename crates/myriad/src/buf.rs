@@ -1,0 +1,252 @@
+//! Pooled buffers: outbound chunk chains and leftover-input buffers.
+//!
+//! Outbound bytes are copied once, from the handler's slice into a pooled
+//! fixed-size chunk, and sent from there (io_uring needs memory that stays
+//! put until the completion; epoll sends straight from it with `sendmsg`).
+//! Chunks live in one per-loop arena and are linked by index, so a
+//! connection's write queue is three `u32`s and an idle connection owns no
+//! chunk at all. Released chunks keep their memory for reuse, up to a cap.
+//!
+//! Leftover input (bytes a handler did not consume yet) goes into a pooled
+//! `Vec<u8>` that is returned to the pool as soon as it is empty.
+
+use std::io::IoSlice;
+
+pub(crate) const NIL: u32 = u32::MAX;
+
+struct Chunk {
+    buf: Box<[u8]>,
+    start: u32,
+    end: u32,
+    next: u32,
+}
+
+/// The per-loop chunk arena.
+pub(crate) struct ChunkPool {
+    chunks: Vec<Chunk>,
+    free: u32,
+    free_len: usize,
+    chunk_size: usize,
+    /// Free chunks beyond this many give their memory back.
+    max_free: usize,
+}
+
+impl ChunkPool {
+    pub(crate) fn new(chunk_size: usize, max_free: usize) -> Self {
+        ChunkPool {
+            chunks: Vec::new(),
+            free: NIL,
+            free_len: 0,
+            chunk_size: chunk_size.max(256),
+            max_free,
+        }
+    }
+
+    fn alloc(&mut self) -> u32 {
+        if self.free != NIL {
+            let i = self.free;
+            let c = &mut self.chunks[i as usize];
+            self.free = c.next;
+            self.free_len -= 1;
+            c.start = 0;
+            c.end = 0;
+            c.next = NIL;
+            if c.buf.is_empty() {
+                c.buf = vec![0u8; self.chunk_size].into_boxed_slice();
+            }
+            i
+        } else {
+            let i = self.chunks.len() as u32;
+            self.chunks.push(Chunk {
+                buf: vec![0u8; self.chunk_size].into_boxed_slice(),
+                start: 0,
+                end: 0,
+                next: NIL,
+            });
+            i
+        }
+    }
+
+    fn release(&mut self, i: u32) {
+        let keep = self.free_len < self.max_free;
+        let c = &mut self.chunks[i as usize];
+        if !keep {
+            c.buf = Box::new([]);
+        }
+        c.next = self.free;
+        self.free = i;
+        self.free_len += 1;
+    }
+
+    /// Chunks currently allocated (in use or pooled), for stats.
+    #[allow(dead_code)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// A connection's outbound queue: a chain of chunks in the pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutQueue {
+    head: u32,
+    tail: u32,
+    /// Bytes queued (not yet handed to a completed send).
+    pub(crate) len: u32,
+}
+
+impl Default for OutQueue {
+    fn default() -> Self {
+        OutQueue {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+}
+
+impl OutQueue {
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a copy of `data`.
+    pub(crate) fn push(&mut self, pool: &mut ChunkPool, mut data: &[u8]) {
+        self.len = self.len.saturating_add(data.len().min(u32::MAX as usize) as u32);
+        while !data.is_empty() {
+            if self.tail != NIL {
+                let c = &mut pool.chunks[self.tail as usize];
+                let room = c.buf.len() - c.end as usize;
+                if room > 0 {
+                    let n = room.min(data.len());
+                    let end = c.end as usize;
+                    c.buf[end..end + n].copy_from_slice(&data[..n]);
+                    c.end += n as u32;
+                    data = &data[n..];
+                    continue;
+                }
+            }
+            let i = pool.alloc();
+            if self.tail == NIL {
+                self.head = i;
+            } else {
+                pool.chunks[self.tail as usize].next = i;
+            }
+            self.tail = i;
+        }
+    }
+
+    /// The unsent bytes as up to `out.len()` slices; returns how many.
+    pub(crate) fn slices<'p>(&self, pool: &'p ChunkPool, out: &mut [IoSlice<'p>]) -> usize {
+        let mut i = self.head;
+        let mut n = 0;
+        while i != NIL && n < out.len() {
+            let c = &pool.chunks[i as usize];
+            if c.end > c.start {
+                out[n] = IoSlice::new(&c.buf[c.start as usize..c.end as usize]);
+                n += 1;
+            }
+            i = c.next;
+        }
+        n
+    }
+
+    /// Drops `n` sent bytes from the front.
+    pub(crate) fn advance(&mut self, pool: &mut ChunkPool, mut n: usize) {
+        self.len = self.len.saturating_sub(n.min(u32::MAX as usize) as u32);
+        while n > 0 && self.head != NIL {
+            let h = self.head;
+            let c = &mut pool.chunks[h as usize];
+            let avail = (c.end - c.start) as usize;
+            if n < avail {
+                c.start += n as u32;
+                return;
+            }
+            n -= avail;
+            let next = c.next;
+            pool.release(h);
+            self.head = next;
+            if next == NIL {
+                self.tail = NIL;
+            }
+        }
+        // A fully drained tail chunk is released too, so an idle connection
+        // holds nothing.
+        if self.len == 0 {
+            self.clear(pool);
+        }
+    }
+
+    /// Releases every chunk.
+    pub(crate) fn clear(&mut self, pool: &mut ChunkPool) {
+        let mut i = self.head;
+        while i != NIL {
+            let next = pool.chunks[i as usize].next;
+            pool.release(i);
+            i = next;
+        }
+        *self = OutQueue::default();
+    }
+}
+
+/// Pool of `Vec<u8>` for leftover input.
+pub(crate) struct InputPool {
+    free: Vec<Vec<u8>>,
+    max_free: usize,
+    keep_capacity: usize,
+}
+
+impl InputPool {
+    pub(crate) fn new(max_free: usize, keep_capacity: usize) -> Self {
+        InputPool {
+            free: Vec::new(),
+            max_free,
+            keep_capacity,
+        }
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    pub(crate) fn give(&mut self, mut v: Vec<u8>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        if self.free.len() < self.max_free && v.capacity() <= self.keep_capacity {
+            v.clear();
+            self.free.push(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_roundtrip_across_chunks() {
+        let mut pool = ChunkPool::new(256, 4);
+        let mut q = OutQueue::default();
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        q.push(&mut pool, &data[..300]);
+        q.push(&mut pool, &data[300..]);
+        assert_eq!(q.len, 1000);
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            let mut iov = [IoSlice::new(&[]); 2];
+            let n = q.slices(&pool, &mut iov);
+            assert!(n > 0);
+            let take = iov[0].len().min(77);
+            out.extend_from_slice(&iov[0][..take]);
+            q.advance(&mut pool, take);
+        }
+        assert_eq!(out, data);
+        assert_eq!(q.head, NIL);
+        // All chunks back in the pool and reused.
+        let before = pool.capacity();
+        q.push(&mut pool, &data);
+        assert_eq!(pool.capacity(), before);
+        q.clear(&mut pool);
+    }
+}

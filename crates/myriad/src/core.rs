@@ -1,0 +1,1552 @@
+//! The connection core: slots, write queues, back-pressure, timers, limits
+//! and the handler contexts. Backend-independent: it consumes
+//! [`Event`]s and drives a [`Backend`] in [`Core::flush`].
+//!
+//! Handlers are only ever called from here, in three places: while a batch
+//! of completions is dispatched, while timers fire, and during the flush at
+//! the end of the turn. A handler's own calls on its [`Ctx`] never call a
+//! handler back; they set flags and put the connection on the dirty list,
+//! which the flush works through. That is what keeps the stack flat however
+//! fast the peers answer.
+
+use crate::backend::{self, sys, token, untoken, AddMode, Backend, Event, RecvEnd, SendOutcome};
+use crate::buf::{ChunkPool, InputPool, OutQueue, NIL};
+use crate::handler::{CloseReason, Handler};
+use crate::stats::{LoopCounters, Stats};
+use crate::timer::{TimerEntry, TimerKind, Timers};
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+pub(crate) type Task = Box<dyn FnOnce(&mut LoopCx<'_>) + Send>;
+pub(crate) type Factory = Arc<dyn Fn() -> Box<dyn Handler> + Send + Sync>;
+
+const GEN_MASK: u32 = (1 << 24) - 1;
+pub(crate) const OUTBOUND: u16 = u16::MAX;
+
+// Connection flags.
+const USED: u32 = 1;
+const OPEN: u32 = 1 << 1;
+const CONNECTING: u32 = 1 << 2;
+const NEEDS_REG: u32 = 1 << 3;
+const REGISTERED: u32 = 1 << 4;
+const RECV_ACTIVE: u32 = 1 << 5;
+const RECV_CANCEL: u32 = 1 << 6;
+const SEND_INFLIGHT: u32 = 1 << 7;
+const WAIT_WRITABLE: u32 = 1 << 8;
+const CONNECT_INFLIGHT: u32 = 1 << 9;
+const PAUSE_USER: u32 = 1 << 10;
+const PAUSE_BP: u32 = 1 << 11;
+const EOF: u32 = 1 << 12;
+const EOF_PENDING: u32 = 1 << 13;
+const CLOSE_REQ: u32 = 1 << 14;
+const ABORT_REQ: u32 = 1 << 15;
+const SLOW: u32 = 1 << 16;
+const OVERFLOW: u32 = 1 << 17;
+const SHUT_WR_REQ: u32 = 1 << 18;
+const SHUT_WR_DONE: u32 = 1 << 19;
+const DIRTY: u32 = 1 << 20;
+const REDELIVER: u32 = 1 << 21;
+const LINGER0: u32 = 1 << 22;
+const CANCEL_ALL: u32 = 1 << 23;
+const COUNTED: u32 = 1 << 24;
+const IDLE_ARMED: u32 = 1 << 25;
+
+const INFLIGHT: u32 = RECV_ACTIVE | SEND_INFLIGHT | CONNECT_INFLIGHT;
+const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW;
+
+/// Identifies a connection anywhere in one engine: its loop, slot and
+/// generation. Stale ids (the connection closed, the slot was reused) are
+/// detected and ignored.
+///
+/// ```
+/// # use myriad::{Ctx, Handler, ConnId};
+/// struct Remember(Option<ConnId>);
+/// impl Handler for Remember {
+///     fn on_open(&mut self, cx: &mut Ctx<'_>) { self.0 = Some(cx.id()); }
+///     fn on_data(&mut self, _cx: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    fn new(loop_idx: u32, slot: u32, gen: u32) -> Self {
+        ConnId(((loop_idx as u64) << 56) | token(slot, gen))
+    }
+
+    /// Index of the loop that owns the connection.
+    ///
+    /// ```
+    /// # fn f(id: myriad::ConnId) -> usize {
+    /// id.loop_index()
+    /// # }
+    /// ```
+    pub fn loop_index(self) -> usize {
+        (self.0 >> 56) as usize
+    }
+
+    fn parts(self) -> (u32, u32) {
+        untoken(self.0 & ((1 << 56) - 1))
+    }
+}
+
+/// Limits applied to one connection. Durations are milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub idle_ms: u32,
+    pub high_water: u32,
+    pub hard_limit: u32,
+    pub max_input: u32,
+}
+
+pub(crate) struct ServiceRt {
+    pub factory: Factory,
+    pub limits: u16,
+    pub max_conns: usize,
+    pub open: Arc<AtomicUsize>,
+    pub nodelay: bool,
+}
+
+pub(crate) struct ListenerRt {
+    pub fd: RawFd,
+    pub service: u16,
+    pub paused: bool,
+    pub removed: bool,
+}
+
+/// Options for an outbound connection.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = myriad::ConnectOptions {
+///     timeout: Duration::from_secs(3),
+///     ..Default::default()
+/// };
+/// assert!(opts.nodelay);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Give up connecting after this long ([`CloseReason::ConnectTimeout`]).
+    pub timeout: Duration,
+    /// Local source address (port chosen by the kernel at connect time, with
+    /// `IP_BIND_ADDRESS_NO_PORT`), to spread many connections over several
+    /// loopback addresses.
+    pub source: Option<IpAddr>,
+    /// `TCP_NODELAY` (default on).
+    pub nodelay: bool,
+    /// Close with a RST instead of a FIN (leaves no TIME_WAIT behind).
+    pub linger_zero: bool,
+    /// Close after this long without received bytes.
+    pub idle_timeout: Option<Duration>,
+    /// Pause reading while this many bytes are queued for sending.
+    pub write_high_water: usize,
+    /// Close the connection if this many bytes are queued.
+    pub write_hard_limit: usize,
+    /// Close the connection if this many unconsumed input bytes pile up.
+    pub max_input: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: Duration::from_secs(10),
+            source: None,
+            nodelay: true,
+            linger_zero: false,
+            idle_timeout: None,
+            write_high_water: 1 << 20,
+            write_hard_limit: 64 << 20,
+            max_input: 16 << 20,
+        }
+    }
+}
+
+pub(crate) fn dur_ms(d: Option<Duration>) -> u32 {
+    d.map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32)
+}
+
+fn clamp_u32(v: usize) -> u32 {
+    v.min(u32::MAX as usize) as u32
+}
+
+/// State shared between a loop and the handles that post to it.
+pub(crate) struct LoopShared {
+    pub waker: Arc<sys::EventFd>,
+    pub notified: AtomicBool,
+    pub counters: LoopCounters,
+}
+
+/// A handle to one event loop, usable from any thread: post work to it,
+/// open outbound connections on it, read its counters.
+///
+/// ```no_run
+/// # fn f(engine: &myriad::Engine) {
+/// let h = engine.loop_handle(0);
+/// h.post(|lcx| println!("running on loop {}", lcx.loop_index()));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct LoopHandle {
+    idx: usize,
+    tx: mpsc::Sender<Task>,
+    shared: Arc<LoopShared>,
+}
+
+impl LoopHandle {
+    pub(crate) fn new(idx: usize, tx: mpsc::Sender<Task>, shared: Arc<LoopShared>) -> Self {
+        LoopHandle { idx, tx, shared }
+    }
+
+    /// The loop's index.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// assert_eq!(engine.loop_handle(1).index(), 1);
+    /// # }
+    /// ```
+    pub fn index(&self) -> usize {
+        self.idx
+    }
+
+    /// Runs `f` on the loop's thread at its next turn. Returns `false` if
+    /// the loop has exited. Costs one allocation and, when the loop sleeps,
+    /// one eventfd write.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine, id: myriad::ConnId) {
+    /// engine.loop_handle(id.loop_index()).post(move |lcx| {
+    ///     lcx.write_to(id, b"pushed from another thread\n");
+    /// });
+    /// # }
+    /// ```
+    pub fn post(&self, f: impl FnOnce(&mut LoopCx<'_>) + Send + 'static) -> bool {
+        if self.tx.send(Box::new(f)).is_err() {
+            return false;
+        }
+        if !self.shared.notified.swap(true, Ordering::SeqCst) {
+            self.shared.waker.notify();
+        }
+        true
+    }
+
+    /// Opens an outbound connection on this loop, driven by `handler`.
+    /// Failures arrive as [`Handler::on_close`] with
+    /// [`CloseReason::ConnectFailed`] or [`CloseReason::ConnectTimeout`].
+    ///
+    /// ```no_run
+    /// # use myriad::{Ctx, Handler, ConnectOptions};
+    /// # struct Client;
+    /// # impl Handler for Client { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// # fn f(engine: &myriad::Engine) {
+    /// let addr = "127.0.0.1:7000".parse().unwrap();
+    /// engine.loop_handle(0).connect(addr, ConnectOptions::default(), Client);
+    /// # }
+    /// ```
+    pub fn connect<H: Handler + Send>(&self, addr: SocketAddr, opts: ConnectOptions, handler: H) -> bool {
+        self.post(move |lcx| {
+            let _ = lcx.connect(addr, &opts, Box::new(handler));
+        })
+    }
+
+    /// The loop's counters right now.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// println!("{} open", engine.loop_handle(0).stats().open);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+}
+
+/// One connection slot. Kept small: this is most of the user-space cost of
+/// an idle connection (the handler box is free for zero-sized handlers).
+struct Conn {
+    handler: Option<Box<dyn Handler>>,
+    input: Vec<u8>,
+    out: OutQueue,
+    fd: RawFd,
+    gen: u32,
+    flags: u32,
+    /// Milliseconds (loop clock, wrapping) of the last received bytes; for a
+    /// free slot, the index of the next free slot.
+    last_active: u32,
+    idle_ms: u32,
+    limits: u16,
+    service: u16,
+}
+
+/// The per-loop connection core.
+pub(crate) struct Core {
+    pub(crate) loop_idx: u32,
+    conns: Vec<Conn>,
+    free_head: u32,
+    live: usize,
+    pool: ChunkPool,
+    inputs: InputPool,
+    timers: Timers,
+    dirty: Vec<u32>,
+    now_ms: u64,
+    start: Instant,
+    pub(crate) shared: Arc<LoopShared>,
+    pub(crate) services: Vec<ServiceRt>,
+    limits: Vec<Limits>,
+    pub(crate) listeners: Vec<ListenerRt>,
+    accept_resume: bool,
+    accept_retry_armed: bool,
+    loops: Arc<OnceLock<Vec<LoopHandle>>>,
+    rx: mpsc::Receiver<Task>,
+    shutdown_at: Option<u64>,
+    stop_listeners: bool,
+    outbound_limits: Limits,
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        loop_idx: u32,
+        shared: Arc<LoopShared>,
+        rx: mpsc::Receiver<Task>,
+        loops: Arc<OnceLock<Vec<LoopHandle>>>,
+        services: Vec<ServiceRt>,
+        limits: Vec<Limits>,
+        chunk_size: usize,
+        outbound_limits: Limits,
+    ) -> Self {
+        Core {
+            loop_idx,
+            conns: Vec::new(),
+            free_head: NIL,
+            live: 0,
+            pool: ChunkPool::new(chunk_size, 1024),
+            inputs: InputPool::new(1024, 1 << 20),
+            timers: Timers::default(),
+            dirty: Vec::with_capacity(1024),
+            now_ms: 0,
+            start: Instant::now(),
+            shared,
+            services,
+            limits,
+            listeners: Vec::new(),
+            accept_resume: false,
+            accept_retry_armed: false,
+            loops,
+            rx,
+            shutdown_at: None,
+            stop_listeners: false,
+            outbound_limits,
+        }
+    }
+
+    fn counters(&self) -> &LoopCounters {
+        &self.shared.counters
+    }
+
+    pub(crate) fn update_now(&mut self) {
+        self.now_ms = self.start.elapsed().as_millis() as u64;
+    }
+
+    #[inline]
+    fn now32(&self) -> u32 {
+        self.now_ms as u32
+    }
+
+    // ----- slots -----
+
+    fn alloc(&mut self, fd: RawFd, flags: u32, handler: Box<dyn Handler>, limits: u16, service: u16) -> u32 {
+        let idle_ms = self.limits[limits as usize].idle_ms;
+        let now = self.now32();
+        self.live += 1;
+        if self.free_head != NIL {
+            let slot = self.free_head;
+            let c = &mut self.conns[slot as usize];
+            self.free_head = c.last_active;
+            c.handler = Some(handler);
+            c.fd = fd;
+            c.flags = flags | USED;
+            c.last_active = now;
+            c.idle_ms = idle_ms;
+            c.limits = limits;
+            c.service = service;
+            slot
+        } else {
+            let slot = self.conns.len() as u32;
+            self.conns.push(Conn {
+                handler: Some(handler),
+                input: Vec::new(),
+                out: OutQueue::default(),
+                fd,
+                gen: 0,
+                flags: flags | USED,
+                last_active: now,
+                idle_ms,
+                limits,
+                service,
+            });
+            slot
+        }
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        c.gen = (c.gen + 1) & GEN_MASK;
+        c.flags = 0;
+        c.handler = None;
+        c.fd = -1;
+        c.last_active = self.free_head;
+        self.free_head = slot;
+        self.live -= 1;
+    }
+
+    /// The slot of a live token (in use and same generation).
+    #[inline]
+    fn slot_of(&self, token: u64) -> Option<u32> {
+        let (slot, gen) = untoken(token);
+        let c = self.conns.get(slot as usize)?;
+        (c.flags & USED != 0 && c.gen == gen).then_some(slot)
+    }
+
+    fn slot_of_id(&self, id: ConnId) -> Option<u32> {
+        if id.loop_index() != self.loop_idx as usize {
+            return None;
+        }
+        let (slot, gen) = id.parts();
+        let c = self.conns.get(slot as usize)?;
+        (c.flags & OPEN != 0 && c.gen == gen).then_some(slot)
+    }
+
+    #[inline]
+    fn mark_dirty(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.flags & DIRTY == 0 {
+            c.flags |= DIRTY;
+            self.dirty.push(slot);
+        }
+    }
+
+    fn arm_idle(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.idle_ms > 0 && c.flags & IDLE_ARMED == 0 {
+            c.flags |= IDLE_ARMED;
+            let e = TimerEntry {
+                at_ms: self.now_ms + c.idle_ms as u64,
+                slot,
+                gen: c.gen,
+                kind: TimerKind::Idle,
+            };
+            self.timers.push(e);
+        }
+    }
+
+    // ----- handler calls -----
+
+    /// Calls `f` with the connection's handler and a context. The handler is
+    /// moved out of its slot for the call, so a (buggy) re-entrant call for
+    /// the same connection finds no handler and does nothing.
+    fn call<R: Default>(&mut self, slot: u32, f: impl FnOnce(&mut dyn Handler, &mut Ctx<'_>) -> R) -> R {
+        let c = &mut self.conns[slot as usize];
+        let gen = c.gen;
+        let Some(mut h) = c.handler.take() else {
+            return R::default();
+        };
+        let r = {
+            let mut cx = Ctx {
+                lcx: LoopCx { core: self },
+                slot,
+                gen,
+            };
+            f(&mut *h, &mut cx)
+        };
+        let c = &mut self.conns[slot as usize];
+        if c.gen == gen && c.flags & OPEN != 0 && c.handler.is_none() {
+            c.handler = Some(h);
+        }
+        r
+    }
+
+    /// Ends a connection from the handler's point of view: counts it, calls
+    /// `on_close`, drops the handler. The socket is cleaned up by the flush.
+    fn finalize(&mut self, slot: u32, reason: CloseReason) {
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN == 0 {
+            return;
+        }
+        c.flags &= !OPEN;
+        let counted = c.flags & COUNTED != 0;
+        let service = c.service;
+        let input = std::mem::take(&mut c.input);
+        let handler = c.handler.take();
+        self.inputs.give(input);
+        if counted {
+            LoopCounters::sub(&self.counters().open, 1);
+            LoopCounters::add(&self.counters().closed, 1);
+        }
+        if service != OUTBOUND {
+            if let Some(s) = self.services.get(service as usize) {
+                s.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            if self.listeners.iter().any(|l| l.paused) {
+                self.accept_resume = true;
+            }
+        }
+        if let Some(mut h) = handler {
+            let gen = self.conns[slot as usize].gen;
+            let mut cx = Ctx {
+                lcx: LoopCx { core: self },
+                slot,
+                gen,
+            };
+            h.on_close(&mut cx, reason);
+        }
+        self.mark_dirty(slot);
+    }
+
+    // ----- events -----
+
+    pub(crate) fn handle_event(&mut self, ev: Event<'_>) {
+        match ev {
+            Event::Recv { token, data } => self.on_recv(token, data),
+            Event::Sent { token, res } => self.on_sent(token, res),
+            Event::RecvEnd { token, how } => self.on_recv_end(token, how),
+            Event::Accept { listener, res } => self.on_accept(listener, res),
+            Event::Writable { token } => {
+                if let Some(slot) = self.slot_of(token) {
+                    self.conns[slot as usize].flags &= !WAIT_WRITABLE;
+                    self.mark_dirty(slot);
+                }
+            }
+            Event::Connected { token, res } => self.on_connected(token, res),
+            Event::Wake => {}
+        }
+    }
+
+    fn on_accept(&mut self, listener: usize, res: Result<RawFd, i32>) {
+        let fd = match res {
+            Ok(fd) => fd,
+            Err(errno) => {
+                LoopCounters::add(&self.counters().err_accept, 1);
+                let err = io::Error::from_raw_os_error(errno);
+                tracing::warn!(loop_idx = self.loop_idx, error = %err, "accept failed; pausing accepts until a descriptor frees");
+                if let Some(l) = self.listeners.get_mut(listener) {
+                    l.paused = true;
+                }
+                if !self.accept_retry_armed {
+                    self.accept_retry_armed = true;
+                    self.timers.push(TimerEntry {
+                        at_ms: self.now_ms + 250,
+                        slot: 0,
+                        gen: 0,
+                        kind: TimerKind::AcceptRetry,
+                    });
+                }
+                return;
+            }
+        };
+        let Some(l) = self.listeners.get(listener) else {
+            sys::close(fd);
+            return;
+        };
+        if l.removed || self.shutdown_at.is_some() {
+            sys::close(fd);
+            return;
+        }
+        let service = l.service;
+        let svc = &self.services[service as usize];
+        if svc.open.load(Ordering::Relaxed) >= svc.max_conns {
+            sys::close(fd);
+            LoopCounters::add(&self.counters().refused, 1);
+            return;
+        }
+        svc.open.fetch_add(1, Ordering::Relaxed);
+        if svc.nodelay {
+            // Not inherited from the listener on every kernel; a failure
+            // (the peer is already gone) shows up on the first recv.
+            let _ = sys::set_nodelay(fd);
+        }
+        let handler = (svc.factory)();
+        let limits = svc.limits;
+        let slot = self.alloc(fd, OPEN | NEEDS_REG | COUNTED, handler, limits, service);
+        LoopCounters::add(&self.counters().accepted, 1);
+        LoopCounters::add(&self.counters().open, 1);
+        self.arm_idle(slot);
+        self.mark_dirty(slot);
+        self.call(slot, |h, cx| h.on_open(cx));
+    }
+
+    fn on_recv(&mut self, token: u64, data: &mut [u8]) {
+        let Some(slot) = self.slot_of(token) else { return };
+        let counters = &self.shared.counters;
+        LoopCounters::add(&counters.bytes_in, data.len() as u64);
+        LoopCounters::add(&counters.reads, 1);
+        let now = self.now32();
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 {
+            return;
+        }
+        c.last_active = now;
+        if c.flags & (PAUSE_USER | PAUSE_BP | CONNECTING) != 0 {
+            // Arrived after reading was paused (the cancel was in flight):
+            // keep it for when reading resumes.
+            self.append_input(slot, data);
+            return;
+        }
+        if c.input.is_empty() {
+            let n = data.len();
+            let consumed = self.call(slot, |h, cx| h.on_data(cx, data)).min(n);
+            if consumed < n {
+                self.append_input(slot, &data[consumed..]);
+            }
+        } else if self.append_input(slot, data) {
+            self.deliver_input(slot);
+        }
+    }
+
+    /// Appends to the connection's leftover input; false if over the limit
+    /// (the connection is then closed with [`CloseReason::InputOverflow`]).
+    fn append_input(&mut self, slot: u32, data: &[u8]) -> bool {
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN == 0 {
+            return false;
+        }
+        let max = self.limits[c.limits as usize].max_input as usize;
+        if c.input.len() + data.len() > max {
+            c.flags |= OVERFLOW;
+            self.mark_dirty(slot);
+            return false;
+        }
+        if c.input.capacity() == 0 {
+            c.input = self.inputs.take();
+        }
+        c.input.extend_from_slice(data);
+        true
+    }
+
+    fn deliver_input(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let mut buf = std::mem::take(&mut c.input);
+        if buf.is_empty() {
+            c.input = buf;
+            return;
+        }
+        let consumed = self.call(slot, |h, cx| h.on_data(cx, &mut buf[..])).min(buf.len());
+        let c = &mut self.conns[slot as usize];
+        if consumed == buf.len() || c.flags & OPEN == 0 {
+            self.inputs.give(buf);
+        } else {
+            buf.drain(..consumed);
+            if c.input.is_empty() {
+                let old = std::mem::replace(&mut c.input, buf);
+                self.inputs.give(old);
+            } else {
+                // Bytes were appended meanwhile (cannot happen today: input
+                // is only appended by the loop, never by a handler); keep order.
+                buf.extend_from_slice(&c.input);
+                c.input = buf;
+            }
+        }
+    }
+
+    fn on_recv_end(&mut self, token: u64, how: RecvEnd) {
+        let Some(slot) = self.slot_of(token) else { return };
+        let c = &mut self.conns[slot as usize];
+        c.flags &= !(RECV_ACTIVE | RECV_CANCEL);
+        match how {
+            RecvEnd::Eof => {
+                if c.flags & EOF == 0 {
+                    c.flags |= EOF | EOF_PENDING;
+                }
+            }
+            RecvEnd::Stopped => {}
+            RecvEnd::NoBuffers => LoopCounters::add(&self.shared.counters.ring_exhausted, 1),
+            RecvEnd::Error(errno) => {
+                c.flags |= EOF;
+                if c.flags & OPEN != 0 {
+                    LoopCounters::add(&self.shared.counters.err_reset, 1);
+                    self.finalize(slot, CloseReason::Io(io::Error::from_raw_os_error(errno)));
+                }
+            }
+        }
+        self.mark_dirty(slot);
+    }
+
+    fn on_sent(&mut self, token: u64, res: i32) {
+        let Some(slot) = self.slot_of(token) else { return };
+        let c = &mut self.conns[slot as usize];
+        c.flags &= !SEND_INFLIGHT;
+        self.mark_dirty(slot);
+        if res < 0 {
+            if self.conns[slot as usize].flags & OPEN != 0 {
+                LoopCounters::add(&self.shared.counters.err_reset, 1);
+                self.finalize(slot, CloseReason::Io(io::Error::from_raw_os_error(-res)));
+            }
+            return;
+        }
+        let counters = &self.shared.counters;
+        LoopCounters::add(&counters.bytes_out, res as u64);
+        LoopCounters::add(&counters.writes, 1);
+        let c = &mut self.conns[slot as usize];
+        c.out.advance(&mut self.pool, res as usize);
+        if c.out.is_empty() && c.flags & OPEN != 0 {
+            self.drained(slot);
+        }
+    }
+
+    fn drained(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        c.flags &= !PAUSE_BP;
+        if c.flags & CLOSING == 0 {
+            self.call(slot, |h, cx| h.on_drain(cx));
+        }
+    }
+
+    fn on_connected(&mut self, token: u64, res: i32) {
+        let Some(slot) = self.slot_of(token) else { return };
+        let c = &mut self.conns[slot as usize];
+        c.flags &= !CONNECT_INFLIGHT;
+        self.mark_dirty(slot);
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN == 0 || c.flags & CONNECTING == 0 {
+            return;
+        }
+        let err = if res < 0 {
+            Some(io::Error::from_raw_os_error(-res))
+        } else {
+            match sys::take_socket_error(c.fd) {
+                Ok(e) => e,
+                Err(e) => Some(e),
+            }
+        };
+        if let Some(e) = err {
+            LoopCounters::add(&self.shared.counters.err_connect, 1);
+            self.finalize(slot, CloseReason::ConnectFailed(e));
+            return;
+        }
+        let now = self.now32();
+        let c = &mut self.conns[slot as usize];
+        c.flags = (c.flags & !CONNECTING) | COUNTED;
+        c.last_active = now;
+        LoopCounters::add(&self.shared.counters.connected, 1);
+        LoopCounters::add(&self.shared.counters.open, 1);
+        self.arm_idle(slot);
+        self.call(slot, |h, cx| h.on_open(cx));
+    }
+
+    // ----- timers and tasks -----
+
+    /// Fires due timers and runs posted tasks.
+    pub(crate) fn tick(&mut self) {
+        self.update_now();
+        while let Some(t) = self.timers.pop_due(self.now_ms) {
+            self.fire(t);
+        }
+        self.shared.notified.store(false, Ordering::SeqCst);
+        // Bounded: tasks posted by tasks run at the next turn.
+        for _ in 0..4096 {
+            let Ok(task) = self.rx.try_recv() else { break };
+            task(&mut LoopCx { core: self });
+        }
+    }
+
+    fn timer_target(&self, t: &TimerEntry) -> Option<u32> {
+        let c = self.conns.get(t.slot as usize)?;
+        (c.flags & OPEN != 0 && c.gen == t.gen).then_some(t.slot)
+    }
+
+    fn fire(&mut self, t: TimerEntry) {
+        match t.kind {
+            TimerKind::Idle => {
+                let Some(slot) = self.timer_target(&t) else { return };
+                let now = self.now32();
+                let c = &mut self.conns[slot as usize];
+                if c.idle_ms == 0 {
+                    c.flags &= !IDLE_ARMED;
+                    return;
+                }
+                let elapsed = now.wrapping_sub(c.last_active);
+                if elapsed >= c.idle_ms {
+                    c.flags &= !IDLE_ARMED;
+                    LoopCounters::add(&self.shared.counters.err_idle_timeout, 1);
+                    self.finalize(slot, CloseReason::IdleTimeout);
+                } else {
+                    let at = self.now_ms + (c.idle_ms - elapsed) as u64;
+                    self.timers.push(TimerEntry { at_ms: at, ..t });
+                }
+            }
+            TimerKind::Connect => {
+                let Some(slot) = self.timer_target(&t) else { return };
+                if self.conns[slot as usize].flags & CONNECTING != 0 {
+                    LoopCounters::add(&self.shared.counters.err_connect_timeout, 1);
+                    self.finalize(slot, CloseReason::ConnectTimeout);
+                }
+            }
+            TimerKind::User(token) => {
+                let Some(slot) = self.timer_target(&t) else { return };
+                if self.conns[slot as usize].flags & CLOSING == 0 {
+                    self.call(slot, |h, cx| h.on_timer(cx, token));
+                }
+            }
+            TimerKind::AcceptRetry => {
+                self.accept_retry_armed = false;
+                self.accept_resume = true;
+            }
+            TimerKind::ShutdownDeadline => {
+                for slot in 0..self.conns.len() as u32 {
+                    if self.conns[slot as usize].flags & OPEN != 0 {
+                        self.conns[slot as usize].flags |= LINGER0;
+                        self.finalize(slot, CloseReason::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long the backend may sleep.
+    pub(crate) fn next_timeout(&self) -> Option<Duration> {
+        if !self.dirty.is_empty() || self.accept_resume || self.stop_listeners {
+            return Some(Duration::ZERO);
+        }
+        self.timers
+            .next_at()
+            .map(|at| Duration::from_millis(at.saturating_sub(self.now_ms)))
+    }
+
+    pub(crate) fn begin_shutdown(&mut self, grace: Duration) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.update_now();
+        let at = self.now_ms + grace.as_millis() as u64;
+        self.shutdown_at = Some(at);
+        self.stop_listeners = true;
+        self.timers.push(TimerEntry {
+            at_ms: at,
+            slot: 0,
+            gen: 0,
+            kind: TimerKind::ShutdownDeadline,
+        });
+        for slot in 0..self.conns.len() as u32 {
+            let f = self.conns[slot as usize].flags;
+            if f & OPEN != 0 && f & CLOSING == 0 {
+                self.call(slot, |h, cx| h.on_shutdown(cx));
+            }
+        }
+    }
+
+    /// True once shutdown is complete (no connection left) or overdue.
+    pub(crate) fn finished(&self) -> bool {
+        match self.shutdown_at {
+            None => false,
+            Some(at) => self.live == 0 || self.now_ms > at + 2000,
+        }
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown_at.is_some()
+    }
+
+    // ----- flush: the only place that drives the backend -----
+
+    /// Applies listener changes, then works through the dirty list.
+    pub(crate) fn flush<B: Backend>(&mut self, be: &mut B) {
+        if self.stop_listeners {
+            self.stop_listeners = false;
+            for (i, l) in self.listeners.iter_mut().enumerate() {
+                if !l.removed {
+                    l.removed = true;
+                    be.remove_listener(i);
+                    sys::close(l.fd);
+                }
+            }
+        }
+        if self.accept_resume {
+            self.accept_resume = false;
+            for (i, l) in self.listeners.iter_mut().enumerate() {
+                if l.paused && !l.removed {
+                    l.paused = false;
+                    be.arm_accept(i);
+                }
+            }
+        }
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let slot = self.dirty[i];
+            i += 1;
+            self.conns[slot as usize].flags &= !DIRTY;
+            self.flush_conn(slot, be);
+        }
+        self.dirty.clear();
+    }
+
+    fn flush_conn<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let f = self.conns[slot as usize].flags;
+        if f & USED == 0 {
+            return;
+        }
+        if f & OPEN != 0 {
+            if f & (ABORT_REQ | SLOW | OVERFLOW) != 0 {
+                let reason = if f & SLOW != 0 {
+                    LoopCounters::add(&self.shared.counters.err_slow_reader, 1);
+                    CloseReason::SlowReader
+                } else if f & OVERFLOW != 0 {
+                    LoopCounters::add(&self.shared.counters.err_input_overflow, 1);
+                    CloseReason::InputOverflow
+                } else {
+                    CloseReason::Local
+                };
+                self.conns[slot as usize].flags |= LINGER0;
+                self.finalize(slot, reason);
+            } else {
+                self.flush_open(slot, be);
+            }
+        }
+        if self.conns[slot as usize].flags & (USED | OPEN) == USED {
+            self.cleanup(slot, be);
+        }
+    }
+
+    fn flush_open<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let c = &mut self.conns[slot as usize];
+        let tok = token(slot, c.gen);
+        if c.flags & NEEDS_REG != 0 {
+            c.flags &= !NEEDS_REG;
+            let mode = if c.flags & CONNECTING != 0 {
+                AddMode::Connect
+            } else {
+                AddMode::Recv
+            };
+            match be.add_conn(tok, c.fd, mode) {
+                Ok(()) => {
+                    c.flags |= REGISTERED
+                        | match mode {
+                            AddMode::Recv => RECV_ACTIVE,
+                            AddMode::Connect => CONNECT_INFLIGHT,
+                        };
+                }
+                Err(e) => {
+                    self.finalize(slot, CloseReason::Io(e));
+                    return;
+                }
+            }
+        }
+        self.try_send(slot, be);
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN == 0 {
+            return;
+        }
+        if c.out.is_empty() && c.flags & CONNECTING == 0 {
+            if c.flags & (SHUT_WR_REQ | SHUT_WR_DONE) == SHUT_WR_REQ {
+                c.flags |= SHUT_WR_DONE;
+                let _ = sys::shutdown(c.fd, libc::SHUT_WR);
+            }
+            if c.flags & CLOSE_REQ != 0 {
+                let reason = if c.flags & EOF != 0 {
+                    CloseReason::PeerClosed
+                } else {
+                    CloseReason::Local
+                };
+                self.finalize(slot, reason);
+                return;
+            }
+        }
+        let c = &mut self.conns[slot as usize];
+        if c.flags & (PAUSE_USER | PAUSE_BP | CLOSING | CONNECTING) == 0 {
+            if c.flags & REDELIVER != 0 {
+                c.flags &= !REDELIVER;
+                self.deliver_input(slot);
+            }
+            let c = &mut self.conns[slot as usize];
+            if c.flags & (EOF_PENDING | OPEN | PAUSE_USER | PAUSE_BP | CLOSING) == (EOF_PENDING | OPEN) {
+                c.flags &= !EOF_PENDING;
+                self.call(slot, |h, cx| h.on_eof(cx));
+            }
+        }
+        self.reconcile_recv(slot, be);
+    }
+
+    fn reconcile_recv<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let c = &mut self.conns[slot as usize];
+        let f = c.flags;
+        let want = f & (OPEN | REGISTERED) == (OPEN | REGISTERED)
+            && f & (CONNECTING | EOF | PAUSE_USER | PAUSE_BP | CLOSING) == 0;
+        let tok = token(slot, c.gen);
+        if want && f & RECV_ACTIVE == 0 {
+            c.flags |= RECV_ACTIVE;
+            be.arm_recv(tok, c.fd);
+        } else if !want && f & RECV_ACTIVE != 0 && f & RECV_CANCEL == 0 {
+            if be.cancel_recv(tok, c.fd) {
+                c.flags &= !RECV_ACTIVE;
+            } else {
+                c.flags |= RECV_CANCEL;
+            }
+        }
+    }
+
+    fn try_send<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let mut sent = false;
+        for _ in 0..64 {
+            let c = &self.conns[slot as usize];
+            if c.flags & (SEND_INFLIGHT | WAIT_WRITABLE | CONNECTING) != 0
+                || c.flags & REGISTERED == 0
+                || c.out.is_empty()
+            {
+                break;
+            }
+            let out = c.out;
+            let (fd, tok) = (c.fd, token(slot, c.gen));
+            let outcome = {
+                let mut iov = [IoSlice::new(&[]); 16];
+                let n = out.slices(&self.pool, &mut iov);
+                be.send(tok, fd, &iov[..n])
+            };
+            match outcome {
+                SendOutcome::InFlight => {
+                    self.conns[slot as usize].flags |= SEND_INFLIGHT;
+                    return;
+                }
+                SendOutcome::WouldBlock => {
+                    self.conns[slot as usize].flags |= WAIT_WRITABLE;
+                    return;
+                }
+                SendOutcome::Done(Ok(n)) => {
+                    LoopCounters::add(&self.shared.counters.bytes_out, n as u64);
+                    LoopCounters::add(&self.shared.counters.writes, 1);
+                    self.conns[slot as usize].out.advance(&mut self.pool, n);
+                    sent = true;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                SendOutcome::Done(Err(e)) => {
+                    LoopCounters::add(&self.shared.counters.err_reset, 1);
+                    self.finalize(slot, CloseReason::Io(e));
+                    return;
+                }
+            }
+        }
+        let c = &self.conns[slot as usize];
+        if sent && c.out.is_empty() && c.flags & OPEN != 0 {
+            self.drained(slot);
+        }
+    }
+
+    /// Tears down a closed connection once nothing is in flight on it.
+    fn cleanup<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let c = &mut self.conns[slot as usize];
+        let tok = token(slot, c.gen);
+        if c.flags & REGISTERED != 0 && c.flags & (INFLIGHT | WAIT_WRITABLE) != 0 {
+            if c.flags & CANCEL_ALL == 0 {
+                c.flags |= CANCEL_ALL;
+                if be.cancel_all(tok, c.fd) {
+                    c.flags &= !(INFLIGHT | WAIT_WRITABLE | RECV_CANCEL);
+                }
+            }
+            if c.flags & INFLIGHT != 0 {
+                return;
+            }
+        }
+        be.remove_conn(tok, c.fd);
+        if c.flags & LINGER0 != 0 {
+            let _ = sys::set_linger_zero(c.fd);
+        }
+        sys::close(c.fd);
+        c.out.clear(&mut self.pool);
+        let input = std::mem::take(&mut c.input);
+        self.inputs.give(input);
+        self.free_slot(slot);
+    }
+
+    /// Closes everything at exit (after the loop stopped).
+    pub(crate) fn close_all(&mut self) {
+        for slot in 0..self.conns.len() {
+            let c = &mut self.conns[slot];
+            if c.flags & USED != 0 {
+                if c.flags & OPEN != 0 {
+                    self.finalize(slot as u32, CloseReason::Shutdown);
+                }
+                let c = &mut self.conns[slot];
+                sys::close(c.fd);
+                c.flags = 0;
+            }
+        }
+        for l in &mut self.listeners {
+            if !l.removed {
+                l.removed = true;
+                sys::close(l.fd);
+            }
+        }
+    }
+
+    // ----- operations behind Ctx / LoopCx -----
+
+    fn write(&mut self, slot: u32, parts: &[&[u8]]) {
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 || c.flags & SHUT_WR_REQ != 0 {
+            return;
+        }
+        for p in parts {
+            c.out.push(&mut self.pool, p);
+        }
+        let lim = self.limits[c.limits as usize];
+        if c.out.len >= lim.hard_limit {
+            c.flags |= SLOW;
+        } else if c.out.len >= lim.high_water && c.flags & PAUSE_BP == 0 {
+            c.flags |= PAUSE_BP;
+            LoopCounters::add(&self.shared.counters.backpressure_pauses, 1);
+        }
+        self.mark_dirty(slot);
+    }
+
+    fn set_flag(&mut self, slot: u32, flag: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN != 0 {
+            c.flags |= flag;
+            self.mark_dirty(slot);
+        }
+    }
+
+    fn limits_index(&mut self, l: Limits) -> u16 {
+        if let Some(i) = self.limits.iter().position(|x| *x == l) {
+            return i as u16;
+        }
+        self.limits.push(l);
+        (self.limits.len() - 1) as u16
+    }
+
+    fn connect(&mut self, addr: SocketAddr, opts: &ConnectOptions, handler: Box<dyn Handler>) -> io::Result<ConnId> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        if self.shutdown_at.is_some() {
+            return Err(io::Error::new(io::ErrorKind::Other, "loop is shutting down"));
+        }
+        let res = (|| {
+            let sock = Socket::new(
+                Domain::for_address(addr),
+                Type::STREAM.nonblocking().cloexec(),
+                Some(Protocol::TCP),
+            )?;
+            if opts.nodelay {
+                sock.set_tcp_nodelay(true)?;
+            }
+            if let Some(src) = opts.source {
+                use std::os::fd::AsRawFd;
+                sys::set_bind_address_no_port(sock.as_raw_fd())?;
+                sock.bind(&SocketAddr::new(src, 0).into())?;
+            }
+            match sock.connect(&addr.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(sock)
+        })();
+        let sock = match res {
+            Ok(s) => s,
+            Err(e) => {
+                LoopCounters::add(&self.shared.counters.err_connect, 1);
+                return Err(e);
+            }
+        };
+        let fd = sock.into_raw_fd();
+        let mut lim = self.outbound_limits;
+        lim.idle_ms = dur_ms(opts.idle_timeout);
+        lim.high_water = clamp_u32(opts.write_high_water);
+        lim.hard_limit = clamp_u32(opts.write_hard_limit);
+        lim.max_input = clamp_u32(opts.max_input);
+        let li = self.limits_index(lim);
+        let mut flags = OPEN | CONNECTING | NEEDS_REG;
+        if opts.linger_zero {
+            flags |= LINGER0;
+        }
+        let slot = self.alloc(fd, flags, handler, li, OUTBOUND);
+        let gen = self.conns[slot as usize].gen;
+        self.timers.push(TimerEntry {
+            at_ms: self.now_ms + opts.timeout.as_millis().max(1) as u64,
+            slot,
+            gen,
+            kind: TimerKind::Connect,
+        });
+        self.mark_dirty(slot);
+        Ok(ConnId::new(self.loop_idx, slot, gen))
+    }
+}
+
+/// Loop-level context: what a task posted to a loop, or a handler through
+/// [`Ctx::loop_cx`], can do on that loop.
+pub struct LoopCx<'a> {
+    core: &'a mut Core,
+}
+
+impl LoopCx<'_> {
+    /// Index of this loop.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// engine.loop_handle(0).post(|lcx| assert_eq!(lcx.loop_index(), 0));
+    /// # }
+    /// ```
+    pub fn loop_index(&self) -> usize {
+        self.core.loop_idx as usize
+    }
+
+    /// Number of loops in the engine.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// engine.loop_handle(0).post(|lcx| println!("{} loops", lcx.loop_count()));
+    /// # }
+    /// ```
+    pub fn loop_count(&self) -> usize {
+        self.core.loops.get().map_or(1, |l| l.len())
+    }
+
+    /// Queues `data` on connection `id` of this loop. Returns `false` if the
+    /// connection is gone, closing, or lives on another loop (post there).
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine, id: myriad::ConnId) {
+    /// engine.loop_handle(id.loop_index()).post(move |lcx| { lcx.write_to(id, b"hi"); });
+    /// # }
+    /// ```
+    pub fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
+        match self.core.slot_of_id(id) {
+            Some(slot) if self.core.conns[slot as usize].flags & CLOSING == 0 => {
+                self.core.write(slot, &[data]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Closes connection `id` of this loop once its queued bytes are sent.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine, id: myriad::ConnId) {
+    /// engine.loop_handle(id.loop_index()).post(move |lcx| { lcx.close(id); });
+    /// # }
+    /// ```
+    pub fn close(&mut self, id: ConnId) -> bool {
+        match self.core.slot_of_id(id) {
+            Some(slot) => {
+                self.core.set_flag(slot, CLOSE_REQ);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Opens an outbound connection on this loop.
+    ///
+    /// ```no_run
+    /// # use myriad::{Ctx, Handler, ConnectOptions};
+    /// # struct Client;
+    /// # impl Handler for Client { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// # fn f(engine: &myriad::Engine) {
+    /// engine.loop_handle(0).post(|lcx| {
+    ///     let addr = "127.0.0.1:7000".parse().unwrap();
+    ///     let _ = lcx.connect(addr, &ConnectOptions::default(), Box::new(Client));
+    /// });
+    /// # }
+    /// ```
+    pub fn connect(&mut self, addr: SocketAddr, opts: &ConnectOptions, handler: Box<dyn Handler>) -> io::Result<ConnId> {
+        self.core.connect(addr, opts, handler)
+    }
+
+    /// Posts `f` to loop `loop_index` (possibly this one). Returns `false`
+    /// if there is no such loop or it has exited.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// engine.loop_handle(0).post(|lcx| { lcx.post(1, |other| println!("on {}", other.loop_index())); });
+    /// # }
+    /// ```
+    pub fn post(&self, loop_index: usize, f: impl FnOnce(&mut LoopCx<'_>) + Send + 'static) -> bool {
+        match self.core.loops.get().and_then(|l| l.get(loop_index)) {
+            Some(h) => h.post(f),
+            None => false,
+        }
+    }
+
+    /// Handles to every loop of the engine (for fan-out).
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// engine.loop_handle(0).post(|lcx| println!("{}", lcx.loops().len()));
+    /// # }
+    /// ```
+    pub fn loops(&self) -> &[LoopHandle] {
+        self.core.loops.get().map_or(&[], |l| l.as_slice())
+    }
+
+    /// Is the engine shutting down?
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// engine.loop_handle(0).post(|lcx| assert!(!lcx.is_shutting_down()));
+    /// # }
+    /// ```
+    pub fn is_shutting_down(&self) -> bool {
+        self.core.is_shutting_down()
+    }
+
+    pub(crate) fn begin_shutdown(&mut self, grace: Duration) {
+        self.core.begin_shutdown(grace);
+    }
+}
+
+/// A connection's context, handed to every [`Handler`] callback.
+pub struct Ctx<'a> {
+    lcx: LoopCx<'a>,
+    slot: u32,
+    gen: u32,
+}
+
+impl<'a> Ctx<'a> {
+    fn conn(&self) -> &Conn {
+        &self.lcx.core.conns[self.slot as usize]
+    }
+
+    /// This connection's id, valid on any thread.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// let id = cx.id();
+    /// # let _ = id; d.len() } }
+    /// ```
+    pub fn id(&self) -> ConnId {
+        ConnId::new(self.lcx.core.loop_idx, self.slot, self.gen)
+    }
+
+    /// Queues a copy of `data` for sending. Everything written during one
+    /// loop turn leaves in one send. Ignored once the connection is closing.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// cx.write(b"ok\n");
+    /// # d.len() } }
+    /// ```
+    #[inline]
+    pub fn write(&mut self, data: &[u8]) {
+        self.lcx.core.write(self.slot, &[data]);
+    }
+
+    /// Queues several slices in order (a header and a payload, say) without
+    /// joining them first.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// let len = (d.len() as u32).to_be_bytes();
+    /// cx.write_vectored(&[&len, d]);
+    /// # d.len() } }
+    /// ```
+    #[inline]
+    pub fn write_vectored(&mut self, parts: &[&[u8]]) {
+        self.lcx.core.write(self.slot, parts);
+    }
+
+    /// Bytes queued and not yet sent.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// if cx.queued() > 1 << 20 { cx.pause_reading(); }
+    /// # d.len() } }
+    /// ```
+    pub fn queued(&self) -> usize {
+        self.conn().out.len as usize
+    }
+
+    /// Closes the connection after the queued bytes are sent.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// cx.write(b"bye\n");
+    /// cx.close();
+    /// # d.len() } }
+    /// ```
+    pub fn close(&mut self) {
+        self.lcx.core.set_flag(self.slot, CLOSE_REQ);
+    }
+
+    /// Closes at once with a RST, dropping queued bytes.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// if d.first() == Some(&0xff) { cx.abort(); return 0; }
+    /// # d.len() } }
+    /// ```
+    pub fn abort(&mut self) {
+        self.lcx.core.set_flag(self.slot, ABORT_REQ);
+    }
+
+    /// Shuts down the sending side (FIN) after the queued bytes are sent;
+    /// receiving goes on. Later writes are ignored.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// cx.write(b"last words");
+    /// cx.shutdown_write();
+    /// # d.len() } }
+    /// ```
+    pub fn shutdown_write(&mut self) {
+        self.lcx.core.set_flag(self.slot, SHUT_WR_REQ);
+    }
+
+    /// Stops delivering data (and, soon after, reading from the socket)
+    /// until [`Ctx::resume_reading`].
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// cx.pause_reading();
+    /// # d.len() } }
+    /// ```
+    pub fn pause_reading(&mut self) {
+        self.lcx.core.set_flag(self.slot, PAUSE_USER);
+    }
+
+    /// Resumes reading; kept input is delivered again at once.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H {
+    /// # fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() }
+    /// fn on_timer(&mut self, cx: &mut Ctx<'_>, _token: u64) {
+    ///     cx.resume_reading();
+    /// }
+    /// # }
+    /// ```
+    pub fn resume_reading(&mut self) {
+        let core = &mut *self.lcx.core;
+        let c = &mut core.conns[self.slot as usize];
+        if c.flags & OPEN != 0 && c.flags & PAUSE_USER != 0 {
+            c.flags &= !PAUSE_USER;
+            c.flags |= REDELIVER;
+            core.mark_dirty(self.slot);
+        }
+    }
+
+    /// The peer's address (one `getpeername` call).
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H {
+    /// # fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() }
+    /// fn on_open(&mut self, cx: &mut Ctx<'_>) {
+    ///     if let Ok(peer) = cx.peer_addr() { println!("hello {peer}"); }
+    /// }
+    /// # }
+    /// ```
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sys::peer_addr(self.conn().fd)
+    }
+
+    /// The local address (one `getsockname` call).
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H {
+    /// # fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() }
+    /// fn on_open(&mut self, cx: &mut Ctx<'_>) {
+    ///     let _ = cx.local_addr();
+    /// }
+    /// # }
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sys::local_addr(self.conn().fd)
+    }
+
+    /// Sets (or with `None` clears) the idle timeout: close with
+    /// [`CloseReason::IdleTimeout`] when no bytes arrive for that long.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # use std::time::Duration;
+    /// # struct H;
+    /// # impl Handler for H {
+    /// # fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() }
+    /// fn on_open(&mut self, cx: &mut Ctx<'_>) {
+    ///     cx.set_idle_timeout(Some(Duration::from_secs(30)));
+    /// }
+    /// # }
+    /// ```
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        let core = &mut *self.lcx.core;
+        let c = &mut core.conns[self.slot as usize];
+        if c.flags & OPEN == 0 {
+            return;
+        }
+        c.idle_ms = dur_ms(timeout);
+        c.last_active = core.now_ms as u32;
+        core.arm_idle(self.slot);
+    }
+
+    /// Calls [`Handler::on_timer`] with `token` after `after`. Timers cannot
+    /// be cancelled; ignore stale tokens instead.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # use std::time::Duration;
+    /// # struct H;
+    /// # impl Handler for H {
+    /// # fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() }
+    /// fn on_open(&mut self, cx: &mut Ctx<'_>) {
+    ///     cx.set_timer(Duration::from_secs(1), 7);
+    /// }
+    /// fn on_timer(&mut self, cx: &mut Ctx<'_>, token: u64) {
+    ///     if token == 7 { cx.write(b"tick\n"); cx.set_timer(Duration::from_secs(1), 7); }
+    /// }
+    /// # }
+    /// ```
+    pub fn set_timer(&mut self, after: Duration, token: u64) {
+        let core = &mut *self.lcx.core;
+        let at = core.now_ms + after.as_millis() as u64;
+        core.timers.push(TimerEntry {
+            at_ms: at,
+            slot: self.slot,
+            gen: self.gen,
+            kind: TimerKind::User(token),
+        });
+    }
+
+    /// The loop-level context: write to other connections of this loop,
+    /// connect, post to other loops.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, ConnId};
+    /// # struct H { peer: ConnId }
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// // Relay to another connection on the same loop.
+    /// cx.loop_cx().write_to(self.peer, d);
+    /// # d.len() } }
+    /// ```
+    pub fn loop_cx(&mut self) -> &mut LoopCx<'a> {
+        &mut self.lcx
+    }
+}
+
+// Silence "never used" for helpers only used by some backends.
+#[allow(dead_code)]
+fn _assert_backend_module_used() {
+    let _ = backend::token;
+}

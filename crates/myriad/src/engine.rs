@@ -1,0 +1,734 @@
+//! The engine: building the loops, binding listeners, starting threads,
+//! shutting down.
+
+use crate::backend::{self, epoll::EpollBackend, sys, uring::UringBackend, Backend, BackendKind, UringParams};
+use crate::core::{dur_ms, Core, Factory, Limits, ListenerRt, LoopHandle, LoopShared, ServiceRt};
+use crate::handler::Handler;
+use crate::stats::Stats;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Errors from building or running an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding or configuring a listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The requested backend cannot run here.
+    #[error("backend {kind} unavailable: {source}")]
+    Backend {
+        /// The backend.
+        kind: BackendKind,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Another I/O error while starting or running a loop.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The cause.
+        source: io::Error,
+    },
+    /// An invalid setting.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A loop thread panicked.
+    #[error("loop thread {0} panicked")]
+    Panicked(usize),
+}
+
+/// A listening service: addresses, a handler factory and limits.
+///
+/// ```
+/// use myriad::{Ctx, Handler, Service};
+/// use std::time::Duration;
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize { cx.write(d); d.len() }
+/// }
+/// let svc = Service::new("echo", "127.0.0.1:0".parse().unwrap(), || Echo)
+///     .max_connections(10_000)
+///     .idle_timeout(Some(Duration::from_secs(60)));
+/// assert_eq!(svc.name(), "echo");
+/// ```
+pub struct Service {
+    name: String,
+    addrs: Vec<SocketAddr>,
+    factory: Factory,
+    max_connections: usize,
+    backlog: i32,
+    nodelay: bool,
+    limits: Limits,
+}
+
+impl Service {
+    /// A service on `addr` creating one handler per connection with
+    /// `factory` (called on the connection's loop).
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct Echo;
+    /// # impl Handler for Echo { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize { cx.write(d); d.len() } }
+    /// let svc = Service::new("echo", "[::1]:7000".parse().unwrap(), || Echo);
+    /// ```
+    pub fn new<H: Handler>(name: &str, addr: SocketAddr, factory: impl Fn() -> H + Send + Sync + 'static) -> Self {
+        Service {
+            name: name.to_string(),
+            addrs: vec![addr],
+            factory: Arc::new(move || Box::new(factory()) as Box<dyn Handler>),
+            max_connections: usize::MAX,
+            backlog: 4096,
+            nodelay: true,
+            limits: Limits {
+                idle_ms: 0,
+                high_water: 1 << 20,
+                hard_limit: 64 << 20,
+                max_input: 16 << 20,
+            },
+        }
+    }
+
+    /// The service's name.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// assert_eq!(Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).name(), "x");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Also listen on `addr`.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).listen("[::1]:0".parse().unwrap());
+    /// ```
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.addrs.push(addr);
+        self
+    }
+
+    /// Refuse connections beyond this many open at once (over all loops).
+    /// Refused connections are closed at once and counted in
+    /// [`Stats::refused`].
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).max_connections(100);
+    /// ```
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// The listen backlog (capped by `net.core.somaxconn`). Default 4096.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).backlog(65535);
+    /// ```
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n;
+        self
+    }
+
+    /// `TCP_NODELAY` on accepted connections (default on).
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).nodelay(false);
+    /// ```
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+
+    /// Close connections that receive nothing for this long (default: none).
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # use std::time::Duration;
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).idle_timeout(Some(Duration::from_secs(300)));
+    /// ```
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.limits.idle_ms = dur_ms(t);
+        self
+    }
+
+    /// Pause reading from a peer while this many bytes are queued for it
+    /// (back-pressure; resumes when the queue drains). Default 1 MiB.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).write_high_water(256 << 10);
+    /// ```
+    pub fn write_high_water(mut self, bytes: usize) -> Self {
+        self.limits.high_water = bytes.min(u32::MAX as usize) as u32;
+        self
+    }
+
+    /// Close a peer that lets this many bytes pile up unsent (it does not
+    /// read). Default 64 MiB.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).write_hard_limit(8 << 20);
+    /// ```
+    pub fn write_hard_limit(mut self, bytes: usize) -> Self {
+        self.limits.hard_limit = bytes.min(u32::MAX as usize) as u32;
+        self
+    }
+
+    /// Close a connection whose unconsumed input passes this many bytes.
+    /// Default 16 MiB.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).max_input(1 << 20);
+    /// ```
+    pub fn max_input(mut self, bytes: usize) -> Self {
+        self.limits.max_input = bytes.min(u32::MAX as usize) as u32;
+        self
+    }
+}
+
+/// Builds an [`Engine`].
+///
+/// ```no_run
+/// use myriad::{BackendKind, Ctx, Engine, Handler, Service};
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize { cx.write(d); d.len() }
+/// }
+/// let engine = Engine::builder()
+///     .threads(2)
+///     .backend(BackendKind::Auto)
+///     .service(Service::new("echo", "127.0.0.1:7000".parse().unwrap(), || Echo))
+///     .start()?;
+/// engine.wait();
+/// # Ok::<(), myriad::Error>(())
+/// ```
+pub struct EngineBuilder {
+    threads: usize,
+    backend: BackendKind,
+    services: Vec<Service>,
+    uring: UringParams,
+    chunk_size: usize,
+    epoll_buf: usize,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            backend: BackendKind::Auto,
+            services: Vec::new(),
+            uring: UringParams {
+                sq_entries: 4096,
+                buf_count: 4096,
+                buf_size: 4096,
+            },
+            chunk_size: 16 << 10,
+            epoll_buf: 64 << 10,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Number of I/O threads (event loops). Default: the number of cores.
+    ///
+    /// ```
+    /// let b = myriad::Engine::builder().threads(1);
+    /// ```
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// The backend (default [`BackendKind::Auto`]).
+    ///
+    /// ```
+    /// let b = myriad::Engine::builder().backend(myriad::BackendKind::Epoll);
+    /// ```
+    pub fn backend(mut self, kind: BackendKind) -> Self {
+        self.backend = kind;
+        self
+    }
+
+    /// Adds a listening service.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let b = myriad::Engine::builder().service(Service::new("x", "127.0.0.1:0".parse().unwrap(), || E));
+    /// ```
+    pub fn service(mut self, s: Service) -> Self {
+        self.services.push(s);
+        self
+    }
+
+    /// io_uring provided-buffer ring per loop: `count` buffers (a power of
+    /// two, at most 32768) of `size` bytes. Default 4096 × 4 KiB. Pages are
+    /// only touched when data lands in them.
+    ///
+    /// ```
+    /// let b = myriad::Engine::builder().recv_buffers(1024, 16 << 10);
+    /// ```
+    pub fn recv_buffers(mut self, count: u16, size: u32) -> Self {
+        self.uring.buf_count = count;
+        self.uring.buf_size = size;
+        self
+    }
+
+    /// io_uring submission queue size per loop (default 4096).
+    ///
+    /// ```
+    /// let b = myriad::Engine::builder().sq_entries(1024);
+    /// ```
+    pub fn sq_entries(mut self, n: u32) -> Self {
+        self.uring.sq_entries = n;
+        self
+    }
+
+    /// Size of the pooled chunks outbound bytes are copied into (default
+    /// 16 KiB).
+    ///
+    /// ```
+    /// let b = myriad::Engine::builder().write_chunk_size(64 << 10);
+    /// ```
+    pub fn write_chunk_size(mut self, n: usize) -> Self {
+        self.chunk_size = n;
+        self
+    }
+
+    /// Binds every listener, starts the loops and returns once all of them
+    /// are running.
+    ///
+    /// ```no_run
+    /// let engine = myriad::Engine::builder().threads(1).start()?;
+    /// engine.shutdown(std::time::Duration::from_secs(1));
+    /// engine.wait();
+    /// # Ok::<(), myriad::Error>(())
+    /// ```
+    pub fn start(self) -> Result<Engine, Error> {
+        if self.threads == 0 || self.threads > 255 {
+            return Err(Error::Config(format!("threads must be 1..=255, got {}", self.threads)));
+        }
+        if !self.uring.buf_count.is_power_of_two() || self.uring.buf_count > 32768 {
+            return Err(Error::Config("recv buffer count must be a power of two <= 32768".into()));
+        }
+        sys::ignore_sigpipe();
+        let (kind, why) = backend::resolve(self.backend, &self.uring).map_err(|source| Error::Backend {
+            kind: self.backend,
+            source,
+        })?;
+        tracing::info!(backend = %kind, reason = %why, threads = self.threads, "myriad engine starting");
+
+        // Bind: every loop gets its own SO_REUSEPORT socket per address. The
+        // first bind resolves port 0; the others reuse the port it got.
+        let n = self.threads;
+        let mut per_loop: Vec<Vec<(RawFd, u16)>> = vec![Vec::new(); n];
+        let mut local_addrs: Vec<Vec<SocketAddr>> = Vec::new();
+        let guard_fds = FdGuard::default();
+        let mut guard = guard_fds;
+        for (si, s) in self.services.iter().enumerate() {
+            let mut addrs = Vec::new();
+            for &addr in &s.addrs {
+                let mut actual = addr;
+                for lp in per_loop.iter_mut() {
+                    let fd = bind_listener(actual, s.backlog, s.nodelay).map_err(|source| Error::Listen { addr, source })?;
+                    guard.0.push(fd);
+                    if actual.port() == 0 {
+                        actual = sys::local_addr(fd).map_err(|source| Error::Listen { addr, source })?;
+                    }
+                    lp.push((fd, si as u16));
+                }
+                addrs.push(actual);
+            }
+            local_addrs.push(addrs);
+        }
+
+        let mut limits: Vec<Limits> = Vec::new();
+        let mut service_limits = Vec::new();
+        for s in &self.services {
+            let i = match limits.iter().position(|l| *l == s.limits) {
+                Some(i) => i,
+                None => {
+                    limits.push(s.limits);
+                    limits.len() - 1
+                }
+            };
+            service_limits.push(i as u16);
+        }
+        let open_counts: Vec<Arc<AtomicUsize>> = self.services.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let outbound_limits = Limits {
+            idle_ms: 0,
+            high_water: 1 << 20,
+            hard_limit: 64 << 20,
+            max_input: 16 << 20,
+        };
+
+        let loops_cell: Arc<OnceLock<Vec<LoopHandle>>> = Arc::new(OnceLock::new());
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, Error>>();
+        for (idx, listeners) in per_loop.into_iter().enumerate() {
+            let waker = Arc::new(sys::EventFd::new().map_err(|source| Error::Io {
+                context: "eventfd",
+                source,
+            })?);
+            let shared = Arc::new(LoopShared {
+                waker: waker.clone(),
+                notified: AtomicBool::new(false),
+                counters: Default::default(),
+            });
+            let (tx, rx) = mpsc::channel();
+            handles.push(LoopHandle::new(idx, tx, shared.clone()));
+            let services: Vec<ServiceRt> = self
+                .services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ServiceRt {
+                    factory: s.factory.clone(),
+                    limits: service_limits[i],
+                    max_conns: s.max_connections,
+                    open: open_counts[i].clone(),
+                    nodelay: s.nodelay,
+                })
+                .collect();
+            let loops_cell2 = loops_cell.clone();
+            let limits2 = limits.clone();
+            let chunk_size = self.chunk_size;
+            let uring = self.uring;
+            let epoll_buf = self.epoll_buf;
+            let ready = ready_tx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("myriad-loop-{idx}"))
+                .spawn(move || -> Result<(), Error> {
+                    // The core is built on its own thread: handlers need not be Send.
+                    let mut core = Core::new(
+                        idx as u32,
+                        shared,
+                        rx,
+                        loops_cell2,
+                        services,
+                        limits2,
+                        chunk_size,
+                        outbound_limits,
+                    );
+                    match kind {
+                        BackendKind::Epoll => {
+                            let be = match EpollBackend::new(epoll_buf, waker) {
+                                Ok(b) => b,
+                                Err(source) => {
+                                    let _ = ready.send(Err(Error::Backend { kind, source }));
+                                    return Ok(());
+                                }
+                            };
+                            run_loop(be, &mut core, listeners, ready)
+                        }
+                        _ => {
+                            let be = match UringBackend::new(&uring, waker) {
+                                Ok(b) => b,
+                                Err(source) => {
+                                    let _ = ready.send(Err(Error::Backend { kind, source }));
+                                    return Ok(());
+                                }
+                            };
+                            run_loop(be, &mut core, listeners, ready)
+                        }
+                    }
+                })
+                .map_err(|source| Error::Io {
+                    context: "spawning loop thread",
+                    source,
+                })?;
+            threads.push(t);
+        }
+        // The listener fds now belong to the loops.
+        guard.0.clear();
+        drop(ready_tx);
+        let _ = loops_cell.set(handles.clone());
+        let engine = Engine {
+            loops: handles,
+            threads: std::sync::Mutex::new(threads),
+            kind,
+            local_addrs,
+        };
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    engine.shutdown(Duration::ZERO);
+                    let _ = engine.wait();
+                    return Err(e);
+                }
+                Err(_) => {
+                    engine.shutdown(Duration::ZERO);
+                    let _ = engine.wait();
+                    return Err(Error::Panicked(0));
+                }
+            }
+        }
+        Ok(engine)
+    }
+}
+
+#[derive(Default)]
+struct FdGuard(Vec<RawFd>);
+
+impl Drop for FdGuard {
+    fn drop(&mut self) {
+        for &fd in &self.0 {
+            sys::close(fd);
+        }
+    }
+}
+
+fn bind_listener(addr: SocketAddr, backlog: i32, nodelay: bool) -> io::Result<RawFd> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if nodelay {
+        s.set_tcp_nodelay(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into_raw_fd())
+}
+
+fn run_loop<B: Backend>(
+    mut be: B,
+    core: &mut Core,
+    listeners: Vec<(RawFd, u16)>,
+    ready: mpsc::Sender<Result<usize, Error>>,
+) -> Result<(), Error> {
+    for (fd, service) in listeners {
+        match be.add_listener(fd) {
+            Ok(_) => core.listeners.push(ListenerRt {
+                fd,
+                service,
+                paused: false,
+                removed: false,
+            }),
+            Err(source) => {
+                sys::close(fd);
+                let _ = ready.send(Err(Error::Io {
+                    context: "registering listener",
+                    source,
+                }));
+                return Ok(());
+            }
+        }
+    }
+    let _ = ready.send(Ok(core.loop_idx as usize));
+    drop(ready);
+    let res = loop {
+        core.tick();
+        core.flush(&mut be);
+        if core.finished() {
+            break Ok(());
+        }
+        let timeout = core.next_timeout();
+        let mut fresh = false;
+        let r = be.wait(timeout, &mut |ev| {
+            if !fresh {
+                core.update_now();
+                fresh = true;
+            }
+            core.handle_event(ev)
+        });
+        if let Err(source) = r {
+            break Err(Error::Io {
+                context: "waiting for events",
+                source,
+            });
+        }
+    };
+    core.close_all();
+    drop(be);
+    res
+}
+
+/// A running engine: a set of event loops, each on its own thread.
+///
+/// ```no_run
+/// use myriad::{Ctx, Engine, Handler, Service};
+/// use std::time::Duration;
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize { cx.write(d); d.len() }
+/// }
+/// let engine = Engine::builder()
+///     .service(Service::new("echo", "127.0.0.1:0".parse().unwrap(), || Echo))
+///     .start()?;
+/// println!("listening on {}", engine.local_addrs(0)[0]);
+/// engine.shutdown(Duration::from_secs(5));
+/// engine.wait();
+/// # Ok::<(), myriad::Error>(())
+/// ```
+pub struct Engine {
+    loops: Vec<LoopHandle>,
+    threads: std::sync::Mutex<Vec<JoinHandle<Result<(), Error>>>>,
+    kind: BackendKind,
+    local_addrs: Vec<Vec<SocketAddr>>,
+}
+
+impl Engine {
+    /// Starts building an engine.
+    ///
+    /// ```
+    /// let b = myriad::Engine::builder();
+    /// ```
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The backend in use (never `Auto`).
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// println!("{}", e.backend());
+    /// # }
+    /// ```
+    pub fn backend(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// The bound addresses of service `service` (in the order added), with
+    /// port 0 resolved.
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// let addr = e.local_addrs(0)[0];
+    /// # }
+    /// ```
+    pub fn local_addrs(&self, service: usize) -> &[SocketAddr] {
+        self.local_addrs.get(service).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Number of loops.
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// for i in 0..e.loop_count() { let _ = e.loop_handle(i); }
+    /// # }
+    /// ```
+    pub fn loop_count(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// A handle to loop `i` (panics if `i >= loop_count()`).
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// let h = e.loop_handle(0);
+    /// # }
+    /// ```
+    pub fn loop_handle(&self, i: usize) -> &LoopHandle {
+        &self.loops[i]
+    }
+
+    /// Counters summed over every loop.
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// let s = e.stats();
+    /// println!("{} open, {} accepted", s.open, s.accepted);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.loops.iter().map(|l| l.stats()).fold(Stats::default(), |a, b| a + b)
+    }
+
+    /// Counters of each loop.
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// for (i, s) in e.loop_stats().iter().enumerate() { println!("loop {i}: {}", s.open); }
+    /// # }
+    /// ```
+    pub fn loop_stats(&self) -> Vec<Stats> {
+        self.loops.iter().map(|l| l.stats()).collect()
+    }
+
+    /// Graceful shutdown: stop accepting, call every handler's
+    /// [`Handler::on_shutdown`], and close whatever is still open after
+    /// `grace`. Returns at once; [`Engine::wait`] waits for the loops.
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// e.shutdown(std::time::Duration::from_secs(5));
+    /// e.wait();
+    /// # }
+    /// ```
+    pub fn shutdown(&self, grace: Duration) {
+        for l in &self.loops {
+            l.post(move |lcx| lcx.begin_shutdown(grace));
+        }
+    }
+
+    /// Waits until every loop has exited; returns the first error.
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// e.wait().expect("loops failed");
+    /// # }
+    /// ```
+    pub fn wait(&self) -> Result<(), Error> {
+        let threads: Vec<_> = match self.threads.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(p) => p.into_inner().drain(..).collect(),
+        };
+        let mut first = Ok(());
+        for (i, t) in threads.into_iter().enumerate() {
+            let r = match t.join() {
+                Ok(r) => r,
+                Err(_) => Err(Error::Panicked(i)),
+            };
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let pending = self.threads.lock().map(|t| !t.is_empty()).unwrap_or(false);
+        if pending {
+            self.shutdown(Duration::ZERO);
+            let _ = self.wait();
+        }
+    }
+}
