@@ -475,3 +475,380 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<(Option<CloseCode>, &str), 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deflate::{DeflateConfig, Deflater};
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Ev {
+        Text(String),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong(Vec<u8>),
+        Close(Option<u16>, String),
+    }
+
+    fn own(e: Event<'_>) -> Ev {
+        match e {
+            Event::Text(t) => Ev::Text(t.to_owned()),
+            Event::Binary(b) => Ev::Binary(b.to_vec()),
+            Event::Ping(b) => Ev::Ping(b.to_vec()),
+            Event::Pong(b) => Ev::Pong(b.to_vec()),
+            Event::Close { code, reason } => Ev::Close(code.map(|c| c.0), reason.to_owned()),
+        }
+    }
+
+    /// Raw frame builder that can express invalid frames.
+    fn raw(b0: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![b0];
+        let m = if mask.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            n @ 0..=125 => out.push(m | n as u8),
+            n @ 126..=0xFFFF => {
+                out.push(m | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(m | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mut p = payload.to_vec();
+        if let Some(k) = mask {
+            out.extend_from_slice(&k);
+            apply_mask(&mut p, k, 0);
+        }
+        out.extend_from_slice(&p);
+        out
+    }
+
+    const K: Option<[u8; 4]> = Some([0x11, 0x22, 0x33, 0x44]);
+
+    /// Feeds `bytes` in pieces of `step`, keeping unconsumed bytes.
+    fn run_with(
+        dec: &mut Decoder,
+        bytes: &[u8],
+        step: usize,
+    ) -> (Vec<Ev>, Result<(), ProtocolError>) {
+        let mut evs = Vec::new();
+        let mut pending = Vec::new();
+        for chunk in bytes.chunks(step.max(1)) {
+            pending.extend_from_slice(chunk);
+            match dec.feed(&mut pending, &mut |e| evs.push(own(e))) {
+                Ok(n) => {
+                    pending.drain(..n);
+                }
+                Err(e) => return (evs, Err(e)),
+            }
+        }
+        (evs, Ok(()))
+    }
+
+    fn server_run(bytes: &[u8]) -> (Vec<Ev>, Result<(), ProtocolError>) {
+        run_with(&mut Decoder::new(Role::Server), bytes, bytes.len())
+    }
+
+    fn server_err(bytes: &[u8]) -> ProtocolError {
+        server_run(bytes).1.unwrap_err()
+    }
+
+    #[test]
+    fn protocol_errors_are_1002() {
+        let mut cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+            (raw(0xA1, K, b"x"), ProtocolError::ReservedBits),
+            (raw(0x91, K, b"x"), ProtocolError::ReservedBits),
+            (raw(0xC1, K, b"x"), ProtocolError::ReservedBits), // RSV1 without deflate
+            (
+                raw(0x89, K, &[0u8; 126]),
+                ProtocolError::ControlFrameTooLong,
+            ),
+            (raw(0x09, K, b"x"), ProtocolError::FragmentedControlFrame),
+            (raw(0x80, K, b"x"), ProtocolError::UnexpectedContinuation),
+            (raw(0x00, K, b"x"), ProtocolError::UnexpectedContinuation),
+            (
+                [raw(0x01, K, b"a"), raw(0x81, K, b"b")].concat(),
+                ProtocolError::ExpectedContinuation,
+            ),
+            (
+                [raw(0x02, K, b"a"), raw(0x02, K, b"b")].concat(),
+                ProtocolError::ExpectedContinuation,
+            ),
+            (raw(0x81, None, b"x"), ProtocolError::UnmaskedFrame),
+            (raw(0x88, K, &[3]), ProtocolError::InvalidClosePayload),
+            (
+                vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4],
+                ProtocolError::InvalidLength,
+            ),
+        ];
+        for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
+            cases.push((raw(0x80 | op, K, b""), ProtocolError::ReservedOpcode(op)));
+        }
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1012, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            cases.push((
+                raw(0x88, K, &code.to_be_bytes()),
+                ProtocolError::InvalidCloseCode(code),
+            ));
+        }
+        for (bytes, err) in cases {
+            let got = server_err(&bytes);
+            assert_eq!(got, err);
+            assert_eq!(got.close_code(), CloseCode::PROTOCOL_ERROR);
+        }
+        // masked frame at a client
+        let mut dec = Decoder::new(Role::Client);
+        let (_, r) = run_with(&mut dec, &raw(0x81, K, b"x"), 100);
+        assert_eq!(r, Err(ProtocolError::MaskedFrame));
+        // and the error sticks
+        let (_, r) = run_with(&mut dec, &raw(0x81, None, b"x"), 100);
+        assert_eq!(r, Err(ProtocolError::MaskedFrame));
+    }
+
+    #[test]
+    fn rsv1_rules_with_deflate() {
+        let p = DeflateParams::negotiate("permessage-deflate", &DeflateConfig::default()).unwrap();
+        for bytes in [
+            [raw(0x41, K, b""), raw(0xC0, K, b"")].concat(), // RSV1 on continuation
+            raw(0xC9, K, b""),                               // RSV1 on ping
+        ] {
+            let mut dec = Decoder::new(Role::Server);
+            dec.set_deflate(Some(&p));
+            let (_, r) = run_with(&mut dec, &bytes, 100);
+            assert_eq!(r, Err(ProtocolError::ReservedBits));
+        }
+    }
+
+    #[test]
+    fn valid_close_codes_and_control() {
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ] {
+            let (evs, r) = server_run(&raw(0x88, K, &[&code.to_be_bytes()[..], b"why"].concat()));
+            r.unwrap();
+            assert_eq!(evs, [Ev::Close(Some(code), "why".into())]);
+        }
+        let (evs, r) = server_run(
+            &[
+                raw(0x89, K, &[7; 125]),
+                raw(0x8A, K, b""),
+                raw(0x88, K, b""),
+            ]
+            .concat(),
+        );
+        r.unwrap();
+        assert_eq!(
+            evs,
+            [
+                Ev::Ping(vec![7; 125]),
+                Ev::Pong(vec![]),
+                Ev::Close(None, String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn data_after_close_is_ignored() {
+        let bytes = [raw(0x88, K, b""), raw(0x81, K, b"late"), vec![0xFF, 0xFF]].concat();
+        let mut dec = Decoder::new(Role::Server);
+        let mut input = bytes.clone();
+        let mut evs = Vec::new();
+        let n = dec.feed(&mut input, &mut |e| evs.push(own(e))).unwrap();
+        assert_eq!(n, bytes.len());
+        assert_eq!(evs, [Ev::Close(None, String::new())]);
+        assert!(dec.is_closed());
+    }
+
+    #[test]
+    fn control_frames_between_fragments() {
+        let bytes = [
+            raw(0x01, K, b"fra"),
+            raw(0x89, K, b"p1"),
+            raw(0x00, K, b"gme"),
+            raw(0x8A, K, b"p2"),
+            raw(0x80, K, b"nted"),
+        ]
+        .concat();
+        for step in 1..bytes.len() {
+            let (evs, r) = run_with(&mut Decoder::new(Role::Server), &bytes, step);
+            r.unwrap();
+            assert_eq!(
+                evs,
+                [
+                    Ev::Ping(b"p1".to_vec()),
+                    Ev::Pong(b"p2".to_vec()),
+                    Ev::Text("fragmented".into())
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn non_minimal_lengths_allowed() {
+        let mut f = vec![0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 3];
+        f.extend_from_slice(&K.unwrap());
+        let mut p = *b"abc";
+        apply_mask(&mut p, K.unwrap(), 0);
+        f.extend_from_slice(&p);
+        let (evs, r) = server_run(&f);
+        r.unwrap();
+        assert_eq!(evs, [Ev::Binary(b"abc".to_vec())]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_1007() {
+        let e = server_err(&raw(0x81, K, &[0xCE, 0xBA, 0xE1, 0xBD]));
+        assert_eq!(e.close_code(), CloseCode::INVALID_PAYLOAD);
+        let e = server_err(&raw(0x88, K, &[0x03, 0xE8, 0xFF]));
+        assert_eq!(e, ProtocolError::InvalidUtf8);
+        // incomplete code point at the end of the message
+        let e = server_err(&[raw(0x01, K, b"ok"), raw(0x80, K, &[0xE2, 0x82])].concat());
+        assert_eq!(e, ProtocolError::InvalidUtf8);
+    }
+
+    #[test]
+    fn utf8_fails_fast_in_first_fragment() {
+        // the first fragment alone is invalid; the message never completes
+        let (evs, r) = server_run(&raw(0x01, K, &[b'a', 0xC0, 0xAF]));
+        assert_eq!(r, Err(ProtocolError::InvalidUtf8));
+        assert!(evs.is_empty());
+        // an invalid prefix at the end of a fragment (U+110000 and beyond)
+        let (_, r) = server_run(&raw(0x01, K, &[b'a', 0xF4, 0x90]));
+        assert_eq!(r, Err(ProtocolError::InvalidUtf8));
+        // invalid in the 2nd of 3 fragments: fails before the third arrives
+        let (_, r) = server_run(
+            &[
+                raw(0x01, K, "κόσμε".as_bytes()),
+                raw(0x00, K, &[0xF4, 0x90, 0x80, 0x80]),
+            ]
+            .concat(),
+        );
+        assert_eq!(r, Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn code_points_split_across_fragments() {
+        let text = "κόσμε€😀";
+        let b = text.as_bytes();
+        for i in 0..=b.len() {
+            for j in i..=b.len() {
+                let bytes = [
+                    raw(0x01, K, &b[..i]),
+                    raw(0x00, K, &b[i..j]),
+                    raw(0x80, K, &b[j..]),
+                ]
+                .concat();
+                let (evs, r) = server_run(&bytes);
+                r.unwrap();
+                assert_eq!(evs, [Ev::Text(text.into())]);
+            }
+        }
+        // a surrogate split across fragments is still caught at the 2nd one
+        let (_, r) = server_run(&[raw(0x01, K, &[0xED]), raw(0x00, K, &[0xA0, 0x80])].concat());
+        assert_eq!(r, Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn limits_are_1009() {
+        let cfg = DecoderConfig {
+            max_frame_size: 100,
+            max_message_size: 150,
+            max_buffered_frame: 64,
+        };
+        // frame too large: reported from the header alone
+        let mut dec = Decoder::with_config(Role::Server, cfg);
+        let f = raw(0x82, K, &[0; 101]);
+        let (_, r) = run_with(&mut dec, &f[..8], 100);
+        assert_eq!(r, Err(ProtocolError::FrameTooLarge { len: 101, max: 100 }));
+        // message too large across fragments
+        let mut dec = Decoder::with_config(Role::Server, cfg);
+        let f = [raw(0x02, K, &[0; 100]), raw(0x80, K, &[0; 51])].concat();
+        let (_, r) = run_with(&mut dec, &f, 7);
+        assert_eq!(r, Err(ProtocolError::MessageTooLarge { max: 150 }));
+        assert_eq!(r.unwrap_err().close_code(), CloseCode::MESSAGE_TOO_BIG);
+        // a huge declared length fails without any allocation
+        let mut dec = Decoder::new(Role::Server);
+        let mut f = vec![0x82, 0x80 | 127];
+        f.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        f.extend_from_slice(&[1, 2, 3, 4]);
+        let (_, r) = run_with(&mut dec, &f, 100);
+        assert!(matches!(r, Err(ProtocolError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn inflated_size_limit() {
+        let p = DeflateParams::negotiate("permessage-deflate", &DeflateConfig::default()).unwrap();
+        let mut d = Deflater::new(Role::Client, &p, 9, 0);
+        let z = d.compress(&vec![b'a'; 100_000]).unwrap().to_vec();
+        let cfg = DecoderConfig {
+            max_message_size: 10_000,
+            ..DecoderConfig::default()
+        };
+        let mut dec = Decoder::with_config(Role::Server, cfg);
+        dec.set_deflate(Some(&p));
+        let (_, r) = run_with(&mut dec, &raw(0xC2, K, &z), 1000);
+        assert_eq!(r, Err(ProtocolError::MessageTooLarge { max: 10_000 }));
+        // garbage compressed data
+        let mut dec = Decoder::new(Role::Server);
+        dec.set_deflate(Some(&p));
+        let (_, r) = run_with(&mut dec, &raw(0xC2, K, &[0xFF; 20]), 1000);
+        assert_eq!(r, Err(ProtocolError::InvalidCompressedData));
+    }
+
+    #[test]
+    fn zero_copy_for_whole_unfragmented_messages() {
+        let mut input = raw(0x82, K, b"payload!");
+        let range = input.as_ptr_range();
+        let mut inside = false;
+        Decoder::new(Role::Server)
+            .feed(&mut input, &mut |e| {
+                if let Event::Binary(b) = e {
+                    inside = range.contains(&b.as_ptr()) && b == b"payload!";
+                }
+            })
+            .unwrap();
+        assert!(inside);
+    }
+
+    #[test]
+    fn small_frames_wait_large_frames_stream() {
+        let cfg = DecoderConfig {
+            max_buffered_frame: 32,
+            ..DecoderConfig::default()
+        };
+        // small: nothing consumed until whole
+        let f = raw(0x82, K, &[5; 20]);
+        let mut dec = Decoder::with_config(Role::Server, cfg);
+        let mut part = f[..f.len() - 1].to_vec();
+        assert_eq!(dec.feed(&mut part, &mut |_| {}).unwrap(), 0);
+        // large: payload consumed as it comes, unmasked exactly once
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let f = raw(0x82, K, &payload);
+        for step in [1, 3, 13, 100] {
+            let mut dec = Decoder::with_config(Role::Server, cfg);
+            let (evs, r) = run_with(&mut dec, &f, step);
+            r.unwrap();
+            assert_eq!(evs, [Ev::Binary(payload.clone())]);
+        }
+    }
+
+    #[test]
+    fn buffer_is_reused() {
+        let mut dec = Decoder::new(Role::Server);
+        let msg = [raw(0x02, K, &[1; 500]), raw(0x80, K, &[2; 500])].concat();
+        let (_, r) = run_with(&mut dec, &msg, 10_000);
+        r.unwrap();
+        let cap = dec.buf.capacity();
+        let ptr = dec.buf.as_ptr();
+        for _ in 0..10 {
+            let (evs, r) = run_with(&mut dec, &msg, 10_000);
+            r.unwrap();
+            assert_eq!(evs.len(), 1);
+        }
+        assert_eq!((dec.buf.capacity(), dec.buf.as_ptr()), (cap, ptr));
+        dec.release_memory();
+        assert_eq!(dec.buf.capacity(), 0);
+    }
+}

@@ -728,6 +728,26 @@ mod tests {
     }
 
     #[test]
+    fn window_survives_reset() {
+        let offer = "permessage-deflate; server_no_context_takeover; server_max_window_bits=9";
+        let p = DeflateParams::negotiate(offer, &cfg()).unwrap();
+        let mut d = Deflater::new(Role::Server, &p, 9, 0);
+        let block: Vec<u8> = (0..5_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let payload = [&block[..], &block[..]].concat();
+        for _ in 0..3 {
+            let z = d.compress(&payload).unwrap().to_vec();
+            let mut i = Decompress::new_with_window_bits(false, 9);
+            let mut out = Vec::with_capacity(payload.len() + 100);
+            let input = [&z[..], &TRAILER[..]].concat();
+            i.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+                .unwrap();
+            assert_eq!(out, payload);
+        }
+    }
+
+    #[test]
     fn inflate_limit() {
         let p = DeflateParams::negotiate("permessage-deflate", &cfg()).unwrap();
         let mut d = Deflater::new(Role::Client, &p, 9, 0);

@@ -197,7 +197,6 @@ mod tests {
 
     #[test]
     fn split_everywhere() {
-        let stream = "\x00héllo\u{ff}\x00wörld€\u{ff}";
         let mut bytes: Vec<u8> = Vec::new();
         // build the real byte stream: 0x00 text 0xFF
         for t in ["héllo", "wörld€"] {
@@ -206,7 +205,6 @@ mod tests {
             bytes.push(0xFF);
         }
         bytes.extend_from_slice(&[0xFF, 0x00]);
-        let _ = stream;
         for a in 0..bytes.len() {
             for b in a..bytes.len() {
                 let got = run(&[&bytes[..a], &bytes[a..b], &bytes[b..]], 100).unwrap();

@@ -1,0 +1,204 @@
+//! Property tests: encode -> decode round trips with random messages,
+//! fragmentations, masks, compression parameters and input split points
+//! (fed like the engine does: unconsumed bytes are kept and shown again).
+
+use myriad_ws::{
+    Decoder, DecoderConfig, DeflateConfig, DeflateParams, Deflater, Encoder, Event, MaskGen,
+    MessageKind, Role,
+};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Msg {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+}
+
+fn own(e: Event<'_>) -> Msg {
+    match e {
+        Event::Text(t) => Msg::Text(t.to_owned()),
+        Event::Binary(b) => Msg::Binary(b.to_vec()),
+        Event::Ping(b) => Msg::Ping(b.to_vec()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn msg_strategy() -> impl Strategy<Value = Msg> {
+    prop_oneof![
+        "\\PC{0,300}".prop_map(Msg::Text),
+        // compressible text too
+        ("[ab ]{0,50}", 0usize..40).prop_map(|(s, n)| Msg::Text(s.repeat(n))),
+        proptest::collection::vec(any::<u8>(), 0..600).prop_map(Msg::Binary),
+        proptest::collection::vec(any::<u8>(), 0..126).prop_map(Msg::Ping),
+    ]
+}
+
+fn encode_all(enc: &mut Encoder, msgs: &[Msg]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in msgs {
+        match m {
+            Msg::Text(t) => enc.text(&mut out, t),
+            Msg::Binary(b) => enc.binary(&mut out, b),
+            Msg::Ping(p) => enc.ping(&mut out, p).unwrap(),
+        }
+    }
+    out
+}
+
+/// Feeds `bytes` cut at `cuts`, as the engine would.
+fn decode_split(dec: &mut Decoder, bytes: &[u8], cuts: &[usize]) -> Vec<Msg> {
+    let mut got = Vec::new();
+    let mut pending = Vec::new();
+    let mut start = 0;
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.sort_unstable();
+    points.push(bytes.len());
+    for p in points {
+        pending.extend_from_slice(&bytes[start..p]);
+        start = p;
+        let n = dec.feed(&mut pending, &mut |e| got.push(own(e))).unwrap();
+        assert!(n <= pending.len());
+        pending.drain(..n);
+    }
+    assert!(pending.is_empty(), "{} bytes left", pending.len());
+    got
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn roundtrip_plain(
+        msgs in proptest::collection::vec(msg_strategy(), 0..12),
+        client_to_server in any::<bool>(),
+        seed in any::<u64>(),
+        frag in 0usize..64,
+        buffered in 0usize..200,
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let (tx, rx) = if client_to_server { (Role::Client, Role::Server) } else { (Role::Server, Role::Client) };
+        let mut enc = Encoder::with_mask_gen(tx, MaskGen::from_seed(seed));
+        enc.set_max_fragment_size(frag);
+        let bytes = encode_all(&mut enc, &msgs);
+        let cfg = DecoderConfig { max_buffered_frame: buffered, ..DecoderConfig::default() };
+        let mut dec = Decoder::with_config(rx, cfg);
+        prop_assert_eq!(decode_split(&mut dec, &bytes, &cuts), msgs);
+    }
+
+    #[test]
+    fn roundtrip_deflate(
+        msgs in proptest::collection::vec(msg_strategy(), 0..12),
+        client_to_server in any::<bool>(),
+        server_nct in any::<bool>(),
+        client_nct in any::<bool>(),
+        server_bits in 9u8..=15,
+        client_bits in 9u8..=15,
+        level in 0u32..=9,
+        frag in 0usize..64,
+        buffered in 0usize..200,
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let offer = DeflateConfig {
+            server_no_context_takeover: server_nct,
+            client_no_context_takeover: client_nct,
+            server_max_window_bits: server_bits,
+            client_max_window_bits: client_bits,
+            ..DeflateConfig::default()
+        };
+        let server_cfg = DeflateConfig { threshold: 0, level, ..DeflateConfig::default() };
+        let params = DeflateParams::negotiate(&offer.client_offer(), &server_cfg).unwrap();
+        // the client accepts the server's answer
+        let client_view = DeflateParams::from_response(Some(&params.response_header()), &offer)
+            .unwrap()
+            .unwrap();
+        prop_assert_eq!(client_view.server_max_window_bits, params.server_max_window_bits);
+        prop_assert_eq!(client_view.client_max_window_bits, params.client_max_window_bits);
+        prop_assert_eq!(client_view.server_no_context_takeover, params.server_no_context_takeover);
+        prop_assert_eq!(client_view.client_no_context_takeover, params.client_no_context_takeover);
+
+        let (tx, rx) = if client_to_server { (Role::Client, Role::Server) } else { (Role::Server, Role::Client) };
+        let mut enc = Encoder::with_mask_gen(tx, MaskGen::from_seed(1));
+        enc.set_deflater(Some(Deflater::new(tx, &params, level, 0)));
+        enc.set_max_fragment_size(frag);
+        let bytes = encode_all(&mut enc, &msgs);
+        let cfg = DecoderConfig { max_buffered_frame: buffered, ..DecoderConfig::default() };
+        let mut dec = Decoder::with_config(rx, cfg);
+        dec.set_deflate(Some(&params));
+        prop_assert_eq!(decode_split(&mut dec, &bytes, &cuts), msgs);
+    }
+
+    #[test]
+    fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                            deflate in any::<bool>(),
+                            server in any::<bool>(),
+                            cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+        let role = if server { Role::Server } else { Role::Client };
+        let cfg = DecoderConfig { max_frame_size: 200, max_message_size: 300, max_buffered_frame: 16 };
+        let mut dec = Decoder::with_config(role, cfg);
+        if deflate {
+            let p = DeflateParams::negotiate("permessage-deflate", &DeflateConfig::default()).unwrap();
+            dec.set_deflate(Some(&p));
+        }
+        let mut pending = Vec::new();
+        let mut start = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(bytes.len());
+        for p in points {
+            pending.extend_from_slice(&bytes[start..p]);
+            start = p;
+            match dec.feed(&mut pending, &mut |_| {}) {
+                Ok(n) => { pending.drain(..n); }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// A compressor limited to a small window really produces streams that a
+/// decompressor with that window inflates, also after context resets.
+#[test]
+fn small_windows_stay_small() {
+    for bits in 9u8..=15 {
+        for nct in [false, true] {
+            let offer = DeflateConfig {
+                server_max_window_bits: bits,
+                server_no_context_takeover: nct,
+                ..DeflateConfig::default()
+            };
+            let params = DeflateParams::negotiate(
+                &offer.client_offer(),
+                &DeflateConfig {
+                    threshold: 0,
+                    ..DeflateConfig::default()
+                },
+            )
+            .unwrap();
+            let mut enc = Encoder::new(Role::Server);
+            enc.set_deflater(Some(Deflater::new(Role::Server, &params, 9, 0)));
+            // repetitions at long distances tempt a larger window
+            let block: Vec<u8> = (0..40_000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
+            let mut payload = block.clone();
+            payload.extend_from_slice(&block);
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                enc.binary(&mut out, &payload);
+            }
+            // decode with an inflater whose window is exactly `bits`
+            let mut dec = Decoder::new(Role::Client);
+            dec.set_deflate(Some(&params));
+            let mut n = 0;
+            let consumed = dec
+                .feed(&mut out, &mut |e| {
+                    assert_eq!(e, Event::Binary(&payload));
+                    n += 1;
+                })
+                .unwrap();
+            assert_eq!((n, consumed), (3, out.len()));
+            let _ = MessageKind::Binary;
+        }
+    }
+}
