@@ -1,0 +1,356 @@
+//! `loadgen`: a closed-loop echo load generator.
+//!
+//! Single-threaded, level-triggered epoll, meant to be pinned to its own CPU
+//! (the driver puts it on CPU 1 and the server on CPU 0). It opens
+//! `--connections` non-blocking connections (`TCP_NODELAY`, connects paced
+//! so the server's listen backlog does not overflow), then keeps `--window`
+//! messages of `--size` bytes outstanding on each: whenever `size` bytes
+//! have come back one message is complete and another is sent. With
+//! `--window 1` this is ping-pong; larger windows pipeline.
+//!
+//! Every echoed byte is checked against the deterministic payload (per
+//! connection and sequence number, see `myriad_bench::pattern`); a mismatch,
+//! an unexpected close or a read error is counted as an error, the
+//! connection is dropped, and the program exits 1 at the end.
+//!
+//! Cost per message is kept low because on a 2-core machine the load
+//! generator can be the bottleneck: no allocation per message (one 256 KiB
+//! read buffer shared by all connections, a per-connection output buffer of
+//! `window × size` bytes reserved up front), one `read` per readiness event,
+//! and all messages that became due on a connection written with one
+//! `write`.
+//!
+//! Output on stdout: `MEASURE_START` when the warm-up ends and the measured
+//! window begins, `MEASURE_END` when it ends (the driver samples the server's
+//! CPU time at these two lines), then one machine-readable line
+//! `RESULT msgs=… secs=… msgs_per_sec=… errors=…`.
+//!
+//! ```text
+//! loadgen --addr 127.0.0.1:19100 --connections 100 --size 64 --window 16 \
+//!         --warmup 1 --duration 5
+//! ```
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use myriad_bench::pattern::Pattern;
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::io::Errno;
+
+/// Closed-loop echo load generator.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Server address (`host:port`).
+    #[arg(long)]
+    addr: String,
+    /// Number of connections.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Messages in flight per connection (1 = ping-pong).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Warm-up seconds before the measured window.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Length of the measured window in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds allowed for establishing all connections.
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// Connection handshakes in flight at once while connecting.
+    #[arg(long, default_value_t = 256)]
+    connect_batch: usize,
+    /// Pin this process to the given CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+const READ_BUF: usize = 256 * 1024;
+const MAX_REPORTED_ERRORS: u64 = 5;
+
+struct Conn {
+    fd: OwnedFd,
+    id: u32,
+    /// Messages queued for sending so far (the next one to send is `sent`).
+    sent: u64,
+    /// Messages fully echoed back so far (the one being received is `done`).
+    done: u64,
+    /// Bytes of message `done` received so far.
+    recv_off: usize,
+    /// Bytes queued but not yet written: `out[out_off..]`.
+    out: Vec<u8>,
+    out_off: usize,
+    /// Waiting for `EPOLLOUT` after a short write.
+    want_out: bool,
+}
+
+fn secs(s: f64, what: &str) -> Result<Duration> {
+    if !(s.is_finite() && s >= 0.0) {
+        bail!("--{what} must be a non-negative number of seconds");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn main() {
+    match run() {
+        Ok(errors) => std::process::exit(if errors > 0 { 1 } else { 0 }),
+        Err(e) => {
+            eprintln!("loadgen: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run() -> Result<u64> {
+    let args = Args::parse();
+    let addr = myriad_bench::parse_addr(&args.addr)?;
+    if args.connections == 0 || args.size == 0 || args.window == 0 {
+        bail!("--connections, --size and --window must be at least 1");
+    }
+    if args.connections > u32::MAX as usize {
+        bail!("too many connections");
+    }
+    let warmup = secs(args.warmup, "warmup")?;
+    let duration = secs(args.duration, "duration")?;
+    let connect_timeout = secs(args.connect_timeout, "connect-timeout")?;
+    if let Some(cpu) = args.cpu {
+        myriad_bench::affinity::pin_current_thread(cpu)?;
+    }
+
+    let size = args.size;
+    let window = args.window;
+    let pattern = Pattern::new(size);
+
+    let fds =
+        myriad_bench::connect_many(addr, args.connections, args.connect_batch, connect_timeout)?;
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).context("epoll_create")?;
+    let mut conns: Vec<Option<Conn>> = Vec::with_capacity(fds.len());
+    for (i, fd) in fds.into_iter().enumerate() {
+        epoll::add(&ep, &fd, EventData::new_u64(i as u64), EventFlags::IN).context("epoll_ctl")?;
+        conns.push(Some(Conn {
+            fd,
+            id: i as u32,
+            sent: 0,
+            done: 0,
+            recv_off: 0,
+            out: Vec::with_capacity(window * size),
+            out_off: 0,
+            want_out: false,
+        }));
+    }
+
+    let mut errors = 0u64;
+    let mut alive = conns.len();
+    let mut total_done = 0u64;
+
+    // Prime every connection with a full window.
+    for slot in conns.iter_mut() {
+        let Some(conn) = slot else { continue };
+        queue(conn, &pattern, window);
+        if let Err(e) = flush(&ep, conn) {
+            report(&mut errors, format_args!("conn {}: write: {e}", conn.id));
+            *slot = None;
+            alive -= 1;
+        }
+    }
+
+    let mut buf = vec![0u8; READ_BUF];
+    let mut events = Vec::with_capacity(conns.len().clamp(64, 4096));
+    let t0 = Instant::now();
+    let measure_at = t0 + warmup;
+    // Set when the measured window really starts, so it lasts `duration`.
+    let mut end_at = measure_at + duration;
+    let mut measure: Option<(Instant, u64)> = None;
+    let stdout = std::io::stdout();
+
+    let (t_start, start_done, t_end, end_done) = loop {
+        let now = Instant::now();
+        if measure.is_none() && now >= measure_at {
+            measure = Some((now, total_done));
+            end_at = now + duration;
+            let mut out = stdout.lock();
+            writeln!(out, "MEASURE_START")?;
+            out.flush()?;
+        }
+        if now >= end_at || alive == 0 {
+            let (ts, sd) = measure.unwrap_or((now, total_done));
+            let mut out = stdout.lock();
+            writeln!(out, "MEASURE_END")?;
+            out.flush()?;
+            break (ts, sd, now, total_done);
+        }
+        let next = if measure.is_some() {
+            end_at
+        } else {
+            measure_at
+        };
+        let ts = myriad_bench::timespec(next.saturating_duration_since(now));
+        events.clear();
+        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("epoll_wait")),
+        }
+        for ev in events.iter() {
+            let idx = ev.data.u64() as usize;
+            let flags = ev.flags;
+            let Some(slot) = conns.get_mut(idx) else {
+                continue;
+            };
+            let Some(conn) = slot else { continue };
+            let res = on_event(&ep, conn, flags, &pattern, &mut buf, window);
+            match res {
+                Ok(n) => total_done += n,
+                Err(e) => {
+                    report(&mut errors, format_args!("conn {}: {e:#}", conn.id));
+                    *slot = None;
+                    alive -= 1;
+                }
+            }
+        }
+    };
+
+    let msgs = end_done - start_done;
+    let secs = t_end.duration_since(t_start).as_secs_f64();
+    let rate = if secs > 0.0 { msgs as f64 / secs } else { 0.0 };
+    drop(conns);
+    println!(
+        "RESULT msgs={msgs} secs={secs:.6} msgs_per_sec={rate:.1} errors={errors} \
+         connections={} size={size} window={window} alive={alive}",
+        args.connections
+    );
+    if alive == 0 {
+        eprintln!("loadgen: all connections failed");
+        return Ok(errors.max(1));
+    }
+    Ok(errors)
+}
+
+fn report(errors: &mut u64, msg: std::fmt::Arguments<'_>) {
+    *errors += 1;
+    if *errors <= MAX_REPORTED_ERRORS {
+        eprintln!("loadgen: {msg}");
+    } else if *errors == MAX_REPORTED_ERRORS + 1 {
+        eprintln!("loadgen: more errors, not shown");
+    }
+}
+
+/// Appends `count` new messages to the connection's output buffer.
+fn queue(conn: &mut Conn, pattern: &Pattern, count: usize) {
+    if conn.out_off > 0 {
+        // Only after a short write: move the unsent tail to the front.
+        conn.out.drain(..conn.out_off);
+        conn.out_off = 0;
+    }
+    let size = pattern.size();
+    for _ in 0..count {
+        let start = conn.out.len();
+        conn.out.resize(start + size, 0);
+        pattern.fill(conn.id, conn.sent, &mut conn.out[start..]);
+        conn.sent += 1;
+    }
+}
+
+/// Writes what is queued (one `write`); arms `EPOLLOUT` on a short write.
+fn flush(ep: &OwnedFd, conn: &mut Conn) -> Result<()> {
+    if conn.out_off == conn.out.len() {
+        return Ok(());
+    }
+    let w = myriad_bench::write_nb(&conn.fd, &conn.out[conn.out_off..]).context("write")?;
+    conn.out_off += w;
+    let rest = conn.out_off < conn.out.len();
+    if !rest {
+        conn.out.clear();
+        conn.out_off = 0;
+    }
+    if rest != conn.want_out {
+        conn.want_out = rest;
+        let flags = if rest {
+            EventFlags::IN | EventFlags::OUT
+        } else {
+            EventFlags::IN
+        };
+        epoll::modify(ep, &conn.fd, EventData::new_u64(u64::from(conn.id)), flags)
+            .context("epoll_ctl(MOD)")?;
+    }
+    Ok(())
+}
+
+/// Handles one readiness event; returns the number of messages completed.
+fn on_event(
+    ep: &OwnedFd,
+    conn: &mut Conn,
+    flags: EventFlags,
+    pattern: &Pattern,
+    buf: &mut [u8],
+    window: usize,
+) -> Result<u64> {
+    let mut completed = 0u64;
+    if flags.intersects(EventFlags::IN | EventFlags::HUP | EventFlags::ERR) {
+        // One read normally drains the socket; loop only while it fills the
+        // whole buffer (bounded, level-triggered epoll reports the rest).
+        for _ in 0..8 {
+            let n = match myriad_bench::read_nb(&conn.fd, buf).context("read")? {
+                None => break,
+                Some(0) => bail!(
+                    "server closed the connection ({} of {} messages echoed)",
+                    conn.done,
+                    conn.sent
+                ),
+                Some(n) => n,
+            };
+            completed += consume(conn, pattern, &buf[..n])?;
+            if n < buf.len() {
+                break;
+            }
+        }
+        if completed > 0 {
+            // Closed loop: one new message per completed one. The window can
+            // never be exceeded: outstanding = sent - done <= window.
+            debug_assert!(conn.sent - conn.done + completed <= window as u64);
+            queue(conn, pattern, completed as usize);
+        }
+    }
+    if completed > 0 || flags.contains(EventFlags::OUT) {
+        flush(ep, conn)?;
+    }
+    Ok(completed)
+}
+
+/// Verifies echoed bytes and advances the receive position.
+fn consume(conn: &mut Conn, pattern: &Pattern, mut data: &[u8]) -> Result<u64> {
+    let size = pattern.size();
+    let mut completed = 0u64;
+    while !data.is_empty() {
+        if conn.done >= conn.sent {
+            bail!(
+                "{} unexpected bytes after message {} (nothing outstanding)",
+                data.len(),
+                conn.done
+            );
+        }
+        let k = (size - conn.recv_off).min(data.len());
+        if !pattern.check(conn.id, conn.done, conn.recv_off, &data[..k]) {
+            bail!(
+                "payload mismatch in message {} at offset {}..{}",
+                conn.done,
+                conn.recv_off,
+                conn.recv_off + k
+            );
+        }
+        conn.recv_off += k;
+        data = &data[k..];
+        if conn.recv_off == size {
+            conn.recv_off = 0;
+            conn.done += 1;
+            completed += 1;
+        }
+    }
+    Ok(completed)
+}

@@ -1,0 +1,498 @@
+//! Shared pieces of the Myriad benchmark programs.
+//!
+//! The benchmark is a set of small programs rather than timed tests (see
+//! `DESIGN.md`, "Testing"): baseline echo servers (`echo-tokio`,
+//! `echo-epoll`), a closed-loop load generator (`loadgen`), an idle
+//! connection holder (`idle-conns`) and the driver that runs them all against
+//! Myriad's echo example and prints ratios (`bench-echo`). This library holds
+//! what several of them need: the payload pattern, mass non-blocking
+//! connects, `/proc` readers and CPU pinning.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rustix::event::epoll;
+use rustix::io::Errno;
+use rustix::net::{self, AddressFamily, SocketFlags, SocketType};
+
+pub mod pattern {
+    //! Deterministic message payloads, checkable without allocation.
+    //!
+    //! Message `seq` on connection `conn` is `size` bytes: a 12-byte header
+    //! (`conn` as u32 LE, then `seq` as u64 LE, truncated when `size < 12`)
+    //! followed by a slice of a fixed template that starts at an offset
+    //! derived from `conn` and `seq`. Any byte of any message can therefore
+    //! be checked with a `memcmp` against the template.
+
+    const HEADER: usize = 12;
+    const SPREAD: usize = 251;
+
+    /// Generator and checker of message payloads of one size.
+    #[derive(Debug, Clone)]
+    pub struct Pattern {
+        size: usize,
+        template: Vec<u8>,
+    }
+
+    impl Pattern {
+        /// Payloads of `size` bytes (`size >= 1`).
+        pub fn new(size: usize) -> Self {
+            let len = size + SPREAD + 1;
+            let template = (0..len)
+                .map(|i| (i.wrapping_mul(7).wrapping_add(13) & 0xff) as u8)
+                .collect();
+            Self { size, template }
+        }
+
+        /// Message size in bytes.
+        pub fn size(&self) -> usize {
+            self.size
+        }
+
+        fn header(conn: u32, seq: u64) -> [u8; HEADER] {
+            let mut h = [0u8; HEADER];
+            h[..4].copy_from_slice(&conn.to_le_bytes());
+            h[4..].copy_from_slice(&seq.to_le_bytes());
+            h
+        }
+
+        fn body_start(conn: u32, seq: u64) -> usize {
+            ((u64::from(conn).wrapping_mul(131).wrapping_add(seq)) % SPREAD as u64) as usize
+        }
+
+        /// Writes message `seq` of connection `conn` into `out`
+        /// (`out.len()` must equal the message size).
+        pub fn fill(&self, conn: u32, seq: u64, out: &mut [u8]) {
+            debug_assert_eq!(out.len(), self.size);
+            let h = Self::header(conn, seq);
+            let hl = HEADER.min(self.size);
+            out[..hl].copy_from_slice(&h[..hl]);
+            if self.size > HEADER {
+                let start = Self::body_start(conn, seq) + HEADER;
+                out[HEADER..].copy_from_slice(&self.template[start..start + self.size - HEADER]);
+            }
+        }
+
+        /// Checks `data`, which must be bytes `off..off + data.len()` of
+        /// message `seq` of connection `conn` (`off + data.len() <= size`).
+        pub fn check(&self, conn: u32, seq: u64, off: usize, data: &[u8]) -> bool {
+            let end = off + data.len();
+            if end > self.size {
+                return false;
+            }
+            let mut ok = true;
+            if off < HEADER {
+                let h = Self::header(conn, seq);
+                let hend = end.min(HEADER);
+                ok &= data[..hend - off] == h[off..hend];
+            }
+            if end > HEADER {
+                let boff = off.max(HEADER);
+                let start = Self::body_start(conn, seq) + boff;
+                ok &= data[boff - off..] == self.template[start..start + (end - boff)];
+            }
+            ok
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::Pattern;
+
+        #[test]
+        fn fill_then_check_any_split() {
+            for size in [1usize, 5, 12, 13, 64, 512] {
+                let p = Pattern::new(size);
+                let mut m = vec![0u8; size];
+                p.fill(7, 42, &mut m);
+                for split in 0..=size {
+                    assert!(p.check(7, 42, 0, &m[..split]));
+                    assert!(p.check(7, 42, split, &m[split..]));
+                }
+                assert!(!p.check(8, 42, 0, &m) || size < 1);
+                assert!(!p.check(7, 43, 0, &m) || size <= 4);
+                if size > 12 {
+                    let mut bad = m.clone();
+                    bad[size - 1] ^= 1;
+                    assert!(!p.check(7, 42, 0, &bad));
+                }
+            }
+        }
+    }
+}
+
+/// Opens a non-blocking IPv4/IPv6 TCP socket with `TCP_NODELAY`.
+pub fn tcp_socket(addr: &SocketAddr) -> Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .context("socket()")?;
+    net::sockopt::set_tcp_nodelay(&fd, true).context("TCP_NODELAY")?;
+    Ok(fd)
+}
+
+/// Establishes `n` non-blocking TCP connections to `addr` (each with
+/// `TCP_NODELAY`), at most `max_in_flight` handshakes at a time so that a
+/// server's listen backlog is not flooded. Refused or reset attempts are
+/// retried (a full accept queue on loopback shows up as slow or refused
+/// connects). Fails if not all are established within `timeout`.
+pub fn connect_many(
+    addr: SocketAddr,
+    n: usize,
+    max_in_flight: usize,
+    timeout: Duration,
+) -> Result<Vec<OwnedFd>> {
+    const MAX_ATTEMPTS: u32 = 20;
+    let deadline = Instant::now() + timeout;
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).context("epoll_create")?;
+    // Slot per connection: the socket while its handshake is in flight.
+    let mut pending: Vec<Option<OwnedFd>> = (0..n).map(|_| None).collect();
+    let mut attempts = vec![0u32; n];
+    let mut done: Vec<Option<OwnedFd>> = (0..n).map(|_| None).collect();
+    let mut retry: Vec<usize> = Vec::new();
+    let mut next = 0usize;
+    let mut in_flight = 0usize;
+    let mut established = 0usize;
+    let mut events = Vec::with_capacity(1024);
+    let max_in_flight = max_in_flight.max(1);
+
+    // Starts connection `i`; returns true if it is now in flight.
+    let start = |i: usize,
+                 pending: &mut Vec<Option<OwnedFd>>,
+                 done: &mut Vec<Option<OwnedFd>>,
+                 attempts: &mut Vec<u32>|
+     -> Result<bool> {
+        attempts[i] += 1;
+        let fd = tcp_socket(&addr)?;
+        match net::connect(&fd, &addr) {
+            Ok(()) => {
+                done[i] = Some(fd);
+                Ok(false)
+            }
+            Err(Errno::INPROGRESS) | Err(Errno::AGAIN) => {
+                epoll::add(
+                    &ep,
+                    &fd,
+                    epoll::EventData::new_u64(i as u64),
+                    epoll::EventFlags::OUT,
+                )
+                .context("epoll_ctl(ADD)")?;
+                pending[i] = Some(fd);
+                Ok(true)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("connect({addr})"))),
+        }
+    };
+
+    let mut loops = 0u64;
+    while established < n {
+        loops += 1;
+        if loops > 100_000_000 {
+            bail!("connect loop did not converge");
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            bail!(
+                "only {established} of {n} connections to {addr} established within {:.1}s",
+                timeout.as_secs_f64()
+            );
+        }
+        // Keep the pipeline of handshakes full: retries first.
+        while in_flight < max_in_flight {
+            let i = if let Some(i) = retry.pop() {
+                i
+            } else if next < n {
+                next += 1;
+                next - 1
+            } else {
+                break;
+            };
+            if start(i, &mut pending, &mut done, &mut attempts)? {
+                in_flight += 1;
+            } else {
+                established += 1;
+            }
+        }
+        if established >= n {
+            break;
+        }
+        let left = deadline.saturating_duration_since(now);
+        let wait = left.min(Duration::from_millis(100));
+        let ts = timespec(wait);
+        events.clear();
+        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("epoll_wait")),
+        }
+        for ev in events.iter() {
+            let i = ev.data.u64() as usize;
+            let Some(fd) = pending.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            in_flight -= 1;
+            epoll::delete(&ep, &fd).context("epoll_ctl(DEL)")?;
+            match net::sockopt::socket_error(&fd).context("SO_ERROR")? {
+                Ok(()) => {
+                    done[i] = Some(fd);
+                    established += 1;
+                }
+                Err(e) => {
+                    drop(fd);
+                    if attempts[i] >= MAX_ATTEMPTS {
+                        bail!("connect({addr}) failed {MAX_ATTEMPTS} times, last error: {e}");
+                    }
+                    // Back off a little: the listener is probably saturated.
+                    std::thread::sleep(Duration::from_millis(5));
+                    retry.push(i);
+                }
+            }
+        }
+    }
+    let fds: Vec<OwnedFd> = done.into_iter().flatten().collect();
+    if fds.len() != n {
+        bail!("internal error: {} of {n} connections collected", fds.len());
+    }
+    Ok(fds)
+}
+
+/// Waits until a TCP connect to `addr` succeeds, or fails after `timeout`.
+/// `alive` is polled between attempts; when it returns an error (for
+/// example because the server process exited) waiting stops with it.
+pub fn wait_for_port(
+    addr: SocketAddr,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    for _ in 0..100_000 {
+        alive()?;
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "{addr} did not accept connections within {:.1}s",
+        timeout.as_secs_f64()
+    )
+}
+
+pub mod procfs {
+    //! Readers for `/proc/PID/stat` and `/proc/PID/status`.
+
+    use anyhow::{bail, Context, Result};
+
+    /// Clock ticks per second used by `/proc/PID/stat` (`sysconf(_SC_CLK_TCK)`).
+    pub fn clock_ticks_per_second() -> u64 {
+        rustix::param::clock_ticks_per_second()
+    }
+
+    /// `utime + stime` of process `pid` (all its threads, including exited
+    /// ones), in clock ticks: fields 14 and 15 of `/proc/PID/stat`.
+    pub fn cpu_ticks(pid: u32) -> Result<u64> {
+        let path = format!("/proc/{pid}/stat");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        parse_cpu_ticks(&text).with_context(|| format!("parsing {path}"))
+    }
+
+    /// Parses utime+stime from the text of a `/proc/PID/stat` file.
+    pub fn parse_cpu_ticks(text: &str) -> Result<u64> {
+        // The command name (field 2) is in parentheses and may contain
+        // spaces or ')' itself: fields after it start past the last ')'.
+        let Some(close) = text.rfind(')') else {
+            bail!("no ')' in stat line");
+        };
+        // After ')' come field 3 (state), 4, ...; utime is field 14.
+        let mut fields = text[close + 1..].split_ascii_whitespace();
+        let utime = fields.nth(14 - 3).context("no utime field")?;
+        let stime = fields.next().context("no stime field")?;
+        let u: u64 = utime.parse().context("utime")?;
+        let s: u64 = stime.parse().context("stime")?;
+        Ok(u + s)
+    }
+
+    /// Busy clock ticks (everything but idle and iowait) of the given CPUs,
+    /// summed, from `/proc/stat`.
+    pub fn cpus_busy_ticks(cpus: &[usize]) -> Result<u64> {
+        let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        parse_cpus_busy(&text, cpus).context("parsing /proc/stat")
+    }
+
+    /// Parses the busy ticks of `cpus` from the text of `/proc/stat`.
+    pub fn parse_cpus_busy(text: &str, cpus: &[usize]) -> Result<u64> {
+        let mut total = 0u64;
+        let mut found = 0usize;
+        for line in text.lines() {
+            let mut it = line.split_ascii_whitespace();
+            let Some(name) = it.next() else { continue };
+            let Some(n) = name
+                .strip_prefix("cpu")
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if !cpus.contains(&n) {
+                continue;
+            }
+            // user nice system idle iowait irq softirq steal (guest is in user)
+            let v: Vec<u64> = it.take(8).map(|x| x.parse().unwrap_or(0)).collect();
+            if v.len() < 8 {
+                bail!("short cpu{n} line");
+            }
+            total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+            found += 1;
+        }
+        if found != cpus.len() {
+            bail!("not all of CPUs {cpus:?} found");
+        }
+        Ok(total)
+    }
+
+    /// Resident set size of process `pid` in bytes (`VmRSS` of
+    /// `/proc/PID/status`).
+    pub fn rss_bytes(pid: u32) -> Result<u64> {
+        let path = format!("/proc/{pid}/status");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        parse_rss(&text).with_context(|| format!("parsing {path}"))
+    }
+
+    /// Parses `VmRSS` (in bytes) from the text of a `/proc/PID/status` file.
+    pub fn parse_rss(text: &str) -> Result<u64> {
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("VmRSS:") {
+                let mut it = rest.split_ascii_whitespace();
+                let kb: u64 = it.next().context("VmRSS value")?.parse()?;
+                return Ok(kb * 1024);
+            }
+        }
+        bail!("no VmRSS line")
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn stat_parse() {
+            let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 500 0 0 0 \
+                        17 5 0 0 20 0 1 0 100 1000 200 18446744073709551615";
+            assert_eq!(super::parse_cpu_ticks(line).unwrap(), 22);
+        }
+
+        #[test]
+        fn stat_cpus_parse() {
+            let text = "cpu  10 0 10 100 0 0 0 0 0 0\n\
+                        cpu0 1 2 3 100 7 4 5 6 0 0\n\
+                        cpu1 10 0 10 100 0 0 0 0 0 0\nintr 5\n";
+            assert_eq!(super::parse_cpus_busy(text, &[0]).unwrap(), 21);
+            assert_eq!(super::parse_cpus_busy(text, &[0, 1]).unwrap(), 41);
+            assert!(super::parse_cpus_busy(text, &[2]).is_err());
+        }
+
+        #[test]
+        fn status_parse() {
+            let text = "Name:\tx\nVmPeak:\t  100 kB\nVmRSS:\t    2048 kB\n";
+            assert_eq!(super::parse_rss(text).unwrap(), 2048 * 1024);
+        }
+
+        #[test]
+        fn self_readable() {
+            let pid = std::process::id();
+            super::cpu_ticks(pid).unwrap();
+            assert!(super::rss_bytes(pid).unwrap() > 0);
+        }
+    }
+}
+
+pub mod affinity {
+    //! CPU pinning through `sched_setaffinity`.
+
+    use anyhow::{Context, Result};
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+
+    /// Number of CPUs in this thread's current affinity mask.
+    pub fn allowed_cpus() -> Result<Vec<usize>> {
+        let set = sched_getaffinity(None).context("sched_getaffinity")?;
+        Ok((0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect())
+    }
+
+    /// Pins the calling thread (and so every process or thread it starts
+    /// afterwards) to `cpu`.
+    pub fn pin_current_thread(cpu: usize) -> Result<()> {
+        let mut set = CpuSet::new();
+        set.set(cpu);
+        sched_setaffinity(None, &set).with_context(|| format!("sched_setaffinity(cpu {cpu})"))
+    }
+
+    /// Runs `f` with the calling thread pinned to `cpu`, then restores the
+    /// previous mask. A process spawned inside `f` inherits the pinning
+    /// from its first instruction on, before it starts any threads.
+    pub fn with_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> Result<T> {
+        let old = sched_getaffinity(None).context("sched_getaffinity")?;
+        pin_current_thread(cpu)?;
+        let out = f();
+        sched_setaffinity(None, &old).context("restoring sched_setaffinity")?;
+        Ok(out)
+    }
+}
+
+/// Parses a socket address given as `host:port`, `:port` or `port`
+/// (the latter two mean 127.0.0.1).
+pub fn parse_addr(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let port = s.strip_prefix(':').unwrap_or(s);
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("not an address or port: {s:?}"))?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Reads as many bytes as available from a non-blocking fd into `buf`:
+/// `Ok(Some(n))` with `n > 0`, `Ok(None)` if nothing was ready, `Ok(Some(0))`
+/// at end of stream.
+pub fn read_nb(fd: impl AsFd, buf: &mut [u8]) -> rustix::io::Result<Option<usize>> {
+    for _ in 0..1000 {
+        match rustix::io::read(&fd, &mut *buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::INTR)
+}
+
+/// Writes as much of `buf` as the socket takes without blocking; returns the
+/// number of bytes written (0 if the socket buffer is full).
+pub fn write_nb(fd: impl AsFd, buf: &[u8]) -> rustix::io::Result<usize> {
+    for _ in 0..1000 {
+        match rustix::io::write(&fd, buf) {
+            Ok(n) => return Ok(n),
+            Err(Errno::AGAIN) => return Ok(0),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::INTR)
+}
+
+/// A `Timespec` for `d`, for `epoll::wait`.
+pub fn timespec(d: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
