@@ -293,6 +293,10 @@ impl Decoder {
                 continue;
             }
             if total <= self.config.max_buffered_frame {
+                // Fail fast on invalid UTF-8 in the part that did arrive,
+                // checking a masked copy (the bytes stay untouched until the
+                // frame is whole).
+                self.precheck_utf8(&h, &input[pos + hlen..])?;
                 return Ok(pos);
             }
             // a large frame: stream its payload into the reassembly buffer
@@ -352,6 +356,32 @@ impl Decoder {
             return Err(ProtocolError::MessageTooLarge {
                 max: self.config.max_message_size,
             });
+        }
+        Ok(())
+    }
+
+    fn precheck_utf8(&self, h: &FrameHeader, prefix: &[u8]) -> Result<(), ProtocolError> {
+        let mut v = match (h.opcode, self.message) {
+            (OpCode::Text, _) if !h.rsv1 => Utf8Validator::new(),
+            (
+                OpCode::Continuation,
+                Some(Message {
+                    kind: MessageKind::Text,
+                    compressed: false,
+                }),
+            ) => self.utf8.clone(),
+            _ => return Ok(()),
+        };
+        let mut buf = [0u8; 256];
+        let mut offset = 0;
+        for part in prefix.chunks(buf.len()) {
+            let b = &mut buf[..part.len()];
+            b.copy_from_slice(part);
+            if let Some(m) = h.mask {
+                apply_mask(b, m, offset);
+            }
+            v.feed(b)?;
+            offset += part.len();
         }
         Ok(())
     }
@@ -726,6 +756,44 @@ mod tests {
             .concat(),
         );
         assert_eq!(r, Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn utf8_fails_fast_inside_an_incomplete_frame() {
+        // one text frame, arriving in parts: the invalid byte is seen before
+        // the frame is complete (and before it is consumed)
+        let mut payload = b"valid start ".to_vec();
+        payload.extend_from_slice(&[0xF4, 0x90, 0x80, 0x80]);
+        payload.extend_from_slice(&[b'z'; 40]);
+        let f = raw(0x81, K, &payload);
+        let mut dec = Decoder::new(Role::Server);
+        let mut part = f[..6 + 13].to_vec();
+        assert_eq!(dec.feed(&mut part, &mut |_| {}), Ok(0));
+        let mut part = f[..6 + 14].to_vec();
+        assert_eq!(
+            dec.feed(&mut part, &mut |_| {}),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        // same in a continuation frame, with state carried from the 1st fragment
+        let f = [
+            raw(0x01, K, &[0xE2, 0x82]),
+            raw(0x80, K, &[0xAC, 0xFF, b'a', b'b']),
+        ]
+        .concat();
+        let mut dec = Decoder::new(Role::Server);
+        let mut part = f[..f.len() - 2].to_vec();
+        assert_eq!(
+            dec.feed(&mut part, &mut |_| {}),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        // valid prefixes are not an error, and bytes are unmasked once
+        let text = "€uro".repeat(5);
+        let f = raw(0x81, K, text.as_bytes());
+        for step in 1..f.len() {
+            let (evs, r) = run_with(&mut Decoder::new(Role::Server), &f, step);
+            r.unwrap();
+            assert_eq!(evs, [Ev::Text(text.clone())]);
+        }
     }
 
     #[test]
