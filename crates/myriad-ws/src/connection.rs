@@ -619,6 +619,7 @@ pub struct ClientConnection {
     host: String,
     path: String,
     key: String,
+    started: bool,
     protocol: Option<String>,
     deflate: Option<DeflateParams>,
 }
@@ -637,6 +638,7 @@ impl ClientConnection {
             host: host.to_owned(),
             path: path.to_owned(),
             key,
+            started: false,
             protocol: None,
             deflate: None,
         }
@@ -647,8 +649,11 @@ impl ClientConnection {
         &self.key
     }
 
-    /// Writes the upgrade request.
+    /// Writes the upgrade request (once; later calls write nothing).
     pub fn start<S: Sink + ?Sized>(&mut self, sink: &mut S) {
+        if std::mem::replace(&mut self.started, true) {
+            return;
+        }
         let offer = self
             .config
             .deflate

@@ -254,7 +254,7 @@ impl Decoder {
             self.check_header(&h)?;
             // check_header bounded the length by max_frame_size (a usize)
             let plen = h.payload_len as usize;
-            let total = hlen + plen;
+            let total = hlen.saturating_add(plen);
             let whole = input.len() - pos >= total;
             if h.opcode.is_control() {
                 if !whole {

@@ -558,8 +558,10 @@ impl Inflater {
                 return Err(ProtocolError::MessageTooLarge { max });
             }
             if out.capacity() == out.len() {
-                let want = ((input.len() - consumed) * 3).clamp(256, 1 << 20);
-                let room = (max + 1).saturating_sub(out.len()).max(1);
+                let want = (input.len() - consumed)
+                    .saturating_mul(3)
+                    .clamp(256, 1 << 20);
+                let room = max.saturating_add(1).saturating_sub(out.len()).max(1);
                 out.reserve(want.min(room));
             }
             let before_in = d.total_in();

@@ -15,6 +15,32 @@
 //!   the close handshake.
 //! * [`PreparedMessage`]: encode once, write to many server connections.
 //!
+//! # Contract with the engine
+//!
+//! * **Input.** `feed(&mut [u8], ..)` takes the received bytes in the
+//!   engine's own (pooled) buffer and returns how many it consumed. The
+//!   engine keeps the rest and shows it again, in front of the next read.
+//!   Frames are unmasked in place; consumed bytes are never looked at again,
+//!   so nothing is unmasked twice. During the handshake `feed` returns 0
+//!   until the whole request (or response) is there.
+//! * **Zero copy.** A whole unfragmented, uncompressed message in the input
+//!   is delivered as a slice of the input. Fragmented and compressed messages
+//!   (and data frames larger than [`DecoderConfig::max_buffered_frame`],
+//!   which are streamed rather than waited for) are assembled in one owned
+//!   buffer per connection, reused from message to message: nothing is
+//!   allocated per message in the steady state.
+//! * **Output.** Everything to send goes into a [`Sink`] that the engine
+//!   implements over its outbound buffers. A server frame is written as its
+//!   header plus the caller's payload slice ([`Sink::write_vectored`]); a
+//!   client frame is masked into the sink through a small stack buffer.
+//! * **Errors.** A [`ProtocolError`] carries the close code to send (1002,
+//!   1007, 1009); the connection types have already written the close frame
+//!   (or, during the handshake, the HTTP error answer: 400, 403, 426, 431)
+//!   when they return the error. Nothing a peer sends can panic.
+//! * **No `unsafe`** anywhere in the crate.
+//!
+//! # Example
+//!
 //! ```
 //! use myriad_ws::{ClientConfig, ClientConnection, Event, ServerConfig, ServerConnection};
 //! let mut server = ServerConnection::new(ServerConfig::default().into());
