@@ -412,7 +412,13 @@ impl Core {
 pub struct ServerConnection {
     config: Arc<ServerConfig>,
     core: Core,
-    request: Option<Box<UpgradeRequest>>,
+    accepted: Option<Box<Accepted>>,
+}
+
+/// What the handshake settled (boxed: an idle connection stays small).
+#[derive(Debug)]
+struct Accepted {
+    request: UpgradeRequest,
     protocol: Option<String>,
     deflate: Option<DeflateParams>,
 }
@@ -423,9 +429,7 @@ impl ServerConnection {
         ServerConnection {
             config,
             core: Core::new(Role::Server, MaskGen::from_seed(0)),
-            request: None,
-            protocol: None,
-            deflate: None,
+            accepted: None,
         }
     }
 
@@ -446,17 +450,17 @@ impl ServerConnection {
 
     /// The accepted upgrade request (path, host, origin, version...).
     pub fn request(&self) -> Option<&UpgradeRequest> {
-        self.request.as_deref()
+        self.accepted.as_ref().map(|a| &a.request)
     }
 
     /// The selected subprotocol.
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
+        self.accepted.as_ref().and_then(|a| a.protocol.as_deref())
     }
 
     /// The negotiated permessage-deflate parameters.
     pub fn deflate(&self) -> Option<&DeflateParams> {
-        self.deflate.as_ref()
+        self.accepted.as_ref().and_then(|a| a.deflate.as_ref())
     }
 
     /// Feeds received bytes; see the type's documentation. Errors have
@@ -526,9 +530,11 @@ impl ServerConnection {
         }
         self.core.tx.state = ConnectionState::Open;
         let n = req.len;
-        self.request = Some(Box::new(req));
-        self.protocol = protocol;
-        self.deflate = deflate;
+        self.accepted = Some(Box::new(Accepted {
+            request: req,
+            protocol,
+            deflate,
+        }));
         let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
         Ok(n + m)
     }

@@ -117,7 +117,7 @@ struct Message {
 pub struct Decoder {
     role: Role,
     config: DecoderConfig,
-    inflater: Option<Inflater>,
+    inflater: Option<Box<Inflater>>,
     partial: Option<Partial>,
     message: Option<Message>,
     buf: Vec<u8>,
@@ -163,7 +163,7 @@ impl Decoder {
     /// dec.set_deflate(Some(&p));
     /// ```
     pub fn set_deflate(&mut self, params: Option<&DeflateParams>) {
-        self.inflater = params.map(|p| Inflater::new(self.role, p));
+        self.inflater = params.map(|p| Box::new(Inflater::new(self.role, p)));
     }
 
     /// The limits in force.

@@ -24,7 +24,7 @@ use flate2::{Compress, Compression};
 pub struct Encoder {
     role: Role,
     masks: MaskGen,
-    deflater: Option<Deflater>,
+    deflater: Option<Box<Deflater>>,
     max_fragment_size: usize,
 }
 
@@ -73,12 +73,12 @@ impl Encoder {
     /// assert!(out.len() < 100);
     /// ```
     pub fn set_deflater(&mut self, deflater: Option<Deflater>) {
-        self.deflater = deflater;
+        self.deflater = deflater.map(Box::new);
     }
 
     /// The compressor, if permessage-deflate is on.
     pub fn deflater_mut(&mut self) -> Option<&mut Deflater> {
-        self.deflater.as_mut()
+        self.deflater.as_deref_mut()
     }
 
     /// Splits outgoing data messages into frames of at most this many

@@ -553,3 +553,111 @@ fn frames_right_behind_the_request_and_response() {
     assert_eq!(srv.events, [Ev::Binary(vec![7])]);
     assert!(srv.pending.is_empty());
 }
+
+#[test]
+fn connection_state_is_small() {
+    // a million idle connections: keep the per-connection state compact
+    let size = std::mem::size_of::<ServerConnection>();
+    assert!(size <= 128, "ServerConnection is {size} bytes");
+    eprintln!(
+        "ServerConnection: {size} bytes, Decoder: {} bytes",
+        std::mem::size_of::<myriad_ws::Decoder>()
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn feed_split<F>(mut feed: F, bytes: &[u8], cuts: &[usize]) -> Vec<u8>
+    where
+        F: FnMut(&mut Vec<u8>, &mut Vec<u8>) -> Result<usize, Error>,
+    {
+        let mut pending = Vec::new();
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(bytes.len());
+        for p in points {
+            pending.extend_from_slice(&bytes[start..p]);
+            start = p;
+            let n = feed(&mut pending, &mut out).unwrap();
+            pending.drain(..n);
+        }
+        assert!(pending.is_empty());
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Client -> server (echo) -> client, everything cut at random
+        /// points, with and without deflate and fragmentation.
+        #[test]
+        fn echo_roundtrip(
+            msgs in proptest::collection::vec(
+                prop_oneof![
+                    "\\PC{0,200}".prop_map(|s| (true, s.into_bytes())),
+                    proptest::collection::vec(any::<u8>(), 0..3000).prop_map(|b| (false, b)),
+                ],
+                1..8,
+            ),
+            deflate in any::<bool>(),
+            frag in 0usize..100,
+            cuts1 in proptest::collection::vec(any::<usize>(), 0..10),
+            cuts2 in proptest::collection::vec(any::<usize>(), 0..10),
+        ) {
+            let d = deflate.then(|| DeflateConfig { threshold: 8, ..DeflateConfig::default() });
+            let scfg = ServerConfig { deflate: d.clone(), max_fragment_size: frag, ..ServerConfig::default() };
+            let ccfg = ClientConfig { deflate: d, max_fragment_size: frag, mask_seed: Some(9), ..ClientConfig::default() };
+            let mut server = ServerConnection::new(Arc::new(scfg));
+            let mut client = ClientConnection::new(ccfg, "h", "/");
+            let mut wire = Vec::new();
+            client.start(&mut wire);
+            let resp = feed_split(
+                |p, o| server.feed(p, o, &mut |_, _| {}),
+                &wire,
+                &cuts1,
+            );
+            let _ = feed_split(|p, o| client.feed(p, o, &mut |_, _| {}), &resp, &cuts2);
+            prop_assert!(client.is_open() && server.is_open());
+            prop_assert_eq!(client.deflate().is_some(), deflate);
+
+            let mut wire = Vec::new();
+            for (text, m) in &msgs {
+                if *text {
+                    client.send_text(&mut wire, std::str::from_utf8(m).unwrap()).unwrap();
+                } else {
+                    client.send_binary(&mut wire, m).unwrap();
+                }
+            }
+            client.close(&mut wire, CloseCode::NORMAL, "end").unwrap();
+            let back = feed_split(
+                |p, o| server.feed(p, o, &mut |e, tx| {
+                    let _ = match e {
+                        Event::Text(t) => tx.send_text(t),
+                        Event::Binary(b) => tx.send_binary(b),
+                        _ => Ok(()),
+                    };
+                }),
+                &wire,
+                &cuts1,
+            );
+            prop_assert!(server.is_closed());
+            let mut got = Vec::new();
+            let _ = feed_split(
+                |p, o| client.feed(p, o, &mut |e, _| got.push(own(e))),
+                &back,
+                &cuts2,
+            );
+            let mut want: Vec<Ev> = msgs
+                .iter()
+                .map(|(t, m)| if *t { Ev::Text(String::from_utf8(m.clone()).unwrap()) } else { Ev::Binary(m.clone()) })
+                .collect();
+            want.push(Ev::Close(Some(1000), String::new()));
+            prop_assert_eq!(got, want);
+            prop_assert!(client.is_closed());
+        }
+    }
+}
