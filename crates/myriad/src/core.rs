@@ -557,12 +557,14 @@ impl Core {
         }
         let service = l.service;
         let svc = &self.services[service as usize];
-        if svc.open.load(Ordering::Relaxed) >= svc.max_conns {
+        // Reserve first, then check: two loops accepting at once can never
+        // both take the last place.
+        if svc.open.fetch_add(1, Ordering::Relaxed) >= svc.max_conns {
+            svc.open.fetch_sub(1, Ordering::Relaxed);
             sys::close(fd);
             LoopCounters::add(&self.counters().refused, 1);
             return;
         }
-        svc.open.fetch_add(1, Ordering::Relaxed);
         if svc.nodelay {
             // Not inherited from the listener on every kernel; a failure
             // (the peer is already gone) shows up on the first recv.
@@ -698,8 +700,13 @@ impl Core {
 
     fn drained(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        c.flags &= !PAUSE_BP;
-        if c.flags & CLOSING == 0 {
+        if c.flags & PAUSE_BP != 0 {
+            // Input that arrived while the pause took effect is delivered
+            // now, not only when the peer sends again.
+            c.flags = (c.flags & !PAUSE_BP) | REDELIVER;
+            self.mark_dirty(slot);
+        }
+        if self.conns[slot as usize].flags & CLOSING == 0 {
             self.call(slot, |h, cx| h.on_drain(cx));
         }
     }

@@ -174,6 +174,19 @@ pub(crate) struct UringParams {
     pub buf_size: u32,
 }
 
+/// Probes io_uring on a short-lived thread of its own: tearing a ring down
+/// queues task work on the thread that created it, which interrupts that
+/// thread's next blocking socket call with `EINTR` when the socket has a
+/// timeout — the caller's thread must not see that.
+fn probe_uring(params: &UringParams) -> io::Result<()> {
+    let p = *params;
+    std::thread::Builder::new()
+        .name("myriad-probe".into())
+        .spawn(move || uring::probe(&p))?
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("io_uring probe panicked")))
+}
+
 /// Resolves `Auto` (and the `MYRIAD_BACKEND` override) to a concrete
 /// backend, probing io_uring once. Returns the choice and why.
 pub(crate) fn resolve(kind: BackendKind, params: &UringParams) -> io::Result<(BackendKind, String)> {
@@ -189,10 +202,10 @@ pub(crate) fn resolve(kind: BackendKind, params: &UringParams) -> io::Result<(Ba
     match kind {
         BackendKind::Epoll => Ok((BackendKind::Epoll, "epoll requested".into())),
         BackendKind::IoUring => {
-            uring::probe(params)?;
+            probe_uring(params)?;
             Ok((BackendKind::IoUring, "io_uring requested".into()))
         }
-        BackendKind::Auto => match uring::probe(params) {
+        BackendKind::Auto => match probe_uring(params) {
             Ok(()) => Ok((BackendKind::IoUring, "io_uring available".into())),
             Err(e) => Ok((
                 BackendKind::Epoll,
