@@ -124,6 +124,7 @@ pub struct Decoder {
     utf8: Utf8Validator,
     closed: bool,
     failed: Option<ProtocolError>,
+    wanted: usize,
 }
 
 impl Decoder {
@@ -150,6 +151,7 @@ impl Decoder {
             utf8: Utf8Validator::new(),
             closed: false,
             failed: None,
+            wanted: 2,
         }
     }
 
@@ -169,6 +171,26 @@ impl Decoder {
     /// The limits in force.
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// How many unconsumed bytes the decoder needs to see (counted from the
+    /// first unconsumed byte) before the next `feed` can make progress: the
+    /// rest of a frame header, or a whole small frame it waits for. A hint
+    /// for sizing the engine's reassembly of unconsumed bytes; never more
+    /// than `max(max_buffered_frame, 139)`.
+    ///
+    /// ```
+    /// use myriad_ws::{Decoder, Role};
+    /// let mut dec = Decoder::new(Role::Server);
+    /// let mut part = [0x82, 0x85, 1, 2]; // header of a 5-byte masked frame
+    /// assert_eq!(dec.feed(&mut part, &mut |_| {}), Ok(0));
+    /// assert_eq!(dec.wanted(), 6);
+    /// let mut part = [0x82, 0x85, 1, 2, 3, 4, 0];
+    /// assert_eq!(dec.feed(&mut part, &mut |_| {}), Ok(0));
+    /// assert_eq!(dec.wanted(), 11);
+    /// ```
+    pub fn wanted(&self) -> usize {
+        self.wanted
     }
 
     /// Whether a close frame has been received.
@@ -228,6 +250,7 @@ impl Decoder {
                 let avail = (input.len() - pos) as u64;
                 let take = p.remaining.min(avail) as usize;
                 if take == 0 && p.remaining > 0 {
+                    self.wanted = 1;
                     return Ok(pos);
                 }
                 let chunk = &mut input[pos..pos + take];
@@ -249,6 +272,7 @@ impl Decoder {
                 continue;
             }
             let Some((h, hlen)) = FrameHeader::parse(&input[pos..])? else {
+                self.wanted = header_needed(&input[pos..]);
                 return Ok(pos);
             };
             self.check_header(&h)?;
@@ -258,6 +282,7 @@ impl Decoder {
             let whole = input.len() - pos >= total;
             if h.opcode.is_control() {
                 if !whole {
+                    self.wanted = total;
                     return Ok(pos);
                 }
                 let payload = &mut input[pos + hlen..pos + total];
@@ -297,6 +322,7 @@ impl Decoder {
                 // checking a masked copy (the bytes stay untouched until the
                 // frame is whole).
                 self.precheck_utf8(&h, &input[pos + hlen..])?;
+                self.wanted = total;
                 return Ok(pos);
             }
             // a large frame: stream its payload into the reassembly buffer
@@ -477,6 +503,21 @@ impl Decoder {
             }
         }
         Ok(())
+    }
+}
+
+/// Bytes needed for the frame header that starts `rest` (incomplete).
+fn header_needed(rest: &[u8]) -> usize {
+    match rest {
+        [_, b1, ..] => {
+            let ext = match b1 & 0x7F {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+        }
+        _ => 2,
     }
 }
 

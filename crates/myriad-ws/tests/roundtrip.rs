@@ -60,6 +60,10 @@ fn decode_split(dec: &mut Decoder, bytes: &[u8], cuts: &[usize]) -> Vec<Msg> {
         let n = dec.feed(&mut pending, &mut |e| got.push(own(e))).unwrap();
         assert!(n <= pending.len());
         pending.drain(..n);
+        if !pending.is_empty() {
+            // the hint says more is needed than what is left
+            assert!(dec.wanted() > pending.len());
+        }
     }
     assert!(pending.is_empty(), "{} bytes left", pending.len());
     got
