@@ -41,7 +41,10 @@ impl Handler for Echo {
 fn main() {
     let args = match Args::try_parse() {
         Ok(a) => a,
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp || e.kind() == clap::error::ErrorKind::DisplayVersion => {
+        Err(e)
+            if e.kind() == clap::error::ErrorKind::DisplayHelp
+                || e.kind() == clap::error::ErrorKind::DisplayVersion =>
+        {
             print!("{e}");
             std::process::exit(0);
         }
@@ -54,7 +57,9 @@ fn main() {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(args) {
@@ -68,20 +73,28 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         b = b.threads(t);
     }
-    let engine = b.service(Service::new("echo", args.addr, || Echo)).start()?;
+    let engine = b
+        .service(Service::new("echo", args.addr, || Echo))
+        .start()?;
     eprintln!(
         "echo: listening on {} ({} backend, {} threads)",
         engine.local_addrs(0)[0],
         engine.backend(),
         engine.loop_count()
     );
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down");
     }
     engine.shutdown(Duration::from_secs_f64(args.grace.max(0.0)));
     engine.wait()?;
     let s = engine.stats();
-    eprintln!("echo: stopped; accepted {} connections, {} bytes in", s.accepted, s.bytes_in);
+    eprintln!(
+        "echo: stopped; accepted {} connections, {} bytes in",
+        s.accepted, s.bytes_in
+    );
     Ok(())
 }

@@ -112,7 +112,9 @@ impl OutQueue {
 
     /// Appends a copy of `data`.
     pub(crate) fn push(&mut self, pool: &mut ChunkPool, mut data: &[u8]) {
-        self.len = self.len.saturating_add(data.len().min(u32::MAX as usize) as u32);
+        self.len = self
+            .len
+            .saturating_add(data.len().min(u32::MAX as usize) as u32);
         while !data.is_empty() {
             if self.tail != NIL {
                 let c = &mut pool.chunks[self.tail as usize];

@@ -246,7 +246,12 @@ impl LoopHandle {
     /// engine.loop_handle(0).connect(addr, ConnectOptions::default(), Client);
     /// # }
     /// ```
-    pub fn connect<H: Handler + Send>(&self, addr: SocketAddr, opts: ConnectOptions, handler: H) -> bool {
+    pub fn connect<H: Handler + Send>(
+        &self,
+        addr: SocketAddr,
+        opts: ConnectOptions,
+        handler: H,
+    ) -> bool {
         self.post(move |lcx| {
             let _ = lcx.connect(addr, &opts, Box::new(handler));
         })
@@ -358,7 +363,14 @@ impl Core {
 
     // ----- slots -----
 
-    fn alloc(&mut self, fd: RawFd, flags: u32, handler: Box<dyn Handler>, limits: u16, service: u16) -> u32 {
+    fn alloc(
+        &mut self,
+        fd: RawFd,
+        flags: u32,
+        handler: Box<dyn Handler>,
+        limits: u16,
+        service: u16,
+    ) -> u32 {
         let idle_ms = self.limits[limits as usize].idle_ms;
         let now = self.now32();
         self.live += 1;
@@ -448,7 +460,11 @@ impl Core {
     /// Calls `f` with the connection's handler and a context. The handler is
     /// moved out of its slot for the call, so a (buggy) re-entrant call for
     /// the same connection finds no handler and does nothing.
-    fn call<R: Default>(&mut self, slot: u32, f: impl FnOnce(&mut dyn Handler, &mut Ctx<'_>) -> R) -> R {
+    fn call<R: Default>(
+        &mut self,
+        slot: u32,
+        f: impl FnOnce(&mut dyn Handler, &mut Ctx<'_>) -> R,
+    ) -> R {
         let c = &mut self.conns[slot as usize];
         let gen = c.gen;
         let Some(mut h) = c.handler.take() else {
@@ -581,7 +597,9 @@ impl Core {
     }
 
     fn on_recv(&mut self, token: u64, data: &mut [u8]) {
-        let Some(slot) = self.slot_of(token) else { return };
+        let Some(slot) = self.slot_of(token) else {
+            return;
+        };
         let counters = &self.shared.counters;
         LoopCounters::add(&counters.bytes_in, data.len() as u64);
         LoopCounters::add(&counters.reads, 1);
@@ -635,7 +653,9 @@ impl Core {
             c.input = buf;
             return;
         }
-        let consumed = self.call(slot, |h, cx| h.on_data(cx, &mut buf[..])).min(buf.len());
+        let consumed = self
+            .call(slot, |h, cx| h.on_data(cx, &mut buf[..]))
+            .min(buf.len());
         let c = &mut self.conns[slot as usize];
         if consumed == buf.len() || c.flags & OPEN == 0 {
             self.inputs.give(buf);
@@ -654,7 +674,9 @@ impl Core {
     }
 
     fn on_recv_end(&mut self, token: u64, how: RecvEnd) {
-        let Some(slot) = self.slot_of(token) else { return };
+        let Some(slot) = self.slot_of(token) else {
+            return;
+        };
         let c = &mut self.conns[slot as usize];
         c.flags &= !(RECV_ACTIVE | RECV_CANCEL);
         match how {
@@ -677,7 +699,9 @@ impl Core {
     }
 
     fn on_sent(&mut self, token: u64, res: i32) {
-        let Some(slot) = self.slot_of(token) else { return };
+        let Some(slot) = self.slot_of(token) else {
+            return;
+        };
         let c = &mut self.conns[slot as usize];
         c.flags &= !SEND_INFLIGHT;
         self.mark_dirty(slot);
@@ -712,7 +736,9 @@ impl Core {
     }
 
     fn on_connected(&mut self, token: u64, res: i32) {
-        let Some(slot) = self.slot_of(token) else { return };
+        let Some(slot) = self.slot_of(token) else {
+            return;
+        };
         let c = &mut self.conns[slot as usize];
         c.flags &= !CONNECT_INFLIGHT;
         self.mark_dirty(slot);
@@ -767,7 +793,9 @@ impl Core {
     fn fire(&mut self, t: TimerEntry) {
         match t.kind {
             TimerKind::Idle => {
-                let Some(slot) = self.timer_target(&t) else { return };
+                let Some(slot) = self.timer_target(&t) else {
+                    return;
+                };
                 let now = self.now32();
                 let c = &mut self.conns[slot as usize];
                 if c.idle_ms == 0 {
@@ -785,14 +813,18 @@ impl Core {
                 }
             }
             TimerKind::Connect => {
-                let Some(slot) = self.timer_target(&t) else { return };
+                let Some(slot) = self.timer_target(&t) else {
+                    return;
+                };
                 if self.conns[slot as usize].flags & CONNECTING != 0 {
                     LoopCounters::add(&self.shared.counters.err_connect_timeout, 1);
                     self.finalize(slot, CloseReason::ConnectTimeout);
                 }
             }
             TimerKind::User(token) => {
-                let Some(slot) = self.timer_target(&t) else { return };
+                let Some(slot) = self.timer_target(&t) else {
+                    return;
+                };
                 if self.conns[slot as usize].flags & CLOSING == 0 {
                     self.call(slot, |h, cx| h.on_timer(cx, token));
                 }
@@ -967,7 +999,9 @@ impl Core {
                 self.deliver_input(slot);
             }
             let c = &mut self.conns[slot as usize];
-            if c.flags & (EOF_PENDING | OPEN | PAUSE_USER | PAUSE_BP | CLOSING) == (EOF_PENDING | OPEN) {
+            if c.flags & (EOF_PENDING | OPEN | PAUSE_USER | PAUSE_BP | CLOSING)
+                == (EOF_PENDING | OPEN)
+            {
                 c.flags &= !EOF_PENDING;
                 self.call(slot, |h, cx| h.on_eof(cx));
             }
@@ -1124,10 +1158,15 @@ impl Core {
         (self.limits.len() - 1) as u16
     }
 
-    fn connect(&mut self, addr: SocketAddr, opts: &ConnectOptions, handler: Box<dyn Handler>) -> io::Result<ConnId> {
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        opts: &ConnectOptions,
+        handler: Box<dyn Handler>,
+    ) -> io::Result<ConnId> {
         use socket2::{Domain, Protocol, Socket, Type};
         if self.shutdown_at.is_some() {
-            return Err(io::Error::new(io::ErrorKind::Other, "loop is shutting down"));
+            return Err(io::Error::other("loop is shutting down"));
         }
         let res = (|| {
             let sock = Socket::new(
@@ -1258,7 +1297,12 @@ impl LoopCx<'_> {
     /// });
     /// # }
     /// ```
-    pub fn connect(&mut self, addr: SocketAddr, opts: &ConnectOptions, handler: Box<dyn Handler>) -> io::Result<ConnId> {
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        opts: &ConnectOptions,
+        handler: Box<dyn Handler>,
+    ) -> io::Result<ConnId> {
         self.core.connect(addr, opts, handler)
     }
 
@@ -1270,7 +1314,11 @@ impl LoopCx<'_> {
     /// engine.loop_handle(0).post(|lcx| { lcx.post(1, |other| println!("on {}", other.loop_index())); });
     /// # }
     /// ```
-    pub fn post(&self, loop_index: usize, f: impl FnOnce(&mut LoopCx<'_>) + Send + 'static) -> bool {
+    pub fn post(
+        &self,
+        loop_index: usize,
+        f: impl FnOnce(&mut LoopCx<'_>) + Send + 'static,
+    ) -> bool {
         match self.core.loops.get().and_then(|l| l.get(loop_index)) {
             Some(h) => h.post(f),
             None => false,

@@ -1,7 +1,9 @@
 //! The engine: building the loops, binding listeners, starting threads,
 //! shutting down.
 
-use crate::backend::{self, epoll::EpollBackend, sys, uring::UringBackend, Backend, BackendKind, UringParams};
+use crate::backend::{
+    self, epoll::EpollBackend, sys, uring::UringBackend, Backend, BackendKind, UringParams,
+};
 use crate::core::{dur_ms, Core, Factory, Limits, ListenerRt, LoopHandle, LoopShared, ServiceRt};
 use crate::handler::Handler;
 use crate::stats::Stats;
@@ -82,7 +84,11 @@ impl Service {
     /// # impl Handler for Echo { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize { cx.write(d); d.len() } }
     /// let svc = Service::new("echo", "[::1]:7000".parse().unwrap(), || Echo);
     /// ```
-    pub fn new<H: Handler>(name: &str, addr: SocketAddr, factory: impl Fn() -> H + Send + Sync + 'static) -> Self {
+    pub fn new<H: Handler>(
+        name: &str,
+        addr: SocketAddr,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+    ) -> Self {
         Service {
             name: name.to_string(),
             addrs: vec![addr],
@@ -333,16 +339,22 @@ impl EngineBuilder {
     /// ```
     pub fn start(self) -> Result<Engine, Error> {
         if self.threads == 0 || self.threads > 255 {
-            return Err(Error::Config(format!("threads must be 1..=255, got {}", self.threads)));
+            return Err(Error::Config(format!(
+                "threads must be 1..=255, got {}",
+                self.threads
+            )));
         }
         if !self.uring.buf_count.is_power_of_two() || self.uring.buf_count > 32768 {
-            return Err(Error::Config("recv buffer count must be a power of two <= 32768".into()));
+            return Err(Error::Config(
+                "recv buffer count must be a power of two <= 32768".into(),
+            ));
         }
         sys::ignore_sigpipe();
-        let (kind, why) = backend::resolve(self.backend, &self.uring).map_err(|source| Error::Backend {
-            kind: self.backend,
-            source,
-        })?;
+        let (kind, why) =
+            backend::resolve(self.backend, &self.uring).map_err(|source| Error::Backend {
+                kind: self.backend,
+                source,
+            })?;
         tracing::info!(backend = %kind, reason = %why, threads = self.threads, "myriad engine starting");
 
         // Bind: every loop gets its own SO_REUSEPORT socket per address. The
@@ -357,10 +369,12 @@ impl EngineBuilder {
             for &addr in &s.addrs {
                 let mut actual = addr;
                 for lp in per_loop.iter_mut() {
-                    let fd = bind_listener(actual, s.backlog, s.nodelay).map_err(|source| Error::Listen { addr, source })?;
+                    let fd = bind_listener(actual, s.backlog, s.nodelay)
+                        .map_err(|source| Error::Listen { addr, source })?;
                     guard.0.push(fd);
                     if actual.port() == 0 {
-                        actual = sys::local_addr(fd).map_err(|source| Error::Listen { addr, source })?;
+                        actual =
+                            sys::local_addr(fd).map_err(|source| Error::Listen { addr, source })?;
                     }
                     lp.push((fd, si as u16));
                 }
@@ -381,7 +395,11 @@ impl EngineBuilder {
             };
             service_limits.push(i as u16);
         }
-        let open_counts: Vec<Arc<AtomicUsize>> = self.services.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let open_counts: Vec<Arc<AtomicUsize>> = self
+            .services
+            .iter()
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
         let outbound_limits = Limits {
             idle_ms: 0,
             high_water: 1 << 20,
@@ -667,7 +685,10 @@ impl Engine {
     /// # }
     /// ```
     pub fn stats(&self) -> Stats {
-        self.loops.iter().map(|l| l.stats()).fold(Stats::default(), |a, b| a + b)
+        self.loops
+            .iter()
+            .map(|l| l.stats())
+            .fold(Stats::default(), |a, b| a + b)
     }
 
     /// Counters of each loop.

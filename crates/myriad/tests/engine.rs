@@ -47,7 +47,11 @@ fn echo_basic(kind: BackendKind) {
 }
 
 fn ipv6_echo(kind: BackendKind) {
-    let (_engine, addr) = start(kind, 1, Service::new("echo6", "[::1]:0".parse().unwrap(), || Echo));
+    let (_engine, addr) = start(
+        kind,
+        1,
+        Service::new("echo6", "[::1]:0".parse().unwrap(), || Echo),
+    );
     assert!(addr.is_ipv6());
     let mut s = connect(addr);
     let mut buf = [0u8; 16];
@@ -202,10 +206,15 @@ fn reset_mid_write(kind: BackendKind) {
         got += s.read(&mut buf).unwrap();
     }
     // Reset in the middle of the server's writing.
-    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(s);
     let reason = rx.recv_timeout(IO_TIMEOUT).expect("on_close after reset");
-    assert!(reason.starts_with("Io("), "unexpected close reason {reason}");
+    assert!(
+        reason.starts_with("Io("),
+        "unexpected close reason {reason}"
+    );
     assert!(engine.stats().err_reset >= 1);
     // The engine keeps serving.
     let mut s2 = connect(addr);
@@ -294,12 +303,20 @@ fn user_timer(kind: BackendKind) {
     let (_engine, addr) = start(kind, 1, Service::new("ticker", localhost(), || Ticker));
     let mut s = connect(addr);
     let (back, clean) = read_to_end(&mut s);
-    assert!(clean, "not a clean EOF after {:?}", String::from_utf8_lossy(&back));
+    assert!(
+        clean,
+        "not a clean EOF after {:?}",
+        String::from_utf8_lossy(&back)
+    );
     assert_eq!(back, b"tick tock");
 }
 
 fn connection_limit(kind: BackendKind) {
-    let (engine, addr) = start(kind, 2, Service::new("limited", localhost(), || Echo).max_connections(10));
+    let (engine, addr) = start(
+        kind,
+        2,
+        Service::new("limited", localhost(), || Echo).max_connections(10),
+    );
     let mut socks: Vec<_> = (0..15).map(|_| connect(addr)).collect();
     eventually("15 handled", || {
         let s = engine.stats();
@@ -308,13 +325,19 @@ fn connection_limit(kind: BackendKind) {
     let mut ok = Vec::new();
     let mut buf = [0u8; 4];
     for s in socks.iter_mut() {
-        let good = s.write_all(b"ping").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ping";
+        let good =
+            s.write_all(b"ping").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ping";
         ok.push(good);
     }
     assert_eq!(ok.iter().filter(|&&g| g).count(), 10, "{ok:?}");
     assert_eq!(engine.stats().refused, 5);
     // Freeing three makes room for three more.
-    let mut kept: Vec<_> = socks.into_iter().zip(ok).filter(|(_, g)| *g).map(|(s, _)| s).collect();
+    let mut kept: Vec<_> = socks
+        .into_iter()
+        .zip(ok)
+        .filter(|(_, g)| *g)
+        .map(|(s, _)| s)
+        .collect();
     kept.truncate(7);
     eventually("7 open", || engine.stats().open == 7);
     for _ in 0..3 {
@@ -357,7 +380,12 @@ impl<H: Handler> Handler for Counting<H> {
 fn graceful_shutdown(kind: BackendKind) {
     let closes = Arc::new(AtomicUsize::new(0));
     let forced = Arc::new(AtomicUsize::new(0));
-    let (c1, f1, c2, f2) = (closes.clone(), forced.clone(), closes.clone(), forced.clone());
+    let (c1, f1, c2, f2) = (
+        closes.clone(),
+        forced.clone(),
+        closes.clone(),
+        forced.clone(),
+    );
     let engine = Engine::builder()
         .threads(2)
         .backend(kind)
@@ -384,7 +412,10 @@ fn graceful_shutdown(kind: BackendKind) {
     engine.shutdown(Duration::from_millis(500));
     for s in polite.iter_mut() {
         let (rest, clean) = read_to_end(s);
-        assert!(clean && rest.is_empty(), "polite connections get a clean FIN");
+        assert!(
+            clean && rest.is_empty(),
+            "polite connections get a clean FIN"
+        );
     }
     for s in stubborn.iter_mut() {
         // Closed at the deadline with a RST (or FIN): either way, closed.
@@ -423,7 +454,10 @@ fn tiny_ring_many_busy(kind: BackendKind) {
         assert!(back == data[c], "connection {c}: data lost or reordered");
     }
     if kind == BackendKind::IoUring {
-        assert!(engine.stats().ring_exhausted > 0, "the ENOBUFS path was not exercised");
+        assert!(
+            engine.stats().ring_exhausted > 0,
+            "the ENOBUFS path was not exercised"
+        );
     }
 }
 
@@ -451,12 +485,18 @@ fn backpressure_slow_reader(kind: BackendKind) {
             Err(_) => break,
         }
     }
-    assert!(sent < 64 << 20, "server kept reading from a peer that never reads");
-    eventually("paused by back-pressure", || engine.stats().backpressure_pauses >= 1);
+    assert!(
+        sent < 64 << 20,
+        "server kept reading from a peer that never reads"
+    );
+    eventually("paused by back-pressure", || {
+        engine.stats().backpressure_pauses >= 1
+    });
     // Now read everything the server queued; afterwards it resumes reading.
     let mut total_back = 0usize;
     let mut buf = vec![0u8; 65536];
-    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let t1 = Instant::now();
     while t1.elapsed() < Duration::from_secs(20) {
         match s.read(&mut buf) {
@@ -509,7 +549,9 @@ fn hard_limit_closes_non_reader(kind: BackendKind) {
     );
     let s = connect(addr);
     // Never read: the kernel buffers fill, then the queue, then the limit.
-    let reason = rx.recv_timeout(IO_TIMEOUT).expect("closed as a slow reader");
+    let reason = rx
+        .recv_timeout(IO_TIMEOUT)
+        .expect("closed as a slow reader");
     assert_eq!(reason, "SlowReader");
     assert_eq!(engine.stats().err_slow_reader, 1);
     drop(s);
@@ -527,7 +569,8 @@ impl Client {
     fn send_next(&mut self, cx: &mut Ctx<'_>) {
         self.expect.clear();
         for i in 0..32u64 {
-            self.expect.push(pattern(self.id, self.left as u64 * 32 + i));
+            self.expect
+                .push(pattern(self.id, self.left as u64 * 32 + i));
         }
         cx.write(&self.expect);
     }
@@ -612,14 +655,24 @@ fn connect_failures(kind: BackendKind) {
     let dead = l.local_addr().unwrap();
     drop(l);
     let (tx, rx) = mpsc::channel();
-    client.loop_handle(0).connect(dead, ConnectOptions::default(), ExpectFailure { tx: tx.clone() });
+    client.loop_handle(0).connect(
+        dead,
+        ConnectOptions::default(),
+        ExpectFailure { tx: tx.clone() },
+    );
     let r = rx.recv_timeout(IO_TIMEOUT).unwrap();
     assert!(r.starts_with("ConnectFailed"), "{r}");
     assert_eq!(client.stats().err_connect, 1);
     // A listener whose backlog is full and never accepts: the handshake
     // never completes, so the connect times out.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     sock.listen(0).unwrap();
     let full = sock.local_addr().unwrap().as_socket().unwrap();
     // Fill the backlog with blocking connects that are never accepted.
@@ -635,9 +688,14 @@ fn connect_failures(kind: BackendKind) {
         timeout: Duration::from_millis(300),
         ..Default::default()
     };
-    client.loop_handle(0).connect(full, opts, ExpectFailure { tx });
+    client
+        .loop_handle(0)
+        .connect(full, opts, ExpectFailure { tx });
     let r = rx.recv_timeout(IO_TIMEOUT).unwrap();
-    assert!(r == "ConnectTimeout" || r.starts_with("ConnectFailed"), "{r}");
+    assert!(
+        r == "ConnectTimeout" || r.starts_with("ConnectFailed"),
+        "{r}"
+    );
     client.shutdown(Duration::ZERO);
     client.wait().unwrap();
 }
@@ -688,7 +746,9 @@ impl Handler for PingPong {
         }
         self.received += n as u64;
         if self.received >= self.target {
-            let _ = self.done.send((self.received, self.stack_hi - self.stack_lo, self.ok));
+            let _ = self
+                .done
+                .send((self.received, self.stack_hi - self.stack_lo, self.ok));
             cx.close();
         } else {
             self.send(cx, n as u64);
@@ -710,11 +770,18 @@ fn recursion_ping_pong(kind: BackendKind) {
         ok: true,
     };
     // The client connection lives on the server's own (single) loop.
-    engine.loop_handle(0).connect(addr, ConnectOptions::default(), h);
-    let (received, spread, ok) = rx.recv_timeout(Duration::from_secs(300)).expect("ping-pong finished");
+    engine
+        .loop_handle(0)
+        .connect(addr, ConnectOptions::default(), h);
+    let (received, spread, ok) = rx
+        .recv_timeout(Duration::from_secs(300))
+        .expect("ping-pong finished");
     assert_eq!(received, 10_000_000);
     assert!(ok, "messages arrived out of order or corrupted");
-    assert!(spread < 4096, "on_data's stack position moved by {spread} bytes");
+    assert!(
+        spread < 4096,
+        "on_data's stack position moved by {spread} bytes"
+    );
 }
 
 /// Pauses after every message and resumes from a timer: data that arrives

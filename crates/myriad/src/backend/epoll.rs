@@ -50,7 +50,12 @@ impl EpollBackend {
             listeners: Vec::new(),
             buf: vec![0u8; read_buf.max(4096)].into_boxed_slice(),
         };
-        me.ctl(libc::EPOLL_CTL_ADD, me.waker.fd(), libc::EPOLLIN as u32, WAKE_TOKEN)?;
+        me.ctl(
+            libc::EPOLL_CTL_ADD,
+            me.waker.fd(),
+            libc::EPOLLIN as u32,
+            WAKE_TOKEN,
+        )?;
         Ok(me)
     }
 
@@ -127,7 +132,12 @@ impl Drop for EpollBackend {
 impl Backend for EpollBackend {
     fn add_listener(&mut self, fd: RawFd) -> io::Result<usize> {
         let idx = self.listeners.len();
-        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, LISTENER_TAG | idx as u64)?;
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd,
+            libc::EPOLLIN as u32,
+            LISTENER_TAG | idx as u64,
+        )?;
         self.listeners.push(Some((fd, true)));
         Ok(idx)
     }
@@ -240,7 +250,10 @@ impl Backend for EpollBackend {
                 };
                 for _ in 0..ACCEPT_BATCH {
                     match sys::accept(lfd) {
-                        Ok(fd) => f(Event::Accept { listener: idx, res: Ok(fd) }),
+                        Ok(fd) => f(Event::Accept {
+                            listener: idx,
+                            res: Ok(fd),
+                        }),
                         Err(e) => {
                             let errno = e.raw_os_error().unwrap_or(libc::EIO);
                             match errno {
@@ -250,9 +263,17 @@ impl Backend for EpollBackend {
                                     // EMFILE and friends: stop accepting until
                                     // the core re-arms, or level-triggered
                                     // readiness would spin the loop.
-                                    let _ = self.ctl(libc::EPOLL_CTL_MOD, lfd, 0, LISTENER_TAG | idx as u64);
+                                    let _ = self.ctl(
+                                        libc::EPOLL_CTL_MOD,
+                                        lfd,
+                                        0,
+                                        LISTENER_TAG | idx as u64,
+                                    );
                                     self.listeners[idx] = Some((lfd, false));
-                                    f(Event::Accept { listener: idx, res: Err(errno) });
+                                    f(Event::Accept {
+                                        listener: idx,
+                                        res: Err(errno),
+                                    });
                                     break;
                                 }
                             }
@@ -281,10 +302,18 @@ impl Backend for EpollBackend {
                 match sys::recv(fd, &mut self.buf) {
                     Ok(0) => {
                         self.clear_bits(slot, READ);
-                        f(Event::RecvEnd { token, how: RecvEnd::Eof });
+                        f(Event::RecvEnd {
+                            token,
+                            how: RecvEnd::Eof,
+                        });
                     }
-                    Ok(n) => f(Event::Recv { token, data: &mut self.buf[..n] }),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(n) => f(Event::Recv {
+                        token,
+                        data: &mut self.buf[..n],
+                    }),
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         self.clear_bits(slot, READ);
                         f(Event::RecvEnd {
@@ -297,5 +326,4 @@ impl Backend for EpollBackend {
         }
         Ok(())
     }
-
 }

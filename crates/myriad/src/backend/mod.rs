@@ -84,7 +84,10 @@ pub(crate) enum Event<'a> {
     /// A listener produced a connection (`Ok(fd)`) or failed (`Err(errno)`).
     /// After an error the backend stops accepting on that listener until
     /// [`Backend::arm_accept`] is called again.
-    Accept { listener: usize, res: Result<RawFd, i32> },
+    Accept {
+        listener: usize,
+        res: Result<RawFd, i32>,
+    },
     /// Bytes for a connection. The slice is the backend's buffer; it is
     /// recycled as soon as the callback returns.
     Recv { token: u64, data: &'a mut [u8] },
@@ -189,12 +192,15 @@ fn probe_uring(params: &UringParams) -> io::Result<()> {
 
 /// Resolves `Auto` (and the `MYRIAD_BACKEND` override) to a concrete
 /// backend, probing io_uring once. Returns the choice and why.
-pub(crate) fn resolve(kind: BackendKind, params: &UringParams) -> io::Result<(BackendKind, String)> {
+pub(crate) fn resolve(
+    kind: BackendKind,
+    params: &UringParams,
+) -> io::Result<(BackendKind, String)> {
     let kind = match kind {
         BackendKind::Auto => match std::env::var("MYRIAD_BACKEND") {
-            Ok(v) if !v.is_empty() => v
-                .parse::<BackendKind>()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("MYRIAD_BACKEND: {e}")))?,
+            Ok(v) if !v.is_empty() => v.parse::<BackendKind>().map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("MYRIAD_BACKEND: {e}"))
+            })?,
             _ => BackendKind::Auto,
         },
         k => k,

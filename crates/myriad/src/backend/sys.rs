@@ -39,7 +39,12 @@ pub(crate) fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::shutdown(fd, how) }).map(drop)
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `v` lives on the stack for the duration of the call and the
     // length passed matches its size.
     cvt(unsafe {
@@ -106,13 +111,16 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, and
             // sockaddr_storage is large enough and suitably aligned for it.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let a =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             Ok(SocketAddr::from((ip, u16::from_be(a.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
             Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
                 ip,
@@ -121,7 +129,10 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
                 a.sin6_scope_id,
             )))
         }
-        _ => Err(io::Error::new(io::ErrorKind::Unsupported, "not an IP socket")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "not an IP socket",
+        )),
     }
 }
 

@@ -60,7 +60,10 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Mapping { ptr: ptr.cast(), len })
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
     }
 }
 
@@ -147,14 +150,22 @@ impl BufRing {
         // SAFETY: the kernel has handed buffer `bid` back to us with this
         // completion and will not touch it until we push it again; the range
         // is inside the buffer mapping (checked above).
-        Some(unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr.add(bid as usize * self.size as usize), len) })
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(
+                self.bufs.ptr.add(bid as usize * self.size as usize),
+                len,
+            )
+        })
     }
 }
 
 fn build_ring(entries: u32) -> io::Result<IoUring> {
     let cq = entries.saturating_mul(4);
     let mut b = IoUring::builder();
-    b.setup_cqsize(cq).setup_single_issuer().setup_defer_taskrun().setup_coop_taskrun();
+    b.setup_cqsize(cq)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun();
     match b.build(entries) {
         Ok(r) => Ok(r),
         Err(_) => {
@@ -191,7 +202,10 @@ pub(crate) fn probe(params: &UringParams) -> io::Result<()> {
             ));
         }
     }
-    let br = BufRing::new(params.buf_count.max(1).next_power_of_two(), 4096.min(params.buf_size))?;
+    let br = BufRing::new(
+        params.buf_count.max(1).next_power_of_two(),
+        4096.min(params.buf_size),
+    )?;
     // SAFETY: the ring memory outlives the registration (unregistered below,
     // before `br` is dropped).
     unsafe {
@@ -226,12 +240,19 @@ struct ListenerState {
 impl UringBackend {
     pub(crate) fn new(params: &UringParams, waker: Arc<sys::EventFd>) -> io::Result<Self> {
         let ring = build_ring(params.sq_entries.max(8).next_power_of_two())?;
-        let bufs = BufRing::new(params.buf_count.max(1).next_power_of_two(), params.buf_size.max(64))?;
+        let bufs = BufRing::new(
+            params.buf_count.max(1).next_power_of_two(),
+            params.buf_size.max(64),
+        )?;
         // SAFETY: the entries mapping lives as long as `self` and the ring is
         // dropped before it (field order).
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(bufs.entries.ptr as u64, bufs.count, BGID, 0)?;
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.entries.ptr as u64,
+                bufs.count,
+                BGID,
+                0,
+            )?;
         }
         let mut me = UringBackend {
             ring,
@@ -285,9 +306,13 @@ impl UringBackend {
     }
 
     fn arm_wake(&mut self) {
-        let e = opcode::Read::new(types::Fd(self.waker.fd()), (&mut *self.wake_buf as *mut u64).cast(), 8)
-            .build()
-            .user_data(ud(K_WAKE, 0));
+        let e = opcode::Read::new(
+            types::Fd(self.waker.fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(ud(K_WAKE, 0));
         self.push(e);
     }
 
@@ -375,7 +400,10 @@ impl UringBackend {
                             }
                             _ => {
                                 if !cqueue::more(flags) {
-                                    self.listeners[idx] = Some(ListenerState { fd: st.fd, armed: false });
+                                    self.listeners[idx] = Some(ListenerState {
+                                        fd: st.fd,
+                                        armed: false,
+                                    });
                                 }
                                 f(Event::Accept {
                                     listener: idx,
@@ -406,7 +434,10 @@ impl Backend for UringBackend {
     fn arm_accept(&mut self, listener: usize) {
         if let Some(Some(st)) = self.listeners.get(listener).copied() {
             if !st.armed {
-                self.listeners[listener] = Some(ListenerState { fd: st.fd, armed: true });
+                self.listeners[listener] = Some(ListenerState {
+                    fd: st.fd,
+                    armed: true,
+                });
                 self.arm_accept_fd(listener, st.fd);
             }
         }
@@ -462,10 +493,14 @@ impl Backend for UringBackend {
         let Some(b) = bufs.first() else {
             return SendOutcome::Done(Ok(0));
         };
-        let e = opcode::Send::new(types::Fd(fd), b.as_ptr(), b.len().min(u32::MAX as usize) as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ud(K_SEND, token));
+        let e = opcode::Send::new(
+            types::Fd(fd),
+            b.as_ptr(),
+            b.len().min(u32::MAX as usize) as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(ud(K_SEND, token));
         self.push(e);
         SendOutcome::InFlight
     }
@@ -479,7 +514,9 @@ impl Backend for UringBackend {
         let res = match timeout {
             None => self.ring.submit_and_wait(1),
             Some(d) => {
-                let ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let ts = types::Timespec::new()
+                    .sec(d.as_secs())
+                    .nsec(d.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
             }
@@ -500,7 +537,8 @@ impl Backend for UringBackend {
                 let mut cq = self.ring.completion();
                 cq.sync();
                 for cqe in &mut cq {
-                    self.batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+                    self.batch
+                        .push((cqe.user_data(), cqe.result(), cqe.flags()));
                     if self.batch.len() == cap {
                         break;
                     }
@@ -517,5 +555,4 @@ impl Backend for UringBackend {
         }
         Ok(())
     }
-
 }

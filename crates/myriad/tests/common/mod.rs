@@ -62,7 +62,10 @@ pub fn start_with(
     svc: Service,
     f: impl FnOnce(myriad::EngineBuilder) -> myriad::EngineBuilder,
 ) -> (Engine, SocketAddr) {
-    let b = Engine::builder().threads(threads).backend(kind).service(svc);
+    let b = Engine::builder()
+        .threads(threads)
+        .backend(kind)
+        .service(svc);
     let engine = f(b).start().expect("engine starts");
     assert_eq!(engine.backend(), kind);
     let addr = engine.local_addrs(0)[0];
