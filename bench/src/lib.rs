@@ -460,13 +460,14 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-/// Reads as many bytes as available from a non-blocking fd into `buf`:
-/// `Ok(Some(n))` with `n > 0`, `Ok(None)` if nothing was ready, `Ok(Some(0))`
-/// at end of stream.
+/// Reads (`recv`) as many bytes as available from a non-blocking socket
+/// into `buf`: `Ok(Some(n))` with `n > 0`, `Ok(None)` if nothing was ready,
+/// `Ok(Some(0))` at end of stream. `recv`/`send` rather than `read`/`write`
+/// as the Rust standard library (and so tokio) does: they skip the VFS layer.
 pub fn read_nb(fd: impl AsFd, buf: &mut [u8]) -> rustix::io::Result<Option<usize>> {
     for _ in 0..1000 {
-        match rustix::io::read(&fd, &mut *buf) {
-            Ok(n) => return Ok(Some(n)),
+        match net::recv(&fd, &mut *buf, net::RecvFlags::empty()) {
+            Ok((n, _)) => return Ok(Some(n)),
             Err(Errno::AGAIN) => return Ok(None),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
@@ -475,11 +476,12 @@ pub fn read_nb(fd: impl AsFd, buf: &mut [u8]) -> rustix::io::Result<Option<usize
     Err(Errno::INTR)
 }
 
-/// Writes as much of `buf` as the socket takes without blocking; returns the
-/// number of bytes written (0 if the socket buffer is full).
+/// Writes (`send`, `MSG_NOSIGNAL`) as much of `buf` as the socket takes
+/// without blocking; returns the number of bytes written (0 if the socket
+/// buffer is full).
 pub fn write_nb(fd: impl AsFd, buf: &[u8]) -> rustix::io::Result<usize> {
     for _ in 0..1000 {
-        match rustix::io::write(&fd, buf) {
+        match net::send(&fd, buf, net::SendFlags::NOSIGNAL) {
             Ok(n) => return Ok(n),
             Err(Errno::AGAIN) => return Ok(0),
             Err(Errno::INTR) => continue,

@@ -1,6 +1,6 @@
 //! `loadgen`: a closed-loop echo load generator.
 //!
-//! Single-threaded, level-triggered epoll, meant to be pinned to its own CPU
+//! Single-threaded, edge-triggered epoll, meant to be pinned to its own CPU
 //! (the driver puts it on CPU 1 and the server on CPU 0). It opens
 //! `--connections` non-blocking connections (`TCP_NODELAY`, connects paced
 //! so the server's listen backlog does not overflow), then keeps `--window`
@@ -16,9 +16,11 @@
 //! Cost per message is kept low because on a 2-core machine the load
 //! generator can be the bottleneck: no allocation per message (one 256 KiB
 //! read buffer shared by all connections, a per-connection output buffer of
-//! `window × size` bytes reserved up front), one `read` per readiness event,
-//! and all messages that became due on a connection written with one
-//! `write`.
+//! `window × size` bytes reserved up front), edge-triggered epoll with each
+//! socket registered once for input and output (no `epoll_ctl` after
+//! setup, no re-polling of level-triggered entries), normally one `recv` per
+//! readiness event (a short read means the socket is drained), and all
+//! messages that became due on a connection written with one `send`.
 //!
 //! Output on stdout: `MEASURE_START` when the warm-up ends and the measured
 //! window begins, `MEASURE_END` when it ends (the driver samples the server's
@@ -84,11 +86,10 @@ struct Conn {
     done: u64,
     /// Bytes of message `done` received so far.
     recv_off: usize,
-    /// Bytes queued but not yet written: `out[out_off..]`.
+    /// Bytes queued but not yet written: `out[out_off..]`. After a short
+    /// write the rest goes out on the next `EPOLLOUT` edge.
     out: Vec<u8>,
     out_off: usize,
-    /// Waiting for `EPOLLOUT` after a short write.
-    want_out: bool,
 }
 
 fn secs(s: f64, what: &str) -> Result<Duration> {
@@ -133,7 +134,13 @@ fn run() -> Result<u64> {
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).context("epoll_create")?;
     let mut conns: Vec<Option<Conn>> = Vec::with_capacity(fds.len());
     for (i, fd) in fds.into_iter().enumerate() {
-        epoll::add(&ep, &fd, EventData::new_u64(i as u64), EventFlags::IN).context("epoll_ctl")?;
+        epoll::add(
+            &ep,
+            &fd,
+            EventData::new_u64(i as u64),
+            EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET,
+        )
+        .context("epoll_ctl")?;
         conns.push(Some(Conn {
             fd,
             id: i as u32,
@@ -142,7 +149,6 @@ fn run() -> Result<u64> {
             recv_off: 0,
             out: Vec::with_capacity(window * size),
             out_off: 0,
-            want_out: false,
         }));
     }
 
@@ -154,7 +160,7 @@ fn run() -> Result<u64> {
     for slot in conns.iter_mut() {
         let Some(conn) = slot else { continue };
         queue(conn, &pattern, window);
-        if let Err(e) = flush(&ep, conn) {
+        if let Err(e) = flush(conn) {
             report(&mut errors, format_args!("conn {}: write: {e}", conn.id));
             *slot = None;
             alive -= 1;
@@ -204,7 +210,7 @@ fn run() -> Result<u64> {
                 continue;
             };
             let Some(conn) = slot else { continue };
-            let res = on_event(&ep, conn, flags, &pattern, &mut buf, window);
+            let res = on_event(conn, flags, &pattern, &mut buf, window);
             match res {
                 Ok(n) => total_done += n,
                 Err(e) => {
@@ -257,34 +263,23 @@ fn queue(conn: &mut Conn, pattern: &Pattern, count: usize) {
     }
 }
 
-/// Writes what is queued (one `write`); arms `EPOLLOUT` on a short write.
-fn flush(ep: &OwnedFd, conn: &mut Conn) -> Result<()> {
+/// Writes what is queued with one `send`. On a short write the rest waits
+/// for the next `EPOLLOUT` edge (the socket is registered for it once).
+fn flush(conn: &mut Conn) -> Result<()> {
     if conn.out_off == conn.out.len() {
         return Ok(());
     }
     let w = myriad_bench::write_nb(&conn.fd, &conn.out[conn.out_off..]).context("write")?;
     conn.out_off += w;
-    let rest = conn.out_off < conn.out.len();
-    if !rest {
+    if conn.out_off == conn.out.len() {
         conn.out.clear();
         conn.out_off = 0;
-    }
-    if rest != conn.want_out {
-        conn.want_out = rest;
-        let flags = if rest {
-            EventFlags::IN | EventFlags::OUT
-        } else {
-            EventFlags::IN
-        };
-        epoll::modify(ep, &conn.fd, EventData::new_u64(u64::from(conn.id)), flags)
-            .context("epoll_ctl(MOD)")?;
     }
     Ok(())
 }
 
 /// Handles one readiness event; returns the number of messages completed.
 fn on_event(
-    ep: &OwnedFd,
     conn: &mut Conn,
     flags: EventFlags,
     pattern: &Pattern,
@@ -292,12 +287,18 @@ fn on_event(
     window: usize,
 ) -> Result<u64> {
     let mut completed = 0u64;
-    if flags.intersects(EventFlags::IN | EventFlags::HUP | EventFlags::ERR) {
-        // One read normally drains the socket; loop only while it fills the
-        // whole buffer (bounded, level-triggered epoll reports the rest).
-        for _ in 0..8 {
+    if flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR) {
+        // Edge-triggered: read until the socket is drained, which a short
+        // read shows. At most `window * size` bytes can be on the way back
+        // (more is an error caught by `consume`), which bounds the loop.
+        let max_reads = window * pattern.size() / buf.len() + 2;
+        let mut drained = false;
+        for _ in 0..max_reads {
             let n = match myriad_bench::read_nb(&conn.fd, buf).context("read")? {
-                None => break,
+                None => {
+                    drained = true;
+                    break;
+                }
                 Some(0) => bail!(
                     "server closed the connection ({} of {} messages echoed)",
                     conn.done,
@@ -307,8 +308,12 @@ fn on_event(
             };
             completed += consume(conn, pattern, &buf[..n])?;
             if n < buf.len() {
+                drained = true;
                 break;
             }
+        }
+        if !drained {
+            bail!("socket not drained after {max_reads} full reads");
         }
         if completed > 0 {
             // Closed loop: one new message per completed one. The window can
@@ -317,8 +322,9 @@ fn on_event(
             queue(conn, pattern, completed as usize);
         }
     }
+    // New messages, or an `EPOLLOUT` edge after a short write.
     if completed > 0 || flags.contains(EventFlags::OUT) {
-        flush(ep, conn)?;
+        flush(conn)?;
     }
     Ok(completed)
 }
