@@ -1,10 +1,11 @@
 //! `bench-echo`: Myriad's echo server against baselines, in one run.
 //!
-//! Starts each echo server in turn — Myriad on io_uring and on epoll
-//! (`target/<profile>/examples/echo`), the idiomatic tokio echo on a
-//! `current_thread` and on a multi-thread runtime (`echo-tokio`, 4 KiB buffer
-//! per connection) and a minimal hand-written epoll echo (`echo-epoll`) —
-//! pinned to CPU 0, and drives it with `loadgen` pinned to CPU 1:
+//! Starts the echo servers — Myriad on io_uring and on epoll
+//! (`target/<profile>/examples/echo --threads 1`), the idiomatic tokio echo
+//! on a `current_thread` and on a multi-thread runtime (`echo-tokio`, 4 KiB
+//! buffer per connection) and a minimal hand-written epoll echo
+//! (`echo-epoll`) — pinned to CPU 0, and drives them one at a time with
+//! `loadgen` pinned to CPU 1:
 //!
 //! | scenario | load |
 //! |---|---|
@@ -39,11 +40,15 @@
 //! ```text
 //! cargo run --release -p myriad-bench --bin bench-echo -- [--duration 5] [--warmup 1] \
 //!     [--idle 19000] [--servers myriad-uring,myriad-epoll,tokio-current,tokio-multi,epoll] \
-//!     [--scenarios pingpong-64,pipelined-64,pingpong-512,idle] [--repeat 1] [--json results.json]
+//!     [--scenarios pingpong-64,pipelined-64,pingpong-512,idle] [--repeat 3] [--json results.json]
 //! ```
 //!
-//! `--repeat N` runs each load scenario N times on the same server process
-//! and reports the run with the median CPU per message. The report also
+//! All servers are started at once (an undriven server sleeps in its event
+//! loop) and the load runs are interleaved — round by round, scenario by
+//! scenario, server by server — so that drifts of a shared or virtual
+//! machine hit every server alike. Each load scenario runs `--repeat` times
+//! (3) per server and the run with the median CPU per message is reported:
+//! single runs vary by ±20% on a small virtual machine. The report also
 //! shows how much CPU time anything else used on the two benchmark CPUs
 //! during each measured window (from `/proc/stat`) and warns when that is
 //! above 5%: on a shared machine a concurrent build skews every figure.
@@ -58,8 +63,8 @@
 //! be built, is missing or does not start, the baselines still run and the
 //! report says Myriad was skipped. Every child process is stopped (SIGTERM,
 //! then SIGKILL) when the driver finishes or fails; SIGTERM, SIGINT or
-//! SIGHUP to the driver stops it after the current run, cleaning up. Logs of the servers go
-//! to `bench-echo-logs/` next to the executable.
+//! SIGHUP to the driver stops it after the current run, cleaning up. Logs
+//! of the servers go to `bench-echo-logs/` next to the executable.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -105,9 +110,9 @@ struct Args {
         default_value = "pingpong-64,pipelined-64,pingpong-512,idle"
     )]
     scenarios: Vec<String>,
-    /// Runs per load scenario; the one with the median CPU per message is
-    /// reported.
-    #[arg(long, default_value_t = 1)]
+    /// Runs per load scenario and server; the one with the median CPU per
+    /// message is reported.
+    #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Before each load run, wait up to this many seconds for the two
     /// benchmark CPUs to be idle (0 = do not wait).
@@ -349,8 +354,8 @@ struct LoadResult {
     /// processes, interrupts in kernel threads), in CPUs.
     other_cpu_util: f64,
     errors: u64,
-    /// Runs of which this is the median (by CPU per message).
-    runs: usize,
+    /// Round of the interleaved schedule this run belongs to.
+    round: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -363,7 +368,10 @@ struct IdleResult {
 
 #[derive(Debug, Default)]
 struct ServerReport {
+    /// The reported (median) run per load scenario.
     loads: BTreeMap<&'static str, Result<LoadResult, String>>,
+    /// Every kept run per load scenario, one per round.
+    rounds: BTreeMap<&'static str, Vec<LoadResult>>,
     idle: Option<Result<IdleResult, String>>,
     skipped: Option<String>,
     note: Option<String>,
@@ -492,73 +500,50 @@ fn run() -> Result<()> {
     println!("Logs: {}", ctx.log_dir.display());
     println!();
 
-    let mut reports: Vec<(Kind, ServerReport)> = Vec::new();
-    for &kind in &kinds {
-        ctx.check_stop()?;
-        let mut rep = ServerReport::default();
-        if kind.is_myriad() {
-            if let Some(e) = &myriad_build_error {
-                rep.skipped = Some(e.clone());
-            } else if !ctx.myriad_echo.is_file() {
-                rep.skipped = Some(format!(
-                    "{} not found; build it with: cargo build --release -p myriad --example echo",
-                    ctx.myriad_echo.display()
-                ));
-            }
-        }
-        if let Some(why) = &rep.skipped {
-            println!("== {}: SKIPPED: {why}", kind.name());
-            reports.push((kind, rep));
+    let mut reports: Vec<(Kind, ServerReport)> = kinds
+        .iter()
+        .map(|&k| (k, ServerReport::default()))
+        .collect();
+    for (kind, rep) in reports.iter_mut() {
+        if !kind.is_myriad() {
             continue;
         }
-        println!("== {}", kind.name());
-        if !loads.is_empty() {
-            match start_server(&mut ctx, kind, "load") {
-                Ok((mut server, addr, note)) => {
-                    rep.note = note;
-                    for sc in &loads {
-                        let res = run_repeated(&ctx, &mut server, addr, sc, args.repeat);
-                        let failed_server = server.check_alive().is_err();
-                        rep.loads
-                            .insert(sc.short, res.map_err(|e| format!("{e:#}")));
-                        if failed_server {
-                            println!("   server died; remaining scenarios skipped");
-                            break;
-                        }
-                    }
-                    server.stop(Duration::from_secs(6));
-                }
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    println!("   did not start: {msg}");
-                    if kind.is_myriad() {
-                        rep.skipped = Some(format!("did not start: {msg}"));
-                        reports.push((kind, rep));
-                        continue;
-                    }
-                    for sc in &loads {
-                        rep.loads.insert(sc.short, Err(msg.clone()));
-                    }
-                }
-            }
+        if let Some(e) = &myriad_build_error {
+            rep.skipped = Some(e.clone());
+        } else if !ctx.myriad_echo.is_file() {
+            rep.skipped = Some(format!(
+                "{} not found; build it with: cargo build --release -p myriad --example echo",
+                ctx.myriad_echo.display()
+            ));
         }
-        if want_idle {
+        if let Some(why) = &rep.skipped {
+            println!("{}: SKIPPED: {why}", kind.name());
+        }
+    }
+    if !loads.is_empty() {
+        run_loads(&mut ctx, &mut reports, &loads, args.repeat)?;
+    }
+    if want_idle {
+        println!("Idle connections ({}, a fresh server each):", args.idle);
+        for (kind, rep) in reports.iter_mut() {
+            if rep.skipped.is_some() {
+                continue;
+            }
             ctx.check_stop()?;
-            let res = run_idle(&mut ctx, kind, args.idle);
+            let res = run_idle(&mut ctx, *kind, args.idle);
             match &res {
                 Ok(r) => println!(
-                    "   {:<13} {:>12.1} B/conn at {} connections (RSS {:.1} -> {:.1} MiB)",
-                    "idle",
+                    "   {:<14} {:>10.1} B/conn at {} connections (RSS {:.1} -> {:.1} MiB)",
+                    kind.name(),
                     r.bytes_per_conn,
                     r.connections,
                     r.rss_before as f64 / 1048576.0,
                     r.rss_after as f64 / 1048576.0
                 ),
-                Err(e) => println!("   {:<13} FAILED: {e:#}", "idle"),
+                Err(e) => println!("   {:<14} FAILED: {e:#}", kind.name()),
             }
             rep.idle = Some(res.map_err(|e| format!("{e:#}")));
         }
-        reports.push((kind, rep));
     }
 
     println!();
@@ -889,70 +874,163 @@ fn run_load(ctx: &Ctx, server: &mut Proc, addr: SocketAddr, sc: &Scenario) -> Re
         loadgen_cpu_util: loadgen_cpu_secs / wall,
         other_cpu_util: other_ticks as f64 / tck / wall,
         errors,
-        runs: 1,
+        round: 0,
     })
 }
 
-/// Runs a load scenario `repeat` times and keeps the run with the median
-/// CPU per message.
-fn run_repeated(
+/// A server process kept running through the load scenarios.
+struct Running {
+    /// Index into the reports.
+    idx: usize,
+    proc: Proc,
+    addr: SocketAddr,
+    results: BTreeMap<&'static str, Vec<LoadResult>>,
+    errors: BTreeMap<&'static str, String>,
+    dead: Option<String>,
+}
+
+/// Load scenarios: every server runs at once (idle while not driven), and
+/// the runs are interleaved — round by round, scenario by scenario, server
+/// by server — so that slow drifts of the machine hit all servers alike.
+/// With `repeat > 1` the run with the median CPU per message is reported.
+fn run_loads(
+    ctx: &mut Ctx,
+    reports: &mut [(Kind, ServerReport)],
+    loads: &[Scenario],
+    repeat: usize,
+) -> Result<()> {
+    let mut running: Vec<Running> = Vec::new();
+    for (idx, (kind, rep)) in reports.iter_mut().enumerate() {
+        if rep.skipped.is_some() {
+            continue;
+        }
+        ctx.check_stop()?;
+        match start_server(ctx, *kind, "load") {
+            Ok((proc, addr, note)) => {
+                println!("{}: listening on {addr} (pid {})", kind.name(), proc.pid());
+                rep.note = note;
+                running.push(Running {
+                    idx,
+                    proc,
+                    addr,
+                    results: BTreeMap::new(),
+                    errors: BTreeMap::new(),
+                    dead: None,
+                });
+            }
+            Err(e) => {
+                let msg = format!("did not start: {e:#}");
+                println!("{}: {msg}", kind.name());
+                if kind.is_myriad() {
+                    rep.skipped = Some(msg);
+                } else {
+                    for sc in loads {
+                        rep.loads.insert(sc.short, Err(msg.clone()));
+                    }
+                }
+            }
+        }
+    }
+    println!();
+    let repeat = repeat.max(1);
+    for round in 0..repeat {
+        for sc in loads {
+            for run in running.iter_mut() {
+                if run.dead.is_some() || run.errors.contains_key(sc.short) {
+                    continue;
+                }
+                ctx.check_stop()?;
+                let name = reports[run.idx].0.name();
+                let tag = if repeat > 1 {
+                    format!("{name:<14} {:<13} #{}", sc.name, round + 1)
+                } else {
+                    format!("{name:<14} {:<13}", sc.name)
+                };
+                match run_with_retries(ctx, &mut run.proc, run.addr, sc, &tag) {
+                    Ok(mut r) => {
+                        r.round = round;
+                        run.results.entry(sc.short).or_default().push(r);
+                    }
+                    Err(e) => {
+                        run.errors.insert(sc.short, format!("{e:#}"));
+                    }
+                }
+                if let Err(e) = run.proc.check_alive() {
+                    println!("{tag} server died: {e:#}");
+                    run.dead = Some(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    for mut run in running {
+        let rep = &mut reports[run.idx].1;
+        for sc in loads {
+            let res = if let Some(e) = run.errors.get(sc.short) {
+                Err(e.clone())
+            } else if let Some(mut runs) = run.results.remove(sc.short) {
+                rep.rounds.insert(sc.short, runs.clone());
+                runs.sort_by(|a, b| a.cpu_us_per_msg.total_cmp(&b.cpu_us_per_msg));
+                // The median; of an even count, the lower middle one.
+                let n = runs.len();
+                Ok(runs.swap_remove((n - 1) / 2))
+            } else {
+                Err(format!(
+                    "not run: server died ({})",
+                    run.dead.as_deref().unwrap_or("?")
+                ))
+            };
+            rep.loads.insert(sc.short, res);
+        }
+        run.proc.stop(Duration::from_secs(6));
+    }
+    println!();
+    Ok(())
+}
+
+/// One load run; a run disturbed by other work on the benchmark CPUs is
+/// retried (`ctx.busy_retries` times) and the least disturbed one is kept.
+fn run_with_retries(
     ctx: &Ctx,
     server: &mut Proc,
     addr: SocketAddr,
     sc: &Scenario,
-    repeat: usize,
+    tag: &str,
 ) -> Result<LoadResult> {
-    let mut runs = Vec::new();
-    for i in 0..repeat.max(1) {
-        let tag = if repeat > 1 {
-            format!("{} #{}", sc.name, i + 1)
-        } else {
-            sc.name.to_string()
+    let mut best: Option<LoadResult> = None;
+    for attempt in 0..=ctx.busy_retries {
+        ctx.check_stop()?;
+        wait_quiet(ctx)?;
+        let r = match run_load(ctx, server, addr, sc) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("{tag} FAILED: {e:#}");
+                return Err(e);
+            }
         };
-        // A run disturbed by other work on the benchmark CPUs is retried;
-        // the least disturbed attempt is kept.
-        let mut best: Option<LoadResult> = None;
-        for attempt in 0..=ctx.busy_retries {
-            ctx.check_stop()?;
-            wait_quiet(ctx)?;
-            let r = match run_load(ctx, server, addr, sc) {
-                Ok(r) => r,
-                Err(e) => {
-                    println!("   {tag:<15} FAILED: {e:#}");
-                    return Err(e);
-                }
-            };
-            println!(
-                "   {:<15} {:>12.0} msgs/s {:>8.3} us/msg  server cpu {:>5.1}%  \
-                 loadgen cpu {:>5.1}%  other {:>5.1}%",
-                tag,
-                r.msgs_per_sec,
-                r.cpu_us_per_msg,
-                r.server_cpu_util * 100.0,
-                r.loadgen_cpu_util * 100.0,
-                r.other_cpu_util * 100.0
-            );
-            let disturbed = r.other_cpu_util > OTHER_CPU_WARN;
-            if best
-                .as_ref()
-                .is_none_or(|b| r.other_cpu_util < b.other_cpu_util)
-            {
-                best = Some(r);
-            }
-            if !disturbed {
-                break;
-            }
-            if attempt < ctx.busy_retries {
-                println!("   {tag:<15} disturbed by other work on the CPUs, retrying");
-            }
+        println!(
+            "{tag} {:>10.0} msgs/s {:>7.3} us/msg  cpu: server {:>3.0}% \
+             loadgen {:>3.0}% other {:>3.0}%",
+            r.msgs_per_sec,
+            r.cpu_us_per_msg,
+            r.server_cpu_util * 100.0,
+            r.loadgen_cpu_util * 100.0,
+            r.other_cpu_util * 100.0
+        );
+        let disturbed = r.other_cpu_util > OTHER_CPU_WARN;
+        if best
+            .as_ref()
+            .is_none_or(|b| r.other_cpu_util < b.other_cpu_util)
+        {
+            best = Some(r);
         }
-        runs.extend(best);
+        if !disturbed {
+            break;
+        }
+        if attempt < ctx.busy_retries {
+            println!("{tag} disturbed by other work on the CPUs, retrying");
+        }
     }
-    runs.sort_by(|a, b| a.cpu_us_per_msg.total_cmp(&b.cpu_us_per_msg));
-    let n = runs.len();
-    let mut median = runs.swap_remove(n / 2);
-    median.runs = n;
-    Ok(median)
+    best.context("no run")
 }
 
 /// The CPUs the benchmark uses.
@@ -989,7 +1067,7 @@ fn wait_quiet(ctx: &Ctx) -> Result<()> {
         }
         if !said {
             println!(
-                "   (CPUs {cpus:?} are {:.0}% busy with other work; waiting up to {:.0} s)",
+                "(CPUs {cpus:?} are {:.0}% busy with other work; waiting up to {:.0} s)",
                 busy * 100.0,
                 ctx.wait_quiet
             );
@@ -997,7 +1075,7 @@ fn wait_quiet(ctx: &Ctx) -> Result<()> {
         }
     }
     println!(
-        "   (CPUs still {:.0}% busy after {:.0} s; running anyway)",
+        "(CPUs still {:.0}% busy after {:.0} s; running anyway)",
         busy * 100.0,
         ctx.wait_quiet
     );
@@ -1072,6 +1150,62 @@ fn fmt_rate(v: f64) -> String {
 
 fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Ratio of a load figure of server `s` to that of server `b`: the median
+/// of the per-round ratios (runs of one round are adjacent in time, so the
+/// pairing cancels most of the drift of a noisy machine), or the ratio of
+/// the reported figures when no round has both.
+fn load_ratio(
+    reports: &[(Kind, ServerReport)],
+    s: &str,
+    b: &str,
+    sc: &str,
+    metric: fn(&LoadResult) -> f64,
+) -> Option<f64> {
+    let rounds = |name: &str| {
+        reports
+            .iter()
+            .find(|(k, _)| k.name() == name)
+            .and_then(|(_, r)| r.loads.get(sc).filter(|x| x.is_ok()).and(r.rounds.get(sc)))
+    };
+    if let (Some(rs), Some(rb)) = (rounds(s), rounds(b)) {
+        let paired: Vec<f64> = rs
+            .iter()
+            .filter_map(|x| {
+                let y = rb.iter().find(|y| y.round == x.round)?;
+                ratio(metric(x), metric(y))
+            })
+            .collect();
+        if let Some(m) = median(paired) {
+            return Some(m);
+        }
+    }
+    match (get_load(reports, s, sc), get_load(reports, b, sc)) {
+        (Some(x), Some(y)) => ratio(metric(x), metric(y)),
+        _ => None,
+    }
+}
+
+fn cpu_metric(r: &LoadResult) -> f64 {
+    r.cpu_us_per_msg
+}
+
+fn rate_metric(r: &LoadResult) -> f64 {
+    r.msgs_per_sec
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -1241,21 +1375,24 @@ fn render(
             .iter()
             .any(|(k, r)| k.name() == name && r.skipped.is_none())
     };
-    let subjects: Vec<&str> = subjects
+    let subjects_all: Vec<&str> = subjects.iter().map(|s| s.trim()).collect();
+    let subjects: Vec<&str> = subjects_all
         .iter()
-        .map(|s| s.trim())
+        .copied()
         .filter(|s| present(s))
         .collect();
     if subjects.is_empty() {
         let _ = writeln!(
             o,
-            "Ratios: no Myriad results (Myriad skipped), nothing to compare."
+            "Ratios: no results for {} (not run or skipped), nothing to compare.",
+            subjects_all.join(", ")
         );
         return o;
     }
     let _ = writeln!(
         o,
-        "Ratios (subject / baseline; cpu/msg and idle: lower is better, msgs/s: higher is better)"
+        "Ratios (subject / baseline; cpu/msg and idle: lower is better, msgs/s: higher is \
+         better;\n load ratios are medians of the per-round paired ratios)"
     );
     let mut head = format!("{:<32}", "");
     for sc in loads {
@@ -1276,17 +1413,8 @@ fn render(
             }
             let mut row = format!("{:<32}", format!("{s} vs {b}"));
             for sc in loads {
-                let (sr, br) = (
-                    get_load(reports, s, sc.short),
-                    get_load(reports, b, sc.short),
-                );
-                let (c, m) = match (sr, br) {
-                    (Some(x), Some(y)) => (
-                        ratio(x.cpu_us_per_msg, y.cpu_us_per_msg),
-                        ratio(x.msgs_per_sec, y.msgs_per_sec),
-                    ),
-                    _ => (None, None),
-                };
+                let c = load_ratio(reports, s, b, sc.short, cpu_metric);
+                let m = load_ratio(reports, s, b, sc.short, rate_metric);
                 row += &format!(" {:>12} {:>12}", fmt_ratio(c), fmt_ratio(m));
             }
             if want_idle {
@@ -1343,14 +1471,8 @@ impl Target {
 
 fn targets(reports: &[(Kind, ServerReport)], s: &str) -> Vec<Target> {
     let base = "tokio-current";
-    let cpu = |sc: &str| match (get_load(reports, s, sc), get_load(reports, base, sc)) {
-        (Some(x), Some(y)) => ratio(x.cpu_us_per_msg, y.cpu_us_per_msg),
-        _ => None,
-    };
-    let rate = |sc: &str| match (get_load(reports, s, sc), get_load(reports, base, sc)) {
-        (Some(x), Some(y)) => ratio(x.msgs_per_sec, y.msgs_per_sec),
-        _ => None,
-    };
+    let cpu = |sc: &str| load_ratio(reports, s, base, sc, cpu_metric);
+    let rate = |sc: &str| load_ratio(reports, s, base, sc, rate_metric);
     let idle = get_idle(reports, s).map(|r| r.bytes_per_conn);
     let mk = |key, what, value: Option<f64>, ok: fn(f64) -> bool, absolute| Target {
         key,
@@ -1409,8 +1531,8 @@ fn to_json(
     for (kind, rep) in reports {
         let mut sc = serde_json::Map::new();
         for (name, r) in &rep.loads {
-            let v = match r {
-                Ok(r) => json!({
+            let one = |r: &LoadResult| {
+                json!({
                     "msgs": r.msgs,
                     "secs": r.secs,
                     "msgs_per_sec": r.msgs_per_sec,
@@ -1419,9 +1541,19 @@ fn to_json(
                     "server_cpu_util": r.server_cpu_util,
                     "loadgen_cpu_util": r.loadgen_cpu_util,
                     "other_cpu_util": r.other_cpu_util,
-                    "runs": r.runs,
+                    "round": r.round,
                     "errors": r.errors,
-                }),
+                })
+            };
+            let v = match r {
+                Ok(r) => {
+                    let all: Vec<Value> = rep
+                        .rounds
+                        .get(name)
+                        .map(|v| v.iter().map(one).collect())
+                        .unwrap_or_default();
+                    json!({ "median": one(r), "runs": all })
+                }
                 Err(e) => json!({ "error": e }),
             };
             sc.insert((*name).to_string(), v);
@@ -1461,16 +1593,12 @@ fn to_json(
             }
             let mut per = serde_json::Map::new();
             for sc in loads {
-                if let (Some(x), Some(y)) = (
-                    get_load(reports, s, sc.short),
-                    get_load(reports, b, sc.short),
-                ) {
+                let c = load_ratio(reports, s, b, sc.short, cpu_metric);
+                let m = load_ratio(reports, s, b, sc.short, rate_metric);
+                if c.is_some() || m.is_some() {
                     per.insert(
                         sc.short.to_string(),
-                        json!({
-                            "cpu_per_msg": ratio(x.cpu_us_per_msg, y.cpu_us_per_msg),
-                            "msgs_per_sec": ratio(x.msgs_per_sec, y.msgs_per_sec),
-                        }),
+                        json!({ "cpu_per_msg": c, "msgs_per_sec": m }),
                     );
                 }
             }
