@@ -21,44 +21,85 @@ struct Chunk {
     next: u32,
 }
 
-/// The per-loop chunk arena.
+/// Size of the small chunk class: a queue that starts with a small write
+/// (the common case: a reply of a few hundred bytes) takes a small chunk, so
+/// that thousands of connections answering in the same turn do not each
+/// touch 16 KiB.
+pub(crate) const SMALL_CHUNK: usize = 2048;
+
+/// The per-loop chunk arena, with two size classes.
 pub(crate) struct ChunkPool {
     chunks: Vec<Chunk>,
-    free: u32,
-    free_len: usize,
-    chunk_size: usize,
-    /// Free chunks beyond this many give their memory back.
-    max_free: usize,
+    /// Free lists (arena indices) per class: 0 = small, 1 = large. A free
+    /// arena slot whose memory was given back has an empty `buf`.
+    free: [u32; 2],
+    free_len: [usize; 2],
+    /// Arena slots without memory.
+    bare: u32,
+    sizes: [usize; 2],
+    /// Free chunks kept per class; beyond that memory goes back to the
+    /// allocator.
+    max_free: [usize; 2],
+    /// Chunks with memory, per class.
+    live: [usize; 2],
 }
 
 impl ChunkPool {
-    pub(crate) fn new(chunk_size: usize, max_free: usize) -> Self {
+    pub(crate) fn new(chunk_size: usize, max_free_large: usize) -> Self {
+        let large = chunk_size.max(SMALL_CHUNK);
         ChunkPool {
             chunks: Vec::new(),
-            free: NIL,
-            free_len: 0,
-            chunk_size: chunk_size.max(256),
-            max_free,
+            free: [NIL, NIL],
+            free_len: [0, 0],
+            bare: NIL,
+            sizes: [SMALL_CHUNK, large],
+            max_free: [(2 << 20) / SMALL_CHUNK, max_free_large.max(1)],
+            live: [0, 0],
         }
     }
 
-    fn alloc(&mut self) -> u32 {
-        if self.free != NIL {
-            let i = self.free;
-            let c = &mut self.chunks[i as usize];
-            self.free = c.next;
-            self.free_len -= 1;
-            c.start = 0;
-            c.end = 0;
-            c.next = NIL;
-            if c.buf.is_empty() {
-                c.buf = vec![0u8; self.chunk_size].into_boxed_slice();
+    fn alloc(&mut self, class: usize) -> u32 {
+        if self.free[class] == NIL {
+            // Grow geometrically (like a Vec), within the retention cap: the
+            // number of growth events is logarithmic in the peak number of
+            // chunks in use at once, after which the steady state allocates
+            // nothing.
+            let n = self.live[class].clamp(1, self.max_free[class]).min(64);
+            for _ in 0..n {
+                let i = self.new_chunk(class);
+                self.chunks[i as usize].next = self.free[class];
+                self.free[class] = i;
+                self.free_len[class] += 1;
             }
+        }
+        let i = self.free[class];
+        let c = &mut self.chunks[i as usize];
+        self.free[class] = c.next;
+        self.free_len[class] -= 1;
+        c.start = 0;
+        c.end = 0;
+        c.next = NIL;
+        i
+    }
+
+    fn new_chunk(&mut self, class: usize) -> u32 {
+        self.live[class] += 1;
+        let buf = vec![0u8; self.sizes[class]].into_boxed_slice();
+        if self.bare != NIL {
+            let i = self.bare;
+            let c = &mut self.chunks[i as usize];
+            self.bare = c.next;
+            *c = Chunk {
+                buf,
+                start: 0,
+                end: 0,
+                next: NIL,
+            };
             i
         } else {
             let i = self.chunks.len() as u32;
             self.chunks.push(Chunk {
-                buf: vec![0u8; self.chunk_size].into_boxed_slice(),
+                buf,
                 start: 0,
                 end: 0,
                 next: NIL,
@@ -68,14 +109,18 @@ impl ChunkPool {
     }
 
     fn release(&mut self, i: u32) {
-        let keep = self.free_len < self.max_free;
+        let class = usize::from(self.chunks[i as usize].buf.len() != self.sizes[0]);
         let c = &mut self.chunks[i as usize];
-        if !keep {
+        if self.free_len[class] < self.max_free[class] {
+            c.next = self.free[class];
+            self.free[class] = i;
+            self.free_len[class] += 1;
+        } else {
             c.buf = Box::new([]);
+            c.next = self.bare;
+            self.bare = i;
+            self.live[class] -= 1;
         }
-        c.next = self.free;
-        self.free = i;
-        self.free_len += 1;
     }
 
     /// Chunks currently allocated (in use or pooled), for stats.
@@ -128,7 +173,9 @@ impl OutQueue {
                     continue;
                 }
             }
-            let i = pool.alloc();
+            // Small class only for a queue that starts with a small write.
+            let class = usize::from(!(self.tail == NIL && data.len() <= SMALL_CHUNK));
+            let i = pool.alloc(class);
             if self.tail == NIL {
                 self.head = i;
             } else {
@@ -228,12 +275,12 @@ mod tests {
 
     #[test]
     fn queue_roundtrip_across_chunks() {
-        let mut pool = ChunkPool::new(256, 4);
+        let mut pool = ChunkPool::new(4096, 4);
         let mut q = OutQueue::default();
-        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..10000u32).map(|i| i as u8).collect();
         q.push(&mut pool, &data[..300]);
         q.push(&mut pool, &data[300..]);
-        assert_eq!(q.len, 1000);
+        assert_eq!(q.len, 10000);
         let mut out = Vec::new();
         while !q.is_empty() {
             let mut iov = [IoSlice::new(&[]); 2];
@@ -247,8 +294,30 @@ mod tests {
         assert_eq!(q.head, NIL);
         // All chunks back in the pool and reused.
         let before = pool.capacity();
-        q.push(&mut pool, &data);
+        q.push(&mut pool, &data[..300]);
+        q.push(&mut pool, &data[300..]);
         assert_eq!(pool.capacity(), before);
         q.clear(&mut pool);
+    }
+}
+
+#[cfg(test)]
+mod churn {
+    use super::*;
+
+    #[test]
+    fn single_small_chunk_is_reused() {
+        let mut pool = ChunkPool::new(16384, 64);
+        let mut qs = [OutQueue::default(); 20];
+        for _ in 0..1000 {
+            for q in qs.iter_mut() {
+                q.push(&mut pool, &[1u8; 64]);
+            }
+            for q in qs.iter_mut() {
+                q.advance(&mut pool, 64);
+            }
+        }
+        // Geometric growth: 1, 2, 4, 8, 16 -> 32 chunks after 20 in use.
+        assert_eq!(pool.capacity(), 32);
     }
 }

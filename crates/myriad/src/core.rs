@@ -328,7 +328,7 @@ impl Core {
             conns: Vec::new(),
             free_head: NIL,
             live: 0,
-            pool: ChunkPool::new(chunk_size, 1024),
+            pool: ChunkPool::new(chunk_size, 64),
             inputs: InputPool::new(1024, 1 << 20),
             timers: Timers::default(),
             dirty: Vec::with_capacity(1024),

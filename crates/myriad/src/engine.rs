@@ -252,8 +252,8 @@ impl Default for EngineBuilder {
             services: Vec::new(),
             uring: UringParams {
                 sq_entries: 4096,
-                buf_count: 4096,
-                buf_size: 4096,
+                buf_count: 512,
+                buf_size: 32 << 10,
             },
             chunk_size: 16 << 10,
             epoll_buf: 64 << 10,
@@ -295,8 +295,9 @@ impl EngineBuilder {
     }
 
     /// io_uring provided-buffer ring per loop: `count` buffers (a power of
-    /// two, at most 32768) of `size` bytes. Default 4096 × 4 KiB. Pages are
-    /// only touched when data lands in them.
+    /// two, at most 32768) of `size` bytes. Default 512 × 32 KiB. Pages are
+    /// only touched when data lands in them, and with incremental
+    /// consumption (Linux 6.12+) small receives share a buffer.
     ///
     /// ```
     /// let b = myriad::Engine::builder().recv_buffers(1024, 16 << 10);

@@ -32,6 +32,10 @@ const K_IGNORE: u64 = 6;
 const KIND_SHIFT: u32 = 56;
 const TOKEN_MASK: u64 = (1 << KIND_SHIFT) - 1;
 const BGID: u16 = 0;
+// From the kernel's io_uring uapi header (stable ABI); the `io-uring` crate
+// does not re-export them.
+const IOU_PBUF_RING_INC: u16 = 2;
+const IORING_CQE_F_BUF_MORE: u32 = 1 << 4;
 
 #[inline]
 fn ud(kind: u64, token: u64) -> u64 {
@@ -88,6 +92,12 @@ struct BufRing {
     mask: u16,
     /// Local copy of the tail; published with a release store.
     tail: u16,
+    /// Incremental consumption (`IOU_PBUF_RING_INC`, Linux 6.12+): the
+    /// kernel packs successive receives into the same buffer, so a thousand
+    /// 8-byte messages touch one page instead of a thousand buffers.
+    inc: bool,
+    /// With `inc`: where the next completion's bytes start in each buffer.
+    offsets: Vec<u32>,
 }
 
 impl BufRing {
@@ -107,6 +117,8 @@ impl BufRing {
             size,
             mask: count - 1,
             tail: 0,
+            inc: false,
+            offsets: vec![0; count as usize],
         };
         for bid in 0..count {
             r.push(bid);
@@ -142,20 +154,66 @@ impl BufRing {
         }
     }
 
-    /// The bytes the kernel wrote into buffer `bid`.
-    fn slice(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
-        if bid >= self.count || len > self.size as usize {
-            return None;
+    /// Registers the ring, with incremental consumption where the kernel
+    /// has it.
+    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: the entries mapping lives as long as `self`, and whoever
+        // owns both drops the ring first (see `UringBackend`'s field order)
+        // or unregisters before dropping.
+        let inc = unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                self.entries.ptr as u64,
+                self.count,
+                BGID,
+                IOU_PBUF_RING_INC,
+            )
+        };
+        match inc {
+            Ok(()) => {
+                self.inc = true;
+                Ok(())
+            }
+            // SAFETY: as above.
+            Err(_) => unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    self.entries.ptr as u64,
+                    self.count,
+                    BGID,
+                    0,
+                )
+            },
         }
-        // SAFETY: the kernel has handed buffer `bid` back to us with this
-        // completion and will not touch it until we push it again; the range
-        // is inside the buffer mapping (checked above).
-        Some(unsafe {
+    }
+
+    /// The bytes a completion with buffer `bid` delivered, and whether the
+    /// buffer is finished (to be given back) after them.
+    fn take(&mut self, bid: u16, len: usize, flags: u32) -> (Option<&mut [u8]>, bool) {
+        if bid >= self.count {
+            return (None, false);
+        }
+        let (start, done) = if self.inc {
+            let off = &mut self.offsets[bid as usize];
+            let start = *off as usize;
+            let more = flags & IORING_CQE_F_BUF_MORE != 0;
+            *off = if more { (start + len) as u32 } else { 0 };
+            (start, !more)
+        } else {
+            (0, true)
+        };
+        if start + len > self.size as usize {
+            return (None, done);
+        }
+        // SAFETY: the kernel has handed these bytes of buffer `bid` to us
+        // with this completion and will not write them again until the
+        // buffer is pushed back; the range lies inside the buffer mapping
+        // (checked above).
+        let s = unsafe {
             std::slice::from_raw_parts_mut(
-                self.bufs.ptr.add(bid as usize * self.size as usize),
+                self.bufs.ptr.add(bid as usize * self.size as usize + start),
                 len,
             )
-        })
+        };
+        (Some(s), done)
     }
 }
 
@@ -202,16 +260,11 @@ pub(crate) fn probe(params: &UringParams) -> io::Result<()> {
             ));
         }
     }
-    let br = BufRing::new(
+    let mut br = BufRing::new(
         params.buf_count.max(1).next_power_of_two(),
         4096.min(params.buf_size),
     )?;
-    // SAFETY: the ring memory outlives the registration (unregistered below,
-    // before `br` is dropped).
-    unsafe {
-        ring.submitter()
-            .register_buf_ring_with_flags(br.entries.ptr as u64, br.count, BGID, 0)?;
-    }
+    br.register(&ring)?;
     ring.submitter().unregister_buf_ring(BGID)?;
     drop(br);
     Ok(())
@@ -240,20 +293,17 @@ struct ListenerState {
 impl UringBackend {
     pub(crate) fn new(params: &UringParams, waker: Arc<sys::EventFd>) -> io::Result<Self> {
         let ring = build_ring(params.sq_entries.max(8).next_power_of_two())?;
-        let bufs = BufRing::new(
+        let mut bufs = BufRing::new(
             params.buf_count.max(1).next_power_of_two(),
             params.buf_size.max(64),
         )?;
-        // SAFETY: the entries mapping lives as long as `self` and the ring is
-        // dropped before it (field order).
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                bufs.entries.ptr as u64,
-                bufs.count,
-                BGID,
-                0,
-            )?;
-        }
+        bufs.register(&ring)?;
+        tracing::debug!(
+            incremental = bufs.inc,
+            count = bufs.count,
+            size = bufs.size,
+            "provided-buffer ring"
+        );
         let mut me = UringBackend {
             ring,
             bufs,
@@ -334,11 +384,14 @@ impl UringBackend {
                     if res > 0 {
                         match cqueue::buffer_select(flags) {
                             Some(bid) => {
-                                if let Some(data) = self.bufs.slice(bid, res as usize) {
+                                let (data, done) = self.bufs.take(bid, res as usize, flags);
+                                if let Some(data) = data {
                                     f(Event::Recv { token, data });
                                 }
-                                self.bufs.push(bid);
-                                self.buffers_returned = true;
+                                if done {
+                                    self.bufs.push(bid);
+                                    self.buffers_returned = true;
+                                }
                             }
                             None => f(Event::RecvEnd {
                                 token,
@@ -359,8 +412,10 @@ impl UringBackend {
                             e => RecvEnd::Error(e),
                         };
                         if let Some(bid) = cqueue::buffer_select(flags) {
-                            self.bufs.push(bid);
-                            self.buffers_returned = true;
+                            if let (_, true) = self.bufs.take(bid, 0, flags) {
+                                self.bufs.push(bid);
+                                self.buffers_returned = true;
+                            }
                         }
                         if cqueue::more(flags) && how != RecvEnd::Eof {
                             // A non-terminal error completion: nothing to report.
