@@ -11,11 +11,16 @@
 //! `Vec<u8>` that is returned to the pool as soon as it is empty.
 
 use std::io::IoSlice;
+use std::sync::Arc;
 
 pub(crate) const NIL: u32 = u32::MAX;
 
 struct Chunk {
     buf: Box<[u8]>,
+    /// A shared, immutable buffer queued by reference (fan-out: one encoded
+    /// message written to many connections without a copy each). When set,
+    /// `buf` is empty and the bytes are `shared[start..end]`.
+    shared: Option<Arc<[u8]>>,
     start: u32,
     end: u32,
     next: u32,
@@ -91,6 +96,7 @@ impl ChunkPool {
             self.bare = c.next;
             *c = Chunk {
                 buf,
+                shared: None,
                 start: 0,
                 end: 0,
                 next: NIL,
@@ -100,6 +106,7 @@ impl ChunkPool {
             let i = self.chunks.len() as u32;
             self.chunks.push(Chunk {
                 buf,
+                shared: None,
                 start: 0,
                 end: 0,
                 next: NIL,
@@ -108,7 +115,35 @@ impl ChunkPool {
         }
     }
 
+    /// An arena slot without memory of its own, holding `shared`.
+    fn alloc_shared(&mut self, shared: Arc<[u8]>) -> u32 {
+        let end = shared.len().min(u32::MAX as usize) as u32;
+        let chunk = Chunk {
+            buf: Box::new([]),
+            shared: Some(shared),
+            start: 0,
+            end,
+            next: NIL,
+        };
+        if self.bare != NIL {
+            let i = self.bare;
+            self.bare = self.chunks[i as usize].next;
+            self.chunks[i as usize] = chunk;
+            i
+        } else {
+            self.chunks.push(chunk);
+            (self.chunks.len() - 1) as u32
+        }
+    }
+
     fn release(&mut self, i: u32) {
+        if self.chunks[i as usize].shared.is_some() {
+            let c = &mut self.chunks[i as usize];
+            c.shared = None;
+            c.next = self.bare;
+            self.bare = i;
+            return;
+        }
         let class = usize::from(self.chunks[i as usize].buf.len() != self.sizes[0]);
         let c = &mut self.chunks[i as usize];
         if self.free_len[class] < self.max_free[class] {
@@ -163,7 +198,7 @@ impl OutQueue {
         while !data.is_empty() {
             if self.tail != NIL {
                 let c = &mut pool.chunks[self.tail as usize];
-                let room = c.buf.len() - c.end as usize;
+                let room = c.buf.len().saturating_sub(c.end as usize);
                 if room > 0 {
                     let n = room.min(data.len());
                     let end = c.end as usize;
@@ -185,6 +220,21 @@ impl OutQueue {
         }
     }
 
+    /// Appends a reference to `shared` (no copy of its bytes).
+    pub(crate) fn push_shared(&mut self, pool: &mut ChunkPool, shared: Arc<[u8]>) {
+        if shared.is_empty() {
+            return;
+        }
+        self.len = self.len.saturating_add(shared.len().min(u32::MAX as usize) as u32);
+        let i = pool.alloc_shared(shared);
+        if self.tail == NIL {
+            self.head = i;
+        } else {
+            pool.chunks[self.tail as usize].next = i;
+        }
+        self.tail = i;
+    }
+
     /// The unsent bytes as up to `out.len()` slices; returns how many.
     pub(crate) fn slices<'p>(&self, pool: &'p ChunkPool, out: &mut [IoSlice<'p>]) -> usize {
         let mut i = self.head;
@@ -192,7 +242,11 @@ impl OutQueue {
         while i != NIL && n < out.len() {
             let c = &pool.chunks[i as usize];
             if c.end > c.start {
-                out[n] = IoSlice::new(&c.buf[c.start as usize..c.end as usize]);
+                let bytes: &[u8] = match &c.shared {
+                    Some(s) => s,
+                    None => &c.buf,
+                };
+                out[n] = IoSlice::new(&bytes[c.start as usize..c.end as usize]);
                 n += 1;
             }
             i = c.next;
@@ -298,6 +352,36 @@ mod tests {
         q.push(&mut pool, &data[300..]);
         assert_eq!(pool.capacity(), before);
         q.clear(&mut pool);
+    }
+}
+
+#[cfg(test)]
+mod shared {
+    use super::*;
+
+    #[test]
+    fn shared_and_owned_interleave_in_order() {
+        let mut pool = ChunkPool::new(4096, 4);
+        let msg: Arc<[u8]> = Arc::from(&b"shared-payload"[..]);
+        let mut q = OutQueue::default();
+        q.push(&mut pool, b"head:");
+        q.push_shared(&mut pool, msg.clone());
+        q.push(&mut pool, b":tail");
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            let mut iov = [IoSlice::new(&[]); 4];
+            let n = q.slices(&pool, &mut iov);
+            let take = iov[..n].iter().map(|s| s.len()).sum::<usize>().min(3);
+            let mut left = take;
+            for s in &iov[..n] {
+                let k = s.len().min(left);
+                out.extend_from_slice(&s[..k]);
+                left -= k;
+            }
+            q.advance(&mut pool, take);
+        }
+        assert_eq!(out, b"head:shared-payload:tail");
+        assert_eq!(Arc::strong_count(&msg), 1, "the queue let go of the shared buffer");
     }
 }
 

@@ -1132,6 +1132,12 @@ impl Core {
         for p in parts {
             c.out.push(&mut self.pool, p);
         }
+        self.after_write(slot);
+    }
+
+    /// Back-pressure bookkeeping after bytes were queued.
+    fn after_write(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
         let lim = self.limits[c.limits as usize];
         if c.out.len >= lim.hard_limit {
             c.flags |= SLOW;
@@ -1140,6 +1146,15 @@ impl Core {
             LoopCounters::add(&self.shared.counters.backpressure_pauses, 1);
         }
         self.mark_dirty(slot);
+    }
+
+    fn write_shared(&mut self, slot: u32, bytes: &Arc<[u8]>) {
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 || c.flags & SHUT_WR_REQ != 0 {
+            return;
+        }
+        c.out.push_shared(&mut self.pool, bytes.clone());
+        self.after_write(slot);
     }
 
     fn set_flag(&mut self, slot: u32, flag: u32) {
@@ -1261,6 +1276,29 @@ impl LoopCx<'_> {
         match self.core.slot_of_id(id) {
             Some(slot) if self.core.conns[slot as usize].flags & CLOSING == 0 => {
                 self.core.write(slot, &[data]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues a shared buffer on connection `id` of this loop by reference
+    /// (see [`Ctx::write_shared`]). Returns `false` if the connection is
+    /// gone, closing, or lives on another loop.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # fn f(engine: &myriad::Engine, ids: Vec<myriad::ConnId>) {
+    /// let msg: Arc<[u8]> = Arc::from(&b"to everyone\n"[..]);
+    /// engine.loop_handle(0).post(move |lcx| {
+    ///     for id in ids { lcx.write_shared_to(id, &msg); }
+    /// });
+    /// # }
+    /// ```
+    pub fn write_shared_to(&mut self, id: ConnId, bytes: &Arc<[u8]>) -> bool {
+        match self.core.slot_of_id(id) {
+            Some(slot) if self.core.conns[slot as usize].flags & CLOSING == 0 => {
+                self.core.write_shared(slot, bytes);
                 true
             }
             _ => false,
@@ -1406,6 +1444,24 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn write_vectored(&mut self, parts: &[&[u8]]) {
         self.lcx.core.write(self.slot, parts);
+    }
+
+    /// Queues a shared, immutable buffer by reference: no copy of its bytes
+    /// is made, however many connections it is written to (fan-out of one
+    /// encoded message). The buffer is released when the last connection
+    /// has sent it.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # use std::sync::Arc;
+    /// # struct H { news: Arc<[u8]> }
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// cx.write_shared(&self.news);
+    /// # d.len() } }
+    /// ```
+    #[inline]
+    pub fn write_shared(&mut self, bytes: &Arc<[u8]>) {
+        self.lcx.core.write_shared(self.slot, bytes);
     }
 
     /// Bytes queued and not yet sent.
