@@ -225,7 +225,9 @@ impl OutQueue {
         if shared.is_empty() {
             return;
         }
-        self.len = self.len.saturating_add(shared.len().min(u32::MAX as usize) as u32);
+        self.len = self
+            .len
+            .saturating_add(shared.len().min(u32::MAX as usize) as u32);
         let i = pool.alloc_shared(shared);
         if self.tail == NIL {
             self.head = i;
@@ -381,7 +383,11 @@ mod shared {
             q.advance(&mut pool, take);
         }
         assert_eq!(out, b"head:shared-payload:tail");
-        assert_eq!(Arc::strong_count(&msg), 1, "the queue let go of the shared buffer");
+        assert_eq!(
+            Arc::strong_count(&msg),
+            1,
+            "the queue let go of the shared buffer"
+        );
     }
 }
 

@@ -11,6 +11,7 @@
 
 use crate::backend::{self, sys, token, untoken, AddMode, Backend, Event, RecvEnd, SendOutcome};
 use crate::buf::{ChunkPool, InputPool, OutQueue, NIL};
+use crate::filter::{DebugFactory, Filter, FilterError, FilterFactory};
 use crate::handler::{CloseReason, Handler};
 use crate::stats::{LoopCounters, Stats};
 use crate::timer::{TimerEntry, TimerKind, Timers};
@@ -54,6 +55,10 @@ const LINGER0: u32 = 1 << 22;
 const CANCEL_ALL: u32 = 1 << 23;
 const COUNTED: u32 = 1 << 24;
 const IDLE_ARMED: u32 = 1 << 25;
+/// The filter's handshake is in progress; `on_open` has not been called.
+const HANDSHAKING: u32 = 1 << 26;
+/// Try to send what is queued (a TLS alert) before closing after an error.
+const FLUSH_ON_CLOSE: u32 = 1 << 27;
 
 const INFLIGHT: u32 = RECV_ACTIVE | SEND_INFLIGHT | CONNECT_INFLIGHT;
 const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW;
@@ -109,6 +114,8 @@ pub(crate) struct ServiceRt {
     pub max_conns: usize,
     pub open: Arc<AtomicUsize>,
     pub nodelay: bool,
+    pub filter: Option<FilterFactory>,
+    pub handshake_ms: u32,
 }
 
 pub(crate) struct ListenerRt {
@@ -128,7 +135,7 @@ pub(crate) struct ListenerRt {
 /// };
 /// assert!(opts.nodelay);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// Give up connecting after this long ([`CloseReason::ConnectTimeout`]).
     pub timeout: Duration,
@@ -148,6 +155,28 @@ pub struct ConnectOptions {
     pub write_hard_limit: usize,
     /// Close the connection if this many unconsumed input bytes pile up.
     pub max_input: usize,
+    /// A filter (TLS client) for the connection; `on_open` waits for its
+    /// handshake.
+    pub filter: Option<FilterFactory>,
+    /// Close if the filter's handshake takes longer than this.
+    pub handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("timeout", &self.timeout)
+            .field("source", &self.source)
+            .field("nodelay", &self.nodelay)
+            .field("linger_zero", &self.linger_zero)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("write_high_water", &self.write_high_water)
+            .field("write_hard_limit", &self.write_hard_limit)
+            .field("max_input", &self.max_input)
+            .field("filter", &DebugFactory(&self.filter))
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
 }
 
 impl Default for ConnectOptions {
@@ -161,6 +190,8 @@ impl Default for ConnectOptions {
             write_high_water: 1 << 20,
             write_hard_limit: 64 << 20,
             max_input: 16 << 20,
+            filter: None,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -273,6 +304,8 @@ impl LoopHandle {
 /// an idle connection (the handler box is free for zero-sized handlers).
 struct Conn {
     handler: Option<Box<dyn Handler>>,
+    /// TLS or another filter; `None` for plain connections.
+    filter: Option<Box<dyn Filter>>,
     input: Vec<u8>,
     out: OutQueue,
     fd: RawFd,
@@ -309,6 +342,11 @@ pub(crate) struct Core {
     shutdown_at: Option<u64>,
     stop_listeners: bool,
     outbound_limits: Limits,
+    /// Decoded application bytes of filtered connections (reused).
+    scratch: Vec<u8>,
+    /// Outbound connections still connecting whose filter starts once
+    /// connected (few at a time; kept out of the slot to keep it small).
+    pending_filters: Vec<(u32, FilterFactory, u32)>,
 }
 
 impl Core {
@@ -345,6 +383,8 @@ impl Core {
             shutdown_at: None,
             stop_listeners: false,
             outbound_limits,
+            scratch: Vec::new(),
+            pending_filters: Vec::new(),
         }
     }
 
@@ -390,6 +430,7 @@ impl Core {
             let slot = self.conns.len() as u32;
             self.conns.push(Conn {
                 handler: Some(handler),
+                filter: None,
                 input: Vec::new(),
                 out: OutQueue::default(),
                 fd,
@@ -409,6 +450,7 @@ impl Core {
         c.gen = (c.gen + 1) & GEN_MASK;
         c.flags = 0;
         c.handler = None;
+        c.filter = None;
         c.fd = -1;
         c.last_active = self.free_head;
         self.free_head = slot;
@@ -492,7 +534,7 @@ impl Core {
         if c.flags & OPEN == 0 {
             return;
         }
-        c.flags &= !OPEN;
+        c.flags &= !(OPEN | HANDSHAKING);
         let counted = c.flags & COUNTED != 0;
         let service = c.service;
         let input = std::mem::take(&mut c.input);
@@ -509,6 +551,9 @@ impl Core {
             if self.listeners.iter().any(|l| l.paused) {
                 self.accept_resume = true;
             }
+        }
+        if let Some(i) = self.pending_filters.iter().position(|p| p.0 == slot) {
+            self.pending_filters.swap_remove(i);
         }
         if let Some(mut h) = handler {
             let gen = self.conns[slot as usize].gen;
@@ -587,13 +632,54 @@ impl Core {
             let _ = sys::set_nodelay(fd);
         }
         let handler = (svc.factory)();
+        let filter = svc.filter.as_ref().map(|f| f());
+        let handshake_ms = svc.handshake_ms;
         let limits = svc.limits;
         let slot = self.alloc(fd, OPEN | NEEDS_REG | COUNTED, handler, limits, service);
         LoopCounters::add(&self.counters().accepted, 1);
         LoopCounters::add(&self.counters().open, 1);
         self.arm_idle(slot);
         self.mark_dirty(slot);
-        self.call(slot, |h, cx| h.on_open(cx));
+        match filter {
+            Some(f) => self.start_filter(slot, f, handshake_ms, false),
+            None => self.call(slot, |h, cx| h.on_open(cx)),
+        }
+    }
+
+    /// Attaches a filter; `on_open` waits for its handshake (bounded by
+    /// `handshake_ms`).
+    fn start_filter(&mut self, slot: u32, mut f: Box<dyn Filter>, handshake_ms: u32, client: bool) {
+        let gen = self.conns[slot as usize].gen;
+        let started = if client {
+            let Core { conns, pool, .. } = self;
+            let out = &mut conns[slot as usize].out;
+            f.start(&mut |b| out.push(pool, b))
+        } else {
+            Ok(())
+        };
+        let handshaking = f.is_handshaking();
+        let c = &mut self.conns[slot as usize];
+        c.filter = Some(f);
+        if let Err(e) = started {
+            c.flags |= FLUSH_ON_CLOSE;
+            LoopCounters::add(&self.shared.counters.err_filter, 1);
+            self.finalize(slot, CloseReason::Filter(e));
+            return;
+        }
+        self.mark_dirty(slot);
+        if handshaking {
+            self.conns[slot as usize].flags |= HANDSHAKING;
+            if handshake_ms > 0 {
+                self.timers.push(TimerEntry {
+                    at_ms: self.now_ms + handshake_ms as u64,
+                    slot,
+                    gen,
+                    kind: TimerKind::Handshake,
+                });
+            }
+        } else {
+            self.call(slot, |h, cx| h.on_open(cx));
+        }
     }
 
     fn on_recv(&mut self, token: u64, data: &mut [u8]) {
@@ -609,7 +695,58 @@ impl Core {
             return;
         }
         c.last_active = now;
-        if c.flags & (PAUSE_USER | PAUSE_BP | CONNECTING) != 0 {
+        if c.filter.is_some() {
+            self.recv_filtered(slot, data);
+        } else {
+            self.deliver_bytes(slot, data);
+        }
+    }
+
+    /// Runs received bytes through the connection's filter, then delivers
+    /// the application bytes they carried.
+    fn recv_filtered(&mut self, slot: u32, data: &mut [u8]) {
+        let Some(mut f) = self.conns[slot as usize].filter.take() else {
+            return;
+        };
+        let mut app = std::mem::take(&mut self.scratch);
+        app.clear();
+        let res = {
+            let Core { conns, pool, .. } = self;
+            let out = &mut conns[slot as usize].out;
+            f.decode(data, &mut app, &mut |b| out.push(pool, b))
+        };
+        let done_handshake = !f.is_handshaking();
+        let c = &mut self.conns[slot as usize];
+        c.filter = Some(f);
+        self.mark_dirty(slot);
+        if let Err(e) = res {
+            self.scratch = app;
+            let c = &mut self.conns[slot as usize];
+            c.flags |= FLUSH_ON_CLOSE;
+            LoopCounters::add(&self.shared.counters.err_filter, 1);
+            self.finalize(slot, CloseReason::Filter(e));
+            return;
+        }
+        let c = &mut self.conns[slot as usize];
+        if done_handshake && c.flags & HANDSHAKING != 0 {
+            c.flags &= !HANDSHAKING;
+            self.call(slot, |h, cx| h.on_open(cx));
+        }
+        let c = &self.conns[slot as usize];
+        if !app.is_empty() && c.flags & OPEN != 0 && c.flags & CLOSING == 0 {
+            self.deliver_bytes(slot, &mut app[..]);
+        }
+        // Keep the scratch buffer, but not a huge one.
+        if app.capacity() <= 1 << 20 {
+            self.scratch = app;
+        }
+    }
+
+    /// Hands application bytes to the handler, honouring pauses and kept
+    /// input.
+    fn deliver_bytes(&mut self, slot: u32, data: &mut [u8]) {
+        let c = &self.conns[slot as usize];
+        if c.flags & (PAUSE_USER | PAUSE_BP | CONNECTING | HANDSHAKING) != 0 {
             // Arrived after reading was paused (the cancel was in flight):
             // keep it for when reading resumes.
             self.append_input(slot, data);
@@ -766,7 +903,13 @@ impl Core {
         LoopCounters::add(&self.shared.counters.connected, 1);
         LoopCounters::add(&self.shared.counters.open, 1);
         self.arm_idle(slot);
-        self.call(slot, |h, cx| h.on_open(cx));
+        match self.pending_filters.iter().position(|p| p.0 == slot) {
+            Some(i) => {
+                let (_, factory, ms) = self.pending_filters.swap_remove(i);
+                self.start_filter(slot, factory(), ms, true);
+            }
+            None => self.call(slot, |h, cx| h.on_open(cx)),
+        }
     }
 
     // ----- timers and tasks -----
@@ -819,6 +962,15 @@ impl Core {
                 if self.conns[slot as usize].flags & CONNECTING != 0 {
                     LoopCounters::add(&self.shared.counters.err_connect_timeout, 1);
                     self.finalize(slot, CloseReason::ConnectTimeout);
+                }
+            }
+            TimerKind::Handshake => {
+                let Some(slot) = self.timer_target(&t) else {
+                    return;
+                };
+                if self.conns[slot as usize].flags & HANDSHAKING != 0 {
+                    LoopCounters::add(&self.shared.counters.err_handshake_timeout, 1);
+                    self.finalize(slot, CloseReason::HandshakeTimeout);
                 }
             }
             TimerKind::User(token) => {
@@ -999,6 +1151,13 @@ impl Core {
                 self.deliver_input(slot);
             }
             let c = &mut self.conns[slot as usize];
+            if c.flags & (EOF_PENDING | HANDSHAKING) == (EOF_PENDING | HANDSHAKING) {
+                // The peer gave up before the handshake finished.
+                c.flags &= !EOF_PENDING;
+                self.finalize(slot, CloseReason::PeerClosed);
+                return;
+            }
+            let c = &mut self.conns[slot as usize];
             if c.flags & (EOF_PENDING | OPEN | PAUSE_USER | PAUSE_BP | CLOSING)
                 == (EOF_PENDING | OPEN)
             {
@@ -1090,6 +1249,12 @@ impl Core {
                 return;
             }
         }
+        if c.flags & FLUSH_ON_CLOSE != 0 && !c.out.is_empty() {
+            // Best effort, one non-blocking send: a TLS alert is a few bytes.
+            let mut iov = [IoSlice::new(&[]); 4];
+            let n = c.out.slices(&self.pool, &mut iov);
+            let _ = sys::send_vectored(c.fd, &iov[..n]);
+        }
         be.remove_conn(tok, c.fd);
         if c.flags & LINGER0 != 0 {
             let _ = sys::set_linger_zero(c.fd);
@@ -1125,14 +1290,45 @@ impl Core {
     // ----- operations behind Ctx / LoopCx -----
 
     fn write(&mut self, slot: u32, parts: &[&[u8]]) {
-        let c = &mut self.conns[slot as usize];
+        let Core { conns, pool, .. } = self;
+        let c = &mut conns[slot as usize];
         if c.flags & OPEN == 0 || c.flags & CLOSING != 0 || c.flags & SHUT_WR_REQ != 0 {
             return;
         }
-        for p in parts {
-            c.out.push(&mut self.pool, p);
+        if let Some(f) = c.filter.as_mut() {
+            let out = &mut c.out;
+            let mut failed: Option<FilterError> = None;
+            for p in parts {
+                if let Err(e) = f.encode(p, &mut |b| out.push(pool, b)) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if failed.is_some() {
+                // Encoding cannot fail for a healthy TLS session; treat it
+                // as fatal for this connection.
+                c.flags |= ABORT_REQ;
+            }
+        } else {
+            for p in parts {
+                c.out.push(pool, p);
+            }
         }
         self.after_write(slot);
+    }
+
+    /// Graceful close: a filter queues its goodbye (close_notify) first.
+    fn close_graceful(&mut self, slot: u32) {
+        let Core { conns, pool, .. } = self;
+        let c = &mut conns[slot as usize];
+        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 {
+            return;
+        }
+        if let Some(f) = c.filter.as_mut() {
+            let out = &mut c.out;
+            f.close(&mut |b| out.push(pool, b));
+        }
+        self.set_flag(slot, CLOSE_REQ);
     }
 
     /// Back-pressure bookkeeping after bytes were queued.
@@ -1151,6 +1347,11 @@ impl Core {
     fn write_shared(&mut self, slot: u32, bytes: &Arc<[u8]>) {
         let c = &mut self.conns[slot as usize];
         if c.flags & OPEN == 0 || c.flags & CLOSING != 0 || c.flags & SHUT_WR_REQ != 0 {
+            return;
+        }
+        if c.filter.is_some() {
+            // Encrypted per connection anyway: no sharing possible.
+            self.write(slot, &[&bytes[..]]);
             return;
         }
         c.out.push_shared(&mut self.pool, bytes.clone());
@@ -1223,6 +1424,10 @@ impl Core {
             flags |= LINGER0;
         }
         let slot = self.alloc(fd, flags, handler, li, OUTBOUND);
+        if let Some(f) = &opts.filter {
+            self.pending_filters
+                .push((slot, f.clone(), dur_ms(Some(opts.handshake_timeout))));
+        }
         let gen = self.conns[slot as usize].gen;
         self.timers.push(TimerEntry {
             at_ms: self.now_ms + opts.timeout.as_millis().max(1) as u64,
@@ -1315,7 +1520,7 @@ impl LoopCx<'_> {
     pub fn close(&mut self, id: ConnId) -> bool {
         match self.core.slot_of_id(id) {
             Some(slot) => {
-                self.core.set_flag(slot, CLOSE_REQ);
+                self.core.close_graceful(slot);
                 true
             }
             None => false,
@@ -1488,7 +1693,7 @@ impl<'a> Ctx<'a> {
     /// # d.len() } }
     /// ```
     pub fn close(&mut self) {
-        self.lcx.core.set_flag(self.slot, CLOSE_REQ);
+        self.lcx.core.close_graceful(self.slot);
     }
 
     /// Closes at once with a RST, dropping queued bytes.

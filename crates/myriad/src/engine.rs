@@ -72,6 +72,8 @@ pub struct Service {
     backlog: i32,
     nodelay: bool,
     limits: Limits,
+    filter: Option<crate::filter::FilterFactory>,
+    handshake_ms: u32,
 }
 
 impl Service {
@@ -102,7 +104,45 @@ impl Service {
                 hard_limit: 64 << 20,
                 max_input: 16 << 20,
             },
+            filter: None,
+            handshake_ms: 10_000,
         }
+    }
+
+    /// Runs every connection through a filter made by `factory` (TLS: see
+    /// `myriad-tls`). Handlers see only the application bytes; `on_open` is
+    /// called when the filter's handshake is done.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service, Filter, FilterError};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// struct Plain;
+    /// impl Filter for Plain {
+    ///     fn decode(&mut self, i: &[u8], app: &mut Vec<u8>, _: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> { app.extend_from_slice(i); Ok(()) }
+    ///     fn encode(&mut self, p: &[u8], net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> { net(p); Ok(()) }
+    /// }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).filter(|| Box::new(Plain));
+    /// ```
+    pub fn filter(
+        mut self,
+        factory: impl Fn() -> Box<dyn crate::Filter> + Send + Sync + 'static,
+    ) -> Self {
+        self.filter = Some(Arc::new(factory));
+        self
+    }
+
+    /// Close connections whose filter handshake takes longer than this
+    /// (default 10 s).
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # use std::time::Duration;
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).handshake_timeout(Duration::from_secs(5));
+    /// ```
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_ms = dur_ms(Some(t));
+        self
     }
 
     /// The service's name.
@@ -434,6 +474,8 @@ impl EngineBuilder {
                     max_conns: s.max_connections,
                     open: open_counts[i].clone(),
                     nodelay: s.nodelay,
+                    filter: s.filter.clone(),
+                    handshake_ms: s.handshake_ms,
                 })
                 .collect();
             let loops_cell2 = loops_cell.clone();

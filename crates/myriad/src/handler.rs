@@ -26,6 +26,11 @@ pub enum CloseReason {
     InputOverflow,
     /// The engine shut down and the grace period ended.
     Shutdown,
+    /// The connection's filter (TLS) failed: a bad handshake, a bad record,
+    /// plaintext sent to a TLS port.
+    Filter(crate::FilterError),
+    /// The filter's handshake did not finish in time.
+    HandshakeTimeout,
 }
 
 impl fmt::Display for CloseReason {
@@ -40,6 +45,8 @@ impl fmt::Display for CloseReason {
             CloseReason::SlowReader => f.write_str("peer does not read (write limit)"),
             CloseReason::InputOverflow => f.write_str("unconsumed input over limit"),
             CloseReason::Shutdown => f.write_str("engine shut down"),
+            CloseReason::Filter(e) => write!(f, "filter error: {e}"),
+            CloseReason::HandshakeTimeout => f.write_str("handshake timed out"),
         }
     }
 }

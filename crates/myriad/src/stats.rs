@@ -88,6 +88,10 @@ counters! {
     ring_exhausted,
     /// Times reading was paused by back-pressure (high-water mark).
     backpressure_pauses,
+    /// Connections closed because their filter (TLS) failed.
+    err_filter,
+    /// Connections whose filter handshake timed out.
+    err_handshake_timeout,
 }
 
 impl LoopCounters {

@@ -13,6 +13,7 @@ use std::collections::BinaryHeap;
 pub(crate) enum TimerKind {
     Idle,
     Connect,
+    Handshake,
     User(u64),
     AcceptRetry,
     ShutdownDeadline,
