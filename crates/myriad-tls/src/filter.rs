@@ -266,13 +266,27 @@ impl Filter for TlsFilter {
         result
     }
 
-    fn encode(&mut self, plain: &[u8], net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
-        let r = with_conn!(&mut self.conn, c => c.writer().write_all(plain));
-        if let Err(e) = r {
-            return Err(FilterError::new("tls_error", e.to_string()));
+    fn encode(&mut self, mut plain: &[u8], net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
+        // rustls accepts plaintext up to its buffer limit per call; drain the
+        // records it made and go on until everything is taken. (During the
+        // handshake it buffers plaintext and sends it once the handshake
+        // completes, flushed by a later decode.)
+        loop {
+            if plain.is_empty() {
+                break;
+            }
+            let n = with_conn!(&mut self.conn, c => c.writer().write(plain))
+                .map_err(|e| FilterError::new("tls_error", e.to_string()))?;
+            plain = &plain[n..];
+            flush_tls(&mut self.conn, net);
+            if n == 0 {
+                // Only possible while handshaking with a full buffer.
+                return Err(FilterError::new(
+                    "tls_error",
+                    "too much data written before the handshake completed",
+                ));
+            }
         }
-        // During the handshake rustls buffers the plaintext and sends it
-        // once the handshake completes (flushed by a later decode).
         flush_tls(&mut self.conn, net);
         Ok(())
     }
