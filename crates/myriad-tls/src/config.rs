@@ -131,8 +131,15 @@ impl ServerTlsConfig {
         })
     }
 
-    /// Builds the rustls configuration (reads every file).
-    pub(crate) fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    /// Builds the rustls configuration (reads every file). Public so that
+    /// other stacks (a tokio-rustls baseline in the benchmarks) can use the
+    /// very same configuration.
+    ///
+    /// ```no_run
+    /// let cfg = myriad_tls::ServerTlsConfig::from_pem_files("cert.pem", "key.pem")?.build()?;
+    /// # Ok::<(), myriad_tls::TlsError>(())
+    /// ```
+    pub fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = crate::provider();
         let versions: &[&rustls::SupportedProtocolVersion] = if self.tls12 {
             &[&rustls::version::TLS13, &rustls::version::TLS12]
@@ -217,6 +224,8 @@ pub struct ClientTlsConfig {
     pub alpn: Vec<String>,
     /// Offer TLS 1.2 as well as 1.3.
     pub tls12: bool,
+    /// Resume sessions (tickets or session ids) with servers seen before.
+    pub resumption: bool,
 }
 
 impl ClientTlsConfig {
@@ -232,6 +241,7 @@ impl ClientTlsConfig {
             client_cert: None,
             alpn: Vec::new(),
             tls12: true,
+            resumption: true,
         }
     }
 
@@ -256,6 +266,9 @@ impl ClientTlsConfig {
                 .map_err(|e| TlsError::Config(e.to_string()))?,
         };
         cfg.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        if !self.resumption {
+            cfg.resumption = rustls::client::Resumption::disabled();
+        }
         Ok(Arc::new(cfg))
     }
 }

@@ -51,6 +51,8 @@ mod filter;
 
 pub use config::{ClientAuth, ClientTlsConfig, ServerTlsConfig, TlsError};
 pub use filter::{TlsAcceptor, TlsConnector};
+/// The rustls version this crate is built on (for code that needs its types).
+pub use rustls;
 
 /// The crypto provider every configuration is built with (`ring`; see the
 /// crate docs for why).

@@ -295,7 +295,7 @@ impl Default for EngineBuilder {
                 buf_count: 512,
                 buf_size: 32 << 10,
             },
-            chunk_size: 16 << 10,
+            chunk_size: 64 << 10,
             epoll_buf: 64 << 10,
         }
     }
@@ -358,8 +358,9 @@ impl EngineBuilder {
         self
     }
 
-    /// Size of the pooled chunks outbound bytes are copied into (default
-    /// 16 KiB).
+    /// Size of the large pooled chunks outbound bytes are copied into
+    /// (default 64 KiB: a whole burst of TLS records or a bulk write leaves
+    /// in one send). Small writes use 2 KiB chunks.
     ///
     /// ```
     /// let b = myriad::Engine::builder().write_chunk_size(64 << 10);
