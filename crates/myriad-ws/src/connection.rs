@@ -156,6 +156,8 @@ impl Default for ClientConfig {
 #[derive(Debug)]
 enum Rx {
     None,
+    /// RFC 6455 framing with the decoder detached (idle connection).
+    Parked,
     Rfc(Box<Decoder>),
     Hixie(Box<Hixie76Decoder>),
 }
@@ -276,6 +278,53 @@ impl<S: Sink + ?Sized> Sender<'_, S> {
         self.tx.state
     }
 
+    /// A shorter-lived `Sender` on the same connection and sink (to hand to
+    /// a function that takes a `Sender` by value).
+    ///
+    /// ```
+    /// use myriad_ws::{Sender, Sink};
+    /// fn greet<S: Sink>(mut tx: Sender<'_, S>) { let _ = tx.send_text("hi"); }
+    /// fn twice<S: Sink>(tx: &mut Sender<'_, S>) {
+    ///     greet(tx.reborrow());
+    ///     greet(tx.reborrow());
+    /// }
+    /// # let _ = twice::<Vec<u8>>;
+    /// ```
+    pub fn reborrow(&mut self) -> Sender<'_, S> {
+        Sender {
+            tx: &mut *self.tx,
+            sink: &mut *self.sink,
+        }
+    }
+
+    /// The sink the sender writes into (the engine's connection context,
+    /// for instance).
+    ///
+    /// ```
+    /// use myriad_ws::{ServerConfig, ServerConnection};
+    /// let mut conn = ServerConnection::new(ServerConfig::default().into());
+    /// let mut out = Vec::new();
+    /// conn.sender(&mut out).sink().push(1);
+    /// assert_eq!(out, [1]);
+    /// ```
+    pub fn sink(&mut self) -> &mut S {
+        self.sink
+    }
+
+    /// Whether the connection speaks the Hixie-76 draft (text messages
+    /// only, its own framing: frames made for RFC 6455 must not be written
+    /// to it).
+    ///
+    /// ```
+    /// use myriad_ws::{ServerConfig, ServerConnection};
+    /// let mut conn = ServerConnection::new(ServerConfig::default().into());
+    /// let mut out = Vec::new();
+    /// assert!(!conn.sender(&mut out).is_hixie76());
+    /// ```
+    pub fn is_hixie76(&self) -> bool {
+        self.tx.hixie
+    }
+
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
         self.tx
@@ -365,7 +414,8 @@ impl Core {
         let r = match rx {
             Rx::Rfc(d) => d.feed(input, &mut handler),
             Rx::Hixie(d) => d.feed(input, &mut handler),
-            Rx::None => Ok(input.len()),
+            // ServerConnection::feed attaches a decoder before feeding
+            Rx::None | Rx::Parked => Ok(input.len()),
         };
         match r {
             Ok(n) => Ok(n),
@@ -476,8 +526,49 @@ impl ServerConnection {
         S: Sink + ?Sized,
         F: FnMut(Event<'_>, &mut Sender<'_, S>),
     {
+        let mut n = 0;
+        if self.core.tx.state == ConnectionState::Handshake {
+            n = self.handshake(input, sink)?;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        if matches!(self.core.rx, Rx::Parked) {
+            self.core.rx = Rx::Rfc(Box::new(Decoder::with_config(
+                Role::Server,
+                self.config.limits,
+            )));
+        }
+        let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
+        Ok(n + m)
+    }
+
+    /// Runs only the opening handshake: parses the upgrade request at the
+    /// start of `input` and writes the answer (101, or an HTTP error) into
+    /// `sink`. Returns 0 while the request is incomplete, else the length
+    /// of the request, which is consumed; the bytes after it are frames for
+    /// [`ServerConnection::feed`]. Called by `feed` itself; call it directly
+    /// to act between the handshake and the first message (the engine
+    /// integration calls the handler's `on_open` there). After the
+    /// handshake it returns 0 and does nothing.
+    ///
+    /// ```
+    /// use myriad_ws::{ServerConfig, ServerConnection};
+    /// let mut conn = ServerConnection::new(ServerConfig::default().into());
+    /// let req = b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    /// let mut out = Vec::new();
+    /// assert_eq!(conn.handshake(&req[..10], &mut out), Ok(0));
+    /// assert_eq!(conn.handshake(req, &mut out), Ok(req.len()));
+    /// assert_eq!(conn.request().unwrap().path, "/x");
+    /// ```
+    pub fn handshake<S: Sink + ?Sized>(
+        &mut self,
+        input: &[u8],
+        sink: &mut S,
+    ) -> Result<usize, Error> {
         if self.core.tx.state != ConnectionState::Handshake {
-            return self.core.feed_frames(input, sink, on_event);
+            return Ok(0);
         }
         let cfg = Arc::clone(&self.config);
         let req = match parse_request(input, cfg.max_header_size, cfg.legacy) {
@@ -535,8 +626,80 @@ impl ServerConnection {
             protocol,
             deflate,
         }));
-        let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
-        Ok(n + m)
+        Ok(n)
+    }
+
+    /// Drops what the handshake settled ([`ServerConnection::request`],
+    /// [`ServerConnection::protocol`] and [`ServerConnection::deflate`]
+    /// return `None` afterwards) to keep a long-lived connection small;
+    /// sending and receiving are unaffected.
+    ///
+    /// ```
+    /// use myriad_ws::{ServerConfig, ServerConnection};
+    /// let mut conn = ServerConnection::new(ServerConfig::default().into());
+    /// conn.release_handshake();
+    /// assert!(conn.request().is_none());
+    /// ```
+    pub fn release_handshake(&mut self) {
+        self.accepted = None;
+    }
+
+    /// Detaches the frame decoder if it is idle ([`Decoder::is_idle`]: no
+    /// message in progress, no compression context), so that an idle
+    /// connection holds none. Give it to another connection with
+    /// [`ServerConnection::attach_decoder`], or drop it; `feed` makes a new
+    /// one if none is attached.
+    ///
+    /// ```
+    /// use myriad_ws::{ServerConfig, ServerConnection};
+    /// let mut conn = ServerConnection::new(ServerConfig::default().into());
+    /// let req = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    /// let mut out = Vec::new();
+    /// conn.handshake(req, &mut out).unwrap();
+    /// let dec = conn.park_decoder().expect("idle");
+    /// assert!(conn.park_decoder().is_none());
+    /// conn.attach_decoder(dec);
+    /// ```
+    pub fn park_decoder(&mut self) -> Option<Box<Decoder>> {
+        match &self.core.rx {
+            Rx::Rfc(d) if d.is_idle() => {}
+            _ => return None,
+        }
+        match std::mem::replace(&mut self.core.rx, Rx::Parked) {
+            Rx::Rfc(d) => Some(d),
+            other => {
+                self.core.rx = other;
+                None
+            }
+        }
+    }
+
+    /// Whether the connection has no decoder attached (parked).
+    ///
+    /// ```
+    /// use myriad_ws::{ServerConfig, ServerConnection};
+    /// let conn = ServerConnection::new(ServerConfig::default().into());
+    /// assert!(!conn.is_parked());
+    /// ```
+    pub fn is_parked(&self) -> bool {
+        matches!(self.core.rx, Rx::Parked)
+    }
+
+    /// Attaches a decoder (reset for this connection) to a parked
+    /// connection; does nothing otherwise.
+    ///
+    /// ```
+    /// use myriad_ws::{Decoder, Role, ServerConfig, ServerConnection};
+    /// let mut conn = ServerConnection::new(ServerConfig::default().into());
+    /// conn.attach_decoder(Box::new(Decoder::new(Role::Server))); // not parked: ignored
+    /// assert!(!conn.is_parked());
+    /// ```
+    pub fn attach_decoder(&mut self, mut dec: Box<Decoder>) {
+        if self.is_parked() {
+            dec.reset(Role::Server, self.config.limits);
+            self.core.rx = Rx::Rfc(dec);
+        }
     }
 
     fn reject<S: Sink + ?Sized>(&mut self, sink: &mut S, e: HandshakeError) -> Error {
@@ -650,6 +813,17 @@ impl ClientConnection {
         }
     }
 
+    /// The request path.
+    ///
+    /// ```
+    /// use myriad_ws::{ClientConfig, ClientConnection};
+    /// let conn = ClientConnection::new(ClientConfig::default(), "h", "/chat");
+    /// assert_eq!(conn.path(), "/chat");
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The `Sec-WebSocket-Key` sent.
     pub fn key(&self) -> &str {
         &self.key
@@ -713,8 +887,36 @@ impl ClientConnection {
         S: Sink + ?Sized,
         F: FnMut(Event<'_>, &mut Sender<'_, S>),
     {
+        let mut n = 0;
+        if self.core.tx.state == ConnectionState::Handshake {
+            n = self.handshake(input)?;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
+        Ok(n + m)
+    }
+
+    /// Runs only the opening handshake: parses the server's answer at the
+    /// start of `input`. Returns 0 while it is incomplete, else its length
+    /// (the connection is then open; the bytes after it are frames for
+    /// [`ClientConnection::feed`]). After the handshake it returns 0.
+    ///
+    /// ```
+    /// use myriad_ws::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+    /// let mut client = ClientConnection::new(ClientConfig::default(), "h", "/");
+    /// let mut server = ServerConnection::new(ServerConfig::default().into());
+    /// let (mut req, mut resp) = (Vec::new(), Vec::new());
+    /// client.start(&mut req);
+    /// server.handshake(&req, &mut resp).unwrap();
+    /// assert_eq!(client.handshake(&resp[..5]), Ok(0));
+    /// assert_eq!(client.handshake(&resp), Ok(resp.len()));
+    /// assert!(client.is_open());
+    /// ```
+    pub fn handshake(&mut self, input: &[u8]) -> Result<usize, Error> {
         if self.core.tx.state != ConnectionState::Handshake {
-            return self.core.feed_frames(input, sink, on_event);
+            return Ok(0);
         }
         let resp = match parse_response(
             input,
@@ -765,9 +967,7 @@ impl ClientConnection {
         self.core.tx.state = ConnectionState::Open;
         self.protocol = resp.protocol;
         self.deflate = deflate;
-        let n = resp.len;
-        let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
-        Ok(n + m)
+        Ok(resp.len)
     }
 
     /// A [`Sender`] writing into `sink`.

@@ -74,6 +74,9 @@ impl Default for DecoderConfig {
 /// Capacity above which the reassembly buffer is shrunk after a message.
 const RETAIN_CAPACITY: usize = 256 << 10;
 
+/// Capacity of the reassembly buffer kept by [`Decoder::reset`].
+const POOLED_CAPACITY: usize = 64 << 10;
+
 #[derive(Debug, Clone, Copy)]
 struct Partial {
     mask: Option<[u8; 4]>,
@@ -202,6 +205,48 @@ impl Decoder {
     /// data lives in the decoder's own buffer).
     pub fn in_message(&self) -> bool {
         self.message.is_some()
+    }
+
+    /// Whether the decoder holds no state between two reads: no message or
+    /// frame in progress, no compression context, not closed or failed. An
+    /// idle decoder can be detached from its connection and reused by
+    /// another (see [`crate::ServerConnection::park_decoder`]).
+    ///
+    /// ```
+    /// use myriad_ws::{Decoder, Role};
+    /// let mut dec = Decoder::new(Role::Server);
+    /// assert!(dec.is_idle());
+    /// let mut part = [0x01, 0x81, 0, 0, 0, 0, b'a']; // first fragment of a text message
+    /// dec.feed(&mut part, &mut |_| {}).unwrap();
+    /// assert!(!dec.is_idle());
+    /// ```
+    pub fn is_idle(&self) -> bool {
+        self.partial.is_none()
+            && self.message.is_none()
+            && self.inflater.is_none()
+            && !self.closed
+            && self.failed.is_none()
+    }
+
+    /// Makes the decoder as new for `role` and `config`, keeping (up to a
+    /// small bound) the capacity of its reassembly buffer.
+    ///
+    /// ```
+    /// use myriad_ws::{Decoder, DecoderConfig, Role};
+    /// let mut dec = Decoder::new(Role::Client);
+    /// dec.reset(Role::Server, DecoderConfig::default());
+    /// assert!(dec.is_idle());
+    /// ```
+    pub fn reset(&mut self, role: Role, config: DecoderConfig) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if buf.capacity() > POOLED_CAPACITY {
+            buf = Vec::new();
+        }
+        *self = Decoder {
+            buf,
+            ..Decoder::with_config(role, config)
+        };
     }
 
     /// Releases memory held between messages (the reassembly buffer, and the

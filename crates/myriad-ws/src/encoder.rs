@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::frame::{write_frame, CloseCode, FrameHeader, MaskGen, MessageKind, OpCode, Role};
 use crate::sink::Sink;
 use flate2::{Compress, Compression};
+use std::sync::Arc;
 
 /// Encodes messages and control frames into a [`Sink`].
 ///
@@ -231,14 +232,14 @@ impl Encoder {
         }
         if let (Some(d), Some((bits, bytes))) = (self.deflater.as_mut(), msg.deflated.as_ref()) {
             if d.window_bits() >= *bits {
-                sink.write(bytes);
+                sink.write_shared(bytes);
                 if !d.no_context_takeover() {
                     d.reset_context();
                 }
                 return Ok(());
             }
         }
-        sink.write(&msg.plain);
+        sink.write_shared(&msg.plain);
         Ok(())
     }
 }
@@ -296,8 +297,8 @@ fn write_fragments<S: Sink + ?Sized>(
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedMessage {
-    plain: Vec<u8>,
-    deflated: Option<(u8, Vec<u8>)>,
+    plain: Arc<[u8]>,
+    deflated: Option<(u8, Arc<[u8]>)>,
 }
 
 impl PreparedMessage {
@@ -310,7 +311,7 @@ impl PreparedMessage {
             payload,
         );
         PreparedMessage {
-            plain,
+            plain: plain.into(),
             deflated: None,
         }
     }
@@ -328,7 +329,7 @@ impl PreparedMessage {
             let mut h = FrameHeader::new(true, kind.opcode(), None, 0);
             h.rsv1 = true;
             write_frame(&mut frame, h, &z);
-            msg.deflated = Some((bits, frame));
+            msg.deflated = Some((bits, frame.into()));
         }
         msg
     }
@@ -340,6 +341,20 @@ impl PreparedMessage {
 
     /// The compressed frame bytes, if any.
     pub fn deflated_bytes(&self) -> Option<&[u8]> {
-        self.deflated.as_ref().map(|(_, b)| b.as_slice())
+        self.deflated.as_ref().map(|(_, b)| &b[..])
+    }
+
+    /// The uncompressed frame as a shared buffer, to queue on many
+    /// connections by reference (valid on every RFC 6455 server connection,
+    /// with or without permessage-deflate: RSV1 is clear).
+    ///
+    /// ```
+    /// use myriad_ws::{MessageKind, PreparedMessage};
+    /// let msg = PreparedMessage::new(MessageKind::Binary, b"ab");
+    /// let a = msg.shared_bytes().clone(); // no copy of the frame
+    /// assert_eq!(&a[..], [0x82, 2, b'a', b'b']);
+    /// ```
+    pub fn shared_bytes(&self) -> &Arc<[u8]> {
+        &self.plain
     }
 }

@@ -14,6 +14,12 @@
 //!   connection (handshake, open, closing, closed) with automatic pongs and
 //!   the close handshake.
 //! * [`PreparedMessage`]: encode once, write to many server connections.
+//! * With the `engine` feature (on by default): the integration with the
+//!   Myriad engine. [`server::WsServer`] turns a [`WsHandler`] factory into
+//!   an engine service, [`client::WsClient`] is an outbound connection,
+//!   [`WsCtx`] sends into the engine's pooled out-queue (the engine context
+//!   implements [`Sink`]) and [`Room`] fans a message out to connections on
+//!   every loop without copying it per recipient.
 //!
 //! # Contract with the engine
 //!
@@ -62,20 +68,31 @@
 //! assert_eq!(got, "hello");
 //! ```
 
+#[cfg(feature = "engine")]
+mod app;
+#[cfg(feature = "engine")]
+pub mod client;
 mod connection;
 mod decoder;
 mod deflate;
+#[cfg(feature = "engine")]
+mod driver;
 mod encoder;
 mod error;
 mod frame;
 pub mod handshake;
 pub mod legacy;
 mod mask;
+#[cfg(feature = "engine")]
+mod room;
+#[cfg(feature = "engine")]
+pub mod server;
 mod sink;
 mod utf8;
 
 pub use connection::{
-    ClientConfig, ClientConnection, ConnectionState, Sender, ServerConfig, ServerConnection,
+    ClientConfig, ClientConnection, ConnectionState, OriginCheck, Sender, ServerConfig,
+    ServerConnection,
 };
 pub use decoder::{parse_close_payload, Decoder, DecoderConfig, Event};
 pub use deflate::{
@@ -87,3 +104,8 @@ pub use frame::{write_frame, CloseCode, FrameHeader, MaskGen, MessageKind, OpCod
 pub use mask::apply_mask;
 pub use sink::Sink;
 pub use utf8::Utf8Validator;
+
+#[cfg(feature = "engine")]
+pub use app::{send_prepared_to, Handshake, Message, WsCtx, WsHandler};
+#[cfg(feature = "engine")]
+pub use room::Room;

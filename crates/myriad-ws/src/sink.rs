@@ -1,5 +1,7 @@
 //! The output side: where encoded bytes go.
 
+use std::sync::Arc;
+
 /// A destination for encoded bytes (frames, handshake responses).
 ///
 /// The engine's connection context implements this so that frames are written
@@ -26,6 +28,23 @@ pub trait Sink {
             self.write(part);
         }
     }
+
+    /// Appends an immutable shared buffer (an encoded
+    /// [`crate::PreparedMessage`] written to many connections). The default
+    /// copies it with [`Sink::write`]; the engine's sink queues the buffer
+    /// by reference instead, so fan-out copies no payload per recipient.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use myriad_ws::Sink;
+    /// let shared: Arc<[u8]> = Arc::from(&b"frame"[..]);
+    /// let mut out: Vec<u8> = Vec::new();
+    /// out.write_shared(&shared);
+    /// assert_eq!(out, b"frame");
+    /// ```
+    fn write_shared(&mut self, bytes: &Arc<[u8]>) {
+        self.write(bytes);
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -49,5 +68,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
 
     fn write_vectored(&mut self, parts: &[&[u8]]) {
         (**self).write_vectored(parts);
+    }
+
+    fn write_shared(&mut self, bytes: &Arc<[u8]>) {
+        (**self).write_shared(bytes);
     }
 }

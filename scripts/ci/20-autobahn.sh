@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Autobahn TestSuite conformance: the fuzzing-client cases 1.* to 13.*
+# (kosoku, a Python 3 runner of the Autobahn case files) against the
+# ws_echo example. Fails on any FAILED, UNIMPLEMENTED or ERROR case; OK,
+# NON-STRICT and INFORMATIONAL pass. Run from the repository root:
+#
+#   scripts/ci/20-autobahn.sh            # whole run, about a minute on 2 cores
+#   AUTOBAHN_CASES="9.* 12.1.*" scripts/ci/20-autobahn.sh
+#
+# Installs kosoku in a venv under target/ and builds ws_echo (release).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PORT=${AUTOBAHN_PORT:-19001}
+CASES=${AUTOBAHN_CASES:-"1.* 2.* 3.* 4.* 5.* 6.* 7.* 8.* 9.* 10.* 11.* 12.* 13.*"}
+VENV=target/autobahn-venv
+OUT=target/autobahn
+mkdir -p "$OUT"
+
+echo "autobahn: venv and kosoku"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check 'kosoku==0.1.0'
+
+echo "autobahn: building ws_echo"
+cargo build --release -p myriad-ws --example ws_echo
+ECHO=target/release/examples/ws_echo
+
+"$ECHO" "127.0.0.1:$PORT" --threads 2 >"$OUT/ws_echo.log" 2>&1 &
+pid=$!
+cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+    grep -q "listening on" "$OUT/ws_echo.log" && break
+    kill -0 "$pid" 2>/dev/null || { cat "$OUT/ws_echo.log"; echo "ws_echo died"; exit 1; }
+    sleep 0.1
+done
+grep -q "listening on" "$OUT/ws_echo.log" || { cat "$OUT/ws_echo.log"; echo "ws_echo did not start"; exit 1; }
+
+rc=0
+# shellcheck disable=SC2086
+timeout 900 "$VENV/bin/python" scripts/ci/autobahn.py "ws://127.0.0.1:$PORT" $CASES \
+    --parallelism 2 --json "$OUT/results.json" || rc=$?
+
+# the server must still be up, and exit 0 on SIGTERM
+kill -0 "$pid" 2>/dev/null || { cat "$OUT/ws_echo.log"; echo "ws_echo died during the run"; exit 1; }
+trap - EXIT
+kill -TERM "$pid"
+src=0
+wait "$pid" || src=$?
+tail -n 3 "$OUT/ws_echo.log"
+[ "$src" -eq 0 ] || { echo "ws_echo exited $src after SIGTERM"; exit 1; }
+exit "$rc"
