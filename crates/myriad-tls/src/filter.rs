@@ -291,6 +291,26 @@ impl Filter for TlsFilter {
         Ok(())
     }
 
+    fn eof(&mut self) -> Result<(), FilterError> {
+        if self.is_handshaking() {
+            // The engine reports a handshake cut short on its own.
+            return Ok(());
+        }
+        with_conn!(&mut self.conn, c => {
+            let _ = c.read_tls(&mut &[][..]);
+            if let Err(e) = c.process_new_packets() {
+                return Err(FilterError::new(kind_of(&e), e.to_string()));
+            }
+            let mut one = [0u8; 1];
+            match c.reader().read(&mut one) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Err(FilterError::new("truncated", "peer closed without close_notify"))
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
     fn close(&mut self, net: &mut dyn FnMut(&[u8])) {
         with_conn!(&mut self.conn, c => c.send_close_notify());
         flush_tls(&mut self.conn, net);

@@ -34,6 +34,7 @@ both_backends!(
     plaintext_to_tls_port,
     handshake_timeout,
     reload_keeps_established,
+    truncated_record,
 );
 
 struct Pki {
@@ -398,6 +399,12 @@ fn mutual_tls(kind: BackendKind) {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(engine.stats().err_filter >= 2, "{:?}", engine.stats());
+    let kinds = engine.filter_errors();
+    assert!(
+        kinds.iter().any(|k| k.0 == "unknown_ca")
+            && kinds.iter().any(|k| k.0 == "no_client_certificate"),
+        "{kinds:?}"
+    );
     // The server survives: the good client still works.
     let again = python_client(
         addr,
@@ -428,6 +435,7 @@ fn plaintext_to_tls_port(kind: BackendKind) {
     }
     assert!(got.is_empty() || got[0] == 21, "unexpected reply {got:?}");
     assert_eq!(engine.stats().err_filter, 1);
+    assert_eq!(engine.filter_errors(), vec![("not_tls", 1)]);
     // Other connections are unaffected.
     let r = python_client(
         addr,
@@ -529,5 +537,49 @@ fn reload_keeps_established(kind: BackendKind) {
         None,
         "still new",
     );
+    assert!(r.starts_with("OK"), "{r}");
+}
+
+fn truncated_record(kind: BackendKind) {
+    let p = pki();
+    let (engine, addr) = server(kind, &default_acceptor(&p), |s| s);
+    // A Python client that completes the handshake, then writes half of a
+    // TLS record by hand on the raw socket and closes without close_notify.
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+t = ctx.wrap_socket(s, server_hostname="localhost")
+t.sendall(b"ping"); assert t.recv(4) == b"ping"
+# Take the raw socket back without sending close_notify, then write the
+# header of an application-data record promising 100 bytes, and only 10.
+sock = socket.socket(fileno=t.detach())
+sock.sendall(bytes([23, 3, 3, 0, 100]) + b"0123456789")
+sock.close()
+print("SENT")
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args([
+            addr.ip().to_string(),
+            addr.port().to_string(),
+            p.path("ca.pem").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SENT"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.stats().closed < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let kinds = engine.filter_errors();
+    assert!(kinds.iter().any(|k| k.0 == "truncated"), "{kinds:?}");
+    // The server is fine.
+    let r = python_client(addr, &p.path("ca.pem"), "localhost", None, None, "after");
     assert!(r.starts_with("OK"), "{r}");
 }

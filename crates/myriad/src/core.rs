@@ -209,6 +209,23 @@ pub(crate) struct LoopShared {
     pub waker: Arc<sys::EventFd>,
     pub notified: AtomicBool,
     pub counters: LoopCounters,
+    /// Filter (TLS) failures by kind. A lock, but only taken when a
+    /// connection fails, never on the data path.
+    pub filter_errors: std::sync::Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl LoopShared {
+    pub(crate) fn count_filter_error(&self, kind: &'static str) {
+        LoopCounters::add(&self.counters.err_filter, 1);
+        let mut v = match self.filter_errors.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match v.iter_mut().find(|e| e.0 == kind) {
+            Some(e) => e.1 += 1,
+            None => v.push((kind, 1)),
+        }
+    }
 }
 
 /// A handle to one event loop, usable from any thread: post work to it,
@@ -286,6 +303,20 @@ impl LoopHandle {
         self.post(move |lcx| {
             let _ = lcx.connect(addr, &opts, Box::new(handler));
         })
+    }
+
+    /// Filter (TLS) failures of this loop by kind.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// println!("{:?}", engine.loop_handle(0).filter_errors());
+    /// # }
+    /// ```
+    pub fn filter_errors(&self) -> Vec<(&'static str, u64)> {
+        match self.shared.filter_errors.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     /// The loop's counters right now.
@@ -662,7 +693,7 @@ impl Core {
         c.filter = Some(f);
         if let Err(e) = started {
             c.flags |= FLUSH_ON_CLOSE;
-            LoopCounters::add(&self.shared.counters.err_filter, 1);
+            self.shared.count_filter_error(e.kind);
             self.finalize(slot, CloseReason::Filter(e));
             return;
         }
@@ -723,7 +754,7 @@ impl Core {
             self.scratch = app;
             let c = &mut self.conns[slot as usize];
             c.flags |= FLUSH_ON_CLOSE;
-            LoopCounters::add(&self.shared.counters.err_filter, 1);
+            self.shared.count_filter_error(e.kind);
             self.finalize(slot, CloseReason::Filter(e));
             return;
         }
@@ -820,6 +851,13 @@ impl Core {
             RecvEnd::Eof => {
                 if c.flags & EOF == 0 {
                     c.flags |= EOF | EOF_PENDING;
+                    if let Some(f) = c.filter.as_mut() {
+                        // A TLS peer that closes without close_notify may
+                        // have truncated the stream: count it.
+                        if let Err(e) = f.eof() {
+                            self.shared.count_filter_error(e.kind);
+                        }
+                    }
                 }
             }
             RecvEnd::Stopped => {}

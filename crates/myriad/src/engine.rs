@@ -462,6 +462,7 @@ impl EngineBuilder {
                 waker: waker.clone(),
                 notified: AtomicBool::new(false),
                 counters: Default::default(),
+                filter_errors: std::sync::Mutex::new(Vec::new()),
             });
             let (tx, rx) = mpsc::channel();
             handles.push(LoopHandle::new(idx, tx, shared.clone()));
@@ -733,6 +734,27 @@ impl Engine {
             .iter()
             .map(|l| l.stats())
             .fold(Stats::default(), |a, b| a + b)
+    }
+
+    /// Filter (TLS) failures by kind, summed over every loop, e.g.
+    /// `[("unknown_ca", 3), ("not_tls", 1)]`.
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// for (kind, n) in e.filter_errors() { println!("{kind}: {n}"); }
+    /// # }
+    /// ```
+    pub fn filter_errors(&self) -> Vec<(&'static str, u64)> {
+        let mut all: Vec<(&'static str, u64)> = Vec::new();
+        for l in &self.loops {
+            for (k, n) in l.filter_errors() {
+                match all.iter_mut().find(|e| e.0 == k) {
+                    Some(e) => e.1 += n,
+                    None => all.push((k, n)),
+                }
+            }
+        }
+        all
     }
 
     /// Counters of each loop.

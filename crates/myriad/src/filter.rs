@@ -87,6 +87,14 @@ pub trait Filter: 'static {
         let _ = net;
     }
 
+    /// The peer closed the TCP stream. Return an error if that was not a
+    /// clean end for the protocol (TLS: no close_notify, or a record cut
+    /// short); it is counted by kind. The handler's `on_eof` follows either
+    /// way.
+    fn eof(&mut self) -> Result<(), FilterError> {
+        Ok(())
+    }
+
     /// True while a handshake is in progress. The handler's `on_open` is
     /// called when this turns false.
     fn is_handshaking(&self) -> bool {
