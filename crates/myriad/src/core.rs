@@ -1631,6 +1631,10 @@ impl LoopCx<'_> {
     pub(crate) fn begin_shutdown(&mut self, grace: Duration) {
         self.core.begin_shutdown(grace);
     }
+
+    pub(crate) fn stop_accepting(&mut self) {
+        self.core.stop_listeners = true;
+    }
 }
 
 /// A connection's context, handed to every [`Handler`] callback.

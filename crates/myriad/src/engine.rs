@@ -784,6 +784,23 @@ impl Engine {
         }
     }
 
+    /// Stops accepting (closes every listener) but leaves established
+    /// connections alone: the way to hand a port over to a new engine (with
+    /// `SO_REUSEPORT` both can be bound at once) and let the old one drain.
+    ///
+    /// ```no_run
+    /// # fn f(old: &myriad::Engine) {
+    /// old.stop_accepting();
+    /// while old.stats().open > 0 { std::thread::sleep(std::time::Duration::from_millis(100)); }
+    /// old.shutdown(std::time::Duration::ZERO);
+    /// # }
+    /// ```
+    pub fn stop_accepting(&self) {
+        for l in &self.loops {
+            l.post(|lcx| lcx.stop_accepting());
+        }
+    }
+
     /// Waits until every loop has exited; returns the first error.
     ///
     /// ```no_run

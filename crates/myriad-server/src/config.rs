@@ -1,0 +1,525 @@
+//! The configuration file: TOML, strict (unknown keys are errors), and every
+//! error names the file, line and column and the reason.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The embedded default: TCP echo on 7000, WebSocket echo on 7001, the
+/// chat demo on 7002, metrics on 9100 — all on loopback.
+pub const DEFAULT_CONFIG: &str = r#"# myriad embedded default configuration
+backend = "auto"
+
+[log]
+level = "info"
+format = "text"
+summary_secs = 10
+
+[metrics]
+listen = "127.0.0.1:9100"
+
+[[service]]
+name = "tcp-echo"
+listen = "127.0.0.1:7000"
+stack = "tcp"
+handler = "echo"
+
+[[service]]
+name = "ws-echo"
+listen = "127.0.0.1:7001"
+stack = "ws"
+handler = "ws-echo"
+
+[[service]]
+name = "ws-chat"
+listen = "127.0.0.1:7002"
+stack = "ws"
+handler = "ws-chat"
+"#;
+
+/// A configuration error, located in its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{col}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub reason: String,
+}
+
+fn locate(text: &str, pos: usize) -> (usize, usize) {
+    let pos = pos.min(text.len());
+    let before = &text[..pos];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(pos, |i| pos - i - 1) + 1;
+    (line, col)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    io_threads: Option<Spanned<usize>>,
+    workers: Option<Spanned<usize>>,
+    backend: Option<Spanned<String>>,
+    #[serde(default)]
+    log: RawLog,
+    metrics: Option<RawMetrics>,
+    #[serde(default, rename = "service")]
+    services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    summary_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    /// One address or an array of addresses.
+    listen: Spanned<toml::Value>,
+    stack: Spanned<String>,
+    handler: Spanned<String>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    client_ca: Option<Spanned<String>>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<Spanned<String>>,
+    handshake_timeout: Option<Spanned<String>>,
+    max_message: Option<Spanned<String>>,
+    write_high_water: Option<Spanned<String>>,
+    deflate: Option<bool>,
+    legacy_drafts: Option<bool>,
+    #[serde(default)]
+    subprotocols: Vec<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+}
+
+/// Transport/protocol stack of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+/// Built-in handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerKind {
+    Echo,
+    Discard,
+    WsEcho,
+    WsChat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub stack: Stack,
+    pub handler: HandlerKind,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub max_connections: usize,
+    pub idle_timeout: Option<Duration>,
+    pub handshake_timeout: Duration,
+    pub max_message: usize,
+    pub write_high_water: usize,
+    pub deflate: bool,
+    pub legacy_drafts: bool,
+    pub subprotocols: Vec<String>,
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub source: String,
+    pub io_threads: usize,
+    pub workers: usize,
+    pub backend: myriad::BackendKind,
+    pub log_level: String,
+    pub log_json: bool,
+    pub summary_secs: u64,
+    pub metrics: Option<SocketAddr>,
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Parses `30s`, `500ms`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 500ms, 5m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {s:?} (ms, s, m, h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `64KiB`, `16MiB`, `1GiB`, `100kB` or a bare number of bytes.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, ""),
+    };
+    let v: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (use e.g. 64KiB, 16MiB)"))?;
+    let mul: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size unit {unit:?} in {s:?} (B, KiB, MiB, GiB, kB, MB, GB)"
+            ))
+        }
+    };
+    v.checked_mul(mul)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("size {s:?} too large"))
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, reason: impl Into<String>) -> ConfigError {
+        let (line, col) = locate(self.text, span.start);
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            col,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: 0,
+        col: 0,
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse(&file, &text, path.parent())
+}
+
+/// Parses and validates configuration text. Relative file paths (certs)
+/// are resolved against `base` when given.
+pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+    let cx = Ctx { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        cx.err(span, e.message().trim().to_string())
+    })?;
+    let backend = match &raw.backend {
+        None => myriad::BackendKind::Auto,
+        Some(b) => b
+            .get_ref()
+            .parse()
+            .map_err(|e: String| cx.err(b.span(), e))?,
+    };
+    let io_threads = match &raw.io_threads {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(t) if (1..=255).contains(t.get_ref()) => *t.get_ref(),
+        Some(t) => return Err(cx.err(t.span(), "io_threads must be between 1 and 255")),
+    };
+    let workers = match &raw.workers {
+        None => 1,
+        Some(w) if *w.get_ref() == 1 => 1,
+        Some(w) => {
+            return Err(cx.err(
+                w.span(),
+                "workers > 1 (pre-forked worker processes) is not supported yet; use 1",
+            ))
+        }
+    };
+    let log_level = match &raw.log.level {
+        None => "info".to_string(),
+        Some(l) => match l.get_ref().as_str() {
+            "trace" | "debug" | "info" | "warn" | "error" => l.get_ref().clone(),
+            other => {
+                return Err(cx.err(
+                    l.span(),
+                    format!("unknown log level {other:?} (trace, debug, info, warn, error)"),
+                ))
+            }
+        },
+    };
+    let log_json = match &raw.log.format {
+        None => false,
+        Some(f) => match f.get_ref().as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(cx.err(
+                    f.span(),
+                    format!("unknown log format {other:?} (text or json)"),
+                ))
+            }
+        },
+    };
+    let metrics = match &raw.metrics {
+        None => None,
+        Some(m) => Some(m.listen.get_ref().parse::<SocketAddr>().map_err(|e| {
+            cx.err(
+                m.listen.span(),
+                format!("invalid address {:?}: {e}", m.listen.get_ref()),
+            )
+        })?),
+    };
+    let mut services = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for s in &raw.services {
+        let name = s.name.get_ref().clone();
+        if name.is_empty() {
+            return Err(cx.err(s.name.span(), "service name must not be empty"));
+        }
+        if !names.insert(name.clone()) {
+            return Err(cx.err(s.name.span(), format!("duplicate service name {name:?}")));
+        }
+        let span = s.listen.span();
+        let listens: Vec<&toml::Value> = match s.listen.get_ref() {
+            toml::Value::Array(v) => v.iter().collect(),
+            v => vec![v],
+        };
+        if listens.is_empty() {
+            return Err(cx.err(span, format!("service {name:?}: listen is empty")));
+        }
+        let mut listen = Vec::new();
+        for a in listens {
+            let Some(text) = a.as_str() else {
+                return Err(cx.err(
+                    span.clone(),
+                    "listen must be an address string or an array of them",
+                ));
+            };
+            listen.push(
+                text.parse::<SocketAddr>()
+                    .map_err(|e| cx.err(span.clone(), format!("invalid address {text:?}: {e}")))?,
+            );
+        }
+        let stack = match s.stack.get_ref().as_str() {
+            "tcp" => Stack::Tcp,
+            "tls" => Stack::Tls,
+            "ws" => Stack::Ws,
+            "wss" => Stack::Wss,
+            other => {
+                return Err(cx.err(
+                    s.stack.span(),
+                    format!("unknown stack {other:?} (tcp, tls, ws, wss)"),
+                ))
+            }
+        };
+        let handler = match s.handler.get_ref().as_str() {
+            "echo" => HandlerKind::Echo,
+            "discard" => HandlerKind::Discard,
+            "ws-echo" => HandlerKind::WsEcho,
+            "ws-chat" => HandlerKind::WsChat,
+            other => {
+                return Err(cx.err(
+                    s.handler.span(),
+                    format!("unknown handler {other:?} (echo, discard, ws-echo, ws-chat; plugins are not supported yet)"),
+                ))
+            }
+        };
+        let ws_stack = matches!(stack, Stack::Ws | Stack::Wss);
+        let ws_handler = matches!(handler, HandlerKind::WsEcho | HandlerKind::WsChat);
+        if ws_stack != ws_handler {
+            return Err(cx.err(
+                s.handler.span(),
+                format!(
+                    "handler {:?} does not fit stack {:?} (ws/wss stacks take ws-echo or ws-chat; tcp/tls take echo or discard)",
+                    s.handler.get_ref(),
+                    s.stack.get_ref()
+                ),
+            ));
+        }
+        let resolve = |p: &Spanned<String>| -> Result<PathBuf, ConfigError> {
+            let path = PathBuf::from(p.get_ref());
+            let path = match base {
+                Some(b) if path.is_relative() => b.join(path),
+                _ => path,
+            };
+            if !path.is_file() {
+                return Err(cx.err(p.span(), format!("file not found: {}", path.display())));
+            }
+            Ok(path)
+        };
+        let tls = matches!(stack, Stack::Tls | Stack::Wss);
+        let (cert, key) = match (tls, &s.cert, &s.key) {
+            (true, Some(c), Some(k)) => (Some(resolve(c)?), Some(resolve(k)?)),
+            (true, _, _) => {
+                return Err(cx.err(
+                    s.stack.span(),
+                    format!(
+                        "service {name:?}: stack {:?} needs cert and key",
+                        s.stack.get_ref()
+                    ),
+                ))
+            }
+            (false, Some(c), _) => {
+                return Err(cx.err(c.span(), "cert is only valid with stack tls or wss"))
+            }
+            (false, _, Some(k)) => {
+                return Err(cx.err(k.span(), "key is only valid with stack tls or wss"))
+            }
+            (false, None, None) => (None, None),
+        };
+        let client_ca = match &s.client_ca {
+            Some(c) if !tls => {
+                return Err(cx.err(c.span(), "client_ca is only valid with stack tls or wss"))
+            }
+            Some(c) => Some(resolve(c)?),
+            None => None,
+        };
+        let dur = |d: &Option<Spanned<String>>| -> Result<Option<Duration>, ConfigError> {
+            d.as_ref()
+                .map(|d| parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e)))
+                .transpose()
+        };
+        let size = |d: &Option<Spanned<String>>| -> Result<Option<usize>, ConfigError> {
+            d.as_ref()
+                .map(|d| parse_size(d.get_ref()).map_err(|e| cx.err(d.span(), e)))
+                .transpose()
+        };
+        services.push(ServiceConfig {
+            name,
+            listen,
+            stack,
+            handler,
+            cert,
+            key,
+            client_ca,
+            max_connections: s.max_connections.unwrap_or(usize::MAX),
+            idle_timeout: dur(&s.idle_timeout)?,
+            handshake_timeout: dur(&s.handshake_timeout)?.unwrap_or(Duration::from_secs(10)),
+            max_message: size(&s.max_message)?.unwrap_or(16 << 20),
+            write_high_water: size(&s.write_high_water)?.unwrap_or(1 << 20),
+            deflate: s.deflate.unwrap_or(true),
+            legacy_drafts: s.legacy_drafts.unwrap_or(false),
+            subprotocols: s.subprotocols.clone(),
+            allowed_origins: s.allowed_origins.clone(),
+        });
+    }
+    Ok(Config {
+        source: file.to_string(),
+        io_threads,
+        workers,
+        backend,
+        log_level,
+        log_json,
+        summary_secs: raw.log.summary_secs.unwrap_or(10),
+        metrics,
+        services,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse("test.toml", text, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = parse("<default>", DEFAULT_CONFIG, None).unwrap();
+        assert_eq!(c.services.len(), 3);
+        assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_location() {
+        let e = err("backend = \"auto\"\nbogus = 1\n");
+        assert!(e.starts_with("test.toml:2:1:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unknown_service_key() {
+        let e = err("[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\nmax_conns = 5\n");
+        assert!(e.starts_with("test.toml:6:1:"), "{e}");
+        assert!(e.contains("max_conns"), "{e}");
+    }
+
+    #[test]
+    fn bad_type() {
+        let e = err("io_threads = \"two\"\n");
+        assert!(e.starts_with("test.toml:1:14:"), "{e}");
+    }
+
+    #[test]
+    fn bad_address() {
+        let e = err("[[service]]\nname = \"a\"\nlisten = \"localhost:99999\"\nstack = \"tcp\"\nhandler = \"echo\"\n");
+        assert!(e.starts_with("test.toml:3:10:"), "{e}");
+        assert!(e.contains("invalid address"), "{e}");
+    }
+
+    #[test]
+    fn missing_cert_file() {
+        let e = err("[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nstack = \"tls\"\nhandler = \"echo\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n");
+        assert!(e.starts_with("test.toml:6:8:"), "{e}");
+        assert!(e.contains("file not found"), "{e}");
+    }
+
+    #[test]
+    fn handler_stack_mismatch_and_bad_duration() {
+        let e = err("[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"ws-echo\"\n");
+        assert!(e.contains("does not fit"), "{e}");
+        let e = err("[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\nidle_timeout = \"5 fortnights\"\n");
+        assert!(e.starts_with("test.toml:6:16:"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+    }
+}

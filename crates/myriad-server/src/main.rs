@@ -1,0 +1,406 @@
+//! `myriad`: the application server.
+//!
+//! ```text
+//! myriad serve [--config FILE]        run (embedded default config without --config)
+//! myriad check --config FILE          validate a config; errors name file:line:col (exit 2)
+//! myriad service install [--user] [--config FILE] [--print]
+//! myriad service uninstall [--user]
+//! myriad stats [--url URL] [--once]   live view of a running server's /metrics
+//! ```
+
+mod config;
+mod metrics;
+mod services;
+mod stats;
+mod unit;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use config::Config;
+use services::Running;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "myriad", about = "Myriad application server", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (in the foreground; under systemd use Type=notify).
+    Serve {
+        /// Configuration file (TOML); without it the embedded default runs.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stay in the foreground (the default and only mode: no double fork).
+        #[arg(long)]
+        foreground: bool,
+        /// Print the embedded default configuration and exit.
+        #[arg(long)]
+        print_default: bool,
+    },
+    /// Validate a configuration file without starting anything.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Install or remove a systemd unit.
+    Service {
+        #[command(subcommand)]
+        cmd: ServiceCmd,
+    },
+    /// Live view of a running server's counters.
+    Stats {
+        /// The metrics endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9100/metrics")]
+        url: String,
+        /// Print one snapshot and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// Write the unit file and print how to enable it.
+    Install {
+        /// A user unit (~/.config/systemd/user) instead of a system one.
+        #[arg(long)]
+        user: bool,
+        /// Configuration file the service runs with.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the unit instead of writing it.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Remove the unit file.
+    Uninstall {
+        #[arg(long)]
+        user: bool,
+    },
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            print!("{e}");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!(
+                "myriad: {}",
+                msg.lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+            );
+            std::process::exit(2);
+        }
+    };
+    let code = match cli.cmd {
+        Cmd::Serve {
+            config,
+            foreground: _,
+            print_default,
+        } => {
+            if print_default {
+                print!("{}", config::DEFAULT_CONFIG);
+                0
+            } else {
+                match load(config.as_deref()) {
+                    Ok(cfg) => match serve(cfg, config) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("myriad: {e:#}");
+                            1
+                        }
+                    },
+                    Err(e) => {
+                        eprintln!("myriad: {e}");
+                        2
+                    }
+                }
+            }
+        }
+        Cmd::Check { config } => match config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} services)", config.display(), c.services.len());
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
+        Cmd::Service { cmd } => match unit::run(cmd) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("myriad: {e:#}");
+                1
+            }
+        },
+        Cmd::Stats { url, once } => match stats::run(&url, once) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("myriad: {e:#}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, config::ConfigError> {
+    match path {
+        Some(p) => config::load(p),
+        None => config::parse("<embedded default>", config::DEFAULT_CONFIG, None),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cfg.log_json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    // Without NOTIFY_SOCKET this does nothing.
+    let _ = sd_notify::notify(false, states);
+}
+
+/// `MONOTONIC_USEC` for `RELOADING=1`. std exposes no CLOCK_MONOTONIC
+/// reading; /proc/uptime (CLOCK_BOOTTIME, equal to CLOCK_MONOTONIC unless
+/// the machine was suspended) is the closest dependency-free source.
+fn monotonic_usec() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0, |s| (s * 1e6) as u64)
+}
+
+struct Server {
+    registry: metrics::Registry,
+    metrics: Option<myriad::Engine>,
+    /// Engines that stopped accepting and drain until their last connection
+    /// is gone.
+    draining: Vec<Arc<Running>>,
+}
+
+fn start_all(cfg: &Config) -> Result<Vec<Arc<Running>>> {
+    let mut out = Vec::new();
+    for s in &cfg.services {
+        out.push(Arc::new(services::start(cfg, s)?));
+        tracing::info!(service = %s.name, listen = ?s.listen, stack = ?s.stack, handler = ?s.handler, "service started");
+    }
+    Ok(out)
+}
+
+fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
+    init_logging(&cfg);
+    tracing::info!(config = %cfg.source, "myriad starting");
+    let registry: metrics::Registry = Arc::new(RwLock::new(start_all(&cfg)?));
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let reg = registry.clone();
+            let e = myriad::Engine::builder()
+                .threads(1)
+                .backend(cfg.backend)
+                .service(
+                    myriad::Service::new("metrics", addr, move || metrics::MetricsHttp {
+                        registry: reg.clone(),
+                    })
+                    .idle_timeout(Some(Duration::from_secs(10)))
+                    .max_connections(256),
+                )
+                .start()
+                .context("metrics listener")?;
+            tracing::info!(listen = %e.local_addrs(0)[0], "metrics at /metrics");
+            Some(e)
+        }
+        None => None,
+    };
+    let mut server = Server {
+        registry,
+        metrics,
+        draining: Vec::new(),
+    };
+    let mut cfg = cfg;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let mut last_summary = Instant::now();
+    let mut last_watchdog = Instant::now();
+    let mut prev = total(&server);
+    'run: loop {
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => reload(&mut server, &mut cfg, path.as_deref()),
+                _ => {
+                    tracing::info!(signal = sig, "shutting down");
+                    break 'run;
+                }
+            }
+        }
+        server.draining.retain(|r| {
+            if r.engine.stats().open == 0 {
+                r.engine.shutdown(Duration::ZERO);
+                false
+            } else {
+                true
+            }
+        });
+        if watchdog && last_watchdog.elapsed() >= Duration::from_micros(watchdog_usec / 2) {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            last_watchdog = Instant::now();
+        }
+        if cfg.summary_secs > 0 && last_summary.elapsed() >= Duration::from_secs(cfg.summary_secs) {
+            let now = total(&server);
+            let secs = last_summary.elapsed().as_secs_f64();
+            let rate = (now.reads.saturating_sub(prev.reads)) as f64 / secs;
+            let errors = now.err_reset
+                + now.err_idle_timeout
+                + now.err_filter
+                + now.err_slow_reader
+                + now.err_input_overflow;
+            tracing::info!(
+                open = now.open,
+                accepted = now.accepted,
+                reads_per_sec = format!("{rate:.0}"),
+                errors,
+                "summary"
+            );
+            notify(&[sd_notify::NotifyState::Status(&format!(
+                "{} connections open, {:.0} reads/s, {} errors",
+                now.open, rate, errors
+            ))]);
+            prev = now;
+            last_summary = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let all: Vec<Arc<Running>> = match server.registry.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    // Graceful drain: stop accepting everywhere, tell handlers (WebSocket
+    // peers get 1001), close what is left after the grace period.
+    for r in all.iter().chain(server.draining.iter()) {
+        r.engine.shutdown(Duration::from_secs(5));
+    }
+    for r in all.iter().chain(server.draining.iter()) {
+        let _ = r.engine.wait();
+    }
+    if let Some(m) = &server.metrics {
+        m.shutdown(Duration::ZERO);
+        let _ = m.wait();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn total(s: &Server) -> myriad::Stats {
+    let all: Vec<Arc<Running>> = match s.registry.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    all.iter()
+        .fold(myriad::Stats::default(), |a, r| a + r.engine.stats())
+}
+
+/// SIGHUP: re-read the config; on any error keep everything as it is.
+/// Unchanged services keep running (TLS certificates re-read); changed
+/// ones get a new engine on the same port (`SO_REUSEPORT`) while the old
+/// one stops accepting and drains; removed ones drain; new ones start.
+fn reload(server: &mut Server, cfg: &mut Config, path: Option<&std::path::Path>) {
+    notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::Custom(&format!("MONOTONIC_USEC={}", monotonic_usec())),
+    ]);
+    let new = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected; the running configuration stays");
+            notify(&[sd_notify::NotifyState::Ready]);
+            return;
+        }
+    };
+    let old: Vec<Arc<Running>> = match server.registry.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let mut next: Vec<Arc<Running>> = Vec::new();
+    let mut started: Vec<Arc<Running>> = Vec::new();
+    let mut failed = None;
+    for s in &new.services {
+        match old.iter().find(|r| r.config.name == s.name) {
+            Some(r) if r.config == *s => {
+                if let Err(e) = services::reload_tls(r) {
+                    tracing::error!(service = %s.name, error = %e, "certificate reload failed; keeping the old ones");
+                }
+                next.push(r.clone());
+            }
+            _ => match services::start(&new, s) {
+                Ok(r) => {
+                    let r = Arc::new(r);
+                    started.push(r.clone());
+                    next.push(r);
+                }
+                Err(e) => {
+                    failed = Some(format!("{e:#}"));
+                    break;
+                }
+            },
+        }
+    }
+    if let Some(e) = failed {
+        tracing::error!(error = %e, "reload failed; the running configuration stays");
+        for r in started {
+            r.engine.shutdown(Duration::ZERO);
+        }
+        notify(&[sd_notify::NotifyState::Ready]);
+        return;
+    }
+    for r in &old {
+        if !next.iter().any(|n| Arc::ptr_eq(n, r)) {
+            tracing::info!(service = %r.config.name, "draining (removed or changed)");
+            r.engine.stop_accepting();
+            server.draining.push(r.clone());
+        }
+    }
+    match server.registry.write() {
+        Ok(mut g) => *g = next,
+        Err(p) => *p.into_inner() = next,
+    }
+    *cfg = new;
+    tracing::info!("configuration reloaded");
+    notify(&[sd_notify::NotifyState::Ready]);
+}

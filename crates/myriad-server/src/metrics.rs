@@ -1,0 +1,154 @@
+//! Prometheus text exposition at `/metrics`, served by Myriad's own engine.
+//!
+//! Counters live per loop in each engine and are summed only here, when
+//! scraped: the data path takes no lock for them.
+
+use crate::services::Running;
+use myriad::{Ctx, Handler};
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
+
+/// The services whose counters are exported.
+pub type Registry = Arc<RwLock<Vec<Arc<Running>>>>;
+
+fn help(name: &str) -> &'static str {
+    match name {
+        "accepted" => "Connections accepted.",
+        "connected" => "Outbound connections established.",
+        "closed" => "Connections closed.",
+        "refused" => "Connections refused by a connection limit.",
+        "open" => "Connections open now.",
+        "bytes_in" => "Bytes received.",
+        "bytes_out" => "Bytes sent.",
+        "reads" => "Receive completions.",
+        "writes" => "Send completions.",
+        "ring_exhausted" => "Times the io_uring provided-buffer ring ran dry.",
+        "backpressure_pauses" => "Times reading paused at the write high-water mark.",
+        _ => "Connections closed by this error kind.",
+    }
+}
+
+/// Renders every counter of every service and loop.
+pub fn render(reg: &Registry) -> String {
+    let services: Vec<Arc<Running>> = match reg.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let mut out = String::with_capacity(8192);
+    let per: Vec<(String, Vec<myriad::Stats>)> = services
+        .iter()
+        .map(|r| (r.config.name.clone(), r.engine.loop_stats()))
+        .collect();
+    let names: Vec<&'static str> = myriad::Stats::default()
+        .fields()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let (metric, kind) = if *name == "open" {
+            ("myriad_connections_open".to_string(), "gauge")
+        } else {
+            (format!("myriad_{name}_total"), "counter")
+        };
+        let _ = writeln!(out, "# HELP {metric} {}", help(name));
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        for (svc, loops) in &per {
+            for (l, st) in loops.iter().enumerate() {
+                let v = st.fields()[i].1;
+                let _ = writeln!(out, "{metric}{{service=\"{svc}\",loop=\"{l}\"}} {v}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP myriad_filter_errors_total TLS failures by kind."
+    );
+    let _ = writeln!(out, "# TYPE myriad_filter_errors_total counter");
+    for r in &services {
+        for (kind, n) in r.engine.filter_errors() {
+            let _ = writeln!(
+                out,
+                "myriad_filter_errors_total{{service=\"{}\",kind=\"{kind}\"}} {n}",
+                r.config.name
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP myriad_ws_events_total WebSocket handshake results and protocol failures."
+    );
+    let _ = writeln!(out, "# TYPE myriad_ws_events_total counter");
+    for r in &services {
+        if let Some(ws) = &r.ws {
+            let s = ws.stats();
+            for (k, v) in [
+                ("handshakes", s.handshakes),
+                ("http_responses", s.http_responses),
+                ("rejected_400", s.rejected_400),
+                ("rejected_403", s.rejected_403),
+                ("rejected_426", s.rejected_426),
+                ("rejected_431", s.rejected_431),
+                ("handshake_timeouts", s.handshake_timeouts),
+                ("closed_1002", s.closed_1002),
+                ("closed_1007", s.closed_1007),
+                ("closed_1009", s.closed_1009),
+                ("close_timeouts", s.close_timeouts),
+                ("messages_in", s.messages_in),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "myriad_ws_events_total{{service=\"{}\",event=\"{k}\"}} {v}",
+                    r.config.name
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A minimal HTTP/1.1 handler: `GET /metrics` answers the exposition,
+/// anything else 404; one request per connection.
+pub struct MetricsHttp {
+    pub registry: Registry,
+}
+
+impl Handler for MetricsHttp {
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(data) {
+            Ok(httparse::Status::Partial) => {
+                if data.len() > 8192 {
+                    cx.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    cx.close();
+                    return data.len();
+                }
+                0
+            }
+            Ok(httparse::Status::Complete(_)) => {
+                let (status, ctype, body) = match (req.method, req.path) {
+                    (Some("GET"), Some(p)) if p == "/metrics" || p.starts_with("/metrics?") => (
+                        "200 OK",
+                        "text/plain; version=0.0.4",
+                        render(&self.registry),
+                    ),
+                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                cx.write_vectored(&[head.as_bytes(), body.as_bytes()]);
+                cx.close();
+                data.len()
+            }
+            Err(_) => {
+                cx.write(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                cx.close();
+                data.len()
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Turning a service's configuration into a running engine, and the
+//! built-in handlers.
+
+use crate::config::{Config, HandlerKind, ServiceConfig, Stack};
+use anyhow::{Context, Result};
+use myriad::{Ctx, Engine, Handler, Service};
+use myriad_tls::{ClientAuth, ServerTlsConfig, TlsAcceptor};
+use myriad_ws::server::{HttpResponse, WsServer};
+use myriad_ws::{
+    CloseCode, Handshake, Message, MessageKind, PreparedMessage, Room, WsCtx, WsHandler,
+};
+use std::sync::Arc;
+
+/// TCP echo.
+pub struct Echo;
+impl Handler for Echo {
+    fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+        cx.write(d);
+        d.len()
+    }
+}
+
+/// Reads and drops everything.
+pub struct Discard;
+impl Handler for Discard {
+    fn on_data(&mut self, _cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+        d.len()
+    }
+}
+
+/// WebSocket echo.
+pub struct WsEcho;
+impl WsHandler for WsEcho {
+    fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, m: Message<'_>) {
+        let _ = cx.send(m);
+    }
+}
+
+/// A member of the chat room: every text message goes to everyone, framed
+/// once.
+pub struct ChatMember {
+    room: Room,
+}
+impl WsHandler for ChatMember {
+    fn on_open(&mut self, cx: &mut WsCtx<'_, '_>, _hs: &Handshake<'_>) {
+        if !self.room.join(cx) {
+            let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "legacy protocol");
+        }
+    }
+    fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
+        match msg {
+            Message::Text(t) => {
+                let m = PreparedMessage::new(MessageKind::Text, t.as_bytes());
+                self.room.broadcast(cx.loop_cx(), &m);
+            }
+            Message::Binary(_) => {
+                let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "text only");
+            }
+        }
+    }
+    fn on_close(&mut self, cx: &mut WsCtx<'_, '_>, _code: CloseCode, _reason: &str) {
+        self.room.leave(cx);
+    }
+}
+
+const CHAT_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Myriad chat</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+<h1>Myriad chat</h1>
+<div id="log" style="border:1px solid #ccc; height:20em; overflow:auto; padding:.5em"></div>
+<form id="f"><input id="msg" autocomplete="off" style="width:80%"><button>Send</button></form>
+<script>
+const log = document.getElementById('log');
+const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/');
+ws.onmessage = (e) => { const p = document.createElement('div'); p.textContent = e.data; log.appendChild(p); log.scrollTop = log.scrollHeight; };
+document.getElementById('f').onsubmit = (e) => { e.preventDefault(); const m = document.getElementById('msg'); if (m.value) ws.send(m.value); m.value = ''; };
+</script>
+</body></html>
+"#;
+
+/// A running service: its engine and what reload needs.
+pub struct Running {
+    pub config: ServiceConfig,
+    pub engine: Arc<Engine>,
+    pub tls: Option<TlsAcceptor>,
+    pub ws: Option<WsServer>,
+}
+
+fn tls_config(s: &ServiceConfig) -> Result<Option<ServerTlsConfig>> {
+    match (&s.cert, &s.key) {
+        (Some(c), Some(k)) => {
+            let mut cfg = ServerTlsConfig::from_pem_files(c, k)?;
+            if let Some(ca) = &s.client_ca {
+                cfg.client_auth = ClientAuth::Required(ca.clone());
+            }
+            Ok(Some(cfg))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Reloads certificates of a TLS service from its files.
+pub fn reload_tls(r: &Running) -> Result<()> {
+    if let (Some(acceptor), Some(cfg)) = (&r.tls, tls_config(&r.config)?) {
+        acceptor.reload(&cfg)?;
+    }
+    Ok(())
+}
+
+/// Starts one service on its own engine.
+pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
+    let tls = match tls_config(s)? {
+        Some(cfg) => Some(TlsAcceptor::new(&cfg).with_context(|| format!("service {:?}", s.name))?),
+        None => None,
+    };
+    let mut ws = None;
+    let addrs = &s.listen;
+    let mut svc: Service = match s.stack {
+        Stack::Tcp | Stack::Tls => match s.handler {
+            HandlerKind::Echo => Service::new(&s.name, addrs[0], || Echo),
+            _ => Service::new(&s.name, addrs[0], || Discard),
+        },
+        Stack::Ws | Stack::Wss => {
+            let mut b = WsServer::builder()
+                .max_message_size(s.max_message)
+                .deflate(s.deflate)
+                .legacy_drafts(s.legacy_drafts)
+                .handshake_timeout(Some(s.handshake_timeout));
+            if !s.subprotocols.is_empty() {
+                b = b.protocols(s.subprotocols.clone());
+            }
+            if !s.allowed_origins.is_empty() {
+                let allowed = s.allowed_origins.clone();
+                b = b.origin_check(move |o| o.is_some_and(|o| allowed.iter().any(|a| a == o)));
+            }
+            if s.handler == HandlerKind::WsChat {
+                let page = HttpResponse::new(200, "text/html; charset=utf-8", CHAT_PAGE.as_bytes());
+                b = b.http(move |req| {
+                    (req.path() == "/" || req.path() == "/index.html").then(|| page.clone())
+                });
+            }
+            let server = b.build();
+            let svc = match s.handler {
+                HandlerKind::WsChat => {
+                    let room = Room::new();
+                    server.service(&s.name, addrs[0], move || ChatMember { room: room.clone() })
+                }
+                _ => server.service(&s.name, addrs[0], || WsEcho),
+            };
+            ws = Some(server);
+            svc
+        }
+    };
+    for a in &addrs[1..] {
+        svc = svc.listen(*a);
+    }
+    svc = svc
+        .max_connections(s.max_connections)
+        .idle_timeout(s.idle_timeout)
+        .write_high_water(s.write_high_water)
+        .write_hard_limit((s.write_high_water.saturating_mul(64)).max(64 << 20))
+        .max_input(s.max_message.saturating_add(64 << 10))
+        .handshake_timeout(s.handshake_timeout);
+    if let Some(t) = &tls {
+        svc = svc.filter(t.factory());
+    }
+    let engine = Engine::builder()
+        .threads(global.io_threads)
+        .backend(global.backend)
+        .service(svc)
+        .start()
+        .with_context(|| format!("service {:?}", s.name))?;
+    Ok(Running {
+        config: s.clone(),
+        engine: Arc::new(engine),
+        tls,
+        ws,
+    })
+}

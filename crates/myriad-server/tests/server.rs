@@ -1,0 +1,324 @@
+//! The `myriad` binary end to end: config errors, the embedded default,
+//! systemd notifications, metrics, SIGHUP reload, SIGTERM drain.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_myriad");
+
+/// Tests that start servers take this lock (the default config uses fixed
+/// ports).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("myriad-server-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+fn wait_port(addr: &str) {
+    let t0 = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{addr} never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn echo(addr: &str, msg: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(msg).unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, msg);
+    s
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn check(config: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn config_errors_name_file_line_and_column() {
+    let d = tmpdir("errors");
+    let cases = [
+        ("unknown.toml", "backend = \"auto\"\n[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\ncolour = \"blue\"\n", ":7:1:", "colour"),
+        ("type.toml", "io_threads = \"many\"\n", ":1:14:", "invalid type"),
+        ("addr.toml", "[metrics]\nlisten = \"nowhere\"\n", ":2:10:", "invalid address"),
+        ("cert.toml", "[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nstack = \"tls\"\nhandler = \"echo\"\ncert = \"missing.pem\"\nkey = \"missing.key\"\n", ":6:8:", "file not found"),
+        ("syntax.toml", "backend = \n", ":1:", ""),
+    ];
+    for (name, text, loc, reason) in cases {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        let (code, msg) = check(&p);
+        assert_eq!(code, 2, "{name}: {msg}");
+        assert!(
+            msg.contains(&format!("{}{loc}", p.display())),
+            "{name}: {msg}"
+        );
+        assert!(msg.contains(reason), "{name}: {msg}");
+        // serve refuses the same file with the same error.
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+    }
+    let ok = d.join("ok.toml");
+    std::fs::write(&ok, "[[service]]\nname = \"e\"\nlisten = [\"127.0.0.1:1\", \"[::1]:1\"]\nstack = \"tcp\"\nhandler = \"echo\"\nidle_timeout = \"30s\"\n").unwrap();
+    assert_eq!(check(&ok).0, 0);
+    // Bad flags: one line, exit 2.
+    let out = Command::new(BIN)
+        .args(["serve", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+#[test]
+fn default_config_serves_echo_websocket_and_metrics_with_notify() {
+    let _g = serial();
+    let d = tmpdir("default");
+    let sock_path = d.join("notify.sock");
+    let notify = UnixDatagram::bind(&sock_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let srv = Server(child);
+    let mut buf = [0u8; 4096];
+    let n = notify.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.contains("READY=1"), "{msg}");
+    // Everything is bound by the time READY=1 arrives.
+    let _c = echo("127.0.0.1:7000", b"hello myriad");
+    // WebSocket echo: a real upgrade and one masked text frame.
+    let mut ws = TcpStream::connect("127.0.0.1:7001").unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ws.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut r = BufReader::new(ws.try_clone().unwrap());
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        if l == "\r\n" {
+            break;
+        }
+    }
+    let payload = b"ping";
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    ws.write_all(&frame).unwrap();
+    let mut hdr = [0u8; 2];
+    r.read_exact(&mut hdr).unwrap();
+    assert_eq!(hdr, [0x81, 4]);
+    let mut body = [0u8; 4];
+    r.read_exact(&mut body).unwrap();
+    assert_eq!(&body, b"ping");
+    // The chat page.
+    let page = http_get("127.0.0.1:7002", "/");
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("WebSocket"),
+        "{page}"
+    );
+    // Metrics: Prometheus text, parsed.
+    let m = http_get("127.0.0.1:9100", "/metrics");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    let body = &m[m.find("\r\n\r\n").unwrap() + 4..];
+    let mut accepted_echo = 0.0;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (lhs, v) = line.rsplit_once(' ').expect("sample line");
+        let v: f64 = v.parse().expect("numeric sample");
+        assert!(lhs.starts_with("myriad_"), "{line}");
+        if lhs.starts_with("myriad_accepted_total{service=\"tcp-echo\"") {
+            accepted_echo += v;
+        }
+    }
+    assert_eq!(accepted_echo, 1.0);
+    assert!(body.contains("myriad_connections_open{service=\"ws-echo\""));
+    assert!(http_get("127.0.0.1:9100", "/nope").starts_with("HTTP/1.1 404"));
+    // myriad stats --once reads the same endpoint.
+    let out = Command::new(BIN)
+        .args(["stats", "--once"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("tcp-echo"), "{text}");
+    // SIGTERM: STOPPING=1, WebSocket peers get close 1001, exit 0.
+    let mut srv = srv;
+    signal(&srv.0, "-TERM");
+    let mut stopping = false;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if let Ok(n) = notify.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+                stopping = true;
+                break;
+            }
+        }
+    }
+    assert!(stopping, "no STOPPING=1");
+    let mut close = [0u8; 4];
+    r.read_exact(&mut close).unwrap();
+    assert_eq!(close[0], 0x88, "a close frame");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1001);
+    let status = srv.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn sighup_reload_keeps_connections_and_rejects_bad_config() {
+    let _g = serial();
+    let d = tmpdir("reload");
+    let (p1, p2, pm) = (free_port(), free_port(), free_port());
+    let cfg = d.join("myriad.toml");
+    let one = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{pm}\"\n[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:{p1}\"\nstack = \"tcp\"\nhandler = \"echo\"\n"
+    );
+    std::fs::write(&cfg, &one).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let srv = Server(child);
+    let a = format!("127.0.0.1:{p1}");
+    let b = format!("127.0.0.1:{p2}");
+    wait_port(&a);
+    let mut held: Vec<TcpStream> = (0..10)
+        .map(|i| echo(&a, format!("held {i}").as_bytes()))
+        .collect();
+    // A new service appears; the old one changes its limits.
+    let two = format!("{one}max_connections = 1000\n[[service]]\nname = \"b\"\nlisten = \"127.0.0.1:{p2}\"\nstack = \"tcp\"\nhandler = \"echo\"\n");
+    std::fs::write(&cfg, two).unwrap();
+    signal(&srv.0, "-HUP");
+    wait_port(&b);
+    echo(&b, b"new service");
+    echo(&a, b"changed service still accepts");
+    for (i, s) in held.iter_mut().enumerate() {
+        let m = format!("still {i}");
+        s.write_all(m.as_bytes()).unwrap();
+        let mut buf = vec![0u8; m.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, m.as_bytes(), "connection {i} dropped by the reload");
+    }
+    // A bad config is rejected and the running one stays.
+    std::fs::write(&cfg, "this is = = not toml").unwrap();
+    signal(&srv.0, "-HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    echo(&a, b"old config still serves");
+    echo(&b, b"and so does b");
+    let m = http_get(&format!("127.0.0.1:{pm}"), "/metrics");
+    assert!(m.contains("service=\"b\""), "{m}");
+    let mut srv = srv;
+    signal(&srv.0, "-TERM");
+    assert!(srv.0.wait().unwrap().success());
+}
+
+#[test]
+fn unit_file_prints_and_verifies() {
+    let out = Command::new(BIN)
+        .args(["service", "install", "--print"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let unit = String::from_utf8_lossy(&out.stdout).to_string();
+    for needle in [
+        "Type=notify",
+        "LimitNOFILE=",
+        "LimitMEMLOCK=",
+        "Restart=on-failure",
+        "ExecReload=",
+        "WatchdogSec=",
+    ] {
+        assert!(unit.contains(needle), "missing {needle}");
+    }
+    assert!(!unit.contains("SystemCallFilter"), "would break io_uring");
+    // systemd-analyze verify, where the tool exists.
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let d = tmpdir("unit");
+        let p = d.join("myriad.service");
+        std::fs::write(&p, &unit).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "systemd-analyze verify: {err}");
+    }
+}
+
+#[allow(dead_code)]
+fn unused(_: SocketAddr) {}
