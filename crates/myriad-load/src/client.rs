@@ -394,6 +394,9 @@ pub struct LoopState {
     shared: Arc<Shared>,
     ctr: Arc<Counters>,
     hists: RefCell<Hists>,
+    /// Messages being encoded for one write.
+    out: RefCell<Vec<u8>>,
+    /// WebSocket payloads before framing.
     scratch: RefCell<Vec<u8>>,
     /// Connections released by the control thread and not yet started.
     pending: Cell<u64>,
@@ -414,6 +417,7 @@ fn state(init: &LoopInit) -> Rc<LoopState> {
                     shared: init.shared.clone(),
                     ctr: init.counters.clone(),
                     hists: RefCell::new((*init.hists).clone()),
+                    out: RefCell::new(Vec::new()),
                     scratch: RefCell::new(Vec::new()),
                     pending: Cell::new(0),
                     inflight: Cell::new(0),
@@ -624,9 +628,12 @@ impl Client {
         }
     }
 
-    /// Sends what the mode allows now.
+    /// Sends what the mode allows now: every message due is encoded into
+    /// one buffer and queued with a single write.
     fn send_more(&mut self, cx: &mut Ctx<'_>, now: u64) {
         let window = self.st.plan.window as u64;
+        let (mut out, mut scratch) = (self.st.out.take(), self.st.scratch.take());
+        let mut res = Ok(());
         // Bounded by the window.
         while self.sent - self.recvd < window && self.can_send() {
             let stamp = match self.st.plan.interval_ns {
@@ -645,47 +652,76 @@ impl Client {
                 }
                 None => now,
             };
-            self.send_one(cx, stamp);
+            res = self.encode_next(&mut out, &mut scratch, stamp);
+            if res.is_err() {
+                break;
+            }
+        }
+        self.flush_out(cx, out, scratch, res);
+    }
+
+    /// Sends the next message now.
+    fn send_one(&mut self, cx: &mut Ctx<'_>, stamp: u64) {
+        let (mut out, mut scratch) = (self.st.out.take(), self.st.scratch.take());
+        let res = self.encode_next(&mut out, &mut scratch, stamp);
+        self.flush_out(cx, out, scratch, res);
+    }
+
+    fn flush_out(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        mut out: Vec<u8>,
+        scratch: Vec<u8>,
+        res: Result<(), myriad_ws::Error>,
+    ) {
+        if !out.is_empty() {
+            cx.write(&out);
+            out.clear();
+        }
+        self.st.out.replace(out);
+        self.st.scratch.replace(scratch);
+        if let Err(e) = res {
+            self.fail(cx, ErrorKind::WsProtocol, || format!("send: {e}"));
         }
     }
 
-    fn send_one(&mut self, cx: &mut Ctx<'_>, stamp: u64) {
-        let plan = &self.st.plan;
+    /// Appends message `sent` (as it goes on the wire) to `out`.
+    fn encode_next(
+        &mut self,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+        stamp: u64,
+    ) -> Result<(), myriad_ws::Error> {
         let seq = self.sent;
-        let size = plan.size.size_of(self.id, seq);
+        let size = self.st.plan.size.size_of(self.id, seq);
         let k = key(self.id, seq);
         let w = self.times.len().max(1) as u64;
         if let Some(t) = self.times.get_mut((seq % w) as usize) {
             *t = stamp;
         }
         self.sent += 1;
-        let mut buf = self.st.scratch.borrow_mut();
-        match plan.proto {
+        match self.st.plan.proto {
             Proto::Tcp(wire) => {
-                let n = wire.header_len() + size;
-                if buf.len() < n {
-                    buf.resize(n, 0);
-                }
-                wire.encode_into(k, size, &mut buf[..n]);
-                cx.write(&buf[..n]);
+                let at = out.len();
+                out.resize(at + wire.header_len() + size, 0);
+                wire.encode_into(k, size, &mut out[at..]);
+                Ok(())
             }
             Proto::Ws { text } => {
-                if buf.len() < size {
-                    buf.resize(size, 0);
+                if scratch.len() < size {
+                    scratch.resize(size, 0);
                 }
-                fill_payload(k, 0, &mut buf[..size], text);
-                let Some(ws) = self.ws.as_mut() else { return };
-                let r = if text {
-                    match std::str::from_utf8(&buf[..size]) {
-                        Ok(s) => ws.send_text(&mut CxSink(cx), s),
+                fill_payload(k, 0, &mut scratch[..size], text);
+                let Some(ws) = self.ws.as_mut() else {
+                    return Ok(());
+                };
+                if text {
+                    match std::str::from_utf8(&scratch[..size]) {
+                        Ok(s) => ws.send_text(out, s),
                         Err(_) => Ok(()),
                     }
                 } else {
-                    ws.send_binary(&mut CxSink(cx), &buf[..size])
-                };
-                drop(buf);
-                if let Err(e) = r {
-                    self.fail(cx, ErrorKind::WsProtocol, || format!("send: {e}"));
+                    ws.send_binary(out, &scratch[..size])
                 }
             }
         }
@@ -710,6 +746,9 @@ impl Client {
 
     /// After echoes completed: next messages, phase changes.
     fn after_receive(&mut self, cx: &mut Ctx<'_>, now: u64) {
+        if self.recvd > 0 && self.st.plan.mode != Mode::ConnectOnly {
+            self.release_slot(cx);
+        }
         match (self.phase, self.st.plan.mode) {
             (Phase::Running, Mode::Echo) => {
                 if self.maybe_finish(cx) {
@@ -918,6 +957,9 @@ impl Client {
             return data.len();
         }
         if was_handshake && self.ws.as_ref().is_some_and(|w| w.is_open()) {
+            if self.st.plan.mode != Mode::ConnectOnly {
+                self.release_slot(cx);
+            }
             self.begin(cx, now);
         } else if !was_handshake {
             self.after_receive(cx, now);
@@ -933,7 +975,11 @@ impl Handler for Client {
         let _ = self.st.hists.borrow_mut().connect.record(us);
         bump(&self.st.ctr.established, 1);
         bump(&self.st.ctr.open, 1);
-        if self.st.plan.mode != Mode::ConnectOnly {
+        // An open-loop connection may not send for a while: it frees its
+        // connect slot now. Others free it when the server has answered
+        // (first echo, WebSocket upgrade), so that no more than the
+        // in-flight limit wait in the server's accept queue.
+        if self.st.plan.interval_ns.is_some() && matches!(self.st.plan.proto, Proto::Tcp(_)) {
             self.release_slot(cx);
         }
         match self.st.plan.proto {

@@ -61,8 +61,10 @@ pub fn key(conn: u64, seq: u64) -> u64 {
 /// key `k`. Text payloads map every byte into printable ASCII (`0`..`o`).
 #[inline]
 fn word(k: u64, i: u64, text: bool) -> u64 {
-    let mut x = (k ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    x ^= x >> 32;
+    // A Weyl sequence from the key, folded: one multiply-add per eight
+    // bytes, different for every key and position.
+    let x = k.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let x = x ^ (x >> 29);
     if text {
         (x & 0x3F3F_3F3F_3F3F_3F3F) + 0x3030_3030_3030_3030
     } else {

@@ -244,6 +244,7 @@ impl Final {
             "connections_established": r.connections_established,
             "connections_per_sec": round2(r.connections_per_sec),
             "messages": r.messages,
+            "messages_total": r.messages_total,
             "messages_per_sec": round2(r.messages_per_sec),
             "bytes_per_sec": round2(r.bytes_per_sec),
             "errors": errors,
