@@ -107,6 +107,8 @@ struct RawService {
     subprotocols: Vec<String>,
     #[serde(default)]
     allowed_origins: Vec<String>,
+    pool_threads: Option<usize>,
+    pool_queue: Option<usize>,
 }
 
 /// Transport/protocol stack of a service.
@@ -145,6 +147,10 @@ pub struct ServiceConfig {
     pub legacy_drafts: bool,
     pub subprotocols: Vec<String>,
     pub allowed_origins: Vec<String>,
+    /// Business-pool threads for this service's handlers (0 = cores).
+    pub pool_threads: Option<usize>,
+    /// Most jobs waiting in that pool.
+    pub pool_queue: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -441,6 +447,8 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             legacy_drafts: s.legacy_drafts.unwrap_or(false),
             subprotocols: s.subprotocols.clone(),
             allowed_origins: s.allowed_origins.clone(),
+            pool_threads: s.pool_threads,
+            pool_queue: s.pool_queue.unwrap_or(1024),
         });
     }
     Ok(Config {

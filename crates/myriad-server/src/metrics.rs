@@ -73,6 +73,23 @@ pub fn render(reg: &Registry) -> String {
             );
         }
     }
+    for (metric, help) in [
+        ("myriad_pool_queued", "Business-pool jobs waiting."),
+        ("myriad_pool_busy", "Business-pool threads running a job."),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} gauge");
+        for r in &services {
+            if let Some(p) = &r.pool {
+                let v = if metric == "myriad_pool_queued" {
+                    p.queued()
+                } else {
+                    p.busy()
+                };
+                let _ = writeln!(out, "{metric}{{service=\"{}\"}} {v}", r.config.name);
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP myriad_ws_events_total WebSocket handshake results and protocol failures."

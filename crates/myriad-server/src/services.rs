@@ -84,6 +84,9 @@ pub struct Running {
     pub engine: Arc<Engine>,
     pub tls: Option<TlsAcceptor>,
     pub ws: Option<WsServer>,
+    /// The service's business pool (for handlers that block; the built-in
+    /// ones never do, plugins will).
+    pub pool: Option<myriad::Pool>,
 }
 
 fn tls_config(s: &ServiceConfig) -> Result<Option<ServerTlsConfig>> {
@@ -175,5 +178,6 @@ pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
         engine: Arc::new(engine),
         tls,
         ws,
+        pool: s.pool_threads.map(|n| myriad::Pool::new(n, s.pool_queue)),
     })
 }

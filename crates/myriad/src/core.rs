@@ -1632,6 +1632,32 @@ impl LoopCx<'_> {
         self.core.begin_shutdown(grace);
     }
 
+    /// Runs `f` with the context of connection `id` of this loop, if it is
+    /// still open. Returns whether it ran.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine, id: myriad::ConnId) {
+    /// engine.loop_handle(id.loop_index()).post(move |lcx| {
+    ///     lcx.with_conn(id, |cx| cx.write(b"result is ready\n"));
+    /// });
+    /// # }
+    /// ```
+    pub fn with_conn(&mut self, id: ConnId, f: impl FnOnce(&mut Ctx<'_>)) -> bool {
+        let Some(slot) = self.core.slot_of_id(id) else {
+            return false;
+        };
+        let gen = self.core.conns[slot as usize].gen;
+        let mut cx = Ctx {
+            lcx: LoopCx {
+                core: &mut *self.core,
+            },
+            slot,
+            gen,
+        };
+        f(&mut cx);
+        true
+    }
+
     pub(crate) fn stop_accepting(&mut self) {
         self.core.stop_listeners = true;
     }

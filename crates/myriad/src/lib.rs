@@ -38,6 +38,7 @@ mod core;
 mod engine;
 mod filter;
 mod handler;
+mod pool;
 mod stats;
 mod timer;
 
@@ -46,4 +47,5 @@ pub use crate::core::{ConnId, ConnectOptions, Ctx, LoopCx, LoopHandle};
 pub use crate::engine::{Engine, EngineBuilder, Error, Service};
 pub use crate::filter::{Filter, FilterError, FilterFactory};
 pub use crate::handler::{CloseReason, Handler};
+pub use crate::pool::{Pool, PoolFull};
 pub use crate::stats::{LoopCounters, Stats};
