@@ -187,18 +187,10 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(false, states);
 }
 
-/// `MONOTONIC_USEC` for `RELOADING=1`. std exposes no CLOCK_MONOTONIC
-/// reading; /proc/uptime (CLOCK_BOOTTIME, equal to CLOCK_MONOTONIC unless
-/// the machine was suspended) is the closest dependency-free source.
+/// `MONOTONIC_USEC` for `RELOADING=1`: CLOCK_MONOTONIC, as systemd reads it.
 fn monotonic_usec() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0, |s| (s * 1e6) as u64)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64).saturating_mul(1_000_000) + (t.tv_nsec as u64) / 1000
 }
 
 struct Server {

@@ -73,6 +73,42 @@ pub fn render(reg: &Registry) -> String {
             );
         }
     }
+    // Write-queue depth per service, as a Prometheus histogram.
+    let _ = writeln!(
+        out,
+        "# HELP myriad_write_queue_bytes Bytes queued for sending per open connection."
+    );
+    let _ = writeln!(out, "# TYPE myriad_write_queue_bytes histogram");
+    for r in &services {
+        let mut buckets = [0u64; myriad::QUEUE_BUCKETS.len() + 1];
+        for i in 0..r.engine.loop_count() {
+            if let Some(h) = r.engine.loop_handle(i).write_queue_histogram() {
+                for (b, v) in buckets.iter_mut().zip(h) {
+                    *b += v;
+                }
+            }
+        }
+        let mut cum = 0;
+        for (i, le) in myriad::QUEUE_BUCKETS.iter().enumerate() {
+            cum += buckets[i];
+            let _ = writeln!(
+                out,
+                "myriad_write_queue_bytes_bucket{{service=\"{}\",le=\"{le}\"}} {cum}",
+                r.config.name
+            );
+        }
+        cum += buckets[myriad::QUEUE_BUCKETS.len()];
+        let _ = writeln!(
+            out,
+            "myriad_write_queue_bytes_bucket{{service=\"{}\",le=\"+Inf\"}} {cum}",
+            r.config.name
+        );
+        let _ = writeln!(
+            out,
+            "myriad_write_queue_bytes_count{{service=\"{}\"}} {cum}",
+            r.config.name
+        );
+    }
     for (metric, help) in [
         ("myriad_pool_queued", "Business-pool jobs waiting."),
         ("myriad_pool_busy", "Business-pool threads running a job."),

@@ -202,6 +202,10 @@ fn default_config_serves_echo_websocket_and_metrics_with_notify() {
     }
     assert_eq!(accepted_echo, 1.0);
     assert!(body.contains("myriad_connections_open{service=\"ws-echo\""));
+    assert!(
+        body.contains("myriad_write_queue_bytes_bucket{service=\"tcp-echo\",le=\"+Inf\"} 1"),
+        "{body}"
+    );
     assert!(http_get("127.0.0.1:9100", "/nope").starts_with("HTTP/1.1 404"));
     // myriad stats --once reads the same endpoint.
     let out = Command::new(BIN)

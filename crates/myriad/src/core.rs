@@ -305,6 +305,26 @@ impl LoopHandle {
         })
     }
 
+    /// A histogram of the write-queue depth of this loop's open
+    /// connections (buckets: [`QUEUE_BUCKETS`] upper bounds in bytes, then
+    /// everything above). Computed on the loop, when asked: nothing is
+    /// tracked per write. `None` if the loop does not answer within 1 s.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// if let Some(h) = engine.loop_handle(0).write_queue_histogram() { println!("{h:?}"); }
+    /// # }
+    /// ```
+    pub fn write_queue_histogram(&self) -> Option<[u64; QUEUE_BUCKETS.len() + 1]> {
+        let (tx, rx) = mpsc::channel();
+        if !self.post(move |lcx| {
+            let _ = tx.send(lcx.core.queue_histogram());
+        }) {
+            return None;
+        }
+        rx.recv_timeout(Duration::from_secs(1)).ok()
+    }
+
     /// Filter (TLS) failures of this loop by kind.
     ///
     /// ```no_run
@@ -330,6 +350,9 @@ impl LoopHandle {
         self.shared.counters.snapshot()
     }
 }
+
+/// Upper bounds (bytes) of the write-queue depth histogram buckets.
+pub const QUEUE_BUCKETS: [u64; 6] = [0, 1 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20];
 
 /// One connection slot. Kept small: this is most of the user-space cost of
 /// an idle connection (the handler box is free for zero-sized handlers).
@@ -417,6 +440,21 @@ impl Core {
             scratch: Vec::new(),
             pending_filters: Vec::new(),
         }
+    }
+
+    fn queue_histogram(&self) -> [u64; QUEUE_BUCKETS.len() + 1] {
+        let mut h = [0u64; QUEUE_BUCKETS.len() + 1];
+        for c in &self.conns {
+            if c.flags & OPEN != 0 {
+                let q = c.out.len as u64;
+                let i = QUEUE_BUCKETS
+                    .iter()
+                    .position(|&b| q <= b)
+                    .unwrap_or(QUEUE_BUCKETS.len());
+                h[i] += 1;
+            }
+        }
+        h
     }
 
     fn counters(&self) -> &LoopCounters {

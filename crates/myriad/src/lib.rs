@@ -43,7 +43,7 @@ mod stats;
 mod timer;
 
 pub use crate::backend::BackendKind;
-pub use crate::core::{ConnId, ConnectOptions, Ctx, LoopCx, LoopHandle};
+pub use crate::core::{ConnId, ConnectOptions, Ctx, LoopCx, LoopHandle, QUEUE_BUCKETS};
 pub use crate::engine::{Engine, EngineBuilder, Error, Service};
 pub use crate::filter::{Filter, FilterError, FilterFactory};
 pub use crate::handler::{CloseReason, Handler};
