@@ -273,13 +273,8 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
     };
     let workers = match &raw.workers {
         None => 1,
-        Some(w) if *w.get_ref() == 1 => 1,
-        Some(w) => {
-            return Err(cx.err(
-                w.span(),
-                "workers > 1 (pre-forked worker processes) is not supported yet; use 1",
-            ))
-        }
+        Some(w) if (1..=1024).contains(w.get_ref()) => *w.get_ref(),
+        Some(w) => return Err(cx.err(w.span(), "workers must be between 1 and 1024")),
     };
     let log_level = match &raw.log.level {
         None => "info".to_string(),

@@ -42,6 +42,9 @@ enum Cmd {
         /// Print the embedded default configuration and exit.
         #[arg(long)]
         print_default: bool,
+        /// Worker processes (overrides `workers` in the config).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Validate a configuration file without starting anything.
     Check {
@@ -114,19 +117,25 @@ fn main() {
             config,
             foreground: _,
             print_default,
+            workers,
         } => {
             if print_default {
                 print!("{}", config::DEFAULT_CONFIG);
                 0
             } else {
                 match load(config.as_deref()) {
-                    Ok(cfg) => match serve(cfg, config) {
-                        Ok(()) => 0,
-                        Err(e) => {
-                            eprintln!("myriad: {e:#}");
-                            1
+                    Ok(mut cfg) => {
+                        if let Some(w) = workers.filter(|w| *w >= 1) {
+                            cfg.workers = w;
                         }
-                    },
+                        match serve_or_supervise(cfg, config) {
+                            Ok(()) => 0,
+                            Err(e) => {
+                                eprintln!("myriad: {e:#}");
+                                1
+                            }
+                        }
+                    }
                     Err(e) => {
                         eprintln!("myriad: {e}");
                         2
@@ -160,6 +169,34 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// With `workers > 1`, this process supervises that many worker copies of
+/// itself (each a full server on the same ports; worker `i` serves metrics
+/// on the metrics port + `i`).
+fn serve_or_supervise(mut cfg: Config, path: Option<PathBuf>) -> Result<()> {
+    match myriad::workers::worker_index() {
+        Some(i) => {
+            if let Some(m) = cfg.metrics.as_mut() {
+                m.set_port(m.port().saturating_add(i as u16));
+            }
+            serve(cfg, path)
+        }
+        None if cfg.workers > 1 => {
+            init_logging(&cfg);
+            let exe = std::env::current_exe().context("locating the myriad binary")?;
+            let code = myriad::workers::supervise(cfg.workers, |_| {
+                let mut c = std::process::Command::new(&exe);
+                c.args(std::env::args_os().skip(1));
+                c
+            })?;
+            if code != 0 {
+                anyhow::bail!("supervisor exited with {code}");
+            }
+            Ok(())
+        }
+        None => serve(cfg, path),
+    }
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<Config, config::ConfigError> {

@@ -326,3 +326,85 @@ fn unit_file_prints_and_verifies() {
 
 #[allow(dead_code)]
 fn unused(_: SocketAddr) {}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn workers_share_the_port_and_are_restarted() {
+    let _g = serial();
+    let d = tmpdir("workers");
+    let (p1, pm) = (free_port(), free_port());
+    let cfg = d.join("myriad.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "io_threads = 1\nworkers = 3\n[metrics]\nlisten = \"127.0.0.1:{pm}\"\n[[service]]\nname = \"e\"\nlisten = \"127.0.0.1:{p1}\"\nstack = \"tcp\"\nhandler = \"echo\"\n"
+        ),
+    )
+    .unwrap();
+    let sock_path = d.join("notify.sock");
+    let notify = UnixDatagram::bind(&sock_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut srv = Server(child);
+    let mut buf = [0u8; 4096];
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let a = format!("127.0.0.1:{p1}");
+    let conns: Vec<TcpStream> = (0..30)
+        .map(|i| echo(&a, format!("w{i}").as_bytes()))
+        .collect();
+    // Every worker exposes its own metrics endpoint; together they saw all 30.
+    let mut accepted = 0.0;
+    for i in 0..3u16 {
+        let m = http_get(&format!("127.0.0.1:{}", pm + i), "/metrics");
+        for line in m.lines().filter(|l| l.starts_with("myriad_accepted_total")) {
+            accepted += line.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap();
+        }
+    }
+    assert_eq!(accepted, 30.0);
+    drop(conns);
+    // Kill one worker: the supervisor starts another.
+    let kids = children(srv.0.id());
+    assert_eq!(kids.len(), 3, "{kids:?}");
+    Command::new("kill")
+        .args(["-KILL", &kids[0].to_string()])
+        .status()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let now = children(srv.0.id());
+        if now.len() == 3 && !now.contains(&kids[0]) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "worker not restarted: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..10 {
+        echo(&a, format!("after restart {i}").as_bytes());
+    }
+    signal(&srv.0, "-TERM");
+    assert!(srv.0.wait().unwrap().success());
+    assert!(children(srv.0.id()).is_empty());
+}

@@ -24,6 +24,10 @@ struct Args {
     /// Backend: auto, io_uring or epoll.
     #[arg(long, default_value = "auto")]
     backend: BackendKind,
+    /// Worker processes sharing the port (SO_REUSEPORT), under a
+    /// supervisor that restarts dead workers and forwards signals.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// Graceful-shutdown grace period in seconds.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
@@ -62,6 +66,26 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    if args.workers > 1 && myriad::workers::worker_index().is_none() {
+        if args.addr.port() == 0 {
+            eprintln!("echo: --workers needs a fixed port (each worker binds the same one)");
+            std::process::exit(2);
+        }
+        let code = myriad::workers::supervise(args.workers, |_| {
+            let mut c = std::process::Command::new(
+                std::env::current_exe().unwrap_or_else(|_| "echo".into()),
+            );
+            c.args(std::env::args_os().skip(1));
+            c
+        });
+        match code {
+            Ok(c) => std::process::exit(c),
+            Err(e) => {
+                eprintln!("echo: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if let Err(e) = run(args) {
         eprintln!("echo: {e:#}");
         std::process::exit(1);

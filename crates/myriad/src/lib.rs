@@ -41,6 +41,7 @@ mod handler;
 mod pool;
 mod stats;
 mod timer;
+pub mod workers;
 
 pub use crate::backend::BackendKind;
 pub use crate::core::{ConnId, ConnectOptions, Ctx, LoopCx, LoopHandle, QUEUE_BUCKETS};
