@@ -33,7 +33,7 @@ use hdrhistogram::Histogram;
 use myriad::{CloseReason, ConnectOptions, Ctx, Handler, LoopCx};
 use myriad_ws::{ClientConfig, ClientConnection, CloseCode, Event, Sink};
 
-use crate::payload::{fill_payload, key, mix64, verify_payload, SizeRange, Wire};
+use crate::payload::{append_payload, key, mix64, verify_payload, SizeRange, Wire};
 
 /// Highest latency the histograms hold (one hour, in microseconds); larger
 /// values are clamped.
@@ -402,6 +402,10 @@ pub struct LoopState {
     pending: Cell<u64>,
     /// Connect attempts (connect-only: connections) in flight.
     inflight: Cell<u32>,
+    /// A latency value and how many times it was seen in a row, not yet
+    /// in the histogram (messages sent in one turn and echoed in one read
+    /// share it).
+    lat_run: Cell<(u64, u64)>,
 }
 
 thread_local! {
@@ -421,6 +425,7 @@ fn state(init: &LoopInit) -> Rc<LoopState> {
                     scratch: RefCell::new(Vec::new()),
                     pending: Cell::new(0),
                     inflight: Cell::new(0),
+                    lat_run: Cell::new((0, 0)),
                 })
             })
             .clone()
@@ -436,13 +441,36 @@ pub fn release(lcx: &mut LoopCx<'_>, init: &LoopInit, n: u64) {
 
 /// On a loop thread: a copy of the loop's histograms.
 pub fn collect(init: &LoopInit) -> Hists {
-    state(init).hists.borrow().clone()
+    let st = state(init);
+    st.flush_latency();
+    let h = st.hists.borrow().clone();
+    h
 }
 
 impl LoopState {
     #[inline]
     fn now(&self) -> u64 {
         self.shared.now_ns()
+    }
+
+    #[inline]
+    fn record_latency(&self, us: u64) {
+        let (v, n) = self.lat_run.get();
+        if v == us {
+            self.lat_run.set((v, n + 1));
+        } else {
+            if n > 0 {
+                let _ = self.hists.borrow_mut().latency.record_n(v, n);
+            }
+            self.lat_run.set((us, 1));
+        }
+    }
+
+    fn flush_latency(&self) {
+        let (v, n) = self.lat_run.replace((0, 0));
+        if n > 0 {
+            let _ = self.hists.borrow_mut().latency.record_n(v, n);
+        }
     }
 
     /// Opens pending connections while the in-flight limit allows.
@@ -603,7 +631,7 @@ impl Client {
     fn begin(&mut self, cx: &mut Ctx<'_>, now: u64) {
         let plan = self.st.plan.clone();
         self.phase = Phase::Running;
-        self.times = vec![0u64; plan.window as usize].into_boxed_slice();
+        self.times = vec![0u64; (plan.window as usize).next_power_of_two()].into_boxed_slice();
         match plan.mode {
             Mode::Echo => {
                 bump(&self.st.ctr.ready, 1);
@@ -695,23 +723,19 @@ impl Client {
         let seq = self.sent;
         let size = self.st.plan.size.size_of(self.id, seq);
         let k = key(self.id, seq);
-        let w = self.times.len().max(1) as u64;
-        if let Some(t) = self.times.get_mut((seq % w) as usize) {
+        let mask = self.times.len().wrapping_sub(1);
+        if let Some(t) = self.times.get_mut(seq as usize & mask) {
             *t = stamp;
         }
         self.sent += 1;
         match self.st.plan.proto {
             Proto::Tcp(wire) => {
-                let at = out.len();
-                out.resize(at + wire.header_len() + size, 0);
-                wire.encode_into(k, size, &mut out[at..]);
+                wire.append(k, size, out);
                 Ok(())
             }
             Proto::Ws { text } => {
-                if scratch.len() < size {
-                    scratch.resize(size, 0);
-                }
-                fill_payload(k, 0, &mut scratch[..size], text);
+                scratch.clear();
+                append_payload(k, size, scratch, text);
                 let Some(ws) = self.ws.as_mut() else {
                     return Ok(());
                 };
@@ -732,15 +756,15 @@ impl Client {
     #[inline]
     fn completed(&mut self, seq: u64, size: usize, now: u64) {
         self.recvd += 1;
-        let w = self.times.len().max(1) as u64;
-        let sent_at = self.times.get((seq % w) as usize).copied().unwrap_or(now);
+        let mask = self.times.len().wrapping_sub(1);
+        let sent_at = self.times.get(seq as usize & mask).copied().unwrap_or(now);
         let ctr = &self.st.ctr;
         bump(&ctr.messages_total, 1);
         if self.st.shared.in_window(now) {
             bump(&ctr.messages, 1);
             bump(&ctr.bytes, size as u64);
             let us = (now.saturating_sub(sent_at) / 1000).clamp(1, HIST_MAX_US);
-            let _ = self.st.hists.borrow_mut().latency.record(us);
+            self.st.record_latency(us);
         }
     }
 
@@ -1046,10 +1070,10 @@ impl Handler for Client {
     fn on_shutdown(&mut self, cx: &mut Ctx<'_>) {
         let now = self.st.now();
         let timeout = self.st.plan.timeout.as_nanos() as u64;
-        let w = self.times.len().max(1) as u64;
+        let mask = self.times.len().wrapping_sub(1);
         let oldest = self
             .times
-            .get((self.recvd % w) as usize)
+            .get(self.recvd as usize & mask)
             .copied()
             .unwrap_or(now);
         let overdue = self.sent > self.recvd && now.saturating_sub(oldest) >= timeout;

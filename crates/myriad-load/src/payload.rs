@@ -79,6 +79,7 @@ pub fn payload_byte(k: u64, pos: usize, text: bool) -> u8 {
 }
 
 /// Fills `out` with the payload bytes starting at payload offset `start`.
+#[cfg(test)]
 pub fn fill_payload(k: u64, start: usize, out: &mut [u8], text: bool) {
     let mut pos = start;
     let mut i = 0;
@@ -87,51 +88,60 @@ pub fn fill_payload(k: u64, start: usize, out: &mut [u8], text: bool) {
         i += 1;
         pos += 1;
     }
+    let mut w = (pos / 8) as u64;
     let mut chunks = out[i..].chunks_exact_mut(8);
     for c in &mut chunks {
-        c.copy_from_slice(&word(k, (pos / 8) as u64, text).to_le_bytes());
-        pos += 8;
+        c.copy_from_slice(&word(k, w, text).to_le_bytes());
+        w += 1;
     }
-    for b in chunks.into_remainder() {
+    for (pos, b) in (w as usize * 8..).zip(chunks.into_remainder()) {
         *b = payload_byte(k, pos, text);
-        pos += 1;
+    }
+}
+
+/// Appends the `size` payload bytes of the message with key `k` to `out`.
+pub fn append_payload(k: u64, size: usize, out: &mut Vec<u8>, text: bool) {
+    out.reserve(size);
+    let words = size / 8;
+    for w in 0..words as u64 {
+        out.extend_from_slice(&word(k, w, text).to_le_bytes());
+    }
+    let tail = size % 8;
+    if tail > 0 {
+        out.extend_from_slice(&word(k, words as u64, text).to_le_bytes()[..tail]);
     }
 }
 
 /// Compares `got` with the payload bytes starting at offset `start`;
 /// returns the index (into `got`) of the first differing byte.
+///
+/// The common case (everything matches) ORs the XOR of whole words and
+/// branches once at the end; only a mismatch is looked for byte by byte.
 pub fn verify_payload(k: u64, start: usize, got: &[u8], text: bool) -> Option<usize> {
+    let mut diff = 0u64;
     let mut pos = start;
     let mut i = 0;
     while i < got.len() && pos % 8 != 0 {
-        if got[i] != payload_byte(k, pos, text) {
-            return Some(i);
-        }
+        diff |= u64::from(got[i] ^ payload_byte(k, pos, text));
         i += 1;
         pos += 1;
     }
-    let base = i;
-    let mut chunks = got[base..].chunks_exact(8);
-    for (n, c) in (&mut chunks).enumerate() {
-        let w = word(k, (pos / 8) as u64, text).to_le_bytes();
-        if c != w {
-            let j = c
-                .iter()
-                .zip(w.iter())
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            return Some(base + n * 8 + j);
-        }
-        pos += 8;
+    let mut w = (pos / 8) as u64;
+    let mut chunks = got[i..].chunks_exact(8);
+    for c in &mut chunks {
+        let g = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        diff |= g ^ word(k, w, text);
+        w += 1;
     }
-    let tail_at = got.len() - chunks.remainder().len();
-    for (j, &b) in chunks.remainder().iter().enumerate() {
-        if b != payload_byte(k, pos, text) {
-            return Some(tail_at + j);
-        }
-        pos += 1;
+    for (pos, &b) in (w as usize * 8..).zip(chunks.remainder()) {
+        diff |= u64::from(b ^ payload_byte(k, pos, text));
     }
-    None
+    if diff == 0 {
+        return None;
+    }
+    got.iter()
+        .enumerate()
+        .position(|(j, &b)| b != payload_byte(k, start + j, text))
 }
 
 impl Wire {
@@ -157,14 +167,13 @@ impl Wire {
         fill_payload(k, 0, &mut out[h..], false);
     }
 
-    /// Writes message (`k`, `size`) as it goes on the wire into `out`,
-    /// which is exactly `header_len() + size` bytes long.
-    pub fn encode_into(self, k: u64, size: usize, out: &mut [u8]) {
-        let h = self.header_len();
-        if h == 4 {
-            out[..4].copy_from_slice(&(size as u32).to_be_bytes());
+    /// Appends message (`k`, `size`) as it goes on the wire to `out`.
+    pub fn append(self, k: u64, size: usize, out: &mut Vec<u8>) {
+        out.reserve(self.header_len() + size);
+        if self == Wire::Lp32 {
+            out.extend_from_slice(&(size as u32).to_be_bytes());
         }
-        fill_payload(k, 0, &mut out[h..], false);
+        append_payload(k, size, out, false);
     }
 
     /// Compares `got` with the wire bytes of message (`k`, `size`) starting
@@ -219,6 +228,22 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn append_matches_fill() {
+        for size in [1, 7, 8, 9, 64, 100] {
+            let mut a = vec![0u8; size];
+            fill_payload(key(1, 5), 0, &mut a, true);
+            let mut b = vec![9u8];
+            append_payload(key(1, 5), size, &mut b, true);
+            assert_eq!(a, b[1..]);
+            let mut c = Vec::new();
+            Wire::Lp32.append(key(1, 5), size, &mut c);
+            let mut d = Vec::new();
+            Wire::Lp32.encode(key(1, 5), size, &mut d);
+            assert_eq!(c, d);
         }
     }
 
