@@ -301,6 +301,7 @@ mod tests {
             .map(|i| Point {
                 t: i as f64 * 0.5,
                 open: 10,
+                established: 10,
                 messages: 100 * i,
                 dt: 0.5,
                 errors: 0,

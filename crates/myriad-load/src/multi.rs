@@ -239,6 +239,7 @@ pub fn parent_main(setup: &Setup, quiet: bool) -> Result<Final> {
             timeline.push(Point {
                 t,
                 open: s.open,
+                established: s.established,
                 messages: s.messages_total.saturating_sub(last_point.1),
                 dt: t - last_point.0,
                 errors: s.errors_total(),

@@ -21,6 +21,9 @@ pub struct Point {
     pub t: f64,
     /// Connections open.
     pub open: u64,
+    /// Connections established so far.
+    #[serde(default)]
+    pub established: u64,
     /// Echoes completed since the previous point.
     pub messages: u64,
     /// Seconds since the previous point.
@@ -210,6 +213,20 @@ impl Final {
         self.raw.errors.values().sum()
     }
 
+    /// The highest rate of new connections between two points of the time
+    /// line (per second).
+    pub fn peak_connections_per_sec(&self) -> f64 {
+        let mut prev = 0u64;
+        let mut peak = 0.0f64;
+        for p in &self.raw.timeline {
+            if p.dt > 0.0 {
+                peak = peak.max(p.established.saturating_sub(prev) as f64 / p.dt);
+            }
+            prev = p.established;
+        }
+        peak
+    }
+
     /// CPU time of the load generator per echoed message (µs).
     pub fn cpu_us_per_message(&self) -> f64 {
         if self.raw.messages == 0 {
@@ -243,6 +260,7 @@ impl Final {
             "connections_target": r.connections_target,
             "connections_established": r.connections_established,
             "connections_per_sec": round2(r.connections_per_sec),
+            "peak_connections_per_sec": round2(self.peak_connections_per_sec()),
             "messages": r.messages,
             "messages_total": r.messages_total,
             "messages_per_sec": round2(r.messages_per_sec),

@@ -137,6 +137,7 @@ impl Ctl<'_> {
         self.timeline.push(Point {
             t,
             open: snap.open,
+            established: snap.established,
             messages: snap.messages_total - self.last_point.1,
             dt: t - self.last_point.0,
             errors: snap.errors_total(),
