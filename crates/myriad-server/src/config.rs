@@ -109,6 +109,7 @@ struct RawService {
     allowed_origins: Vec<String>,
     pool_threads: Option<usize>,
     pool_queue: Option<usize>,
+    backlog: Option<i32>,
 }
 
 /// Transport/protocol stack of a service.
@@ -151,6 +152,8 @@ pub struct ServiceConfig {
     pub pool_threads: Option<usize>,
     /// Most jobs waiting in that pool.
     pub pool_queue: usize,
+    /// Listen backlog (capped by net.core.somaxconn).
+    pub backlog: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,6 +447,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             allowed_origins: s.allowed_origins.clone(),
             pool_threads: s.pool_threads,
             pool_queue: s.pool_queue.unwrap_or(1024),
+            backlog: s.backlog.unwrap_or(4096).max(1),
         });
     }
     Ok(Config {

@@ -163,7 +163,8 @@ pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
         .write_high_water(s.write_high_water)
         .write_hard_limit((s.write_high_water.saturating_mul(64)).max(64 << 20))
         .max_input(s.max_message.saturating_add(64 << 10))
-        .handshake_timeout(s.handshake_timeout);
+        .handshake_timeout(s.handshake_timeout)
+        .backlog(s.backlog);
     if let Some(t) = &tls {
         svc = svc.filter(t.factory());
     }
