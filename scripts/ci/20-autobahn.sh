@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PORT=${AUTOBAHN_PORT:-19001}
-CASES=${AUTOBAHN_CASES:-"1.* 2.* 3.* 4.* 5.* 6.* 7.* 8.* 9.* 10.* 11.* 12.* 13.*"}
+# (there are no 8.* and 11.* cases in the suite)
+CASES=${AUTOBAHN_CASES:-"1.* 2.* 3.* 4.* 5.* 6.* 7.* 9.* 10.* 12.* 13.*"}
 VENV=target/autobahn-venv
 OUT=target/autobahn
 mkdir -p "$OUT"
@@ -27,7 +28,12 @@ echo "autobahn: building ws_echo"
 cargo build --release -p myriad-ws --example ws_echo
 ECHO=target/release/examples/ws_echo
 
-"$ECHO" "127.0.0.1:$PORT" --threads 2 >"$OUT/ws_echo.log" 2>&1 &
+# --deflate-threshold 0: kosoku 0.1.0 fails (ERROR "Strings must be encoded
+# before hashing", before it even connects) on any case in which the server
+# sends a message uncompressed on a permessage-deflate connection, which
+# RFC 7692 section 6 allows and which ws_echo's default threshold (64 bytes)
+# does for short messages. The threshold is covered by the unit tests.
+"$ECHO" "127.0.0.1:$PORT" --threads 2 --deflate-threshold 0 >"$OUT/ws_echo.log" 2>&1 &
 pid=$!
 cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
 trap cleanup EXIT

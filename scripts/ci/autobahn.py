@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import sys
 
 from kosoku import FailureError, run_fuzzingclient
@@ -70,4 +71,8 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    code = asyncio.run(main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # kosoku 0.1.0 can abort while the interpreter tears down: skip that
+    os._exit(code)

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p myriad-ws --example ws_echo -- 127.0.0.1:9001 \
 //!     [--threads N] [--legacy-drafts] [--no-deflate] [--backend auto|io_uring|epoll]
+//!     [--deflate-level 0-9] [--deflate-threshold BYTES] [--max-message-size BYTES]
 //! ```
 //!
 //! Echoes every text and binary message (messages up to 16 MiB;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use myriad::{BackendKind, Engine};
 use myriad_ws::server::WsServer;
-use myriad_ws::{Message, WsCtx, WsHandler};
+use myriad_ws::{DeflateConfig, Message, WsCtx, WsHandler};
 
 #[derive(Parser)]
 #[command(about = "Myriad WebSocket echo server")]
@@ -37,6 +38,14 @@ struct Args {
     /// Do not negotiate permessage-deflate.
     #[arg(long)]
     no_deflate: bool,
+    /// permessage-deflate compression level, 0-9 (an echo server favours
+    /// speed; the library's default is 6; level 1 uses static codes only
+    /// and cannot fall back to stored blocks, so 2 is the fast choice).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=9))]
+    deflate_level: u32,
+    /// Messages shorter than this are sent uncompressed.
+    #[arg(long, default_value_t = 64)]
+    deflate_threshold: usize,
     /// Largest message in bytes (1009 above it).
     #[arg(long, default_value_t = 16 << 20)]
     max_message_size: usize,
@@ -91,7 +100,11 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let ws = WsServer::builder()
         .max_message_size(args.max_message_size)
-        .deflate(!args.no_deflate)
+        .deflate_config((!args.no_deflate).then(|| DeflateConfig {
+            level: args.deflate_level,
+            threshold: args.deflate_threshold,
+            ..DeflateConfig::default()
+        }))
         .legacy_drafts(args.legacy_drafts)
         .build();
     let mut b = Engine::builder().backend(args.backend);

@@ -445,7 +445,11 @@ impl Deflater {
         }
         self.buf.clear();
         let ok = deflate_into(c, payload, &mut self.buf);
-        if !ok || self.buf.len() > payload.len() + 16 {
+        // Incompressible data costs deflate's stored blocks a few bytes per
+        // 64 KiB (levels 2-9 fall back to them); level 1's static codes can
+        // grow it by up to 1/8. Only a real expansion is sent uncompressed.
+        let slack = payload.len() / 256 + 32;
+        if !ok || self.buf.len() > payload.len() + slack {
             // A failed or useless compression: the peer has not seen these
             // bytes, so our context diverged from its: start afresh.
             c.reset();

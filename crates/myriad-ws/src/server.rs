@@ -846,3 +846,35 @@ impl<H: WsHandler> Handler for ServerHandler<H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::Message;
+
+    struct Echo;
+    impl WsHandler for Echo {
+        fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
+            let _ = cx.send(msg);
+        }
+    }
+
+    /// What an idle connection costs besides the engine's slot: one box
+    /// of this size (the decoder is parked in the loop's pool, the
+    /// handshake results are dropped after `on_open`).
+    #[test]
+    fn idle_connection_state_is_small() {
+        let size = std::mem::size_of::<ServerHandler<Echo>>();
+        assert!(size <= 96, "ServerHandler<Echo> is {size} bytes");
+    }
+
+    #[test]
+    fn decoder_pool_is_bounded() {
+        for _ in 0..POOL_MAX + 10 {
+            give_decoder(Box::new(Decoder::new(crate::frame::Role::Server)));
+        }
+        let n = DECODERS.with(|p| p.borrow().0.len());
+        assert_eq!(n, POOL_MAX);
+        assert!(take_decoder().is_some());
+    }
+}
