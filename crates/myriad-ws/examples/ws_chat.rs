@@ -160,7 +160,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let ws = WsServer::builder()
         .max_message_size(MAX_MESSAGE)
         .deflate(!args.no_deflate)
-        .http(move |req| (req.path() == "/" || req.path() == "/index.html").then(|| page.clone()))
+        .http(move |req| match req.path() {
+            "/" | "/index.html" => Some(page.clone()),
+            "/favicon.ico" => Some(HttpResponse::new(204, "image/x-icon", &b""[..])),
+            _ => None,
+        })
         .build();
     let room = Room::new();
     let mut b = Engine::builder().backend(args.backend);
