@@ -275,17 +275,25 @@ pub fn parent_main(setup: &Setup, quiet: bool) -> Result<Final> {
         statuses.push(status);
     }
     let mut parts = Vec::new();
+    let mut lost = Vec::new();
     for (i, r) in reports.into_iter().enumerate() {
         match r {
             Some(r) => parts.push(r),
-            None => bail!(
-                "process {i} ended without a report ({})",
+            None => lost.push(format!(
+                "process {i} ended without a report ({}); its connections are missing",
                 statuses[i].map_or("unknown status".to_string(), |s| s.to_string())
-            ),
+            )),
         }
+    }
+    if parts.is_empty() {
+        bail!("no process returned a report: {}", lost.join("; "));
     }
     let mut fin = Final::merge(parts)?;
     fin.raw.timeline = timeline;
+    // The target stays the whole run's: missing connections make the exit
+    // status 1.
+    fin.raw.connections_target = setup.args.connections;
+    fin.raw.notes.extend(lost);
     Ok(fin)
 }
 
