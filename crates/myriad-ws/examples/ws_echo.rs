@@ -49,6 +49,10 @@ struct Args {
     /// Largest message in bytes (1009 above it).
     #[arg(long, default_value_t = 16 << 20)]
     max_message_size: usize,
+    /// Drop connections that have not completed the opening handshake after
+    /// this many seconds (0: never).
+    #[arg(long, default_value_t = 10.0)]
+    handshake_timeout: f64,
     /// Graceful-shutdown grace period in seconds.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
@@ -81,8 +85,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if args.threads == Some(0) || !args.grace.is_finite() || args.max_message_size == 0 {
-        eprintln!("ws_echo: --threads, --grace and --max-message-size must be positive");
+    if args.threads == Some(0)
+        || !args.grace.is_finite()
+        || !(args.handshake_timeout.is_finite() && args.handshake_timeout >= 0.0)
+        || args.max_message_size == 0
+    {
+        eprintln!(
+            "ws_echo: --threads, --grace, --handshake-timeout and --max-message-size must be positive"
+        );
         std::process::exit(2);
     }
     tracing_subscriber::fmt()
@@ -106,6 +116,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             ..DeflateConfig::default()
         }))
         .legacy_drafts(args.legacy_drafts)
+        .handshake_timeout(
+            (args.handshake_timeout > 0.0).then(|| Duration::from_secs_f64(args.handshake_timeout)),
+        )
         .build();
     let mut b = Engine::builder().backend(args.backend);
     if let Some(t) = args.threads {

@@ -603,9 +603,16 @@ impl ServerConnection {
             self.core.rx = Rx::Hixie(Box::new(Hixie76Decoder::new(cfg.limits.max_message_size)));
             self.core.tx.hixie = true;
         } else {
-            let mut dec = Decoder::with_config(Role::Server, cfg.limits);
-            dec.set_deflate(deflate.as_ref());
-            self.core.rx = Rx::Rfc(Box::new(dec));
+            self.core.rx = if deflate.is_some() {
+                let mut dec = Decoder::with_config(Role::Server, cfg.limits);
+                dec.set_deflate(deflate.as_ref());
+                Rx::Rfc(Box::new(dec))
+            } else {
+                // No decoder until frames arrive (`feed` attaches one, or
+                // the caller one from its pool): nothing is allocated for a
+                // connection that stays idle after its handshake.
+                Rx::Parked
+            };
             if let (Some(p), Some(dc)) = (&deflate, &cfg.deflate) {
                 self.core.tx.enc.set_deflater(Some(Deflater::new(
                     Role::Server,
@@ -657,6 +664,9 @@ impl ServerConnection {
     /// Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     /// let mut out = Vec::new();
     /// conn.handshake(req, &mut out).unwrap();
+    /// assert!(conn.is_parked()); // no decoder until frames arrive
+    /// let mut ping = [0x89, 0x80, 0, 0, 0, 0];
+    /// conn.feed(&mut ping, &mut out, &mut |_, _| {}).unwrap();
     /// let dec = conn.park_decoder().expect("idle");
     /// assert!(conn.park_decoder().is_none());
     /// conn.attach_decoder(dec);

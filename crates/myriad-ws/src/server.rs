@@ -584,7 +584,7 @@ impl WsServerBuilder {
 // ----- the per-loop decoder pool -----
 
 /// Decoders kept per loop for connections that become busy again.
-const POOL_MAX: usize = 1024;
+const POOL_MAX: usize = 64;
 
 /// Parked decoders of one loop. Boxed so that handing one to a connection
 /// moves a pointer, not the decoder.
