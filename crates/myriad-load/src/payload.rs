@@ -101,15 +101,17 @@ pub fn fill_payload(k: u64, start: usize, out: &mut [u8], text: bool) {
 
 /// Appends the `size` payload bytes of the message with key `k` to `out`.
 pub fn append_payload(k: u64, size: usize, out: &mut Vec<u8>, text: bool) {
-    out.reserve(size);
-    let words = size / 8;
-    for w in 0..words as u64 {
-        out.extend_from_slice(&word(k, w, text).to_le_bytes());
+    let at = out.len();
+    out.resize(at + size, 0);
+    let mut chunks = out[at..].chunks_exact_mut(8);
+    let mut w = 0u64;
+    for c in &mut chunks {
+        c.copy_from_slice(&word(k, w, text).to_le_bytes());
+        w += 1;
     }
-    let tail = size % 8;
-    if tail > 0 {
-        out.extend_from_slice(&word(k, words as u64, text).to_le_bytes()[..tail]);
-    }
+    let rest = chunks.into_remainder();
+    let n = rest.len();
+    rest.copy_from_slice(&word(k, w, text).to_le_bytes()[..n]);
 }
 
 /// Compares `got` with the payload bytes starting at offset `start`;
@@ -118,6 +120,29 @@ pub fn append_payload(k: u64, size: usize, out: &mut Vec<u8>, text: bool) {
 /// The common case (everything matches) ORs the XOR of whole words and
 /// branches once at the end; only a mismatch is looked for byte by byte.
 pub fn verify_payload(k: u64, start: usize, got: &[u8], text: bool) -> Option<usize> {
+    if start == 0 {
+        // The common case: a whole message, or its first part.
+        let mut diff = 0u64;
+        let mut chunks = got.chunks_exact(8);
+        let mut w = 0u64;
+        for c in &mut chunks {
+            let g = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+            diff |= g ^ word(k, w, text);
+            w += 1;
+        }
+        let rest = chunks.remainder();
+        let want = word(k, w, text).to_le_bytes();
+        for (a, b) in rest.iter().zip(want.iter()) {
+            diff |= u64::from(a ^ b);
+        }
+        if diff == 0 {
+            return None;
+        }
+        return got
+            .iter()
+            .enumerate()
+            .position(|(j, &b)| b != payload_byte(k, j, text));
+    }
     let mut diff = 0u64;
     let mut pos = start;
     let mut i = 0;
