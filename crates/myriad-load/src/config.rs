@@ -204,6 +204,16 @@ impl Setup {
         }
     }
 
+    /// Sockets process `i` of `p` has open at most at once.
+    pub fn max_open(&self, i: u32, p: u32) -> u64 {
+        let (conns, _) = self.share(i, p);
+        if self.args.connect_only {
+            conns.min(self.args.connect_concurrency)
+        } else {
+            conns
+        }
+    }
+
     /// Longest a process may take, for the parent's watchdog.
     pub fn max_run_time(&self) -> Duration {
         let o = self.run_opts(0, self.args.processes);
@@ -276,6 +286,14 @@ mod tests {
         let s = setup_of(&["tcp://127.0.0.1:1", "-c", "10", "-p", "3"]).unwrap();
         let shares: Vec<_> = (0..3).map(|i| s.share(i, 3)).collect();
         assert_eq!(shares, vec![(4, 0), (3, 4), (3, 7)]);
+    }
+
+    #[test]
+    fn connect_only_needs_only_its_concurrency_in_sockets() {
+        let s = setup_of(&["tcp://127.0.0.1:1", "-c", "50k", "--connect-only"]).unwrap();
+        assert_eq!(s.max_open(0, 1), 1000);
+        let s = setup_of(&["tcp://127.0.0.1:1", "-c", "50k", "-p", "4"]).unwrap();
+        assert_eq!(s.max_open(0, 4), 12_500);
     }
 
     #[test]

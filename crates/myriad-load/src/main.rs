@@ -76,8 +76,7 @@ fn real_main(args: Args) -> Result<ExitCode> {
         return multi::child_main(&setup, i, p);
     }
     let p = args.processes;
-    let (largest, _) = setup.share(0, p);
-    config::check_fd_limit(largest, p)?;
+    config::check_fd_limit(setup.max_open(0, p), p)?;
     let quiet = args.quiet || !std::io::stderr().is_terminal();
     let fin = if p > 1 {
         multi::parent_main(&setup, quiet)?

@@ -68,7 +68,7 @@ fn parse_line(line: &str) -> Option<Msg> {
 /// The child side: run the share, report on stdout.
 pub fn child_main(setup: &Setup, i: u32, p: u32) -> Result<ExitCode> {
     let opts = setup.run_opts(i, p);
-    config::check_fd_limit(opts.conns, p)?;
+    config::check_fd_limit(setup.max_open(i, p), p)?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
