@@ -9,7 +9,9 @@
 //! window), the median of `--repeat` interleaved runs (by CPU/message), then
 //! Myriad's ratios to each baseline. The idle scenario opens `--idle`
 //! WebSocket connections (`ws-idle`) on a fresh server process and divides
-//! the growth of its `VmRSS` by their number.
+//! the growth of its `VmRSS` by their number (measured from after a
+//! warm-up of 100 connections, so that code pages and the loop's first
+//! allocations are not counted per connection).
 //!
 //! ```text
 //! cargo run --release -p myriad-bench --bin bench-ws -- [--duration 3] [--warmup 1] \
@@ -311,7 +313,24 @@ fn load_run(server: &Server, sc: &Scenario, args: &Args) -> Result<RunResult> {
 fn idle_run(name: &str, addr: SocketAddr, args: &Args) -> Result<f64> {
     let server = start_server(name, addr, args.server_cpu)?;
     let pid = server.child.id();
-    std::thread::sleep(Duration::from_millis(300));
+    // Warm up with a few connections first (code pages, the loop's first
+    // allocations), so that `before` holds what does not grow with N.
+    let warm = Command::new(bin("ws-idle"))
+        .args([
+            "--addr",
+            &addr.to_string(),
+            "--connections",
+            "100",
+            "--hold-secs",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .context("warm-up ws-idle")?;
+    if !warm.success() {
+        bail!("warm-up against {name} failed");
+    }
+    std::thread::sleep(Duration::from_millis(500));
     let before = procfs::rss_bytes(pid)?;
     let mut cmd = Command::new(bin("ws-idle"));
     cmd.args([
