@@ -357,10 +357,16 @@ impl FrameHeader {
 /// the sink.
 const MASK_CHUNK: usize = 1024;
 
+/// Unmasked payloads up to this size are written together with their header.
+const SMALL_FRAME: usize = 256;
+
 /// Writes one frame (header then payload) into `sink`.
 ///
-/// Without a mask the payload is passed to the sink as is, next to the header
-/// ([`Sink::write_vectored`]); no copy is made here. With a mask (client
+/// Without a mask a payload of up to 256 bytes is copied behind the header
+/// into one stack buffer and written with one call (one append to the
+/// engine's out-queue instead of two); a larger payload is passed to the
+/// sink as is, next to the header ([`Sink::write_vectored`]), without a copy
+/// here. With a mask (client
 /// frames) the payload is masked into the sink through a small stack buffer.
 /// `header.payload_len` is set from `payload`.
 ///
@@ -375,6 +381,12 @@ pub fn write_frame<S: Sink + ?Sized>(sink: &mut S, mut header: FrameHeader, payl
     let mut hbuf = [0u8; FrameHeader::MAX_LEN];
     let hlen = header.encode(&mut hbuf);
     match header.mask {
+        None if payload.len() <= SMALL_FRAME => {
+            let mut buf = [0u8; FrameHeader::MAX_LEN + SMALL_FRAME];
+            buf[..hlen].copy_from_slice(&hbuf[..hlen]);
+            buf[hlen..hlen + payload.len()].copy_from_slice(payload);
+            sink.write(&buf[..hlen + payload.len()]);
+        }
         None => sink.write_vectored(&[&hbuf[..hlen], payload]),
         Some(key) => {
             let mut chunk = [0u8; MASK_CHUNK];
