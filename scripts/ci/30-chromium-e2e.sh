@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-PORT=${CHAT_PORT:-19002}
+# Port 0: the kernel picks a free one.
+PORT=${CHAT_PORT:-0}
 WORK=target/e2e
 mkdir -p "$WORK"
 
@@ -44,8 +45,12 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
+grep -q "listening on" "$WORK/ws_chat.log" || { cat "$WORK/ws_chat.log"; echo "ws_chat did not start"; exit 1; }
+ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$WORK/ws_chat.log" | head -n 1)
+echo "e2e: ws_chat on $ADDR"
+
 rc=0
-timeout 400 node "$WORK/chat-e2e.mjs" "http://127.0.0.1:$PORT/" "$profile" || rc=$?
+timeout 400 node "$WORK/chat-e2e.mjs" "http://$ADDR/" "$profile" || rc=$?
 
 trap - EXIT
 kill -TERM "$pid"
