@@ -28,8 +28,10 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check 'kosoku==0.1.0'
 
 echo "autobahn: building ws_echo"
-cargo build --release -p myriad-ws --example ws_echo
-ECHO=target/release/examples/ws_echo
+PROFILE=${MYRIAD_PROFILE:-release}
+case "$PROFILE" in dev) OUTDIR=target/debug ;; *) OUTDIR=target/$PROFILE ;; esac
+[ -n "${MYRIAD_PREBUILT:-}" ] || cargo build --profile "$PROFILE" -p myriad-ws --example ws_echo
+ECHO=$OUTDIR/examples/ws_echo
 
 # --deflate-threshold 0: kosoku 0.1.0 fails (ERROR "Strings must be encoded
 # before hashing", before it even connects) on any case in which the server

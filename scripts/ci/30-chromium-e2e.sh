@@ -31,8 +31,10 @@ fi
 cp scripts/ci/chat-e2e.mjs "$WORK/chat-e2e.mjs"
 
 echo "e2e: building ws_chat"
-cargo build --release -p myriad-ws --example ws_chat
-CHAT=target/release/examples/ws_chat
+PROFILE=${MYRIAD_PROFILE:-release}
+case "$PROFILE" in dev) OUTDIR=target/debug ;; *) OUTDIR=target/$PROFILE ;; esac
+[ -n "${MYRIAD_PREBUILT:-}" ] || cargo build --profile "$PROFILE" -p myriad-ws --example ws_chat
+CHAT=$OUTDIR/examples/ws_chat
 
 "$CHAT" "127.0.0.1:$PORT" --threads 2 >"$WORK/ws_chat.log" 2>&1 &
 pid=$!
