@@ -278,6 +278,8 @@ impl Final {
             "processes": r.processes,
             "threads_per_process": r.threads,
             "backend": r.backend,
+            "error_samples": r.error_samples,
+            "notes": r.notes,
         })
     }
 
