@@ -234,7 +234,12 @@ impl Setup {
             .interval_ns
             .map(Duration::from_nanos)
             .unwrap_or_default();
-        connect + main + o.plan.timeout * 2 + gap + Duration::from_secs(60)
+        connect
+            + main
+            + o.plan.timeout * 2
+            + gap
+            + crate::run::TEARDOWN_GRACE
+            + Duration::from_secs(60)
     }
 }
 

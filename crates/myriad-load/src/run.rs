@@ -16,6 +16,9 @@ use myriad::{BackendKind, Engine};
 use crate::client::{self, Counters, Hists, LoopInit, Mode, Plan, Shared, Snapshot};
 use crate::report::{Final, Point, RawReport};
 
+/// Longest the loops may take to reset every connection at the end.
+pub const TEARDOWN_GRACE: Duration = Duration::from_secs(120);
+
 /// How connections are opened.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pacing {
@@ -424,9 +427,10 @@ pub fn run(opts: RunOpts, obs: &mut dyn Observer) -> Result<Final> {
     let hists = ctl.collect()?;
     // Every handler resets its connection as soon as shutdown begins; the
     // loops exit once all sockets are gone. The long grace only matters on
-    // an overloaded machine: a loop that gives up waiting (grace + 2 s)
+    // an overloaded machine (a million sockets reset at once by dozens of
+    // processes on two cores): a loop that gives up waiting (grace + 2 s)
     // closes what is left with a FIN (TIME_WAIT), not a RST.
-    ctl.engine.shutdown(Duration::from_secs(20));
+    ctl.engine.shutdown(TEARDOWN_GRACE);
     let wait_res = ctl.engine.wait();
     let snap = ctl.snap();
     let t = ctl.elapsed();
