@@ -1351,6 +1351,9 @@ impl Core {
                     self.finalize(slot as u32, CloseReason::Shutdown);
                 }
                 let c = &mut self.conns[slot];
+                if c.flags & LINGER0 != 0 {
+                    let _ = sys::set_linger_zero(c.fd);
+                }
                 sys::close(c.fd);
                 c.flags = 0;
             }
@@ -1468,6 +1471,11 @@ impl Core {
             )?;
             if opts.nodelay {
                 sock.set_tcp_nodelay(true)?;
+            }
+            if opts.linger_zero {
+                // Set now, not at close: however the socket ends up closed
+                // (even by process exit), it goes with a RST.
+                sock.set_linger(Some(Duration::ZERO))?;
             }
             if let Some(src) = opts.source {
                 use std::os::fd::AsRawFd;
