@@ -408,3 +408,85 @@ fn workers_share_the_port_and_are_restarted() {
     assert!(srv.0.wait().unwrap().success());
     assert!(children(srv.0.id()).is_empty());
 }
+
+#[test]
+fn tls_and_wss_stacks() {
+    let _g = serial();
+    let d = tmpdir("tls");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .arg("-keyout")
+        .arg(d.join("key.pem"))
+        .arg("-out")
+        .arg(d.join("cert.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (pt, pw) = (free_port(), free_port());
+    let cfg = d.join("tls.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:{pt}\"\nstack = \"tls\"\nhandler = \"echo\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\
+             [[service]]\nname = \"w\"\nlisten = \"127.0.0.1:{pw}\"\nstack = \"wss\"\nhandler = \"ws-echo\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut srv = Server(child);
+    wait_port(&format!("127.0.0.1:{pt}"));
+    wait_port(&format!("127.0.0.1:{pw}"));
+    let script = r#"
+import socket, ssl, sys
+ca, pt, pw = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", pt), timeout=10), server_hostname="localhost")
+s.sendall(b"over tls"); got = b""
+while len(got) < 8: got += s.recv(64)
+print("TLS", got.decode())
+w = ctx.wrap_socket(socket.create_connection(("127.0.0.1", pw), timeout=10), server_hostname="localhost")
+w.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+r = b""
+while b"\r\n\r\n" not in r: r += w.recv(1024)
+head, _, rest = r.partition(b"\r\n\r\n")
+mask = b"\x01\x02\x03\x04"; p = b"over wss"
+w.sendall(bytes([0x81, 0x80 | len(p)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(p)))
+while len(rest) < 2 + len(p): rest += w.recv(64)
+print("WSS", head.split(b"\r\n")[0].decode(), rest[2:2 + len(p)].decode())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(d.join("cert.pem"))
+        .args([pt.to_string(), pw.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TLS over tls"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("WSS HTTP/1.1 101 Switching Protocols over wss"),
+        "{text}"
+    );
+    signal(&srv.0, "-TERM");
+    assert!(srv.0.wait().unwrap().success());
+}
