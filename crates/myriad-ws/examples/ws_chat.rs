@@ -39,6 +39,13 @@ struct Args {
     /// Graceful-shutdown grace period in seconds.
     #[arg(long, default_value_t = 2.0)]
     grace: f64,
+    /// Serve wss:// (and the page over https://) with this certificate
+    /// chain (PEM; needs --key).
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// Private key for --cert (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
 }
 
 /// Largest chat message.
@@ -172,10 +179,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         b = b.threads(t);
     }
     let engine = b
-        .service(
+        .service(with_tls(
             ws.service("ws_chat", args.addr, move || Member { room: room.clone() })
                 .idle_timeout(Some(Duration::from_secs(600))),
-        )
+            &args,
+        )?)
         .start()?;
     eprintln!(
         "ws_chat: listening on {} ({} backend, {} threads); open http://{}/",
@@ -199,4 +207,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         w.handshakes, w.http_responses, w.messages_in
     );
     Ok(())
+}
+
+/// wss://: TLS (myriad-tls) as the service's filter when --cert/--key are given.
+fn with_tls(svc: myriad::Service, args: &Args) -> anyhow::Result<myriad::Service> {
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let cfg = myriad_tls::ServerTlsConfig::from_pem_files(cert, key)?;
+            let acceptor = myriad_tls::TlsAcceptor::new(&cfg)?;
+            Ok(svc.filter(acceptor.factory()))
+        }
+        _ => Ok(svc),
+    }
 }

@@ -56,6 +56,12 @@ struct Args {
     /// Graceful-shutdown grace period in seconds.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
+    /// Serve wss:// with this certificate chain (PEM; needs --key).
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// Private key for --cert (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
 }
 
 struct Echo;
@@ -125,10 +131,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         b = b.threads(t);
     }
     let engine = b
-        .service(
+        .service(with_tls(
             ws.service("ws_echo", args.addr, || Echo)
                 .write_hard_limit(256 << 20),
-        )
+            &args,
+        )?)
         .start()?;
     eprintln!(
         "ws_echo: listening on {} ({} backend, {} threads, deflate {}, legacy drafts {})",
@@ -165,4 +172,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         w.closed_1009
     );
     Ok(())
+}
+
+/// wss://: TLS (myriad-tls) as the service's filter when --cert/--key are given.
+fn with_tls(svc: myriad::Service, args: &Args) -> anyhow::Result<myriad::Service> {
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let cfg = myriad_tls::ServerTlsConfig::from_pem_files(cert, key)?;
+            let acceptor = myriad_tls::TlsAcceptor::new(&cfg)?;
+            Ok(svc.filter(acceptor.factory()))
+        }
+        _ => Ok(svc),
+    }
 }
