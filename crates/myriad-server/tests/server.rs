@@ -343,7 +343,12 @@ fn children(pid: u32) -> Vec<u32> {
 fn workers_share_the_port_and_are_restarted() {
     let _g = serial();
     let d = tmpdir("workers");
-    let (p1, pm) = (free_port(), free_port());
+    let p1 = free_port();
+    // Worker i serves metrics on pm + i: find three free ports in a row.
+    let pm = (0..100)
+        .map(|_| free_port())
+        .find(|&p| p < 65000 && (1..3).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()))
+        .expect("three consecutive free ports");
     let cfg = d.join("myriad.toml");
     std::fs::write(
         &cfg,
@@ -366,8 +371,18 @@ fn workers_share_the_port_and_are_restarted() {
         .unwrap();
     let mut srv = Server(child);
     let mut buf = [0u8; 4096];
-    let n = notify.recv(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // READY=1 comes once every worker is up (STATUS= lines may come first).
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let n = notify.recv(&mut buf).unwrap();
+        let m = String::from_utf8_lossy(&buf[..n]).to_string();
+        let ready = m.contains("READY=1");
+        seen.push(m);
+        if ready {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");
     let a = format!("127.0.0.1:{p1}");
     let conns: Vec<TcpStream> = (0..30)
         .map(|i| echo(&a, format!("w{i}").as_bytes()))
