@@ -9,7 +9,7 @@
 //! which the flush works through. That is what keeps the stack flat however
 //! fast the peers answer.
 
-use crate::backend::{self, sys, token, untoken, AddMode, Backend, Event, RecvEnd, SendOutcome};
+use crate::backend::{sys, token, untoken, AddMode, Backend, Event, RecvEnd, SendOutcome};
 use crate::buf::{ChunkPool, InputPool, OutQueue, NIL};
 use crate::filter::{DebugFactory, Filter, FilterError, FilterFactory};
 use crate::handler::{CloseReason, Handler};
@@ -1973,10 +1973,4 @@ impl<'a> Ctx<'a> {
     pub fn loop_cx(&mut self) -> &mut LoopCx<'a> {
         &mut self.lcx
     }
-}
-
-// Silence "never used" for helpers only used by some backends.
-#[allow(dead_code)]
-fn _assert_backend_module_used() {
-    let _ = backend::token;
 }
