@@ -129,6 +129,23 @@ impl TlsConnector {
         })
     }
 
+    /// A connector over a rustls configuration built by the caller (a load
+    /// generator with its own verifier or trust store, say). Build it with
+    /// [`crate::provider`] so that both sides use the same crypto.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// let cfg = myriad_tls::rustls::ClientConfig::builder_with_provider(myriad_tls::provider())
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(myriad_tls::rustls::RootCertStore::empty())
+    ///     .with_no_client_auth();
+    /// let c = myriad_tls::TlsConnector::from_config(Arc::new(cfg));
+    /// # Ok::<(), myriad_tls::rustls::Error>(())
+    /// ```
+    pub fn from_config(config: Arc<rustls::ClientConfig>) -> Self {
+        TlsConnector { config }
+    }
+
     /// A filter factory for connections to `server_name` (checked against
     /// the server's certificate and sent as SNI).
     ///
