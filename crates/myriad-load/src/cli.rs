@@ -25,6 +25,22 @@ pub enum Scheme {
     Tcp,
     /// `ws://`: RFC 6455 WebSocket.
     Ws,
+    /// `tls://`: raw echo stream over TLS.
+    Tls,
+    /// `wss://`: WebSocket over TLS.
+    Wss,
+}
+
+impl Scheme {
+    /// Whether the scheme runs over TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Tls | Scheme::Wss)
+    }
+
+    /// Whether the scheme speaks WebSocket.
+    pub fn is_ws(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
 }
 
 /// A parsed target URL.
@@ -79,8 +95,9 @@ pub struct SourceIps(pub Vec<IpAddr>);
 #[derive(Parser, Debug, Clone)]
 #[command(name = "myriad-load", version, max_term_width = 100)]
 pub struct Args {
-    /// Target: tcp://HOST:PORT (raw echo) or ws://HOST[:PORT][/PATH]
-    /// (WebSocket echo). tls:// and wss:// are not supported yet.
+    /// Target: tcp://HOST:PORT (raw echo), ws://HOST[:PORT][/PATH]
+    /// (WebSocket echo), and the same over TLS: tls://HOST:PORT,
+    /// wss://HOST[:PORT][/PATH] (see --ca, --insecure, --sni).
     #[arg(value_name = "URL", value_parser = parse_target)]
     pub target: Target,
 
@@ -209,6 +226,72 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
 
+    /// TLS (tls://, wss://): trust the CA certificates in this PEM file
+    /// (default: the system's CA bundle).
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub ca: Option<PathBuf>,
+
+    /// TLS: do not verify the server's certificate at all (any CA, any
+    /// name, expired). FOR TESTING ONLY: the connection is encrypted but
+    /// not authenticated. Handshake signatures are still checked.
+    #[arg(long, conflicts_with = "ca", help_heading = "TLS")]
+    pub insecure: bool,
+
+    /// TLS: server name sent as SNI and checked against the certificate
+    /// (default: the URL's host; an IP address is checked against the
+    /// certificate's IP entries and not sent as SNI).
+    #[arg(long, value_name = "NAME", help_heading = "TLS")]
+    pub sni: Option<String>,
+
+    /// TLS: offer these ALPN protocols (comma separated, in order of
+    /// preference), e.g. http/1.1.
+    #[arg(
+        long,
+        value_name = "PROTOS",
+        value_delimiter = ',',
+        help_heading = "TLS"
+    )]
+    pub alpn: Vec<String>,
+
+    /// TLS: resume sessions (TLS 1.3 tickets, TLS 1.2 session ids) from a
+    /// cache shared by all connections of a process. Default: every
+    /// connection makes a full handshake.
+    #[arg(long, help_heading = "TLS")]
+    pub tls_resume: bool,
+
+    /// TLS: protocol versions offered.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "V",
+        default_value = "any",
+        help_heading = "TLS"
+    )]
+    pub tls_version: crate::tls::TlsVersion,
+
+    /// TLS: present this client certificate chain (PEM; mutual TLS).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "client_key",
+        help_heading = "TLS"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// TLS: private key of --client-cert (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "client_cert",
+        help_heading = "TLS"
+    )]
+    pub client_key: Option<PathBuf>,
+
+    /// TLS: a handshake not done within this long is an error
+    /// (tls_handshake_timeout). Counted from the TCP connection.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration, help_heading = "TLS")]
+    pub handshake_timeout: Duration,
+
     /// Close connections with FIN instead of RST (RST leaves no TIME_WAIT
     /// behind on this side).
     #[arg(long)]
@@ -233,25 +316,26 @@ pub struct Args {
 
 /// Parses a target URL.
 pub fn parse_target(s: &str) -> Result<Target, String> {
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| "expected SCHEME://HOST:PORT (tcp:// or ws://)".to_string())?;
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+        "expected SCHEME://HOST:PORT (tcp://, ws://, tls:// or wss://)".to_string()
+    })?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "tcp" => Scheme::Tcp,
         "ws" => Scheme::Ws,
-        "tls" | "wss" => {
+        "tls" => Scheme::Tls,
+        "wss" => Scheme::Wss,
+        other => {
             return Err(format!(
-                "{scheme}:// is not yet supported (TLS lands with myriad-tls); use tcp:// or ws://"
+                "unknown scheme `{other}` (expected tcp, ws, tls or wss)"
             ))
         }
-        other => return Err(format!("unknown scheme `{other}` (expected tcp or ws)")),
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if scheme == Scheme::Tcp && path != "/" {
-        return Err("a tcp:// URL has no path".into());
+    if !scheme.is_ws() && path != "/" {
+        return Err("a tcp:// or tls:// URL has no path".into());
     }
     if authority.contains('@') || path.contains(char::is_whitespace) {
         return Err("unexpected characters in URL".into());
@@ -281,7 +365,8 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
             .filter(|&p| p != 0)
             .ok_or_else(|| format!("invalid port `{p}` (1..65535)"))?,
         None if scheme == Scheme::Ws => 80,
-        None => return Err("missing port (tcp://HOST:PORT)".into()),
+        None if scheme == Scheme::Wss => 443,
+        None => return Err("missing port (tcp://HOST:PORT, tls://HOST:PORT)".into()),
     };
     let addr = match host.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
@@ -555,12 +640,15 @@ mod tests {
         assert!(parse_target("tcp://127.0.0.1:0").is_err());
         assert!(parse_target("127.0.0.1:80").is_err());
         assert!(parse_target("http://x:1").is_err());
-        assert!(parse_target("wss://x:1")
-            .unwrap_err()
-            .contains("not yet supported"));
-        assert!(parse_target("tls://x:1")
-            .unwrap_err()
-            .contains("not yet supported"));
+        let t = parse_target("wss://127.0.0.1/chat").unwrap();
+        assert_eq!(
+            (t.scheme, t.port, t.path.as_str()),
+            (Scheme::Wss, 443, "/chat")
+        );
+        let t = parse_target("tls://127.0.0.1:8443").unwrap();
+        assert_eq!((t.scheme, t.port), (Scheme::Tls, 8443));
+        assert!(parse_target("tls://127.0.0.1").is_err());
+        assert!(parse_target("tls://127.0.0.1:1/x").is_err());
     }
 
     #[test]

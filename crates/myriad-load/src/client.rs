@@ -67,11 +67,25 @@ pub enum ErrorKind {
     WsHandshake,
     /// The server broke the WebSocket protocol.
     WsProtocol,
+    /// TLS: the server's certificate does not chain to a trusted CA.
+    TlsUnknownCa,
+    /// TLS: the server's certificate is not valid (wrong name, expired,
+    /// malformed, not for a server).
+    TlsBadCertificate,
+    /// TLS: the handshake failed otherwise (an alert from the server, no
+    /// common version or cipher, not TLS at all, the server closed or
+    /// reset the connection during the handshake).
+    TlsHandshake,
+    /// TLS: the handshake did not finish within `--handshake-timeout`.
+    TlsHandshakeTimeout,
+    /// TLS: a failure after the handshake (a bad record, a failed
+    /// decryption, an alert).
+    Tls,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
         ErrorKind::ConnectNoPorts,
@@ -84,6 +98,11 @@ impl ErrorKind {
         ErrorKind::Io,
         ErrorKind::WsHandshake,
         ErrorKind::WsProtocol,
+        ErrorKind::TlsUnknownCa,
+        ErrorKind::TlsBadCertificate,
+        ErrorKind::TlsHandshake,
+        ErrorKind::TlsHandshakeTimeout,
+        ErrorKind::Tls,
     ];
 
     /// The kind's name in reports.
@@ -101,6 +120,11 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::WsHandshake => "ws_handshake",
             ErrorKind::WsProtocol => "ws_protocol",
+            ErrorKind::TlsUnknownCa => "tls_unknown_ca",
+            ErrorKind::TlsBadCertificate => "tls_bad_certificate",
+            ErrorKind::TlsHandshake => "tls_handshake",
+            ErrorKind::TlsHandshakeTimeout => "tls_handshake_timeout",
+            ErrorKind::Tls => "tls_error",
         }
     }
 
@@ -119,6 +143,17 @@ impl ErrorKind {
             }
             Some(c) if c == rustix::io::Errno::TIMEDOUT.raw_os_error() => ErrorKind::ConnectTimeout,
             _ => ErrorKind::ConnectError,
+        }
+    }
+
+    /// The kind of a TLS failure (`myriad-tls` error kinds);
+    /// `handshaking`: it happened before the handshake was done.
+    pub fn of_tls(kind: &str, handshaking: bool) -> ErrorKind {
+        match kind {
+            "unknown_ca" => ErrorKind::TlsUnknownCa,
+            "bad_certificate" => ErrorKind::TlsBadCertificate,
+            _ if handshaking => ErrorKind::TlsHandshake,
+            _ => ErrorKind::Tls,
         }
     }
 
@@ -168,6 +203,8 @@ pub struct Plan {
     pub addr: SocketAddr,
     /// Protocol.
     pub proto: Proto,
+    /// Over TLS (the connect options carry the filter).
+    pub tls: bool,
     /// WebSocket `Host` header.
     pub ws_host: String,
     /// WebSocket request path.
@@ -1108,10 +1145,24 @@ impl Handler for Client {
         }
         let phase = self.phase;
         let (sent, recvd) = (self.sent, self.recvd);
+        // With TLS, a connection is still `Connecting` during the
+        // handshake: anything but a failed connect is a handshake failure.
+        let tls_handshake = st.plan.tls && phase == Phase::Connecting;
         let kind = match &reason {
             _ if matches!(phase, Phase::Failed | Phase::Done) => None,
             CloseReason::ConnectFailed(e) => Some((ErrorKind::of_connect(e), e.to_string())),
             CloseReason::ConnectTimeout => Some((ErrorKind::ConnectTimeout, reason.to_string())),
+            CloseReason::Filter(e) => {
+                Some((ErrorKind::of_tls(e.kind, tls_handshake), e.to_string()))
+            }
+            CloseReason::HandshakeTimeout => Some((
+                ErrorKind::TlsHandshakeTimeout,
+                "TLS handshake not done within --handshake-timeout".into(),
+            )),
+            CloseReason::PeerClosed | CloseReason::Io(_) if tls_handshake => Some((
+                ErrorKind::TlsHandshake,
+                format!("during the TLS handshake: {reason}"),
+            )),
             CloseReason::Io(e) => Some((ErrorKind::of_io(e), e.to_string())),
             CloseReason::IdleTimeout if phase == Phase::Handshake => {
                 Some((ErrorKind::WsHandshake, "no upgrade response in time".into()))

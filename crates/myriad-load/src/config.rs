@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use myriad::{BackendKind, ConnectOptions};
 
-use crate::cli::{Args, BackendArg, Framing, Scheme};
+use crate::cli::{Args, BackendArg, Framing};
 use crate::client::{Mode, Plan, Proto};
 use crate::payload::Wire;
 use crate::run::{Pacing, RunOpts};
+use crate::tls::{TlsOpts, TlsVersion, Trust};
 
 /// A usage error: one line naming the flag; exit status 2.
 #[derive(Debug)]
@@ -44,15 +45,20 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 /// Checks the flags together and builds the run.
 pub fn setup(args: &Args) -> Result<Setup, UsageError> {
-    let proto = match (args.target.scheme, args.framing, args.text) {
-        (Scheme::Tcp, _, true) => return Err(usage("--text", "needs a ws:// target")),
-        (Scheme::Tcp, Framing::None, false) => Proto::Tcp(Wire::Raw),
-        (Scheme::Tcp, Framing::Lp32, false) => Proto::Tcp(Wire::Lp32),
-        (Scheme::Ws, Framing::Lp32, _) => {
-            return Err(usage("--framing", "lp32 applies to tcp:// targets only"))
+    let scheme = args.target.scheme;
+    let proto = match (scheme.is_ws(), args.framing, args.text) {
+        (false, _, true) => return Err(usage("--text", "needs a ws:// or wss:// target")),
+        (false, Framing::None, false) => Proto::Tcp(Wire::Raw),
+        (false, Framing::Lp32, false) => Proto::Tcp(Wire::Lp32),
+        (true, Framing::Lp32, _) => {
+            return Err(usage(
+                "--framing",
+                "lp32 applies to tcp:// and tls:// targets only",
+            ))
         }
-        (Scheme::Ws, Framing::None, text) => Proto::Ws { text },
+        (true, Framing::None, text) => Proto::Ws { text },
     };
+    let filter = tls_filter(args)?;
     let n = args.connections;
     if u64::from(args.processes) > n {
         return Err(usage(
@@ -122,7 +128,8 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
     let plan = Plan {
         addr: args.target.addr,
         proto,
-        ws_host: if args.target.port == 80 {
+        tls: scheme.is_tls(),
+        ws_host: if args.target.port == if scheme.is_tls() { 443 } else { 80 } {
             args.target.host.clone()
         } else {
             format!("{}:{}", args.target.host, args.target.port)
@@ -148,6 +155,8 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
             timeout: args.connect_timeout,
             nodelay: true,
             linger_zero: !args.fin_close,
+            filter,
+            handshake_timeout: args.handshake_timeout,
             ..ConnectOptions::default()
         },
         source_ips,
@@ -160,6 +169,59 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
         duration,
         threads,
     })
+}
+
+/// The TLS filter factory of a tls:// or wss:// target (`None` for the
+/// others); TLS flags without a TLS target are a usage error.
+fn tls_filter(args: &Args) -> Result<Option<myriad::FilterFactory>, UsageError> {
+    if !args.target.scheme.is_tls() {
+        let given = [
+            ("--ca", args.ca.is_some()),
+            ("--insecure", args.insecure),
+            ("--sni", args.sni.is_some()),
+            ("--alpn", !args.alpn.is_empty()),
+            ("--tls-resume", args.tls_resume),
+            ("--tls-version", args.tls_version != TlsVersion::Any),
+            ("--client-cert", args.client_cert.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|g| g.1) {
+            return Err(usage(flag, "needs a tls:// or wss:// target"));
+        }
+        return Ok(None);
+    }
+    if args.handshake_timeout.is_zero() {
+        return Err(usage("--handshake-timeout", "must be longer than 0"));
+    }
+    let trust = match (&args.ca, args.insecure) {
+        (Some(ca), _) => Trust::Ca(ca.clone()),
+        (None, true) => Trust::Insecure,
+        (None, false) => match crate::tls::system_ca() {
+            Some(path) => Trust::Ca(path),
+            None => {
+                return Err(usage(
+                    "--ca",
+                    "no system CA bundle found: give --ca FILE (or --insecure for testing)",
+                ))
+            }
+        },
+    };
+    if let Some(p) = args.alpn.iter().find(|p| p.is_empty() || p.len() > 255) {
+        return Err(usage(
+            "--alpn",
+            format!("{p:?} is not a protocol name (1..255 bytes)"),
+        ));
+    }
+    let opts = TlsOpts {
+        trust,
+        server_name: args.sni.clone().unwrap_or_else(|| args.target.host.clone()),
+        alpn: args.alpn.clone(),
+        resume: args.tls_resume,
+        version: args.tls_version,
+        client_cert: args.client_cert.clone().zip(args.client_key.clone()),
+    };
+    opts.factory()
+        .map(Some)
+        .map_err(|e| usage(e.flag, e.message))
 }
 
 impl Setup {

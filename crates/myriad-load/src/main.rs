@@ -6,6 +6,8 @@
 //! myriad-load ws://127.0.0.1:8080/echo -c 500 --size 16..4k --text
 //! myriad-load tcp://127.0.0.1:7000 -c 60k -p 4 --source-ips 127.0.0.2-127.0.0.60 --hold 60s
 //! myriad-load tcp://127.0.0.1:7000 -c 50k --connect-only
+//! myriad-load tls://localhost:7443 --ca ca.pem -c 100 -w 4 -d 10s
+//! myriad-load wss://127.0.0.1:8443/echo --insecure -c 100 --connect-only
 //! ```
 //!
 //! Exit status: 0 when the run had at most `--allow-errors` errors, 1 when it
@@ -15,8 +17,9 @@
 //! run, shares of several processes), [`payload`] (deterministic payloads
 //! and their verification), [`client`] (the per-connection handler on
 //! Myriad's connector), [`run`] (one process's phases), [`multi`] (child
-//! processes and merging), [`report`] (summary, JSON) and [`html`] (the HTML
-//! report).
+//! processes and merging), [`report`] (summary, JSON), [`html`] (the HTML
+//! report) and [`tls`] (the rustls client configuration of tls:// and
+//! wss:// targets).
 
 mod cli;
 mod client;
@@ -26,6 +29,7 @@ mod multi;
 mod payload;
 mod report;
 mod run;
+mod tls;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

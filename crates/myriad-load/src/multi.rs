@@ -28,7 +28,7 @@ use crate::Bar;
 /// A line from a child.
 #[derive(Debug)]
 enum Msg {
-    Progress(Snapshot),
+    Progress(Box<Snapshot>),
     Connected,
     Report(Box<RawReport>),
     Eof,
@@ -55,7 +55,7 @@ fn parse_line(line: &str) -> Option<Msg> {
             };
             // Only the total matters for the progress line.
             s.errors[ErrorKind::Io as usize] = errors;
-            Some(Msg::Progress(s))
+            Some(Msg::Progress(Box::new(s)))
         }
         "C" => Some(Msg::Connected),
         "R" => serde_json::from_str(rest)
@@ -217,7 +217,7 @@ pub fn parent_main(setup: &Setup, quiet: bool) -> Result<Final> {
             bail!("child processes did not finish in time; stopped them");
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok((i, Msg::Progress(s))) => latest[i] = s,
+            Ok((i, Msg::Progress(s))) => latest[i] = *s,
             Ok((i, Msg::Connected)) => connected[i] = true,
             Ok((i, Msg::Report(r))) => reports[i] = Some(*r),
             Ok((i, Msg::Eof)) => eof[i] = true,

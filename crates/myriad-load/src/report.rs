@@ -311,7 +311,11 @@ impl Final {
                 ""
             }
         );
-        let _ = writeln!(s, "  connect      {}", pct_line(&self.connect));
+        // Connect time runs from the connect call to `on_open`: over TLS
+        // that includes the handshake.
+        let tls = r.target.starts_with("tls://") || r.target.starts_with("wss://");
+        let label = if tls { "connect+TLS" } else { "connect    " };
+        let _ = writeln!(s, "  {label}  {}", pct_line(&self.connect));
         if r.mode != "connect-only" {
             let _ = writeln!(
                 s,

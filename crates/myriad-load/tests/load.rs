@@ -7,9 +7,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{broken, load, load_raw, serial, Echo, Fault, Server, TokioEcho};
-use myriad::{Ctx, Handler};
-use myriad_ws::{Event, ServerConfig, ServerConnection, Sink};
+use common::{broken, load, load_raw, serial, Echo, Fault, Server, TokioEcho, WsEcho};
+use myriad_ws::{ServerConfig, ServerConnection};
 
 #[test]
 fn myriad_echo_closed_loop_is_verified_and_reported_as_json() {
@@ -319,43 +318,6 @@ fn connect_rate_paces_connections() {
     assert_eq!(r.u("messages"), 100);
 }
 
-/// A WebSocket echo on the sans-I/O server connection.
-struct WsEcho(ServerConnection);
-
-struct CxSink<'a, 'b>(&'a mut Ctx<'b>);
-
-impl Sink for CxSink<'_, '_> {
-    fn write(&mut self, b: &[u8]) {
-        self.0.write(b);
-    }
-}
-
-impl Handler for WsEcho {
-    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
-        let r = self.0.feed(data, &mut CxSink(cx), &mut |ev, tx| match ev {
-            Event::Text(t) => {
-                let _ = tx.send_text(t);
-            }
-            Event::Binary(b) => {
-                let _ = tx.send_binary(b);
-            }
-            _ => {}
-        });
-        match r {
-            Ok(n) => {
-                if self.0.is_closed() {
-                    cx.close();
-                }
-                n
-            }
-            Err(_) => {
-                cx.close();
-                data.len()
-            }
-        }
-    }
-}
-
 #[test]
 fn websocket_echo_binary_and_text() {
     let _g = serial();
@@ -404,8 +366,21 @@ fn bad_input_is_one_line_naming_the_flag_and_exit_2() {
         (&["nonsense"], "<URL>"),
         (&["tcp://127.0.0.1:99999"], "<URL>"),
         (&["tcp://127.0.0.1"], "<URL>"),
-        (&["tls://127.0.0.1:443"], "not yet supported"),
-        (&["wss://127.0.0.1:443/x"], "not yet supported"),
+        (&["tls://127.0.0.1"], "<URL>"),
+        (
+            &["tls://127.0.0.1:1", "--ca", "/nonexistent/ca.pem"],
+            "--ca",
+        ),
+        (&["tcp://127.0.0.1:9", "--insecure"], "--insecure"),
+        (&["ws://127.0.0.1:9", "--ca", "/etc/hostname"], "--ca"),
+        (
+            &["wss://127.0.0.1:9", "--insecure", "--sni", "bad name!"],
+            "--sni",
+        ),
+        (
+            &["tls://127.0.0.1:9", "--insecure", "--ca", "x.pem"],
+            "--insecure",
+        ),
         (&["tcp://127.0.0.1:9", "--size", "0"], "--size"),
         (&["tcp://127.0.0.1:9", "--size", "4k..64"], "--size"),
         (&["tcp://127.0.0.1:9", "--size", "lots"], "--size"),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use myriad::{Ctx, Engine, Handler, Service};
+use myriad_ws::{Event, ServerConnection, Sink};
 
 /// Tests that start many connections or processes run one at a time (two
 /// cores, shared).
@@ -28,12 +29,27 @@ pub struct Server {
 
 impl Server {
     pub fn start<H: Handler>(factory: impl Fn() -> H + Send + Sync + 'static) -> Server {
+        Self::start_svc(Service::new(
+            "test",
+            "127.0.0.1:0".parse().unwrap(),
+            factory,
+        ))
+    }
+
+    /// The same over TLS (`myriad-tls` acceptor as the service's filter).
+    pub fn start_tls<H: Handler>(
+        tls: &myriad_tls::TlsAcceptor,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+    ) -> Server {
+        Self::start_svc(
+            Service::new("test-tls", "127.0.0.1:0".parse().unwrap(), factory).filter(tls.factory()),
+        )
+    }
+
+    fn start_svc(svc: Service) -> Server {
         let engine = Engine::builder()
             .threads(1)
-            .service(
-                Service::new("test", "127.0.0.1:0".parse().unwrap(), factory)
-                    .max_connections(100_000),
-            )
+            .service(svc.max_connections(100_000))
             .start()
             .expect("engine starts");
         let addr = engine.local_addrs(0)[0];
@@ -50,6 +66,72 @@ impl Drop for Server {
         self.engine.shutdown(Duration::from_millis(100));
         let _ = self.engine.wait();
     }
+}
+
+/// A CA, a server certificate it signed (for `localhost` and
+/// `127.0.0.1`), and a second, untrusted CA with its own `localhost`
+/// certificate; PEM files in a fresh directory, removed on drop.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "myriad-load-pki-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        make_ca(&dir, "", &["localhost", "127.0.0.1"]);
+        make_ca(&dir, "rogue-", &["localhost", "127.0.0.1"]);
+        Pki { dir }
+    }
+
+    /// A file of the set: `ca.pem`, `server.pem`, `server.key`, and the
+    /// same with the `rogue-` prefix.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// An acceptor with the server certificate of CA `prefix` ("" or
+    /// "rogue-") and these ALPN protocols.
+    pub fn acceptor(&self, prefix: &str, alpn: &[&str]) -> myriad_tls::TlsAcceptor {
+        let mut cfg = myriad_tls::ServerTlsConfig::from_pem_files(
+            self.dir.join(format!("{prefix}server.pem")),
+            self.dir.join(format!("{prefix}server.key")),
+        )
+        .expect("server tls config");
+        cfg.alpn = alpn.iter().map(|s| s.to_string()).collect();
+        myriad_tls::TlsAcceptor::new(&cfg).expect("tls acceptor")
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes `<prefix>ca.pem` and `<prefix>server.{pem,key}` signed by it.
+fn make_ca(dir: &std::path::Path, prefix: &str, sans: &[&str]) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("myriad-load test CA {prefix}"));
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    std::fs::write(dir.join(format!("{prefix}ca.pem")), ca.pem()).expect("write ca");
+    let key = KeyPair::generate().expect("key");
+    let params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("leaf params");
+    let cert = params.signed_by(&key, &ca).expect("leaf");
+    std::fs::write(dir.join(format!("{prefix}server.pem")), cert.pem()).expect("write cert");
+    std::fs::write(dir.join(format!("{prefix}server.key")), key.serialize_pem())
+        .expect("write key");
 }
 
 /// Myriad's echo.
@@ -274,5 +356,42 @@ impl Run {
 
     pub fn show(&self) -> String {
         format!("exit {}\n{}\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// A WebSocket echo on the sans-I/O server connection.
+pub struct WsEcho(pub ServerConnection);
+
+struct CxSink<'a, 'b>(&'a mut Ctx<'b>);
+
+impl Sink for CxSink<'_, '_> {
+    fn write(&mut self, b: &[u8]) {
+        self.0.write(b);
+    }
+}
+
+impl Handler for WsEcho {
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        let r = self.0.feed(data, &mut CxSink(cx), &mut |ev, tx| match ev {
+            Event::Text(t) => {
+                let _ = tx.send_text(t);
+            }
+            Event::Binary(b) => {
+                let _ = tx.send_binary(b);
+            }
+            _ => {}
+        });
+        match r {
+            Ok(n) => {
+                if self.0.is_closed() {
+                    cx.close();
+                }
+                n
+            }
+            Err(_) => {
+                cx.close();
+                data.len()
+            }
+        }
     }
 }
