@@ -11,7 +11,7 @@
 use crate::config::{ClientTlsConfig, ServerTlsConfig, TlsError};
 use myriad::{Filter, FilterError};
 use rustls::pki_types::ServerName;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::{Arc, RwLock};
 
 /// Server-side TLS: makes one filter per accepted connection from the
@@ -262,11 +262,27 @@ impl Filter for TlsFilter {
                     Ok(state) => {
                         let n = state.plaintext_bytes_to_read();
                         if n > 0 {
-                            let start = app.len();
-                            app.resize(start + n, 0);
-                            if let Err(e) = c.reader().read_exact(&mut app[start..]) {
-                                app.truncate(start);
-                                result = Err(FilterError::new("tls_error", e.to_string()));
+                            // Straight from rustls's decrypted records into
+                            // `app`: no zero-fill of a destination first.
+                            // Bounded: each round consumes a non-empty chunk.
+                            app.reserve(n);
+                            let mut reader = c.reader();
+                            for _ in 0..n {
+                                match reader.fill_buf() {
+                                    Ok([]) => break,
+                                    Ok(chunk) => {
+                                        let len = chunk.len();
+                                        app.extend_from_slice(chunk);
+                                        reader.consume(len);
+                                    }
+                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                    Err(e) => {
+                                        result = Err(FilterError::new("tls_error", e.to_string()));
+                                        break;
+                                    }
+                                }
+                            }
+                            if result.is_err() {
                                 break;
                             }
                         }
