@@ -191,7 +191,26 @@ impl OutQueue {
     }
 
     /// Appends a copy of `data`.
-    pub(crate) fn push(&mut self, pool: &mut ChunkPool, mut data: &[u8]) {
+    pub(crate) fn push(&mut self, pool: &mut ChunkPool, data: &[u8]) {
+        self.push_hinted(pool, data, data.len());
+    }
+
+    /// Appends copies of `parts` in order (a frame header and its payload),
+    /// choosing the first chunk's size class by their total: a large write
+    /// that starts with a few header bytes still lands in one large chunk,
+    /// so that it leaves in one send.
+    pub(crate) fn push_parts(&mut self, pool: &mut ChunkPool, parts: &[&[u8]]) {
+        let mut left: usize = parts.iter().map(|p| p.len()).sum();
+        for p in parts {
+            self.push_hinted(pool, p, left);
+            left -= p.len();
+        }
+    }
+
+    /// Appends a copy of `data`; `hint` (at least `data.len()`) is how many
+    /// bytes are being written in a row, for the size class of a new first
+    /// chunk.
+    fn push_hinted(&mut self, pool: &mut ChunkPool, mut data: &[u8], hint: usize) {
         self.len = self
             .len
             .saturating_add(data.len().min(u32::MAX as usize) as u32);
@@ -209,7 +228,7 @@ impl OutQueue {
                 }
             }
             // Small class only for a queue that starts with a small write.
-            let class = usize::from(!(self.tail == NIL && data.len() <= SMALL_CHUNK));
+            let class = usize::from(!(self.tail == NIL && hint.max(data.len()) <= SMALL_CHUNK));
             let i = pool.alloc(class);
             if self.tail == NIL {
                 self.head = i;
@@ -388,6 +407,27 @@ mod shared {
             1,
             "the queue let go of the shared buffer"
         );
+    }
+}
+
+#[cfg(test)]
+mod parts {
+    use super::*;
+
+    #[test]
+    fn header_and_large_payload_share_one_chunk() {
+        let mut pool = ChunkPool::new(65536, 4);
+        let mut q = OutQueue::default();
+        let payload = vec![7u8; 16384];
+        q.push_parts(&mut pool, &[&[0x82, 126, 0x40, 0], &payload]);
+        let mut iov = [IoSlice::new(&[]); 4];
+        assert_eq!(q.slices(&pool, &mut iov), 1, "one chunk, one send");
+        assert_eq!(iov[0].len(), 4 + 16384);
+        q.clear(&mut pool);
+        // small parts still take a small chunk
+        q.push_parts(&mut pool, &[b"ab", b"cd"]);
+        assert_eq!(pool.chunks[q.head as usize].buf.len(), SMALL_CHUNK);
+        q.clear(&mut pool);
     }
 }
 

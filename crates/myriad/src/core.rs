@@ -1389,9 +1389,7 @@ impl Core {
                 c.flags |= ABORT_REQ;
             }
         } else {
-            for p in parts {
-                c.out.push(pool, p);
-            }
+            c.out.push_parts(pool, parts);
         }
         self.after_write(slot);
     }
