@@ -556,6 +556,13 @@ impl Inflater {
         let d = self
             .decompress
             .get_or_insert_with(|| Decompress::new_with_window_bits(false, window_bits));
+        // The inflater writes into all of `out`'s spare capacity: a reused
+        // buffer with more than `max + 1` bytes of capacity would let it run
+        // past the limit.
+        let cap_max = max.saturating_add(1);
+        if out.capacity() > cap_max && out.len() <= max {
+            out.shrink_to(cap_max);
+        }
         let mut consumed = 0usize;
         loop {
             if out.len() > max {
@@ -565,8 +572,9 @@ impl Inflater {
                 let want = (input.len() - consumed)
                     .saturating_mul(3)
                     .clamp(256, 1 << 20);
-                let room = max.saturating_add(1).saturating_sub(out.len()).max(1);
-                out.reserve(want.min(room));
+                let room = cap_max.saturating_sub(out.len()).max(1);
+                // exact: `reserve` may double the capacity, past `max + 1`
+                out.reserve_exact(want.min(room));
             }
             let before_in = d.total_in();
             let before_out = d.total_out();
@@ -767,5 +775,36 @@ mod tests {
             .and_then(|_| i.finish_message(&mut out, 1000));
         assert_eq!(r, Err(ProtocolError::MessageTooLarge { max: 1000 }));
         assert!(out.capacity() < 4096);
+    }
+
+    /// Regression (found by the `inflater` fuzz target): a bomb fed in
+    /// small pieces grew `out` with `Vec::reserve`, whose doubling took the
+    /// capacity, and so the inflated bytes, past `max + 1`; and a reused
+    /// buffer with a large capacity let the inflater run past the limit
+    /// without allocating.
+    #[test]
+    fn inflate_limit_holds_for_small_pieces_and_reused_buffers() {
+        let p = DeflateParams::negotiate("permessage-deflate", &cfg()).unwrap();
+        let mut d = Deflater::new(Role::Client, &p, 9, 0);
+        let z = d.compress(&vec![0u8; 1 << 20]).unwrap().to_vec();
+        let max = 1000;
+        for initial_capacity in [0, 600, 1 << 16] {
+            for piece in [1, 16, 300] {
+                let mut i = Inflater::new(Role::Server, &p);
+                let mut out = Vec::with_capacity(initial_capacity);
+                let mut r = Ok(());
+                for part in z.chunks(piece) {
+                    r = i.inflate(part, &mut out, max);
+                    assert!(out.len() <= max + 1, "{} bytes", out.len());
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                let r = r.and_then(|()| i.finish_message(&mut out, max));
+                assert_eq!(r, Err(ProtocolError::MessageTooLarge { max }));
+                assert!(out.len() <= max + 1, "{} bytes", out.len());
+                assert!(out.capacity() <= max + 1, "capacity {}", out.capacity());
+            }
+        }
     }
 }

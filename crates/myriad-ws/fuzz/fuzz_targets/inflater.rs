@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
             .inflate(msg, &mut out, max)
             .and_then(|()| inflater.finish_message(&mut out, max));
         assert!(out.len() <= max + 1);
+        assert!(out.capacity() <= max + 1);
         if r.is_err() {
             return;
         }
