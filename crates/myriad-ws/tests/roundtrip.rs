@@ -3,8 +3,8 @@
 //! (fed like the engine does: unconsumed bytes are kept and shown again).
 
 use myriad_ws::{
-    Decoder, DecoderConfig, DeflateConfig, DeflateParams, Deflater, Encoder, Event, MaskGen,
-    MessageKind, Role,
+    apply_mask, Decoder, DecoderConfig, DeflateConfig, DeflateParams, Deflater, Encoder, Event,
+    FrameHeader, MaskGen, MessageKind, OpCode, Role,
 };
 use proptest::prelude::*;
 
@@ -13,6 +13,7 @@ enum Msg {
     Text(String),
     Binary(Vec<u8>),
     Ping(Vec<u8>),
+    Pong(Vec<u8>),
 }
 
 fn own(e: Event<'_>) -> Msg {
@@ -20,6 +21,7 @@ fn own(e: Event<'_>) -> Msg {
         Event::Text(t) => Msg::Text(t.to_owned()),
         Event::Binary(b) => Msg::Binary(b.to_vec()),
         Event::Ping(b) => Msg::Ping(b.to_vec()),
+        Event::Pong(b) => Msg::Pong(b.to_vec()),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -41,6 +43,7 @@ fn encode_all(enc: &mut Encoder, msgs: &[Msg]) -> Vec<u8> {
             Msg::Text(t) => enc.text(&mut out, t),
             Msg::Binary(b) => enc.binary(&mut out, b),
             Msg::Ping(p) => enc.ping(&mut out, p).unwrap(),
+            Msg::Pong(p) => enc.pong(&mut out, p).unwrap(),
         }
     }
     out
@@ -157,6 +160,148 @@ proptest! {
                 Err(_) => break,
             }
         }
+    }
+}
+
+/// Hand-built frames: every data message cut into fragments at the given
+/// sizes (empty fragments included), each frame with its own masking key
+/// (drawn from `keys`, the all-zero key among them), and control frames
+/// between the fragments. Returns the bytes and the events expected, in
+/// order (a control frame is reported where it arrives, a message when its
+/// last fragment does).
+fn build_fragmented(
+    msgs: &[(Msg, Vec<usize>, Vec<Msg>)],
+    to_server: bool,
+    keys: &[[u8; 4]],
+) -> (Vec<u8>, Vec<Msg>) {
+    let mut out = Vec::new();
+    let mut expected = Vec::new();
+    let mut k = 0usize;
+    let mut frame = |out: &mut Vec<u8>, fin: bool, op: OpCode, payload: &[u8]| {
+        let mask = to_server.then(|| {
+            k += 1;
+            keys[k % keys.len()]
+        });
+        let h = FrameHeader::new(fin, op, mask, payload.len() as u64);
+        let mut hb = [0u8; FrameHeader::MAX_LEN];
+        let n = h.encode(&mut hb);
+        out.extend_from_slice(&hb[..n]);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(m) = mask {
+            apply_mask(&mut out[start..], m, 0);
+        }
+    };
+    for (msg, cuts, controls) in msgs {
+        let (op, payload) = match msg {
+            Msg::Text(t) => (OpCode::Text, t.as_bytes()),
+            Msg::Binary(b) => (OpCode::Binary, &b[..]),
+            Msg::Ping(p) | Msg::Pong(p) => {
+                let op = if matches!(msg, Msg::Ping(_)) {
+                    OpCode::Ping
+                } else {
+                    OpCode::Pong
+                };
+                frame(&mut out, true, op, p);
+                expected.push(msg.clone());
+                continue;
+            }
+        };
+        // fragment boundaries (may split UTF-8 code points)
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (payload.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(payload.len());
+        let mut start = 0;
+        for (i, &p) in points.iter().enumerate() {
+            let last = i + 1 == points.len();
+            let opcode = if i == 0 { op } else { OpCode::Continuation };
+            frame(&mut out, last, opcode, &payload[start..p]);
+            start = p;
+            if !last {
+                if let Some(c) = controls.get(i) {
+                    let (cop, cp) = match c {
+                        Msg::Ping(p) => (OpCode::Ping, p),
+                        Msg::Pong(p) => (OpCode::Pong, p),
+                        _ => continue,
+                    };
+                    frame(&mut out, true, cop, cp);
+                    expected.push(c.clone());
+                }
+            }
+        }
+        expected.push(msg.clone());
+    }
+    (out, expected)
+}
+
+fn control_strategy() -> impl Strategy<Value = Msg> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..126).prop_map(Msg::Ping),
+        proptest::collection::vec(any::<u8>(), 0..126).prop_map(Msg::Pong),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Random fragmentation (independent of any encoder setting), a fresh
+    /// random mask per frame, control frames interleaved with fragments,
+    /// and random read boundaries.
+    #[test]
+    fn roundtrip_fragmented_with_interleaved_control(
+        msgs in proptest::collection::vec(
+            (msg_strategy(),
+             proptest::collection::vec(any::<usize>(), 0..6),
+             proptest::collection::vec(control_strategy(), 0..3)),
+            0..8),
+        to_server in any::<bool>(),
+        keys in proptest::collection::vec(any::<[u8; 4]>(), 1..4),
+        zero_key in any::<bool>(),
+        buffered in 0usize..300,
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let mut keys = keys;
+        if zero_key {
+            keys.push([0; 4]);
+        }
+        let (bytes, expected) = build_fragmented(&msgs, to_server, &keys);
+        let rx = if to_server { Role::Server } else { Role::Client };
+        let cfg = DecoderConfig { max_buffered_frame: buffered, ..DecoderConfig::default() };
+        let mut dec = Decoder::with_config(rx, cfg);
+        prop_assert_eq!(decode_split(&mut dec, &bytes, &cuts), expected);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Large messages: 16-bit and 64-bit lengths, frames that are streamed
+    /// (larger than `max_buffered_frame`) and frames that are waited for,
+    /// fragmented or not.
+    #[test]
+    fn roundtrip_large(
+        sizes in proptest::collection::vec(prop_oneof![126usize..70_000, 65_536usize..200_000], 1..4),
+        fill in any::<u8>(),
+        client_to_server in any::<bool>(),
+        seed in any::<u64>(),
+        frag in prop_oneof![Just(0usize), 1000usize..100_000],
+        buffered in prop_oneof![Just(0usize), Just(64usize << 10), Just(1usize << 20)],
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let msgs: Vec<Msg> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                Msg::Binary((0..n).map(|j| (j as u8).wrapping_mul(31) ^ fill ^ i as u8).collect())
+            })
+            .collect();
+        let (tx, rx) = if client_to_server { (Role::Client, Role::Server) } else { (Role::Server, Role::Client) };
+        let mut enc = Encoder::with_mask_gen(tx, MaskGen::from_seed(seed));
+        enc.set_max_fragment_size(frag);
+        let bytes = encode_all(&mut enc, &msgs);
+        let cfg = DecoderConfig { max_buffered_frame: buffered, ..DecoderConfig::default() };
+        let mut dec = Decoder::with_config(rx, cfg);
+        prop_assert_eq!(decode_split(&mut dec, &bytes, &cuts), msgs);
     }
 }
 
