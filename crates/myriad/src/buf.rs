@@ -239,6 +239,52 @@ impl OutQueue {
         }
     }
 
+    /// Largest `max` [`OutQueue::push_with`] accepts: one large chunk.
+    pub(crate) fn max_fill(pool: &ChunkPool) -> usize {
+        pool.sizes[1]
+    }
+
+    /// Lets `fill` write up to `max` (at most [`OutQueue::max_fill`]) bytes
+    /// straight into the tail chunk, or a new one if the tail has less
+    /// room; `fill` returns how many it wrote. Returns that count.
+    pub(crate) fn push_with(
+        &mut self,
+        pool: &mut ChunkPool,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> usize {
+        let max = max.min(pool.sizes[1]);
+        let room = |pool: &ChunkPool, i: u32| {
+            let c = &pool.chunks[i as usize];
+            c.buf.len().saturating_sub(c.end as usize)
+        };
+        let fresh = self.tail == NIL || room(pool, self.tail) < max;
+        let i = if fresh {
+            let class = usize::from(!(self.tail == NIL && max <= SMALL_CHUNK));
+            pool.alloc(class)
+        } else {
+            self.tail
+        };
+        let c = &mut pool.chunks[i as usize];
+        let end = c.end as usize;
+        let n = fill(&mut c.buf[end..end + max]).min(max);
+        c.end += n as u32;
+        if fresh {
+            if n == 0 {
+                pool.release(i);
+                return 0;
+            }
+            if self.tail == NIL {
+                self.head = i;
+            } else {
+                pool.chunks[self.tail as usize].next = i;
+            }
+            self.tail = i;
+        }
+        self.len = self.len.saturating_add(n as u32);
+        n
+    }
+
     /// Appends a reference to `shared` (no copy of its bytes).
     pub(crate) fn push_shared(&mut self, pool: &mut ChunkPool, shared: Arc<[u8]>) {
         if shared.is_empty() {
@@ -347,6 +393,38 @@ impl InputPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_with_fills_in_place_and_releases_unused_chunks() {
+        let mut pool = ChunkPool::new(4096, 4);
+        let mut q = OutQueue::default();
+        assert_eq!(q.push_with(&mut pool, 100, |_| 0), 0);
+        assert!(q.is_empty());
+        assert_eq!(pool.free_len[0], pool.live[0]);
+        let n = q.push_with(&mut pool, 100, |b| {
+            b[..3].copy_from_slice(b"abc");
+            3
+        });
+        assert_eq!((n, q.len), (3, 3));
+        // Fits in the tail: same chunk.
+        q.push_with(&mut pool, 10, |b| {
+            b[..2].copy_from_slice(b"de");
+            2
+        });
+        // Does not fit in the small tail: a new, large chunk.
+        q.push_with(&mut pool, SMALL_CHUNK, |b| {
+            b[..1].copy_from_slice(b"f");
+            9999
+        });
+        let mut sl = [IoSlice::new(&[]); 4];
+        let k = q.slices(&pool, &mut sl);
+        let all: Vec<u8> = sl[..k].iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(k, 2);
+        assert_eq!(&all[..6], b"abcdef");
+        // `fill` claiming more than `max` is clamped.
+        assert_eq!(q.len as usize, 5 + SMALL_CHUNK);
+        assert_eq!(OutQueue::max_fill(&pool), 4096);
+    }
 
     #[test]
     fn queue_roundtrip_across_chunks() {

@@ -398,6 +398,9 @@ pub(crate) struct Core {
     outbound_limits: Limits,
     /// Decoded application bytes of filtered connections (reused).
     scratch: Vec<u8>,
+    /// Bytes of [`Ctx::write_with`] that cannot go straight into a chunk
+    /// (a filtered connection, a fill larger than a chunk); reused.
+    wscratch: Vec<u8>,
     /// Outbound connections still connecting whose filter starts once
     /// connected (few at a time; kept out of the slot to keep it small).
     pending_filters: Vec<(u32, FilterFactory, u32)>,
@@ -438,6 +441,7 @@ impl Core {
             stop_listeners: false,
             outbound_limits,
             scratch: Vec::new(),
+            wscratch: Vec::new(),
             pending_filters: Vec::new(),
         }
     }
@@ -1394,6 +1398,40 @@ impl Core {
         self.after_write(slot);
     }
 
+    fn write_with(
+        &mut self,
+        slot: u32,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> usize {
+        let c = &self.conns[slot as usize];
+        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 || c.flags & SHUT_WR_REQ != 0 {
+            return 0;
+        }
+        if c.filter.is_some() || max > OutQueue::max_fill(&self.pool) {
+            // Through a reused buffer, then the ordinary path (the filter
+            // encodes; a large write spans chunks).
+            let mut tmp = std::mem::take(&mut self.wscratch);
+            if tmp.len() < max {
+                tmp.resize(max, 0);
+            }
+            let n = fill(&mut tmp[..max]).min(max);
+            if n > 0 {
+                self.write(slot, &[&tmp[..n]]);
+            }
+            if tmp.len() <= 1 << 20 {
+                self.wscratch = tmp;
+            }
+            return n;
+        }
+        let Core { conns, pool, .. } = self;
+        let n = conns[slot as usize].out.push_with(pool, max, fill);
+        if n > 0 {
+            self.after_write(slot);
+        }
+        n
+    }
+
     /// Graceful close: a filter queues its goodbye (close_notify) first.
     fn close_graceful(&mut self, slot: u32) {
         let Core { conns, pool, .. } = self;
@@ -1745,6 +1783,33 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn write(&mut self, data: &[u8]) {
         self.lcx.core.write(self.slot, &[data]);
+    }
+
+    /// Queues up to `max` bytes that `fill` writes straight into the
+    /// connection's outbound buffer, and returns how many: `fill` gets a
+    /// slice of `max` bytes (whatever they held before: overwrite, do not
+    /// read) and returns how many it filled from the front (clamped to
+    /// `max`). Saves the copy of [`Ctx::write`] for a handler that would
+    /// otherwise encode into a buffer of its own first. Over a filter (TLS)
+    /// or for `max` above the chunk size it goes through a reused buffer of
+    /// the loop and costs what `write` costs. Nothing is queued (0) once the
+    /// connection is closing.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// let n = d.len();
+    /// cx.write_with(4 + n, |buf| {
+    ///     buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+    ///     buf[4..4 + n].copy_from_slice(d);
+    ///     4 + n
+    /// });
+    /// # d.len() } }
+    /// ```
+    #[inline]
+    pub fn write_with(&mut self, max: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        self.lcx.core.write_with(self.slot, max, fill)
     }
 
     /// Queues several slices in order (a header and a payload, say) without
