@@ -294,6 +294,7 @@ impl Default for EngineBuilder {
                 sq_entries: 4096,
                 buf_count: 512,
                 buf_size: 32 << 10,
+                batch_wait: None,
             },
             chunk_size: 64 << 10,
             epoll_buf: 64 << 10,
@@ -345,6 +346,25 @@ impl EngineBuilder {
     pub fn recv_buffers(mut self, count: u16, size: u32) -> Self {
         self.uring.buf_count = count;
         self.uring.buf_size = size;
+        self
+    }
+
+    /// io_uring: when the loop waits, wake it for `completions`
+    /// completions, or once `max_delay` has passed with at least one
+    /// (`IORING_ENTER_EXT_ARG` `min_wait_usec`, Linux 6.12+; ignored where
+    /// the kernel lacks it, and by the epoll backend). A loop with nothing
+    /// to do still wakes for its first completion at once; a busy loop with
+    /// fewer than `completions` pending adds up to `max_delay` of latency
+    /// and makes fewer, larger turns. Off by default: a server should not
+    /// trade latency for it; a load generator may (`myriad-load` measures
+    /// whether it pays).
+    ///
+    /// ```
+    /// let b = myriad::Engine::builder().batch_wait(16, std::time::Duration::from_micros(20));
+    /// ```
+    pub fn batch_wait(mut self, completions: u32, max_delay: std::time::Duration) -> Self {
+        let us = max_delay.as_micros().min(u32::MAX as u128) as u32;
+        self.uring.batch_wait = (completions > 1 && us > 0).then_some((completions, us));
         self
     }
 

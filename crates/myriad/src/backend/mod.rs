@@ -175,6 +175,9 @@ pub(crate) struct UringParams {
     pub sq_entries: u32,
     pub buf_count: u16,
     pub buf_size: u32,
+    /// Batched waits: wake for this many completions, or once this many
+    /// microseconds passed with at least one (`None`: wake for each).
+    pub batch_wait: Option<(u32, u32)>,
 }
 
 /// Probes io_uring on a short-lived thread of its own: tearing a ring down

@@ -282,6 +282,9 @@ pub(crate) struct UringBackend {
     listeners: Vec<Option<ListenerState>>,
     batch: Vec<(u64, i32, u32)>,
     buffers_returned: bool,
+    /// Batched waits (`min_complete`, `min_wait_usec`), where the kernel
+    /// has `IORING_FEAT_MIN_TIMEOUT`.
+    batch_wait: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Copy)]
@@ -313,7 +316,15 @@ impl UringBackend {
             listeners: Vec::new(),
             batch: Vec::with_capacity(512),
             buffers_returned: false,
+            batch_wait: None,
         };
+        if params.batch_wait.is_some() {
+            if me.ring.params().is_feature_min_timeout() {
+                me.batch_wait = params.batch_wait;
+            } else {
+                tracing::debug!("kernel lacks IORING_FEAT_MIN_TIMEOUT: batched waits off");
+            }
+        }
         me.arm_wake();
         Ok(me)
     }
@@ -566,14 +577,29 @@ impl Backend for UringBackend {
         if !self.overflow.is_empty() {
             self.flush_overflow();
         }
-        let res = match timeout {
-            None => self.ring.submit_and_wait(1),
-            Some(d) => {
-                let ts = types::Timespec::new()
-                    .sec(d.as_secs())
-                    .nsec(d.subsec_nanos());
-                let args = types::SubmitArgs::new().timespec(&ts);
+        let ts = timeout.map(|d| {
+            types::Timespec::new()
+                .sec(d.as_secs())
+                .nsec(d.subsec_nanos())
+        });
+        let res = match (&ts, self.batch_wait) {
+            (None, None) => self.ring.submit_and_wait(1),
+            (Some(ts), None) => {
+                let args = types::SubmitArgs::new().timespec(ts);
                 self.ring.submitter().submit_with_args(1, &args)
+            }
+            // Wait for `n` completions; once `us` passed, return with
+            // whatever is there (at least one); with none, wait on for the
+            // first up to the timeout.
+            (ts, Some((n, us))) => {
+                let args = types::SubmitArgs::new().min_wait_usec(us);
+                match ts {
+                    Some(ts) => self
+                        .ring
+                        .submitter()
+                        .submit_with_args(n as usize, &args.timespec(ts)),
+                    None => self.ring.submitter().submit_with_args(n as usize, &args),
+                }
             }
         };
         if let Err(e) = res {
