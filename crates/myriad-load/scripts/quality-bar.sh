@@ -9,11 +9,12 @@
 # message, and the ratio of the two capacities
 #   (1 / load CPU per message) / (1 / server CPU per message).
 # Build first: cargo build --release -p myriad-load -p myriad-bench
+# (LOAD=path/to/myriad-load compares another build of it.)
 #
 #   crates/myriad-load/scripts/quality-bar.sh [REPEAT] [myriad-load args...]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-LOAD=target/release/myriad-load
+LOAD=${LOAD:-target/release/myriad-load}
 TOKIO=target/release/echo-tokio
 PORT=${PORT:-19500}
 REPEAT=${1:-3}

@@ -292,6 +292,14 @@ pub struct Args {
     #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration, help_heading = "TLS")]
     pub handshake_timeout: Duration,
 
+    /// io_uring: let each loop sleep until N completions are pending, or
+    /// until D has passed with at least one (Linux 6.12+; ignored
+    /// elsewhere): fewer, larger loop turns for a busy load generator, at
+    /// the price of up to D of added latency while fewer than N echoes are
+    /// due. Off by default. Example: 32/50us.
+    #[arg(long, value_name = "N/D", value_parser = parse_batch_wait)]
+    pub batch_wait: Option<(u32, Duration)>,
+
     /// Close connections with FIN instead of RST (RST leaves no TIME_WAIT
     /// behind on this side).
     #[arg(long)]
@@ -605,6 +613,21 @@ pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
         return Err("no addresses".into());
     }
     Ok(SourceIps(out))
+}
+
+fn parse_batch_wait(s: &str) -> Result<(u32, Duration), String> {
+    let (n, d) = s
+        .split_once('/')
+        .ok_or("expected COMPLETIONS/DELAY, e.g. 32/50us")?;
+    let n = parse_count_nonzero(n)?;
+    if !(2..=4096).contains(&n) {
+        return Err("COMPLETIONS is 2..4096".into());
+    }
+    let d = parse_duration(d)?;
+    if d < Duration::from_micros(1) || d > Duration::from_secs(1) {
+        return Err("DELAY is 1us..1s".into());
+    }
+    Ok((n as u32, d))
 }
 
 fn parse_child(s: &str) -> Result<(u32, u32), String> {

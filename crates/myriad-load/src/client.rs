@@ -693,29 +693,50 @@ impl Client {
         }
     }
 
-    /// Sends what the mode allows now: every message due is encoded into
-    /// one buffer and queued with a single write.
+    /// The stamp (send or due time) of the next message if it may go now;
+    /// open loop: arms the rate timer when it is not due yet.
+    #[inline]
+    fn next_stamp(&mut self, cx: &mut Ctx<'_>, now: u64) -> Option<u64> {
+        let Some(interval) = self.st.plan.interval_ns else {
+            return Some(now);
+        };
+        if self.next_due > now {
+            if !self.rate_timer {
+                self.rate_timer = true;
+                let wait = (self.next_due - now).div_ceil(1_000_000).max(1);
+                cx.set_timer(Duration::from_millis(wait), TIMER_RATE);
+            }
+            return None;
+        }
+        let due = self.next_due;
+        self.next_due += interval;
+        Some(due)
+    }
+
+    /// Sends what the mode allows now: every message due goes out with a
+    /// single write (TCP: encoded straight into the engine's outbound
+    /// buffer).
     fn send_more(&mut self, cx: &mut Ctx<'_>, now: u64) {
         let window = self.st.plan.window as u64;
+        if let Proto::Tcp(wire) = self.st.plan.proto {
+            let first = self.sent;
+            let mut total = 0;
+            // Bounded by the window.
+            while self.sent - self.recvd < window && self.can_send() {
+                let Some(stamp) = self.next_stamp(cx, now) else {
+                    break;
+                };
+                total += wire.header_len() + self.claim(stamp);
+            }
+            self.write_tcp(cx, wire, first, total);
+            return;
+        }
         let (mut out, mut scratch) = (self.st.out.take(), self.st.scratch.take());
         let mut res = Ok(());
         // Bounded by the window.
         while self.sent - self.recvd < window && self.can_send() {
-            let stamp = match self.st.plan.interval_ns {
-                Some(interval) => {
-                    if self.next_due > now {
-                        if !self.rate_timer {
-                            self.rate_timer = true;
-                            let wait = (self.next_due - now).div_ceil(1_000_000).max(1);
-                            cx.set_timer(Duration::from_millis(wait), TIMER_RATE);
-                        }
-                        break;
-                    }
-                    let due = self.next_due;
-                    self.next_due += interval;
-                    due
-                }
-                None => now,
+            let Some(stamp) = self.next_stamp(cx, now) else {
+                break;
             };
             res = self.encode_next(&mut out, &mut scratch, stamp);
             if res.is_err() {
@@ -727,9 +748,46 @@ impl Client {
 
     /// Sends the next message now.
     fn send_one(&mut self, cx: &mut Ctx<'_>, stamp: u64) {
+        if let Proto::Tcp(wire) = self.st.plan.proto {
+            let first = self.sent;
+            let total = wire.header_len() + self.claim(stamp);
+            self.write_tcp(cx, wire, first, total);
+            return;
+        }
         let (mut out, mut scratch) = (self.st.out.take(), self.st.scratch.take());
         let res = self.encode_next(&mut out, &mut scratch, stamp);
         self.flush_out(cx, out, scratch, res);
+    }
+
+    /// Takes sequence number `sent` for a message stamped `stamp`; returns
+    /// its payload size.
+    #[inline]
+    fn claim(&mut self, stamp: u64) -> usize {
+        let seq = self.sent;
+        let mask = self.times.len().wrapping_sub(1);
+        if let Some(t) = self.times.get_mut(seq as usize & mask) {
+            *t = stamp;
+        }
+        self.sent += 1;
+        self.st.plan.size.size_of(self.id, seq)
+    }
+
+    /// Writes messages `first..sent` (`total` wire bytes) with one write,
+    /// encoded in place.
+    fn write_tcp(&mut self, cx: &mut Ctx<'_>, wire: Wire, first: u64, total: usize) {
+        if total == 0 {
+            return;
+        }
+        let (id, sizes, last) = (self.id, self.st.plan.size, self.sent);
+        cx.write_with(total, |buf| {
+            let mut off = 0;
+            // Bounded by the window; `total` covers every message.
+            for seq in first..last {
+                let size = sizes.size_of(id, seq);
+                off += wire.write_to(key(id, seq), size, &mut buf[off..]);
+            }
+            off
+        });
     }
 
     fn flush_out(
@@ -750,7 +808,7 @@ impl Client {
         }
     }
 
-    /// Appends message `sent` (as it goes on the wire) to `out`.
+    /// Appends WebSocket message `sent` (as it goes on the wire) to `out`.
     fn encode_next(
         &mut self,
         out: &mut Vec<u8>,
@@ -758,13 +816,8 @@ impl Client {
         stamp: u64,
     ) -> Result<(), myriad_ws::Error> {
         let seq = self.sent;
-        let size = self.st.plan.size.size_of(self.id, seq);
+        let size = self.claim(stamp);
         let k = key(self.id, seq);
-        let mask = self.times.len().wrapping_sub(1);
-        if let Some(t) = self.times.get_mut(seq as usize & mask) {
-            *t = stamp;
-        }
-        self.sent += 1;
         match self.st.plan.proto {
             Proto::Tcp(wire) => {
                 wire.append(k, size, out);

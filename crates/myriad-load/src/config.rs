@@ -263,6 +263,7 @@ impl Setup {
             duration: self.duration,
             connect_timeout: self.args.connect_timeout,
             target: self.args.target.url.clone(),
+            batch_wait: self.args.batch_wait,
         }
     }
 

@@ -99,11 +99,11 @@ pub fn fill_payload(k: u64, start: usize, out: &mut [u8], text: bool) {
     }
 }
 
-/// Appends the `size` payload bytes of the message with key `k` to `out`.
-pub fn append_payload(k: u64, size: usize, out: &mut Vec<u8>, text: bool) {
-    let at = out.len();
-    out.resize(at + size, 0);
-    let mut chunks = out[at..].chunks_exact_mut(8);
+/// Writes the payload bytes of the message with key `k` over the whole of
+/// `out` (its length is the size).
+#[inline]
+pub fn write_payload(k: u64, out: &mut [u8], text: bool) {
+    let mut chunks = out.chunks_exact_mut(8);
     let mut w = 0u64;
     for c in &mut chunks {
         c.copy_from_slice(&word(k, w, text).to_le_bytes());
@@ -112,6 +112,13 @@ pub fn append_payload(k: u64, size: usize, out: &mut Vec<u8>, text: bool) {
     let rest = chunks.into_remainder();
     let n = rest.len();
     rest.copy_from_slice(&word(k, w, text).to_le_bytes()[..n]);
+}
+
+/// Appends the `size` payload bytes of the message with key `k` to `out`.
+pub fn append_payload(k: u64, size: usize, out: &mut Vec<u8>, text: bool) {
+    let at = out.len();
+    out.resize(at + size, 0);
+    write_payload(k, &mut out[at..], text);
 }
 
 /// Compares `got` with the payload bytes starting at offset `start`;
@@ -201,6 +208,18 @@ impl Wire {
         append_payload(k, size, out, false);
     }
 
+    /// Writes message (`k`, `size`) as it goes on the wire at the start of
+    /// `out` (at least `header_len() + size` bytes); returns its length.
+    #[inline]
+    pub fn write_to(self, k: u64, size: usize, out: &mut [u8]) -> usize {
+        let h = self.header_len();
+        if self == Wire::Lp32 {
+            out[..4].copy_from_slice(&(size as u32).to_be_bytes());
+        }
+        write_payload(k, &mut out[h..h + size], false);
+        h + size
+    }
+
     /// Compares `got` with the wire bytes of message (`k`, `size`) starting
     /// at wire offset `off`; the index of the first differing byte.
     pub fn verify(self, k: u64, size: usize, off: usize, got: &[u8]) -> Option<usize> {
@@ -269,6 +288,10 @@ mod tests {
             let mut d = Vec::new();
             Wire::Lp32.encode(key(1, 5), size, &mut d);
             assert_eq!(c, d);
+            let mut e = vec![0xAAu8; size + 10];
+            assert_eq!(Wire::Lp32.write_to(key(1, 5), size, &mut e), size + 4);
+            assert_eq!(c, e[..size + 4]);
+            assert!(e[size + 4..].iter().all(|&b| b == 0xAA));
         }
     }
 

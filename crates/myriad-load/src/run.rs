@@ -58,6 +58,8 @@ pub struct RunOpts {
     pub connect_timeout: Duration,
     /// The target URL, for the report.
     pub target: String,
+    /// `--batch-wait`: io_uring batched waits.
+    pub batch_wait: Option<(u32, Duration)>,
 }
 
 /// A progress update.
@@ -251,6 +253,9 @@ pub fn run(opts: RunOpts, obs: &mut dyn Observer) -> Result<Final> {
     let mut builder = Engine::builder()
         .threads(opts.threads)
         .backend(opts.backend);
+    if let Some((n, d)) = opts.batch_wait {
+        builder = builder.batch_wait(n, d);
+    }
     if matches!(opts.plan.mode, Mode::Hold { .. } | Mode::ConnectOnly) {
         // Little data: a small receive ring keeps the fixed memory of each
         // loop small next to what the connections cost.
