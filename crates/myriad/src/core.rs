@@ -9,7 +9,9 @@
 //! which the flush works through. That is what keeps the stack flat however
 //! fast the peers answer.
 
-use crate::backend::{sys, token, untoken, AddMode, Backend, Event, RecvEnd, SendOutcome};
+use crate::backend::{
+    sys, token, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome,
+};
 use crate::buf::{ChunkPool, InputPool, OutQueue, NIL};
 use crate::filter::{DebugFactory, Filter, FilterError, FilterFactory};
 use crate::handler::{CloseReason, Handler};
@@ -891,7 +893,10 @@ impl Core {
         c.flags &= !(RECV_ACTIVE | RECV_CANCEL);
         match how {
             RecvEnd::Eof => {
-                if c.flags & EOF == 0 {
+                // (A connection being torn down ends its receive with a
+                // read-side shutdown, which also reads as an end of stream:
+                // that is no news from the peer.)
+                if c.flags & EOF == 0 && c.flags & OPEN != 0 {
                     c.flags |= EOF | EOF_PENDING;
                     if let Some(f) = c.filter.as_mut() {
                         // A TLS peer that closes without close_notify may
@@ -1321,7 +1326,12 @@ impl Core {
         if c.flags & REGISTERED != 0 && c.flags & (INFLIGHT | WAIT_WRITABLE) != 0 {
             if c.flags & CANCEL_ALL == 0 {
                 c.flags |= CANCEL_ALL;
-                if be.cancel_all(tok, c.fd) {
+                let ops = InFlight {
+                    recv: c.flags & RECV_ACTIVE != 0,
+                    send: c.flags & SEND_INFLIGHT != 0,
+                    connect: c.flags & CONNECT_INFLIGHT != 0,
+                };
+                if be.cancel_all(tok, c.fd, ops) {
                     c.flags &= !(INFLIGHT | WAIT_WRITABLE | RECV_CANCEL);
                 }
             }

@@ -8,7 +8,7 @@
 //! interest is removed from the epoll set altogether, because `EPOLLHUP` and
 //! `EPOLLERR` are reported even for an empty mask and would spin the loop.
 
-use super::{sys, untoken, AddMode, Backend, Event, RecvEnd, SendOutcome};
+use super::{sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -183,7 +183,7 @@ impl Backend for EpollBackend {
         true
     }
 
-    fn cancel_all(&mut self, token: u64, fd: RawFd) -> bool {
+    fn cancel_all(&mut self, token: u64, fd: RawFd, _ops: InFlight) -> bool {
         self.set(token, fd, 0);
         true
     }

@@ -124,6 +124,18 @@ pub(crate) enum AddMode {
     Connect,
 }
 
+/// Which operations a connection has in flight (for
+/// [`Backend::cancel_all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct InFlight {
+    /// A (multishot) receive.
+    pub recv: bool,
+    /// A send.
+    pub send: bool,
+    /// A connect (waiting for writability).
+    pub connect: bool,
+}
+
 /// The backend contract. Each loop owns one backend; nothing here is shared
 /// between threads.
 pub(crate) trait Backend {
@@ -142,10 +154,11 @@ pub(crate) trait Backend {
     /// Stops receiving. Returns `true` when stopped synchronously; `false`
     /// means a [`Event::RecvEnd`] will follow.
     fn cancel_recv(&mut self, token: u64, fd: RawFd) -> bool;
-    /// Cancels every in-flight operation on `fd` (before closing it).
-    /// Returns `true` when nothing can be in flight any more (epoll);
-    /// `false` means the cancelled operations still complete (io_uring).
-    fn cancel_all(&mut self, token: u64, fd: RawFd) -> bool;
+    /// Ends the operations in flight on `fd` (before closing it): those
+    /// `ops` names. Returns `true` when nothing can be in flight any more
+    /// (epoll); `false` means the ended operations still complete
+    /// (io_uring).
+    fn cancel_all(&mut self, token: u64, fd: RawFd, ops: InFlight) -> bool;
     /// Sends from `bufs` (io_uring sends only `bufs[0]`, whose memory must
     /// stay put until the completion).
     fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome;
