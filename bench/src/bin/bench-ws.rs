@@ -7,7 +7,11 @@
 //! scenario and server it reports messages/s and the server's CPU time per
 //! message (`utime + stime` sampled at the start and end of the measured
 //! window), the median of `--repeat` interleaved runs (by CPU/message), then
-//! Myriad's ratios to each baseline. The idle scenario opens `--idle`
+//! Myriad's ratios to each baseline (medians of the per-round paired
+//! ratios). Each run also reports how busy the server was and how much CPU
+//! time anything else (not the server, not the load generator) used on the
+//! two benchmark CPUs meanwhile (`other`): a run with much `other` was
+//! disturbed. The idle scenario opens `--idle`
 //! WebSocket connections (`ws-idle`) on a fresh server process and divides
 //! the growth of its `VmRSS` by their number (measured from after a
 //! warm-up of 100 connections, so that code pages and the loop's first
@@ -106,6 +110,10 @@ const SCENARIOS: [Scenario; 3] = [
 struct RunResult {
     msgs_per_sec: f64,
     cpu_us_per_msg: f64,
+    /// Share of one CPU the server used during the measured window.
+    server_util: f64,
+    /// Share of one CPU used by other processes on the two benchmark CPUs.
+    other_util: f64,
 }
 
 struct Server {
@@ -273,6 +281,17 @@ fn load_run(server: &Server, sc: &Scenario, args: &Args) -> Result<RunResult> {
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
     let mut child = cmd.spawn().context("starting ws-loadgen")?;
+    let lpid = child.id();
+    let cpus = [args.server_cpu, args.client_cpu];
+    // (server ticks, loadgen ticks, busy ticks of both CPUs, when)
+    let sample = || -> Result<(u64, u64, u64, Instant)> {
+        Ok((
+            procfs::cpu_ticks(pid)?,
+            procfs::cpu_ticks(lpid)?,
+            procfs::cpus_busy_ticks(&cpus)?,
+            Instant::now(),
+        ))
+    };
     let out = child.stdout.take().context("loadgen stdout")?;
     let mut t0 = None;
     let mut t1 = None;
@@ -280,9 +299,9 @@ fn load_run(server: &Server, sc: &Scenario, args: &Args) -> Result<RunResult> {
     for line in BufReader::new(out).lines().take(100) {
         let line = line?;
         if line == "MEASURE_START" {
-            t0 = Some(procfs::cpu_ticks(pid)?);
+            t0 = Some(sample()?);
         } else if line == "MEASURE_END" {
-            t1 = Some(procfs::cpu_ticks(pid)?);
+            t1 = Some(sample()?);
         } else if let Some(r) = line.strip_prefix("RESULT ") {
             result = Some(r.to_owned());
         }
@@ -303,10 +322,17 @@ fn load_run(server: &Server, sc: &Scenario, args: &Args) -> Result<RunResult> {
     };
     let msgs = field("msgs")?;
     let rate = field("msgs_per_sec")?;
-    let cpu_s = (t1 - t0) as f64 / procfs::clock_ticks_per_second() as f64;
+    let tck = procfs::clock_ticks_per_second().max(1) as f64;
+    let server = t1.0.saturating_sub(t0.0);
+    let loadgen = t1.1.saturating_sub(t0.1);
+    let other = t1.2.saturating_sub(t0.2).saturating_sub(server + loadgen);
+    let wall = t1.3.duration_since(t0.3).as_secs_f64().max(1e-9);
+    let cpu_s = server as f64 / tck;
     Ok(RunResult {
         msgs_per_sec: rate,
         cpu_us_per_msg: if msgs > 0.0 { cpu_s * 1e6 / msgs } else { 0.0 },
+        server_util: cpu_s / wall,
+        other_util: other as f64 / tck / wall,
     })
 }
 
@@ -368,6 +394,11 @@ fn idle_run(name: &str, addr: SocketAddr, args: &Args) -> Result<f64> {
     Ok(after.saturating_sub(before) as f64 / args.idle as f64)
 }
 
+fn median_f64(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn median(mut v: Vec<RunResult>) -> RunResult {
     v.sort_by(|a, b| a.cpu_us_per_msg.total_cmp(&b.cpu_us_per_msg));
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -394,7 +425,10 @@ fn main() -> Result<()> {
         .iter()
         .filter(|s| args.scenarios.iter().any(|n| n == s.name))
         .collect();
-    let mut table: Vec<(String, String, RunResult)> = Vec::new();
+    // (scenario, server, median run, highest `other` of its runs)
+    let mut table: Vec<(String, String, RunResult, f64)> = Vec::new();
+    // (scenario, baseline, median paired msgs/s ratio, median paired CPU/msg ratio)
+    let mut paired: Vec<(String, String, f64, f64)> = Vec::new();
     if !load.is_empty() {
         let mut servers = Vec::new();
         for name in &args.servers {
@@ -406,21 +440,50 @@ fn main() -> Result<()> {
                 for (vi, server) in servers.iter().enumerate() {
                     let r = load_run(server, sc, &args)?;
                     eprintln!(
-                        "bench-ws: round {} {:<7} {:<15} {:>10.0} msg/s {:>8.3} us/msg",
+                        "bench-ws: round {} {:<7} {:<15} {:>10.0} msg/s {:>8.3} us/msg  server {:>3.0}%  other {:>3.0}%",
                         round + 1,
                         sc.name,
                         server.name,
                         r.msgs_per_sec,
-                        r.cpu_us_per_msg
+                        r.cpu_us_per_msg,
+                        r.server_util * 100.0,
+                        r.other_util * 100.0
                     );
                     runs[si][vi].push(r);
                 }
             }
         }
         for (si, sc) in load.iter().enumerate() {
+            // paired ratios: myriad against each baseline, round by round
+            if let Some(mi) = servers.iter().position(|s| s.name == "myriad") {
+                for (vi, server) in servers.iter().enumerate() {
+                    if vi == mi {
+                        continue;
+                    }
+                    let (m, b) = (&runs[si][mi], &runs[si][vi]);
+                    let mut rate: Vec<f64> = m
+                        .iter()
+                        .zip(b)
+                        .map(|(m, b)| m.msgs_per_sec / b.msgs_per_sec.max(1e-9))
+                        .collect();
+                    let mut cpu: Vec<f64> = m
+                        .iter()
+                        .zip(b)
+                        .map(|(m, b)| m.cpu_us_per_msg / b.cpu_us_per_msg.max(1e-9))
+                        .collect();
+                    paired.push((
+                        sc.name.to_owned(),
+                        server.name.clone(),
+                        median_f64(&mut rate),
+                        median_f64(&mut cpu),
+                    ));
+                }
+            }
             for (vi, server) in servers.iter().enumerate() {
-                let m = median(std::mem::take(&mut runs[si][vi]));
-                table.push((sc.name.to_owned(), server.name.clone(), m));
+                let v = std::mem::take(&mut runs[si][vi]);
+                let other_max = v.iter().map(|r| r.other_util).fold(0.0, f64::max);
+                let m = median(v);
+                table.push((sc.name.to_owned(), server.name.clone(), m, other_max));
             }
         }
     }
@@ -435,13 +498,16 @@ fn main() -> Result<()> {
 
     println!();
     println!(
-        "{:<8} {:<15} {:>12} {:>14}",
-        "scenario", "server", "msgs/s", "CPU us/msg"
+        "{:<8} {:<15} {:>12} {:>14} {:>8} {:>10}",
+        "scenario", "server", "msgs/s", "CPU us/msg", "server", "other max"
     );
-    for (sc, server, r) in &table {
+    for (sc, server, r, other_max) in &table {
         println!(
-            "{sc:<8} {server:<15} {:>12.0} {:>14.3}",
-            r.msgs_per_sec, r.cpu_us_per_msg
+            "{sc:<8} {server:<15} {:>12.0} {:>14.3} {:>7.0}% {:>9.0}%",
+            r.msgs_per_sec,
+            r.cpu_us_per_msg,
+            r.server_util * 100.0,
+            other_max * 100.0
         );
     }
     for (server, per) in &idle {
@@ -452,27 +518,11 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "ratios myriad / baseline (msgs/s: higher is better; CPU/msg and memory: lower is better)"
+        "ratios myriad / baseline, medians of per-round paired ratios \
+         (msgs/s: higher is better; CPU/msg and memory: lower is better)"
     );
-    for sc in load.iter() {
-        let get = |n: &str| {
-            table
-                .iter()
-                .find(|(s, v, _)| s == sc.name && v == n)
-                .map(|t| t.2)
-        };
-        let Some(m) = get("myriad") else { continue };
-        for base in ["tungstenite", "fastwebsockets"] {
-            if let Some(b) = get(base) {
-                println!(
-                    "{:<8} vs {:<15} msgs/s {:>6.2}x   CPU/msg {:>6.3}x",
-                    sc.name,
-                    base,
-                    m.msgs_per_sec / b.msgs_per_sec.max(1e-9),
-                    m.cpu_us_per_msg / b.cpu_us_per_msg.max(1e-9)
-                );
-            }
-        }
+    for (sc, base, rate, cpu) in &paired {
+        println!("{sc:<8} vs {base:<15} msgs/s {rate:>6.2}x   CPU/msg {cpu:>6.3}x");
     }
     if let Some((_, m)) = idle.iter().find(|(n, _)| n == "myriad") {
         for (n, b) in idle.iter().filter(|(n, _)| n != "myriad") {
@@ -482,10 +532,15 @@ fn main() -> Result<()> {
     if let Some(path) = &args.json {
         let rows: Vec<serde_json::Value> = table
             .iter()
-            .map(|(s, v, r)| {
+            .map(|(s, v, r, other_max)| {
                 serde_json::json!({"scenario": s, "server": v,
-                    "msgs_per_sec": r.msgs_per_sec, "cpu_us_per_msg": r.cpu_us_per_msg})
+                    "msgs_per_sec": r.msgs_per_sec, "cpu_us_per_msg": r.cpu_us_per_msg,
+                    "server_cpu_util": r.server_util, "other_cpu_util_max": other_max})
             })
+            .chain(paired.iter().map(|(s, b, rate, cpu)| {
+                serde_json::json!({"scenario": s, "server": "myriad", "baseline": b,
+                    "paired_msgs_ratio": rate, "paired_cpu_ratio": cpu})
+            }))
             .chain(idle.iter().map(|(v, per)| {
                 serde_json::json!({"scenario": "idle", "server": v, "bytes_per_conn": per})
             }))
