@@ -1077,6 +1077,14 @@ impl Client {
             self.begin(cx, now);
         } else if !was_handshake {
             self.after_receive(cx, now);
+            // Held idle: the frame decoder is not needed until the next
+            // echo (a hold check makes a new one); dropping it keeps a
+            // held WebSocket connection under 1 KB of client memory.
+            if self.phase == Phase::Holding {
+                if let Some(ws) = self.ws.as_mut() {
+                    drop(ws.park_decoder());
+                }
+            }
         }
         n
     }

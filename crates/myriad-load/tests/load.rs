@@ -335,6 +335,31 @@ fn websocket_echo_binary_and_text() {
 }
 
 #[test]
+fn websocket_hold_reverifies_after_parking_the_decoder() {
+    // Held WebSocket connections drop their frame decoder while idle; the
+    // hold check must make a new one and verify the echo with it.
+    let _g = serial();
+    let cfg: Arc<ServerConfig> = ServerConfig::default().into();
+    let s = Server::start(move || WsEcho(ServerConnection::new(cfg.clone())));
+    let url = format!("ws://{}/", s.addr);
+    let r = load(&[
+        &url,
+        "-c",
+        "20",
+        "--hold",
+        "1s",
+        "--hold-sample",
+        "100",
+        "-s",
+        "1..300",
+        "-q",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(r.j()["hold_checks"]["verified"], 20, "{}", r.show());
+    assert_eq!(r.u("connections_established"), 20);
+}
+
+#[test]
 fn websocket_against_a_plain_tcp_echo_fails_the_handshake() {
     let _g = serial();
     let s = Server::start(|| Echo);

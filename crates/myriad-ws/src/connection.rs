@@ -904,8 +904,62 @@ impl ClientConnection {
                 return Ok(0);
             }
         }
+        if matches!(self.core.rx, Rx::Parked) && n < input.len() {
+            self.core.rx = Rx::Rfc(Box::new(Decoder::with_config(
+                Role::Client,
+                self.config.limits,
+            )));
+        }
         let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
         Ok(n + m)
+    }
+
+    /// Detaches the frame decoder of an idle connection (no message in
+    /// progress, no permessage-deflate context) and returns it; the next
+    /// [`ClientConnection::feed`] with bytes makes a new one. A client that
+    /// holds many idle connections (a load generator) saves the decoder's
+    /// memory per connection this way. `None` (and nothing changes) when
+    /// the decoder is busy or already parked.
+    ///
+    /// ```
+    /// use myriad_ws::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+    /// let mut client = ClientConnection::new(ClientConfig::default(), "h", "/");
+    /// let mut server = ServerConnection::new(ServerConfig::default().into());
+    /// let (mut req, mut resp) = (Vec::new(), Vec::new());
+    /// client.start(&mut req);
+    /// server.handshake(&req, &mut resp).unwrap();
+    /// assert_eq!(client.handshake(&resp), Ok(resp.len()));
+    /// assert!(client.park_decoder().is_some());
+    /// assert!(client.is_parked());
+    /// let mut pong = [0x8A, 0x00];
+    /// let mut out = Vec::new();
+    /// client.feed(&mut pong, &mut out, &mut |_, _| {}).unwrap();
+    /// assert!(!client.is_parked());
+    /// ```
+    pub fn park_decoder(&mut self) -> Option<Box<Decoder>> {
+        match &self.core.rx {
+            Rx::Rfc(d) if d.is_idle() => {}
+            _ => return None,
+        }
+        match std::mem::replace(&mut self.core.rx, Rx::Parked) {
+            Rx::Rfc(d) => Some(d),
+            other => {
+                self.core.rx = other;
+                None
+            }
+        }
+    }
+
+    /// Whether the frame decoder is detached (see
+    /// [`ClientConnection::park_decoder`]).
+    ///
+    /// ```
+    /// use myriad_ws::{ClientConfig, ClientConnection};
+    /// let client = ClientConnection::new(ClientConfig::default(), "h", "/");
+    /// assert!(!client.is_parked());
+    /// ```
+    pub fn is_parked(&self) -> bool {
+        matches!(self.core.rx, Rx::Parked)
     }
 
     /// Runs only the opening handshake: parses the server's answer at the
