@@ -521,10 +521,7 @@ impl Backend for UringBackend {
     fn remove_listener(&mut self, listener: usize) {
         if let Some(Some(_)) = self.listeners.get(listener) {
             self.listeners[listener] = None;
-            let e = opcode::AsyncCancel::new(ud(K_ACCEPT, listener as u64))
-                .build()
-                .user_data(ud(K_IGNORE, 0));
-            self.push(e);
+            self.cancel_ud(ud(K_ACCEPT, listener as u64));
         }
     }
 
@@ -549,10 +546,7 @@ impl Backend for UringBackend {
     }
 
     fn cancel_recv(&mut self, token: u64, _fd: RawFd) -> bool {
-        let e = opcode::AsyncCancel::new(ud(K_RECV, token))
-            .build()
-            .user_data(ud(K_IGNORE, 0));
-        self.push(e);
+        self.cancel_ud(ud(K_RECV, token));
         false
     }
 
