@@ -376,6 +376,33 @@ impl Core {
         }
     }
 
+    /// Detaches an idle RFC 6455 decoder (see `park_decoder` on the
+    /// connections).
+    fn park_decoder(&mut self) -> Option<Box<Decoder>> {
+        match &self.rx {
+            Rx::Rfc(d) if d.is_idle() => {}
+            _ => return None,
+        }
+        match std::mem::replace(&mut self.rx, Rx::Parked) {
+            Rx::Rfc(d) => Some(d),
+            other => {
+                self.rx = other;
+                None
+            }
+        }
+    }
+
+    fn is_parked(&self) -> bool {
+        matches!(self.rx, Rx::Parked)
+    }
+
+    /// Gives a parked connection a new decoder before frames are fed.
+    fn unpark(&mut self, role: Role, limits: DecoderConfig) {
+        if self.is_parked() {
+            self.rx = Rx::Rfc(Box::new(Decoder::with_config(role, limits)));
+        }
+    }
+
     fn feed_frames<S, F>(
         &mut self,
         input: &mut [u8],
@@ -533,12 +560,7 @@ impl ServerConnection {
                 return Ok(0);
             }
         }
-        if matches!(self.core.rx, Rx::Parked) {
-            self.core.rx = Rx::Rfc(Box::new(Decoder::with_config(
-                Role::Server,
-                self.config.limits,
-            )));
-        }
+        self.core.unpark(Role::Server, self.config.limits);
         let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
         Ok(n + m)
     }
@@ -672,17 +694,7 @@ impl ServerConnection {
     /// conn.attach_decoder(dec);
     /// ```
     pub fn park_decoder(&mut self) -> Option<Box<Decoder>> {
-        match &self.core.rx {
-            Rx::Rfc(d) if d.is_idle() => {}
-            _ => return None,
-        }
-        match std::mem::replace(&mut self.core.rx, Rx::Parked) {
-            Rx::Rfc(d) => Some(d),
-            other => {
-                self.core.rx = other;
-                None
-            }
-        }
+        self.core.park_decoder()
     }
 
     /// Whether the connection has no decoder attached (parked).
@@ -693,7 +705,7 @@ impl ServerConnection {
     /// assert!(!conn.is_parked());
     /// ```
     pub fn is_parked(&self) -> bool {
-        matches!(self.core.rx, Rx::Parked)
+        self.core.is_parked()
     }
 
     /// Attaches a decoder (reset for this connection) to a parked
@@ -904,11 +916,8 @@ impl ClientConnection {
                 return Ok(0);
             }
         }
-        if matches!(self.core.rx, Rx::Parked) && n < input.len() {
-            self.core.rx = Rx::Rfc(Box::new(Decoder::with_config(
-                Role::Client,
-                self.config.limits,
-            )));
+        if n < input.len() {
+            self.core.unpark(Role::Client, self.config.limits);
         }
         let m = self.core.feed_frames(&mut input[n..], sink, on_event)?;
         Ok(n + m)
@@ -937,17 +946,7 @@ impl ClientConnection {
     /// assert!(!client.is_parked());
     /// ```
     pub fn park_decoder(&mut self) -> Option<Box<Decoder>> {
-        match &self.core.rx {
-            Rx::Rfc(d) if d.is_idle() => {}
-            _ => return None,
-        }
-        match std::mem::replace(&mut self.core.rx, Rx::Parked) {
-            Rx::Rfc(d) => Some(d),
-            other => {
-                self.core.rx = other;
-                None
-            }
-        }
+        self.core.park_decoder()
     }
 
     /// Whether the frame decoder is detached (see
@@ -959,7 +958,7 @@ impl ClientConnection {
     /// assert!(!client.is_parked());
     /// ```
     pub fn is_parked(&self) -> bool {
-        matches!(self.core.rx, Rx::Parked)
+        self.core.is_parked()
     }
 
     /// Runs only the opening handshake: parses the server's answer at the
