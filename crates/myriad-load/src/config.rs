@@ -216,6 +216,9 @@ fn tls_filter(args: &Args) -> Result<Option<myriad::FilterFactory>, UsageError> 
         server_name: args.sni.clone().unwrap_or_else(|| args.target.host.clone()),
         alpn: args.alpn.clone(),
         resume: args.tls_resume,
+        tickets: usize::try_from(args.connections)
+            .unwrap_or(usize::MAX)
+            .clamp(64, 65_536),
         version: args.tls_version,
         client_cert: args.client_cert.clone().zip(args.client_key.clone()),
     };

@@ -57,6 +57,8 @@ pub struct TlsOpts {
     pub alpn: Vec<String>,
     /// Share a session cache among the connections.
     pub resume: bool,
+    /// TLS 1.3 tickets kept for resumption (the connections in flight).
+    pub tickets: usize,
     /// Protocol versions offered.
     pub version: TlsVersion,
     /// Client certificate chain and key (mutual TLS).
@@ -153,7 +155,10 @@ impl TlsOpts {
         };
         cfg.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         cfg.resumption = if self.resume {
-            rustls::client::Resumption::in_memory_sessions(1024)
+            // rustls's own cache keeps 8 TLS 1.3 tickets per server, and
+            // each is used once: with more connections in flight than
+            // that, the rest would silently make full handshakes.
+            rustls::client::Resumption::store(Arc::new(myriad_tls::SessionStore::new(self.tickets)))
         } else {
             rustls::client::Resumption::disabled()
         };

@@ -1,5 +1,6 @@
 //! Building rustls configurations from PEM files.
 
+use crate::session::SessionStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -226,6 +227,10 @@ pub struct ClientTlsConfig {
     pub tls12: bool,
     /// Resume sessions (tickets or session ids) with servers seen before.
     pub resumption: bool,
+    /// TLS 1.3 tickets kept per server for resumption (each is used
+    /// once; see [`crate::SessionStore`]). Set it to the number of
+    /// connections to one server you keep in flight.
+    pub tickets_per_server: usize,
 }
 
 impl ClientTlsConfig {
@@ -242,10 +247,15 @@ impl ClientTlsConfig {
             alpn: Vec::new(),
             tls12: true,
             resumption: true,
+            tickets_per_server: 64,
         }
     }
 
-    pub(crate) fn build(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    /// The rustls configuration, and the session store it resumes from
+    /// (`None` when resumption is off).
+    pub(crate) fn build(
+        &self,
+    ) -> Result<(Arc<rustls::ClientConfig>, Option<Arc<SessionStore>>), TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         for c in load_certs(&self.ca)? {
             roots.add(c).map_err(|e| pem_err(&self.ca, e))?;
@@ -266,9 +276,14 @@ impl ClientTlsConfig {
                 .map_err(|e| TlsError::Config(e.to_string()))?,
         };
         cfg.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        if !self.resumption {
+        let store = if self.resumption {
+            let store = Arc::new(SessionStore::new(self.tickets_per_server));
+            cfg.resumption = rustls::client::Resumption::store(store.clone());
+            Some(store)
+        } else {
             cfg.resumption = rustls::client::Resumption::disabled();
-        }
-        Ok(Arc::new(cfg))
+            None
+        };
+        Ok((Arc::new(cfg), store))
     }
 }

@@ -9,6 +9,7 @@
 //! plaintext or ciphertext of ours.
 
 use crate::config::{ClientTlsConfig, ServerTlsConfig, TlsError};
+use crate::session::SessionStore;
 use myriad::{Filter, FilterError};
 use rustls::pki_types::ServerName;
 use std::io::{self, BufRead, Read, Write};
@@ -114,6 +115,7 @@ impl TlsAcceptor {
 #[derive(Clone)]
 pub struct TlsConnector {
     config: Arc<rustls::ClientConfig>,
+    store: Option<Arc<SessionStore>>,
 }
 
 impl TlsConnector {
@@ -124,9 +126,21 @@ impl TlsConnector {
     /// # Ok::<(), myriad_tls::TlsError>(())
     /// ```
     pub fn new(cfg: &ClientTlsConfig) -> Result<Self, TlsError> {
-        Ok(TlsConnector {
-            config: cfg.build()?,
-        })
+        let (config, store) = cfg.build()?;
+        Ok(TlsConnector { config, store })
+    }
+
+    /// The session store new connections resume from, when resumption is
+    /// on: its [`SessionStore::hits`] and [`SessionStore::misses`] say how
+    /// many connections could offer a ticket.
+    ///
+    /// ```no_run
+    /// let c = myriad_tls::TlsConnector::new(&myriad_tls::ClientTlsConfig::with_ca_file("ca.pem"))?;
+    /// if let Some(s) = c.session_store() { println!("{} resumed offers", s.hits()); }
+    /// # Ok::<(), myriad_tls::TlsError>(())
+    /// ```
+    pub fn session_store(&self) -> Option<&Arc<SessionStore>> {
+        self.store.as_ref()
     }
 
     /// A connector over a rustls configuration built by the caller (a load
@@ -143,7 +157,10 @@ impl TlsConnector {
     /// # Ok::<(), myriad_tls::rustls::Error>(())
     /// ```
     pub fn from_config(config: Arc<rustls::ClientConfig>) -> Self {
-        TlsConnector { config }
+        TlsConnector {
+            config,
+            store: None,
+        }
     }
 
     /// A filter factory for connections to `server_name` (checked against

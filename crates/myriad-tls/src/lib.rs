@@ -48,11 +48,13 @@
 
 mod config;
 mod filter;
+mod session;
 
 pub use config::{ClientAuth, ClientTlsConfig, ServerTlsConfig, TlsError};
 pub use filter::{TlsAcceptor, TlsConnector};
 /// The rustls version this crate is built on (for code that needs its types).
 pub use rustls;
+pub use session::SessionStore;
 
 /// The crypto provider every configuration is built with (`ring`; see the
 /// crate docs for why).

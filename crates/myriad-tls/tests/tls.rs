@@ -29,6 +29,7 @@ both_backends!(
     myriad_client_echo,
     openssl_tls12_and_tls13,
     openssl_resumption,
+    many_connections_resume_at_once,
     python_client_alpn_and_sni,
     mutual_tls,
     plaintext_to_tls_port,
@@ -313,6 +314,45 @@ fn openssl_tls12_and_tls13(kind: BackendKind) {
     );
     assert!(out13.contains("hello over tls 1.3"), "{out13}");
     assert!(out13.contains("TLSv1.3"), "{out13}");
+}
+
+fn many_connections_resume_at_once(kind: BackendKind) {
+    // More connections in flight than rustls's own cache keeps tickets for
+    // (8 per server): with the connector's store, every one offers one.
+    let p = pki();
+    let (engine, addr) = server(kind, &default_acceptor(&p), |s| s);
+    let mut cfg = ClientTlsConfig::with_ca_file(p.path("ca.pem"));
+    cfg.tickets_per_server = 64;
+    let connector = TlsConnector::new(&cfg).unwrap();
+    let store = connector.session_store().unwrap().clone();
+    let client = Engine::builder().threads(1).backend(kind).start().unwrap();
+    const N: u64 = 20;
+    for round in 0..2 {
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..N {
+            let opts = ConnectOptions {
+                filter: Some(connector.factory("localhost").unwrap()),
+                ..Default::default()
+            };
+            client.loop_handle(0).connect(
+                addr,
+                opts,
+                Client {
+                    left: 1,
+                    expect: Vec::new(),
+                    done: tx.clone(),
+                },
+            );
+        }
+        for _ in 0..N {
+            rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+        }
+        if round == 0 {
+            assert_eq!((store.hits(), store.misses()), (0, N), "first round");
+        }
+    }
+    assert_eq!((store.hits(), store.misses()), (N, N), "second round");
+    assert_eq!(engine.stats().err_filter, 0);
 }
 
 fn openssl_resumption(kind: BackendKind) {
