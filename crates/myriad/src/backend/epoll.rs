@@ -12,7 +12,7 @@ use super::{sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcom
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const READ: u8 = 1;
 const WRITE: u8 = 2;
@@ -29,6 +29,9 @@ pub(crate) struct EpollBackend {
     ep: RawFd,
     waker: Arc<sys::EventFd>,
     events: Vec<libc::epoll_event>,
+    /// The next of `events` to hand on (below `events.len()` only when a
+    /// turn ran out of time).
+    ev_pos: usize,
     /// Per-slot descriptor and interest bits (8 bytes per connection).
     interest: Vec<(RawFd, u8)>,
     listeners: Vec<Option<(RawFd, bool)>>,
@@ -46,6 +49,7 @@ impl EpollBackend {
             ep,
             waker,
             events: Vec::with_capacity(1024),
+            ev_pos: 0,
             interest: Vec::new(),
             listeners: Vec::new(),
             buf: vec![0u8; read_buf.max(4096)].into_boxed_slice(),
@@ -210,6 +214,12 @@ impl Backend for EpollBackend {
     }
 
     fn wait(&mut self, timeout: Option<Duration>, f: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
+        if self.ev_pos < self.events.len() {
+            // The last turn ran out of time: its flush has written what the
+            // handlers produced; go on with the events it left, no waiting.
+            self.dispatch(f);
+            return Ok(());
+        }
         let ms: libc::c_int = match timeout {
             None => -1,
             // Round up so that a timer is never fired early.
@@ -235,8 +245,26 @@ impl Backend for EpollBackend {
         }
         // SAFETY: `n` events were initialised by epoll_wait (n <= capacity).
         unsafe { self.events.set_len(n as usize) };
-        for i in 0..self.events.len() {
+        self.ev_pos = 0;
+        self.dispatch(f);
+        Ok(())
+    }
+}
+
+impl EpollBackend {
+    /// Hands the events from `ev_pos` on to `f` for at most
+    /// [`super::TURN_BUDGET`]; what is left waits for the next turn.
+    fn dispatch(&mut self, f: &mut dyn FnMut(Event<'_>)) {
+        let deadline = Instant::now() + super::TURN_BUDGET;
+        let start = self.ev_pos;
+        let mut i = start;
+        while i < self.events.len() {
+            if i > start && (i - start) % 4 == 0 && Instant::now() >= deadline {
+                self.ev_pos = i;
+                return;
+            }
             let ev = self.events[i];
+            i += 1;
             let (data, revents) = (ev.u64, ev.events);
             if data == WAKE_TOKEN {
                 self.waker.drain();
@@ -324,6 +352,6 @@ impl Backend for EpollBackend {
                 }
             }
         }
-        Ok(())
+        self.ev_pos = self.events.len();
     }
 }

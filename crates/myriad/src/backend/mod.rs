@@ -20,6 +20,15 @@ use std::os::fd::RawFd;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// How long one turn may hand completions to handlers before what they
+/// wrote is sent. Without a bound, a turn that found many completions of
+/// costly work (TLS handshakes: ~300 µs of rustls each) sends nothing until
+/// all are done, and its peers wait idle meanwhile: two such processes take
+/// turns instead of working at once. Cheap completions (echo) never reach
+/// it. Both backends keep what is left for the next turn, which flushes
+/// first and then goes on with it without waiting.
+pub(crate) const TURN_BUDGET: Duration = Duration::from_micros(250);
+
 /// Which I/O backend the loops use.
 ///
 /// ```

@@ -17,20 +17,15 @@
 //! `user_data` layout: `kind << 56 | token` (token = 24-bit generation and
 //! 32-bit slot).
 
-use super::{sys, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, UringParams};
+use super::{
+    sys, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, UringParams, TURN_BUDGET,
+};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long one turn may run handlers before what they wrote is submitted.
-/// Without a bound, a turn that found many completions of costly work (TLS
-/// handshakes: ~300 µs each) sends nothing until all are done, and the
-/// peers wait idle meanwhile: two such processes take turns instead of
-/// working at once. Cheap completions (echo) never reach it.
-const TURN_BUDGET: Duration = Duration::from_micros(250);
 
 const K_RECV: u64 = 1;
 const K_SEND: u64 = 2;
