@@ -205,6 +205,8 @@ pub struct Plan {
     pub proto: Proto,
     /// Over TLS (the connect options carry the filter).
     pub tls: bool,
+    /// The TLS connector behind the filter (it counts handshakes).
+    pub tls_connector: Option<myriad_tls::TlsConnector>,
     /// WebSocket `Host` header.
     pub ws_host: String,
     /// WebSocket request path.

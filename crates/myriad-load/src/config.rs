@@ -58,7 +58,10 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
         }
         (true, Framing::None, text) => Proto::Ws { text },
     };
-    let filter = tls_filter(args)?;
+    let (filter, tls_connector) = match tls_filter(args)? {
+        Some((f, c)) => (Some(f), Some(c)),
+        None => (None, None),
+    };
     let n = args.connections;
     if u64::from(args.processes) > n {
         return Err(usage(
@@ -129,6 +132,7 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
         addr: args.target.addr,
         proto,
         tls: scheme.is_tls(),
+        tls_connector,
         ws_host: if args.target.port == if scheme.is_tls() { 443 } else { 80 } {
             args.target.host.clone()
         } else {
@@ -173,7 +177,9 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
 
 /// The TLS filter factory of a tls:// or wss:// target (`None` for the
 /// others); TLS flags without a TLS target are a usage error.
-fn tls_filter(args: &Args) -> Result<Option<myriad::FilterFactory>, UsageError> {
+fn tls_filter(
+    args: &Args,
+) -> Result<Option<(myriad::FilterFactory, myriad_tls::TlsConnector)>, UsageError> {
     if !args.target.scheme.is_tls() {
         let given = [
             ("--ca", args.ca.is_some()),

@@ -72,6 +72,12 @@ pub struct RawReport {
     /// Connections established per second during the connect phase
     /// (connect-only: connect–echo–close cycles per second).
     pub connections_per_sec: f64,
+    /// TLS handshakes completed in full.
+    #[serde(default)]
+    pub tls_full: u64,
+    /// TLS handshakes completed by resuming a session.
+    #[serde(default)]
+    pub tls_resumed: u64,
     /// Hold re-verifications sent.
     pub checks_sent: u64,
     /// Hold re-verifications verified.
@@ -179,6 +185,8 @@ impl Final {
             m.messages_per_sec += p.messages_per_sec;
             m.bytes_per_sec += p.bytes_per_sec;
             m.connections_per_sec += p.connections_per_sec;
+            m.tls_full += p.tls_full;
+            m.tls_resumed += p.tls_resumed;
             m.checks_sent += p.checks_sent;
             m.checks_ok += p.checks_ok;
             for (k, v) in &p.errors {
@@ -272,6 +280,7 @@ impl Final {
             "duration_secs": round2(r.window_secs),
             "connect_secs": round2(r.connect_secs),
             "hold_checks": { "sent": r.checks_sent, "verified": r.checks_ok },
+            "tls_handshakes": { "full": r.tls_full, "resumed": r.tls_resumed },
             "cpu_secs": round2(r.cpu_secs),
             "cpu_us_per_message": round2(self.cpu_us_per_message()),
             "client_bytes_per_connection": self.bytes_per_connection().round(),
@@ -316,6 +325,13 @@ impl Final {
         let tls = r.target.starts_with("tls://") || r.target.starts_with("wss://");
         let label = if tls { "connect+TLS" } else { "connect    " };
         let _ = writeln!(s, "  {label}  {}", pct_line(&self.connect));
+        if tls {
+            let _ = writeln!(
+                s,
+                "  handshakes   {} full, {} resumed",
+                r.tls_full, r.tls_resumed
+            );
+        }
         if r.mode != "connect-only" {
             let _ = writeln!(
                 s,

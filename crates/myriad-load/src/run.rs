@@ -457,6 +457,11 @@ pub fn run(opts: RunOpts, obs: &mut dyn Observer) -> Result<Final> {
     for k in client::ErrorKind::ALL {
         errors.insert(k.name().to_string(), snap.errors[k as usize]);
     }
+    let tls = plan
+        .tls_connector
+        .as_ref()
+        .map(|c| c.handshakes())
+        .unwrap_or_default();
     let raw = RawReport {
         target: opts.target.clone(),
         mode: mode_name(&plan).to_string(),
@@ -481,6 +486,8 @@ pub fn run(opts: RunOpts, obs: &mut dyn Observer) -> Result<Final> {
         },
         checks_sent: snap.checks_sent,
         checks_ok: snap.checks_ok,
+        tls_full: tls.full,
+        tls_resumed: tls.resumed,
         errors,
         error_samples: shared.samples.lock().map(|v| v.clone()).unwrap_or_default(),
         notes: shared.notes.lock().map(|v| v.clone()).unwrap_or_default(),

@@ -165,8 +165,9 @@ impl TlsOpts {
         Ok(Arc::new(cfg))
     }
 
-    /// The filter factory for the connector.
-    pub fn factory(&self) -> Result<FilterFactory, TlsSetupError> {
+    /// The filter factory for the connector, and the connector (which
+    /// counts the handshakes by kind).
+    pub fn factory(&self) -> Result<(FilterFactory, myriad_tls::TlsConnector), TlsSetupError> {
         // Checked first: a bad name is the more basic mistake.
         ServerName::try_from(self.server_name.clone()).map_err(|e| {
             err(
@@ -175,9 +176,10 @@ impl TlsOpts {
             )
         })?;
         let connector = myriad_tls::TlsConnector::from_config(self.client_config()?);
-        connector
+        let factory = connector
             .factory(&self.server_name)
-            .map_err(|e| err("--sni", e))
+            .map_err(|e| err("--sni", e))?;
+        Ok((factory, connector))
     }
 }
 

@@ -39,6 +39,8 @@ fn tls_echo_verified_against_the_ca() {
     // One connect time per connection, TLS handshake included.
     assert_eq!(r.j()["connect_us"]["count"], 10);
     assert!(r.stdout.contains("connect+TLS"), "{}", r.stdout);
+    assert_eq!(r.j()["tls_handshakes"]["full"], 10);
+    assert_eq!(r.j()["tls_handshakes"]["resumed"], 0);
     // The same by name, TLS 1.2 only, with session resumption.
     let r = load(&[
         &s.url("tls"),
@@ -58,6 +60,34 @@ fn tls_echo_verified_against_the_ca() {
     ]);
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.u("connections_established"), 20);
+    // Only the first wave has no session to resume.
+    let hs = &r.j()["tls_handshakes"];
+    assert_eq!(
+        hs["full"].as_u64().unwrap() + hs["resumed"].as_u64().unwrap(),
+        20,
+        "{hs}"
+    );
+    assert!(hs["resumed"].as_u64().unwrap() >= 16, "{hs}");
+    // TLS 1.3 tickets are used once each: the first wave of 20 makes full
+    // handshakes, and every later connection finds a ticket the earlier
+    // ones brought (counted on the client; the server must accept it).
+    let r = load(&[
+        &s.url("tls"),
+        "--ca",
+        &ca,
+        "--tls-version",
+        "1.3",
+        "--tls-resume",
+        "-c",
+        "40",
+        "--connect-only",
+        "--connect-concurrency",
+        "20",
+        "-q",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(r.j()["tls_handshakes"]["full"], 20, "{}", r.show());
+    assert_eq!(r.j()["tls_handshakes"]["resumed"], 20, "{}", r.show());
 }
 
 #[test]

@@ -13,6 +13,7 @@ use crate::session::SessionStore;
 use myriad::{Filter, FilterError};
 use rustls::pki_types::ServerName;
 use std::io::{self, BufRead, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 /// Server-side TLS: makes one filter per accepted connection from the
@@ -29,6 +30,37 @@ use std::sync::{Arc, RwLock};
 #[derive(Clone)]
 pub struct TlsAcceptor {
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    counters: Arc<Counters>,
+}
+
+/// Handshakes completed through one [`TlsAcceptor`] or [`TlsConnector`]
+/// (all its clones and filters), by kind.
+///
+/// ```
+/// let c = myriad_tls::HandshakeCounts::default();
+/// assert_eq!(c.full + c.resumed, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeCounts {
+    /// Full handshakes (including those with a HelloRetryRequest).
+    pub full: u64,
+    /// Resumed handshakes (TLS 1.3 PSK or TLS 1.2 session id / ticket).
+    pub resumed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    full: AtomicU64,
+    resumed: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> HandshakeCounts {
+        HandshakeCounts {
+            full: self.full.load(Relaxed),
+            resumed: self.resumed.load(Relaxed),
+        }
+    }
 }
 
 impl TlsAcceptor {
@@ -42,6 +74,7 @@ impl TlsAcceptor {
     pub fn new(cfg: &ServerTlsConfig) -> Result<Self, TlsError> {
         Ok(TlsAcceptor {
             current: Arc::new(RwLock::new(cfg.build()?)),
+            counters: Arc::default(),
         })
     }
 
@@ -65,6 +98,19 @@ impl TlsAcceptor {
         Ok(())
     }
 
+    /// Handshakes completed so far on connections from this acceptor (a
+    /// server's resumption rate, say); reloads keep counting.
+    ///
+    /// ```no_run
+    /// # fn f(a: &myriad_tls::TlsAcceptor) {
+    /// let h = a.handshakes();
+    /// println!("{} full, {} resumed", h.full, h.resumed);
+    /// # }
+    /// ```
+    pub fn handshakes(&self) -> HandshakeCounts {
+        self.counters.snapshot()
+    }
+
     fn config(&self) -> Arc<rustls::ServerConfig> {
         match self.current.read() {
             Ok(g) => g.clone(),
@@ -83,6 +129,7 @@ impl TlsAcceptor {
         match rustls::ServerConnection::new(self.config()) {
             Ok(conn) => Box::new(TlsFilter {
                 conn: Conn::Server(conn),
+                counters: self.counters.clone(),
             }),
             Err(e) => Box::new(Failed(e.to_string())),
         }
@@ -116,6 +163,15 @@ impl TlsAcceptor {
 pub struct TlsConnector {
     config: Arc<rustls::ClientConfig>,
     store: Option<Arc<SessionStore>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("handshakes", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TlsConnector {
@@ -127,7 +183,24 @@ impl TlsConnector {
     /// ```
     pub fn new(cfg: &ClientTlsConfig) -> Result<Self, TlsError> {
         let (config, store) = cfg.build()?;
-        Ok(TlsConnector { config, store })
+        Ok(TlsConnector {
+            config,
+            store,
+            counters: Arc::default(),
+        })
+    }
+
+    /// Handshakes completed so far on connections made with this
+    /// connector's factories, by kind.
+    ///
+    /// ```no_run
+    /// # fn f(c: &myriad_tls::TlsConnector) {
+    /// let h = c.handshakes();
+    /// println!("{} of {} resumed", h.resumed, h.full + h.resumed);
+    /// # }
+    /// ```
+    pub fn handshakes(&self) -> HandshakeCounts {
+        self.counters.snapshot()
     }
 
     /// The session store new connections resume from, when resumption is
@@ -160,6 +233,7 @@ impl TlsConnector {
         TlsConnector {
             config,
             store: None,
+            counters: Arc::default(),
         }
     }
 
@@ -175,10 +249,12 @@ impl TlsConnector {
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|e| TlsError::Config(format!("server name {server_name:?}: {e}")))?;
         let cfg = self.config.clone();
+        let counters = self.counters.clone();
         Ok(Arc::new(move || -> Box<dyn Filter> {
             match rustls::ClientConnection::new(cfg.clone(), name.clone()) {
                 Ok(conn) => Box::new(TlsFilter {
                     conn: Conn::Client(conn),
+                    counters: counters.clone(),
                 }),
                 Err(e) => Box::new(Failed(e.to_string())),
             }
@@ -204,6 +280,7 @@ macro_rules! with_conn {
 
 struct TlsFilter {
     conn: Conn,
+    counters: Arc<Counters>,
 }
 
 struct Net<'a>(&'a mut dyn FnMut(&[u8]));
@@ -265,6 +342,7 @@ impl Filter for TlsFilter {
         net: &mut dyn FnMut(&[u8]),
     ) -> Result<(), FilterError> {
         let mut result = Ok(());
+        let was_handshaking = self.is_handshaking();
         with_conn!(&mut self.conn, c => {
             while !input.is_empty() {
                 match c.read_tls(&mut input) {
@@ -311,6 +389,14 @@ impl Filter for TlsFilter {
                 }
             }
         });
+        if was_handshaking && !self.is_handshaking() {
+            let kind = with_conn!(&self.conn, c => c.handshake_kind());
+            match kind {
+                Some(rustls::HandshakeKind::Resumed) => &self.counters.resumed,
+                _ => &self.counters.full,
+            }
+            .fetch_add(1, Relaxed);
+        }
         // Handshake replies, session tickets, or the alert for an error.
         flush_tls(&mut self.conn, net);
         result

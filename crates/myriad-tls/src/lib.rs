@@ -51,7 +51,7 @@ mod filter;
 mod session;
 
 pub use config::{ClientAuth, ClientTlsConfig, ServerTlsConfig, TlsError};
-pub use filter::{TlsAcceptor, TlsConnector};
+pub use filter::{HandshakeCounts, TlsAcceptor, TlsConnector};
 /// The rustls version this crate is built on (for code that needs its types).
 pub use rustls;
 pub use session::SessionStore;

@@ -320,7 +320,8 @@ fn many_connections_resume_at_once(kind: BackendKind) {
     // More connections in flight than rustls's own cache keeps tickets for
     // (8 per server): with the connector's store, every one offers one.
     let p = pki();
-    let (engine, addr) = server(kind, &default_acceptor(&p), |s| s);
+    let acceptor = default_acceptor(&p);
+    let (engine, addr) = server(kind, &acceptor, |s| s);
     let mut cfg = ClientTlsConfig::with_ca_file(p.path("ca.pem"));
     cfg.tickets_per_server = 64;
     let connector = TlsConnector::new(&cfg).unwrap();
@@ -352,6 +353,13 @@ fn many_connections_resume_at_once(kind: BackendKind) {
         }
     }
     assert_eq!((store.hits(), store.misses()), (N, N), "second round");
+    // Both sides saw the second round resume, every one of it.
+    let both = myriad_tls::HandshakeCounts {
+        full: N,
+        resumed: N,
+    };
+    assert_eq!(connector.handshakes(), both, "client");
+    assert_eq!(acceptor.handshakes(), both, "server");
     assert_eq!(engine.stats().err_filter, 0);
 }
 
