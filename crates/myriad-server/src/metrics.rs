@@ -73,6 +73,23 @@ pub fn render(reg: &Registry) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP myriad_tls_handshakes_total TLS handshakes completed, full or resumed."
+    );
+    let _ = writeln!(out, "# TYPE myriad_tls_handshakes_total counter");
+    for r in &services {
+        if let Some(tls) = &r.tls {
+            let h = tls.handshakes();
+            for (kind, n) in [("full", h.full), ("resumed", h.resumed)] {
+                let _ = writeln!(
+                    out,
+                    "myriad_tls_handshakes_total{{service=\"{}\",kind=\"{kind}\"}} {n}",
+                    r.config.name
+                );
+            }
+        }
+    }
     // Write-queue depth per service, as a Prometheus histogram.
     let _ = writeln!(
         out,

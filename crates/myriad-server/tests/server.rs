@@ -449,12 +449,12 @@ fn tls_and_wss_stacks() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let (pt, pw) = (free_port(), free_port());
+    let (pt, pw, pm) = (free_port(), free_port(), free_port());
     let cfg = d.join("tls.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:{pt}\"\nstack = \"tls\"\nhandler = \"echo\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\
+            "[metrics]\nlisten = \"127.0.0.1:{pm}\"\n[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:{pt}\"\nstack = \"tls\"\nhandler = \"echo\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\
              [[service]]\nname = \"w\"\nlisten = \"127.0.0.1:{pw}\"\nstack = \"wss\"\nhandler = \"ws-echo\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"
         ),
     )
@@ -502,6 +502,22 @@ print("WSS", head.split(b"\r\n")[0].decode(), rest[2:2 + len(p)].decode())
         text.contains("WSS HTTP/1.1 101 Switching Protocols over wss"),
         "{text}"
     );
+    // One full handshake on each service, counted in the metrics.
+    let m = http_get(&format!("127.0.0.1:{pm}"), "/metrics");
+    for svc in ["t", "w"] {
+        assert!(
+            m.contains(&format!(
+                "myriad_tls_handshakes_total{{service=\"{svc}\",kind=\"full\"}} 1\n"
+            )),
+            "{m}"
+        );
+        assert!(
+            m.contains(&format!(
+                "myriad_tls_handshakes_total{{service=\"{svc}\",kind=\"resumed\"}} 0\n"
+            )),
+            "{m}"
+        );
+    }
     signal(&srv.0, "-TERM");
     assert!(srv.0.wait().unwrap().success());
 }
