@@ -261,13 +261,17 @@ impl Handler for Client {
     }
 }
 
-fn myriad_client_echo(kind: BackendKind) {
-    let p = pki();
-    let (engine, addr) = server(kind, &default_acceptor(&p), |s| s);
-    let connector = TlsConnector::new(&ClientTlsConfig::with_ca_file(p.path("ca.pem"))).unwrap();
-    let client = Engine::builder().threads(1).backend(kind).start().unwrap();
+/// Opens `n` TLS connections at once from `client`, each echoing
+/// `messages` messages, and waits for all of them to finish well.
+fn echo_clients(
+    client: &Engine,
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    n: usize,
+    messages: u32,
+) {
     let (tx, rx) = mpsc::channel();
-    for _ in 0..20 {
+    for _ in 0..n {
         let opts = ConnectOptions {
             filter: Some(connector.factory("localhost").unwrap()),
             ..Default::default()
@@ -276,15 +280,23 @@ fn myriad_client_echo(kind: BackendKind) {
             addr,
             opts,
             Client {
-                left: 100,
+                left: messages,
                 expect: Vec::new(),
                 done: tx.clone(),
             },
         );
     }
-    for _ in 0..20 {
+    for _ in 0..n {
         rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
     }
+}
+
+fn myriad_client_echo(kind: BackendKind) {
+    let p = pki();
+    let (engine, addr) = server(kind, &default_acceptor(&p), |s| s);
+    let connector = TlsConnector::new(&ClientTlsConfig::with_ca_file(p.path("ca.pem"))).unwrap();
+    let client = Engine::builder().threads(1).backend(kind).start().unwrap();
+    echo_clients(&client, addr, &connector, 20, 100);
     assert_eq!(engine.stats().err_filter, 0);
     // A large message crosses many TLS records and reads.
     let r = python_client(addr, &p.path("ca.pem"), "localhost", None, None, "@300000");
@@ -329,25 +341,7 @@ fn many_connections_resume_at_once(kind: BackendKind) {
     let client = Engine::builder().threads(1).backend(kind).start().unwrap();
     const N: u64 = 20;
     for round in 0..2 {
-        let (tx, rx) = mpsc::channel();
-        for _ in 0..N {
-            let opts = ConnectOptions {
-                filter: Some(connector.factory("localhost").unwrap()),
-                ..Default::default()
-            };
-            client.loop_handle(0).connect(
-                addr,
-                opts,
-                Client {
-                    left: 1,
-                    expect: Vec::new(),
-                    done: tx.clone(),
-                },
-            );
-        }
-        for _ in 0..N {
-            rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
-        }
+        echo_clients(&client, addr, &connector, N as usize, 1);
         if round == 0 {
             assert_eq!((store.hits(), store.misses()), (0, N), "first round");
         }
