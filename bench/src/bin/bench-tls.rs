@@ -104,6 +104,9 @@ struct Run {
     client_cpu: f64,
     /// Resume mode: connections that offered a ticket / found none.
     ticket_hits: u64,
+    /// Handshakes completed in the window, by kind (as the client saw them).
+    full: u64,
+    resumed: u64,
     ticket_misses: u64,
 }
 
@@ -176,6 +179,8 @@ fn run_load(
         errors: field("errors").unwrap_or(0.0) as u64,
         client_cpu: field("client_cpu").unwrap_or(f64::NAN),
         ticket_hits: field("ticket_hits").unwrap_or(0.0) as u64,
+        full: field("full").unwrap_or(0.0) as u64,
+        resumed: field("resumed").unwrap_or(0.0) as u64,
         ticket_misses: field("ticket_misses").unwrap_or(0.0) as u64,
     })
 }
@@ -319,14 +324,25 @@ fn main() -> Result<()> {
             for r in 0..a.repeat {
                 for (i, (name, _, _, port)) in servers.iter().enumerate() {
                     let run = run_load(&load, guards[i].0.id(), *port, &ca, mode, conns, &a)?;
-                    let resumed = if mode == "resume" {
-                        format!(
-                            "  resumed offers {}/{}",
-                            run.ticket_hits,
-                            run.ticket_hits + run.ticket_misses
-                        )
-                    } else {
-                        String::new()
+                    // Handshakes completed in the window, by kind (their count
+                    // differs from ops by those in flight at its edges); in
+                    // the resume phase also how many found a ticket to offer.
+                    let resumed = match mode {
+                        "handshake" | "resume" => format!(
+                            "  resumed {}/{}{}",
+                            run.resumed,
+                            run.resumed + run.full,
+                            if mode == "resume" {
+                                format!(
+                                    " (ticket offers {}/{})",
+                                    run.ticket_hits,
+                                    run.ticket_hits + run.ticket_misses
+                                )
+                            } else {
+                                String::new()
+                            }
+                        ),
+                        _ => String::new(),
                     };
                     eprintln!(
                         "{name:<13} {mode:<9} #{}  {:>10.0} ops/s  {:>8.2} us/op server cpu  server busy {:>3.0}%  client busy {:>3.0}%  errors {}{resumed}",

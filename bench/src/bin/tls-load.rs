@@ -241,6 +241,7 @@ fn main() -> Result<()> {
             s.as_ref().map_or((0, 0), |s| (s.hits(), s.misses()))
         };
         let (h0, m0) = tickets(&store);
+        let k0 = connector.handshakes();
         let me = std::process::id();
         let c0 = myriad_bench::procfs::cpu_ticks(me)?;
         println!("MEASURE_START");
@@ -250,6 +251,7 @@ fn main() -> Result<()> {
         let secs = t0.elapsed().as_secs_f64();
         let c1 = myriad_bench::procfs::cpu_ticks(me)?;
         let (h1, m1) = tickets(&store);
+        let k1 = connector.handshakes();
         println!("MEASURE_END");
         // The client's own share of its core: near 100% means the load
         // generator, not the server, set the rate.
@@ -257,7 +259,7 @@ fn main() -> Result<()> {
             (c1 - c0) as f64 / myriad_bench::procfs::clock_ticks_per_second() as f64 / secs;
         let n = d1 - d0;
         println!(
-            "RESULT mode={} ops={} secs={:.3} ops_per_sec={:.1} errors={} client_cpu={:.2} ticket_hits={} ticket_misses={}",
+            "RESULT mode={} ops={} secs={:.3} ops_per_sec={:.1} errors={} client_cpu={:.2} ticket_hits={} ticket_misses={} full={} resumed={}",
             args.mode,
             n,
             secs,
@@ -265,7 +267,9 @@ fn main() -> Result<()> {
             st.errors.load(Relaxed),
             client_cpu,
             h1 - h0,
-            m1 - m0
+            m1 - m0,
+            k1.full - k0.full,
+            k1.resumed - k0.resumed
         );
     }
     st.stop.store(true, Relaxed);
