@@ -4,9 +4,11 @@
 //! `DESIGN.md`, "Testing"): baseline echo servers (`echo-tokio`,
 //! `echo-epoll`), a closed-loop load generator (`loadgen`), an idle
 //! connection holder (`idle-conns`) and the driver that runs them all against
-//! Myriad's echo example and prints ratios (`bench-echo`). This library holds
-//! what several of them need: the payload pattern, mass non-blocking
-//! connects, `/proc` readers and CPU pinning.
+//! Myriad's echo example and prints ratios (`bench-echo`), and their
+//! WebSocket counterparts (`ws-loadgen`, `ws-idle`). This library holds what
+//! several of them need: the payload pattern, mass non-blocking connects,
+//! the epoll wait step, the closed-loop generators' framing-independent
+//! parts, the idle holders' hold logic, `/proc` readers and CPU pinning.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -227,13 +229,7 @@ pub fn connect_many(
             break;
         }
         let left = deadline.saturating_duration_since(now);
-        let wait = left.min(Duration::from_millis(100));
-        let ts = timespec(wait);
-        events.clear();
-        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("epoll_wait")),
-        }
+        wait_events(&ep, &mut events, left.min(Duration::from_millis(100)))?;
         for ev in events.iter() {
             let i = ev.data.u64() as usize;
             let Some(fd) = pending.get_mut(i).and_then(Option::take) else {
@@ -496,5 +492,421 @@ pub fn timespec(d: Duration) -> rustix::event::Timespec {
     rustix::event::Timespec {
         tv_sec: d.as_secs() as _,
         tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+/// Waits up to `timeout` for events on `ep`, into `events` (cleared first).
+///
+/// Every event loop here waits towards a deadline of its own and re-checks
+/// it on waking, so a signal interrupting the wait (`EINTR`) is just an
+/// early wake-up rather than an error; only real failures are returned.
+#[inline]
+pub fn wait_events(ep: impl AsFd, events: &mut Vec<epoll::Event>, timeout: Duration) -> Result<()> {
+    let ts = timespec(timeout);
+    events.clear();
+    match epoll::wait(&ep, rustix::buffer::spare_capacity(events), Some(&ts)) {
+        Ok(_) | Err(Errno::INTR) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("epoll_wait")),
+    }
+}
+
+pub mod idle {
+    //! What the idle-connection holders (`idle-conns`, `ws-idle`) share: the
+    //! checks of their timing flags and the hold after `READY`, so the
+    //! driver can treat both the same way.
+
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use anyhow::{bail, Result};
+
+    /// Rejects hold and connect times that would make the holder exit at
+    /// once, never, or panic when turned into a `Duration`, with the one
+    /// message the driver's logs have always shown for either flag.
+    pub fn check_times(hold_secs: f64, connect_timeout: f64) -> Result<()> {
+        let hold_ok = hold_secs.is_finite() && hold_secs >= 0.0;
+        let timeout_ok = connect_timeout.is_finite() && connect_timeout > 0.0;
+        if !(hold_ok && timeout_ok) {
+            bail!("--hold-secs and --connect-timeout must be positive numbers");
+        }
+        Ok(())
+    }
+
+    /// Prints `READY n` (flushed: the driver samples the server's memory
+    /// when it reads that line), then holds until stdin closes or anything
+    /// arrives on it (the driver is done measuring) or `hold_secs` pass (the
+    /// driver died without closing it). The caller keeps the connections
+    /// open across this call and closes them afterwards.
+    pub fn ready_then_hold(n: usize, hold_secs: f64) -> Result<()> {
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "READY {n}")?;
+            out.flush()?;
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 64];
+            let _ = std::io::stdin().read(&mut b);
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs_f64(hold_secs));
+        Ok(())
+    }
+}
+
+pub mod closed_loop {
+    //! The framing-independent parts of the closed-loop echo load
+    //! generators (`loadgen` over raw TCP, `ws-loadgen` over WebSocket):
+    //! flags, setup, per-connection state, the measured window and the
+    //! `RESULT` line. Keeping them in one place keeps the two generators'
+    //! flags, timing and output identical, so the driver parses both alike
+    //! and their figures compare. The per-message code (queueing, reading,
+    //! checking) stays in each program, where the framing differs.
+
+    use std::io::Write;
+    use std::net::SocketAddr;
+    use std::os::fd::OwnedFd;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Context, Result};
+    use rustix::event::epoll::{self, EventData, EventFlags};
+
+    /// Size of the read buffer shared by all connections: large enough
+    /// that one `recv` normally drains a socket, small enough for the cache.
+    pub const READ_BUF: usize = 256 * 1024;
+
+    /// Errors beyond this many are counted but not printed, so that a
+    /// failing server does not flood the driver's log.
+    const MAX_REPORTED_ERRORS: u64 = 5;
+
+    /// The command-line flags both generators take, flattened into each
+    /// program's own parser (which supplies its `--help` title).
+    #[derive(clap::Args, Debug)]
+    pub struct LoadArgs {
+        /// Server address (`host:port`).
+        #[arg(long)]
+        pub addr: String,
+        /// Number of connections.
+        #[arg(long, default_value_t = 100)]
+        pub connections: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 64)]
+        pub size: usize,
+        /// Messages in flight per connection (1 = ping-pong).
+        #[arg(long, default_value_t = 1)]
+        pub window: usize,
+        /// Warm-up seconds before the measured window.
+        #[arg(long, default_value_t = 1.0)]
+        pub warmup: f64,
+        /// Length of the measured window in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        pub duration: f64,
+        /// Seconds allowed for establishing all connections.
+        #[arg(long, default_value_t = 30.0)]
+        pub connect_timeout: f64,
+        /// Connection handshakes in flight at once while connecting.
+        #[arg(long, default_value_t = 256)]
+        pub connect_batch: usize,
+        /// Pin this process to the given CPU.
+        #[arg(long)]
+        pub cpu: Option<usize>,
+    }
+
+    /// The validated flags, plus the established connections, so a program
+    /// cannot start measuring with unchecked values.
+    pub struct Setup {
+        /// The server address.
+        pub addr: SocketAddr,
+        /// Warm-up before the measured window.
+        pub warmup: Duration,
+        /// Length of the measured window.
+        pub duration: Duration,
+        /// Time allowed for connecting (and for any handshake after it).
+        pub connect_timeout: Duration,
+        /// The connections, non-blocking, `TCP_NODELAY`.
+        pub fds: Vec<OwnedFd>,
+    }
+
+    /// Turns a seconds flag into a `Duration`, naming the flag on bad
+    /// input instead of letting `Duration::from_secs_f64` panic.
+    pub fn secs(s: f64, what: &str) -> Result<Duration> {
+        if !(s.is_finite() && s >= 0.0) {
+            bail!("--{what} must be a non-negative number of seconds");
+        }
+        Ok(Duration::from_secs_f64(s))
+    }
+
+    impl LoadArgs {
+        /// Checks the flags, pins the process if asked (before connecting,
+        /// so every socket is set up on the measuring CPU) and connects.
+        pub fn setup(&self) -> Result<Setup> {
+            let addr = crate::parse_addr(&self.addr)?;
+            if self.connections == 0 || self.size == 0 || self.window == 0 {
+                bail!("--connections, --size and --window must be at least 1");
+            }
+            if self.connections > u32::MAX as usize {
+                bail!("too many connections");
+            }
+            let warmup = secs(self.warmup, "warmup")?;
+            let duration = secs(self.duration, "duration")?;
+            let connect_timeout = secs(self.connect_timeout, "connect-timeout")?;
+            if let Some(cpu) = self.cpu {
+                crate::affinity::pin_current_thread(cpu)?;
+            }
+            let fds =
+                crate::connect_many(addr, self.connections, self.connect_batch, connect_timeout)?;
+            Ok(Setup {
+                addr,
+                warmup,
+                duration,
+                connect_timeout,
+                fds,
+            })
+        }
+    }
+
+    /// Exits with the generators' convention: 0 if every message was
+    /// echoed correctly, 1 if any connection failed, 2 if the run itself
+    /// could not be done; the driver tells these apart.
+    pub fn exit(prog: &str, res: Result<u64>) -> ! {
+        match res {
+            Ok(errors) => std::process::exit(if errors > 0 { 1 } else { 0 }),
+            Err(e) => {
+                eprintln!("{prog}: error: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// One connection's state. Public fields because the per-message code
+    /// lives in each program and must stay as cheap as a local struct.
+    pub struct Conn {
+        /// The socket (registered edge-triggered for input and output).
+        pub fd: OwnedFd,
+        /// Connection number, part of every payload.
+        pub id: u32,
+        /// Messages queued for sending so far (the next one to send is `sent`).
+        pub sent: u64,
+        /// Messages fully echoed back so far (the one being received is `done`).
+        pub done: u64,
+        /// Bytes of message `done` received so far.
+        pub recv_off: usize,
+        /// Bytes queued but not yet written: `out[out_off..]`. After a short
+        /// write the rest goes out on the next `EPOLLOUT` edge.
+        pub out: Vec<u8>,
+        /// See `out`.
+        pub out_off: usize,
+    }
+
+    impl Conn {
+        /// Writes what is queued with one `send`. On a short write the rest
+        /// waits for the next `EPOLLOUT` edge (the socket is registered for
+        /// it once), so no `epoll_ctl` is ever needed after setup.
+        #[inline]
+        pub fn flush(&mut self) -> Result<()> {
+            if self.out_off == self.out.len() {
+                return Ok(());
+            }
+            let w = crate::write_nb(&self.fd, &self.out[self.out_off..]).context("write")?;
+            self.out_off += w;
+            if self.out_off == self.out.len() {
+                self.out.clear();
+                self.out_off = 0;
+            }
+            Ok(())
+        }
+    }
+
+    /// Registers every connection once, edge-triggered for input and
+    /// output, and reserves `out_capacity` bytes of output buffer each, so
+    /// the measured window needs neither `epoll_ctl` nor allocation.
+    pub fn register(
+        fds: Vec<OwnedFd>,
+        out_capacity: usize,
+    ) -> Result<(OwnedFd, Vec<Option<Conn>>)> {
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).context("epoll_create")?;
+        let mut conns: Vec<Option<Conn>> = Vec::with_capacity(fds.len());
+        for (i, fd) in fds.into_iter().enumerate() {
+            epoll::add(
+                &ep,
+                &fd,
+                EventData::new_u64(i as u64),
+                EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET,
+            )
+            .context("epoll_ctl")?;
+            conns.push(Some(Conn {
+                fd,
+                id: i as u32,
+                sent: 0,
+                done: 0,
+                recv_off: 0,
+                out: Vec::with_capacity(out_capacity),
+                out_off: 0,
+            }));
+        }
+        Ok((ep, conns))
+    }
+
+    /// Counts connection failures and prints the first few, so one bad
+    /// run shows its cause without flooding the log.
+    pub struct ErrorLog {
+        prog: &'static str,
+        count: u64,
+    }
+
+    impl ErrorLog {
+        /// An empty log whose lines start with `prog:`.
+        pub fn new(prog: &'static str) -> Self {
+            Self { prog, count: 0 }
+        }
+
+        /// Errors counted so far.
+        pub fn count(&self) -> u64 {
+            self.count
+        }
+
+        /// Counts one error and prints it if it is among the first few.
+        pub fn report(&mut self, msg: std::fmt::Arguments<'_>) {
+            self.count += 1;
+            if self.count <= MAX_REPORTED_ERRORS {
+                eprintln!("{}: {msg}", self.prog);
+            } else if self.count == MAX_REPORTED_ERRORS + 1 {
+                eprintln!("{}: more errors, not shown", self.prog);
+            }
+        }
+    }
+
+    /// Primes every connection with a full window (`queue` appends it) and
+    /// sends it; a connection whose write fails is reported and dropped.
+    /// Returns the number of connections still alive.
+    pub fn prime(
+        conns: &mut [Option<Conn>],
+        errors: &mut ErrorLog,
+        mut queue: impl FnMut(&mut Conn),
+    ) -> usize {
+        let mut alive = conns.len();
+        for slot in conns.iter_mut() {
+            let Some(conn) = slot else { continue };
+            queue(conn);
+            if let Err(e) = conn.flush() {
+                errors.report(format_args!("conn {}: write: {e}", conn.id));
+                *slot = None;
+                alive -= 1;
+            }
+        }
+        alive
+    }
+
+    /// The warm-up and the measured window: prints `MEASURE_START` and
+    /// `MEASURE_END` (the driver samples the server's CPU time at them)
+    /// and remembers the message count at each edge.
+    pub struct Window {
+        measure_at: Instant,
+        end_at: Instant,
+        duration: Duration,
+        measure: Option<(Instant, u64)>,
+        stdout: std::io::Stdout,
+    }
+
+    /// What the event loop does next, decided by [`Window::step`].
+    pub enum Step {
+        /// Wait for events at most this long (until the next window edge).
+        Wait(Duration),
+        /// The window is over: stop and report.
+        End(Span),
+    }
+
+    /// The measured window as it really was: its start and end times and
+    /// the completed-message counts at both.
+    pub struct Span {
+        t_start: Instant,
+        start_done: u64,
+        t_end: Instant,
+        end_done: u64,
+    }
+
+    impl Window {
+        /// Starts the warm-up now; the measured window follows it.
+        pub fn start(warmup: Duration, duration: Duration) -> Self {
+            let t0 = Instant::now();
+            let measure_at = t0 + warmup;
+            Self {
+                measure_at,
+                // Set when the measured window really starts, so it lasts `duration`.
+                end_at: measure_at + duration,
+                duration,
+                measure: None,
+                stdout: std::io::stdout(),
+            }
+        }
+
+        /// Called once per turn of the event loop, at `now`, with the
+        /// messages completed so far: crosses a window edge if one is due
+        /// (printing its line) and says how long to wait, or that the run
+        /// is over (the window ended or `all_failed`).
+        #[inline]
+        pub fn step(&mut self, now: Instant, total_done: u64, all_failed: bool) -> Result<Step> {
+            if self.measure.is_none() && now >= self.measure_at {
+                self.measure = Some((now, total_done));
+                self.end_at = now + self.duration;
+                let mut out = self.stdout.lock();
+                writeln!(out, "MEASURE_START")?;
+                out.flush()?;
+            }
+            if now >= self.end_at || all_failed {
+                let (ts, sd) = self.measure.unwrap_or((now, total_done));
+                let mut out = self.stdout.lock();
+                writeln!(out, "MEASURE_END")?;
+                out.flush()?;
+                return Ok(Step::End(Span {
+                    t_start: ts,
+                    start_done: sd,
+                    t_end: now,
+                    end_done: total_done,
+                }));
+            }
+            let next = if self.measure.is_some() {
+                self.end_at
+            } else {
+                self.measure_at
+            };
+            Ok(Step::Wait(next.saturating_duration_since(now)))
+        }
+    }
+
+    /// The run's shape, echoed in the `RESULT` line so a log line is
+    /// self-describing.
+    pub struct Shape {
+        /// Connections asked for.
+        pub connections: usize,
+        /// Message size in bytes.
+        pub size: usize,
+        /// Messages in flight per connection.
+        pub window: usize,
+    }
+
+    impl Span {
+        /// Prints the `RESULT` line the driver parses and returns the
+        /// error count to exit with: at least 1 when no connection
+        /// survived, even if no error was counted.
+        pub fn report(&self, prog: &str, errors: u64, shape: &Shape, alive: usize) -> u64 {
+            let msgs = self.end_done - self.start_done;
+            let secs = self.t_end.duration_since(self.t_start).as_secs_f64();
+            let rate = if secs > 0.0 { msgs as f64 / secs } else { 0.0 };
+            let Shape {
+                connections,
+                size,
+                window,
+            } = shape;
+            println!(
+                "RESULT msgs={msgs} secs={secs:.6} msgs_per_sec={rate:.1} errors={errors} \
+                 connections={connections} size={size} window={window} alive={alive}"
+            );
+            if alive == 0 {
+                eprintln!("{prog}: all connections failed");
+                return errors.max(1);
+            }
+            errors
+        }
     }
 }

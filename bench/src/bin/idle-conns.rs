@@ -16,14 +16,12 @@
 //! idle-conns --addr 127.0.0.1:19100 --connections 19000 --hold-secs 60
 //! ```
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use myriad_bench::pattern::Pattern;
 use rustix::event::epoll::{self, EventData, EventFlags};
-use rustix::io::Errno;
 
 /// Opens N connections, echoes once on each, holds them idle.
 #[derive(Parser, Debug)]
@@ -53,11 +51,7 @@ const PROBE: usize = 8;
 fn main() -> Result<()> {
     let args = Args::parse();
     let addr = myriad_bench::parse_addr(&args.addr)?;
-    let hold_ok = args.hold_secs.is_finite() && args.hold_secs >= 0.0;
-    let timeout_ok = args.connect_timeout.is_finite() && args.connect_timeout > 0.0;
-    if !(hold_ok && timeout_ok) {
-        bail!("--hold-secs and --connect-timeout must be positive numbers");
-    }
+    myriad_bench::idle::check_times(args.hold_secs, args.connect_timeout)?;
     if args.connections > u32::MAX as usize {
         bail!("too many connections");
     }
@@ -90,12 +84,7 @@ fn main() -> Result<()> {
         if now >= deadline {
             bail!("only {} of {n} connections echoed in time", n - left);
         }
-        let ts = myriad_bench::timespec(deadline.saturating_duration_since(now));
-        events.clear();
-        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("epoll_wait")),
-        }
+        myriad_bench::wait_events(&ep, &mut events, deadline.saturating_duration_since(now))?;
         for ev in events.iter() {
             let i = ev.data.u64() as usize;
             let Some(fd) = fds.get(i) else { continue };
@@ -118,20 +107,7 @@ fn main() -> Result<()> {
     }
     drop(ep);
 
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "READY {n}")?;
-        out.flush()?;
-    }
-
-    // Hold until stdin closes (or anything arrives on it) or time is up.
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 64];
-        let _ = std::io::stdin().read(&mut b);
-        let _ = tx.send(());
-    });
-    let _ = rx.recv_timeout(Duration::from_secs_f64(args.hold_secs));
+    myriad_bench::idle::ready_then_hold(n, args.hold_secs)?;
     drop(fds);
     Ok(())
 }

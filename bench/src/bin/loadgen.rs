@@ -32,177 +32,54 @@
 //!         --warmup 1 --duration 5
 //! ```
 
-use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use myriad_bench::closed_loop::{self, Conn, ErrorLog, LoadArgs, Shape, Step, Window};
 use myriad_bench::pattern::Pattern;
-use rustix::event::epoll::{self, EventData, EventFlags};
-use rustix::io::Errno;
+use rustix::event::epoll::EventFlags;
 
 /// Closed-loop echo load generator.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Server address (`host:port`).
-    #[arg(long)]
-    addr: String,
-    /// Number of connections.
-    #[arg(long, default_value_t = 100)]
-    connections: usize,
-    /// Message size in bytes.
-    #[arg(long, default_value_t = 64)]
-    size: usize,
-    /// Messages in flight per connection (1 = ping-pong).
-    #[arg(long, default_value_t = 1)]
-    window: usize,
-    /// Warm-up seconds before the measured window.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// Length of the measured window in seconds.
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
-    /// Seconds allowed for establishing all connections.
-    #[arg(long, default_value_t = 30.0)]
-    connect_timeout: f64,
-    /// Connection handshakes in flight at once while connecting.
-    #[arg(long, default_value_t = 256)]
-    connect_batch: usize,
-    /// Pin this process to the given CPU.
-    #[arg(long)]
-    cpu: Option<usize>,
-}
-
-const READ_BUF: usize = 256 * 1024;
-const MAX_REPORTED_ERRORS: u64 = 5;
-
-struct Conn {
-    fd: OwnedFd,
-    id: u32,
-    /// Messages queued for sending so far (the next one to send is `sent`).
-    sent: u64,
-    /// Messages fully echoed back so far (the one being received is `done`).
-    done: u64,
-    /// Bytes of message `done` received so far.
-    recv_off: usize,
-    /// Bytes queued but not yet written: `out[out_off..]`. After a short
-    /// write the rest goes out on the next `EPOLLOUT` edge.
-    out: Vec<u8>,
-    out_off: usize,
-}
-
-fn secs(s: f64, what: &str) -> Result<Duration> {
-    if !(s.is_finite() && s >= 0.0) {
-        bail!("--{what} must be a non-negative number of seconds");
-    }
-    Ok(Duration::from_secs_f64(s))
+    #[command(flatten)]
+    load: LoadArgs,
 }
 
 fn main() {
-    match run() {
-        Ok(errors) => std::process::exit(if errors > 0 { 1 } else { 0 }),
-        Err(e) => {
-            eprintln!("loadgen: error: {e:#}");
-            std::process::exit(2);
-        }
-    }
+    closed_loop::exit("loadgen", run());
 }
 
 fn run() -> Result<u64> {
-    let args = Args::parse();
-    let addr = myriad_bench::parse_addr(&args.addr)?;
-    if args.connections == 0 || args.size == 0 || args.window == 0 {
-        bail!("--connections, --size and --window must be at least 1");
-    }
-    if args.connections > u32::MAX as usize {
-        bail!("too many connections");
-    }
-    let warmup = secs(args.warmup, "warmup")?;
-    let duration = secs(args.duration, "duration")?;
-    let connect_timeout = secs(args.connect_timeout, "connect-timeout")?;
-    if let Some(cpu) = args.cpu {
-        myriad_bench::affinity::pin_current_thread(cpu)?;
-    }
+    let args = Args::parse().load;
+    let setup = args.setup()?;
 
     let size = args.size;
     let window = args.window;
     let pattern = Pattern::new(size);
 
-    let fds =
-        myriad_bench::connect_many(addr, args.connections, args.connect_batch, connect_timeout)?;
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).context("epoll_create")?;
-    let mut conns: Vec<Option<Conn>> = Vec::with_capacity(fds.len());
-    for (i, fd) in fds.into_iter().enumerate() {
-        epoll::add(
-            &ep,
-            &fd,
-            EventData::new_u64(i as u64),
-            EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET,
-        )
-        .context("epoll_ctl")?;
-        conns.push(Some(Conn {
-            fd,
-            id: i as u32,
-            sent: 0,
-            done: 0,
-            recv_off: 0,
-            out: Vec::with_capacity(window * size),
-            out_off: 0,
-        }));
-    }
+    let (ep, mut conns) = closed_loop::register(setup.fds, window * size)?;
 
-    let mut errors = 0u64;
-    let mut alive = conns.len();
+    let mut errors = ErrorLog::new("loadgen");
     let mut total_done = 0u64;
 
     // Prime every connection with a full window.
-    for slot in conns.iter_mut() {
-        let Some(conn) = slot else { continue };
-        queue(conn, &pattern, window);
-        if let Err(e) = flush(conn) {
-            report(&mut errors, format_args!("conn {}: write: {e}", conn.id));
-            *slot = None;
-            alive -= 1;
-        }
-    }
+    let mut alive = closed_loop::prime(&mut conns, &mut errors, |conn| {
+        queue(conn, &pattern, window)
+    });
 
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = vec![0u8; closed_loop::READ_BUF];
     let mut events = Vec::with_capacity(conns.len().clamp(64, 4096));
-    let t0 = Instant::now();
-    let measure_at = t0 + warmup;
-    // Set when the measured window really starts, so it lasts `duration`.
-    let mut end_at = measure_at + duration;
-    let mut measure: Option<(Instant, u64)> = None;
-    let stdout = std::io::stdout();
+    let mut phases = Window::start(setup.warmup, setup.duration);
 
-    let (t_start, start_done, t_end, end_done) = loop {
+    let span = loop {
         let now = Instant::now();
-        if measure.is_none() && now >= measure_at {
-            measure = Some((now, total_done));
-            end_at = now + duration;
-            let mut out = stdout.lock();
-            writeln!(out, "MEASURE_START")?;
-            out.flush()?;
-        }
-        if now >= end_at || alive == 0 {
-            let (ts, sd) = measure.unwrap_or((now, total_done));
-            let mut out = stdout.lock();
-            writeln!(out, "MEASURE_END")?;
-            out.flush()?;
-            break (ts, sd, now, total_done);
-        }
-        let next = if measure.is_some() {
-            end_at
-        } else {
-            measure_at
+        let wait = match phases.step(now, total_done, alive == 0)? {
+            Step::Wait(wait) => wait,
+            Step::End(span) => break span,
         };
-        let ts = myriad_bench::timespec(next.saturating_duration_since(now));
-        events.clear();
-        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("epoll_wait")),
-        }
+        myriad_bench::wait_events(&ep, &mut events, wait)?;
         for ev in events.iter() {
             let idx = ev.data.u64() as usize;
             let flags = ev.flags;
@@ -214,7 +91,7 @@ fn run() -> Result<u64> {
             match res {
                 Ok(n) => total_done += n,
                 Err(e) => {
-                    report(&mut errors, format_args!("conn {}: {e:#}", conn.id));
+                    errors.report(format_args!("conn {}: {e:#}", conn.id));
                     *slot = None;
                     alive -= 1;
                 }
@@ -222,29 +99,13 @@ fn run() -> Result<u64> {
         }
     };
 
-    let msgs = end_done - start_done;
-    let secs = t_end.duration_since(t_start).as_secs_f64();
-    let rate = if secs > 0.0 { msgs as f64 / secs } else { 0.0 };
     drop(conns);
-    println!(
-        "RESULT msgs={msgs} secs={secs:.6} msgs_per_sec={rate:.1} errors={errors} \
-         connections={} size={size} window={window} alive={alive}",
-        args.connections
-    );
-    if alive == 0 {
-        eprintln!("loadgen: all connections failed");
-        return Ok(errors.max(1));
-    }
-    Ok(errors)
-}
-
-fn report(errors: &mut u64, msg: std::fmt::Arguments<'_>) {
-    *errors += 1;
-    if *errors <= MAX_REPORTED_ERRORS {
-        eprintln!("loadgen: {msg}");
-    } else if *errors == MAX_REPORTED_ERRORS + 1 {
-        eprintln!("loadgen: more errors, not shown");
-    }
+    let shape = Shape {
+        connections: args.connections,
+        size,
+        window,
+    };
+    Ok(span.report("loadgen", errors.count(), &shape, alive))
 }
 
 /// Appends `count` new messages to the connection's output buffer.
@@ -261,21 +122,6 @@ fn queue(conn: &mut Conn, pattern: &Pattern, count: usize) {
         pattern.fill(conn.id, conn.sent, &mut conn.out[start..]);
         conn.sent += 1;
     }
-}
-
-/// Writes what is queued with one `send`. On a short write the rest waits
-/// for the next `EPOLLOUT` edge (the socket is registered for it once).
-fn flush(conn: &mut Conn) -> Result<()> {
-    if conn.out_off == conn.out.len() {
-        return Ok(());
-    }
-    let w = myriad_bench::write_nb(&conn.fd, &conn.out[conn.out_off..]).context("write")?;
-    conn.out_off += w;
-    if conn.out_off == conn.out.len() {
-        conn.out.clear();
-        conn.out_off = 0;
-    }
-    Ok(())
 }
 
 /// Handles one readiness event; returns the number of messages completed.
@@ -324,7 +170,7 @@ fn on_event(
     }
     // New messages, or an `EPOLLOUT` edge after a short write.
     if completed > 0 || flags.contains(EventFlags::OUT) {
-        flush(conn)?;
+        conn.flush()?;
     }
     Ok(completed)
 }

@@ -12,13 +12,11 @@
 //! ws-idle --addr 127.0.0.1:19101 --connections 19000 --hold-secs 60
 //! ```
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use rustix::event::epoll::{self, EventData, EventFlags};
-use rustix::io::Errno;
 
 /// Opens N WebSocket connections, echoes once on each, holds them idle.
 #[derive(Parser, Debug)]
@@ -65,11 +63,7 @@ fn probe(i: u64) -> [u8; 14] {
 fn main() -> Result<()> {
     let args = Args::parse();
     let addr = myriad_bench::parse_addr(&args.addr)?;
-    let hold_ok = args.hold_secs.is_finite() && args.hold_secs >= 0.0;
-    let timeout_ok = args.connect_timeout.is_finite() && args.connect_timeout > 0.0;
-    if !(hold_ok && timeout_ok) {
-        bail!("--hold-secs and --connect-timeout must be positive numbers");
-    }
+    myriad_bench::idle::check_times(args.hold_secs, args.connect_timeout)?;
     if let Some(cpu) = args.cpu {
         myriad_bench::affinity::pin_current_thread(cpu)?;
     }
@@ -100,19 +94,7 @@ fn main() -> Result<()> {
         fds.extend(part);
     }
 
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "READY {n}")?;
-        out.flush()?;
-    }
-
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 64];
-        let _ = std::io::stdin().read(&mut b);
-        let _ = tx.send(());
-    });
-    let _ = rx.recv_timeout(Duration::from_secs_f64(args.hold_secs));
+    myriad_bench::idle::ready_then_hold(n, args.hold_secs)?;
     drop(fds);
     Ok(())
 }
@@ -149,16 +131,10 @@ fn upgrade_and_echo(
         if now >= deadline {
             bail!("{left} connections not upgraded and echoed in time");
         }
-        let ts = myriad_bench::timespec(
-            deadline
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(100)),
-        );
-        events.clear();
-        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("epoll_wait")),
-        }
+        let wait = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(100));
+        myriad_bench::wait_events(&ep, &mut events, wait)?;
         for ev in events.iter() {
             let j = ev.data.u64() as usize;
             let i = base + j;
