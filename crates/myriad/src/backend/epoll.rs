@@ -21,6 +21,8 @@ const REG: u8 = 8;
 
 const WAKE_TOKEN: u64 = 1 << 62;
 const LISTENER_TAG: u64 = 1 << 63;
+/// Replaces the token of a left-over event whose connection was closed.
+const STALE_TOKEN: u64 = 1 << 61;
 /// Accepts per listener per turn: bounded so that a connection storm does
 /// not starve established connections.
 const ACCEPT_BATCH: usize = 256;
@@ -211,6 +213,18 @@ impl Backend for EpollBackend {
         if let Some(s) = self.interest.get_mut(slot as usize) {
             *s = (-1, 0);
         }
+        // Events a turn left for later must not reach a new connection
+        // that reuses this slot: the interest bits are per slot, not per
+        // generation, so a stale readiness would read the new
+        // connection's bytes (or take its connect completion) under the
+        // old token, which the core then drops.
+        if self.ev_pos < self.events.len() {
+            for ev in &mut self.events[self.ev_pos..] {
+                if ev.u64 == token {
+                    ev.u64 = STALE_TOKEN;
+                }
+            }
+        }
     }
 
     fn wait(&mut self, timeout: Option<Duration>, f: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
@@ -266,6 +280,9 @@ impl EpollBackend {
             let ev = self.events[i];
             i += 1;
             let (data, revents) = (ev.u64, ev.events);
+            if data == STALE_TOKEN {
+                continue;
+            }
             if data == WAKE_TOKEN {
                 self.waker.drain();
                 f(Event::Wake);
