@@ -227,9 +227,7 @@ impl OutQueue {
                     continue;
                 }
             }
-            // Small class only for a queue that starts with a small write.
-            let class = usize::from(!(self.tail == NIL && hint.max(data.len()) <= SMALL_CHUNK));
-            let i = pool.alloc(class);
+            let i = pool.alloc(self.new_chunk_class(hint.max(data.len())));
             if self.tail == NIL {
                 self.head = i;
             } else {
@@ -237,6 +235,12 @@ impl OutQueue {
             }
             self.tail = i;
         }
+    }
+
+    /// Size class of a new chunk for a write of `bytes` in a row: small
+    /// only for a queue that starts with a small write.
+    fn new_chunk_class(&self, bytes: usize) -> usize {
+        usize::from(!(self.tail == NIL && bytes <= SMALL_CHUNK))
     }
 
     /// Largest `max` [`OutQueue::push_with`] accepts: one large chunk.
@@ -260,8 +264,7 @@ impl OutQueue {
         };
         let fresh = self.tail == NIL || room(pool, self.tail) < max;
         let i = if fresh {
-            let class = usize::from(!(self.tail == NIL && max <= SMALL_CHUNK));
-            pool.alloc(class)
+            pool.alloc(self.new_chunk_class(max))
         } else {
             self.tail
         };

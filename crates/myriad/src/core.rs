@@ -110,6 +110,13 @@ pub(crate) struct Limits {
     pub max_input: u32,
 }
 
+/// Writes are dropped once a connection is closing, half-closed by us, or
+/// not open (yet or any more).
+#[inline]
+fn refuses_writes(flags: u32) -> bool {
+    flags & OPEN == 0 || flags & CLOSING != 0 || flags & SHUT_WR_REQ != 0
+}
+
 pub(crate) struct ServiceRt {
     pub factory: Factory,
     pub limits: u16,
@@ -1385,7 +1392,7 @@ impl Core {
     fn write(&mut self, slot: u32, parts: &[&[u8]]) {
         let Core { conns, pool, .. } = self;
         let c = &mut conns[slot as usize];
-        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 || c.flags & SHUT_WR_REQ != 0 {
+        if refuses_writes(c.flags) {
             return;
         }
         if let Some(f) = c.filter.as_mut() {
@@ -1415,7 +1422,7 @@ impl Core {
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> usize {
         let c = &self.conns[slot as usize];
-        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 || c.flags & SHUT_WR_REQ != 0 {
+        if refuses_writes(c.flags) {
             return 0;
         }
         if c.filter.is_some() || max > OutQueue::max_fill(&self.pool) {
@@ -1471,7 +1478,7 @@ impl Core {
 
     fn write_shared(&mut self, slot: u32, bytes: &Arc<[u8]>) {
         let c = &mut self.conns[slot as usize];
-        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 || c.flags & SHUT_WR_REQ != 0 {
+        if refuses_writes(c.flags) {
             return;
         }
         if c.filter.is_some() {

@@ -8,11 +8,11 @@
 //! interest is removed from the epoll set altogether, because `EPOLLHUP` and
 //! `EPOLLERR` are reported even for an empty mask and would spin the loop.
 
-use super::{sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome};
+use super::{sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, TurnClock};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const READ: u8 = 1;
 const WRITE: u8 = 2;
@@ -269,11 +269,10 @@ impl EpollBackend {
     /// Hands the events from `ev_pos` on to `f` for at most
     /// [`super::TURN_BUDGET`]; what is left waits for the next turn.
     fn dispatch(&mut self, f: &mut dyn FnMut(Event<'_>)) {
-        let deadline = Instant::now() + super::TURN_BUDGET;
-        let start = self.ev_pos;
-        let mut i = start;
+        let clock = TurnClock::start(self.ev_pos);
+        let mut i = self.ev_pos;
         while i < self.events.len() {
-            if i > start && (i - start) % 4 == 0 && Instant::now() >= deadline {
+            if clock.over(i) {
                 self.ev_pos = i;
                 return;
             }
@@ -380,6 +379,7 @@ mod tests {
     use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+    use std::time::Instant;
 
     fn token_of(ev: &Event<'_>) -> Option<u64> {
         match ev {

@@ -18,7 +18,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long one turn may hand completions to handlers before what they
 /// wrote is sent. Without a bound, a turn that found many completions of
@@ -28,6 +28,31 @@ use std::time::Duration;
 /// it. Both backends keep what is left for the next turn, which flushes
 /// first and then goes on with it without waiting.
 pub(crate) const TURN_BUDGET: Duration = Duration::from_micros(250);
+
+/// The deadline of a turn's dispatch, and the check of it both backends
+/// make between completions.
+pub(crate) struct TurnClock {
+    start: usize,
+    deadline: Instant,
+}
+
+impl TurnClock {
+    /// A dispatch that begins at index `start` of the backend's batch.
+    pub(crate) fn start(start: usize) -> Self {
+        TurnClock {
+            start,
+            deadline: Instant::now() + TURN_BUDGET,
+        }
+    }
+
+    /// True when the dispatch, about to hand on index `i`, should stop
+    /// here. The clock is read every 4 completions only: a read costs
+    /// about 25 ns, a cheap completion not much more.
+    #[inline]
+    pub(crate) fn over(&self, i: usize) -> bool {
+        i > self.start && (i - self.start) % 4 == 0 && Instant::now() >= self.deadline
+    }
+}
 
 /// Which I/O backend the loops use.
 ///

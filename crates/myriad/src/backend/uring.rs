@@ -8,7 +8,7 @@
 //!   once per batch).
 //! * One `io_uring_enter` per loop turn: [`Backend::wait`] submits
 //!   everything queued and waits in the same call. A turn stops
-//!   dispatching after [`TURN_BUDGET`]; the next one submits what the
+//!   dispatching after [`super::TURN_BUDGET`]; the next one submits what the
 //!   handlers wrote and goes on with the completions left, without waiting.
 //! * `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has them, so that
 //!   completions are only produced when the loop asks for them (no
@@ -17,15 +17,13 @@
 //! `user_data` layout: `kind << 56 | token` (token = 24-bit generation and
 //! 32-bit slot).
 
-use super::{
-    sys, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, UringParams, TURN_BUDGET,
-};
+use super::{sys, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, TurnClock, UringParams};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const K_RECV: u64 = 1;
 const K_SEND: u64 = 2;
@@ -402,16 +400,23 @@ impl UringBackend {
         self.push(e);
     }
 
-    /// Dispatches the batch from `batch_pos` on. Returns false if it
-    /// stopped at `deadline` with completions left (kept for the next
-    /// turn), true when the batch is done (and emptied).
-    fn dispatch(&mut self, f: &mut dyn FnMut(Event<'_>), deadline: Instant) -> bool {
-        let start = self.batch_pos;
-        let mut i = start;
+    /// Dispatches the batch from `batch_pos` on, then publishes the
+    /// buffers it gave back. Returns false if `clock` ran out with
+    /// completions left (kept for the next turn), true when the batch is
+    /// done (and emptied).
+    fn dispatch(&mut self, f: &mut dyn FnMut(Event<'_>), clock: &TurnClock) -> bool {
+        let done = self.dispatch_batch(f, clock);
+        if self.buffers_returned {
+            self.bufs.publish();
+            self.buffers_returned = false;
+        }
+        done
+    }
+
+    fn dispatch_batch(&mut self, f: &mut dyn FnMut(Event<'_>), clock: &TurnClock) -> bool {
+        let mut i = self.batch_pos;
         while i < self.batch.len() {
-            // The clock is read every few completions only: it costs about
-            // 25 ns, a cheap completion not much more.
-            if i > start && (i - start) % 4 == 0 && Instant::now() >= deadline {
+            if clock.over(i) {
                 self.batch_pos = i;
                 return false;
             }
@@ -625,11 +630,7 @@ impl Backend for UringBackend {
                     _ => return Err(e),
                 }
             }
-            self.dispatch(f, Instant::now() + TURN_BUDGET);
-            if self.buffers_returned {
-                self.bufs.publish();
-                self.buffers_returned = false;
-            }
+            self.dispatch(f, &TurnClock::start(self.batch_pos));
             return Ok(());
         }
         let ts = timeout.map(|d| {
@@ -666,7 +667,8 @@ impl Backend for UringBackend {
         // Drain in batches so that completions produced while dispatching
         // (none are, with DEFER_TASKRUN, but older kernels post inline) are
         // picked up in the same turn.
-        let deadline = Instant::now() + TURN_BUDGET;
+        // One clock for the whole turn, across the batches it drains.
+        let clock = TurnClock::start(0);
         for _ in 0..64 {
             self.batch.clear();
             {
@@ -684,12 +686,7 @@ impl Backend for UringBackend {
             if self.batch.is_empty() {
                 break;
             }
-            let done = self.dispatch(f, deadline);
-            if self.buffers_returned {
-                self.bufs.publish();
-                self.buffers_returned = false;
-            }
-            if !done {
+            if !self.dispatch(f, &clock) {
                 break;
             }
         }
