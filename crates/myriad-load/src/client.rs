@@ -203,9 +203,8 @@ pub struct Plan {
     pub addr: SocketAddr,
     /// Protocol.
     pub proto: Proto,
-    /// Over TLS (the connect options carry the filter).
-    pub tls: bool,
-    /// The TLS connector behind the filter (it counts handshakes).
+    /// Over TLS: the connector behind the filter the connect options carry
+    /// (it counts handshakes).
     pub tls_connector: Option<myriad_tls::TlsConnector>,
     /// WebSocket `Host` header.
     pub ws_host: String,
@@ -720,19 +719,22 @@ impl Client {
     /// buffer).
     fn send_more(&mut self, cx: &mut Ctx<'_>, now: u64) {
         let window = self.st.plan.window as u64;
-        if let Proto::Tcp(wire) = self.st.plan.proto {
-            let first = self.sent;
-            let mut total = 0;
-            // Bounded by the window.
-            while self.sent - self.recvd < window && self.can_send() {
-                let Some(stamp) = self.next_stamp(cx, now) else {
-                    break;
-                };
-                total += wire.header_len() + self.claim(stamp);
+        let text = match self.st.plan.proto {
+            Proto::Tcp(wire) => {
+                let first = self.sent;
+                let mut total = 0;
+                // Bounded by the window.
+                while self.sent - self.recvd < window && self.can_send() {
+                    let Some(stamp) = self.next_stamp(cx, now) else {
+                        break;
+                    };
+                    total += wire.header_len() + self.claim(stamp);
+                }
+                self.write_tcp(cx, wire, first, total);
+                return;
             }
-            self.write_tcp(cx, wire, first, total);
-            return;
-        }
+            Proto::Ws { text } => text,
+        };
         let (mut out, mut scratch) = (self.st.out.take(), self.st.scratch.take());
         let mut res = Ok(());
         // Bounded by the window.
@@ -740,7 +742,7 @@ impl Client {
             let Some(stamp) = self.next_stamp(cx, now) else {
                 break;
             };
-            res = self.encode_next(&mut out, &mut scratch, stamp);
+            res = self.encode_ws(&mut out, &mut scratch, stamp, text);
             if res.is_err() {
                 break;
             }
@@ -750,14 +752,17 @@ impl Client {
 
     /// Sends the next message now.
     fn send_one(&mut self, cx: &mut Ctx<'_>, stamp: u64) {
-        if let Proto::Tcp(wire) = self.st.plan.proto {
-            let first = self.sent;
-            let total = wire.header_len() + self.claim(stamp);
-            self.write_tcp(cx, wire, first, total);
-            return;
-        }
+        let text = match self.st.plan.proto {
+            Proto::Tcp(wire) => {
+                let first = self.sent;
+                let total = wire.header_len() + self.claim(stamp);
+                self.write_tcp(cx, wire, first, total);
+                return;
+            }
+            Proto::Ws { text } => text,
+        };
         let (mut out, mut scratch) = (self.st.out.take(), self.st.scratch.take());
-        let res = self.encode_next(&mut out, &mut scratch, stamp);
+        let res = self.encode_ws(&mut out, &mut scratch, stamp, text);
         self.flush_out(cx, out, scratch, res);
     }
 
@@ -811,35 +816,28 @@ impl Client {
     }
 
     /// Appends WebSocket message `sent` (as it goes on the wire) to `out`.
-    fn encode_next(
+    /// (TCP messages are encoded in place by [`Client::write_tcp`].)
+    fn encode_ws(
         &mut self,
         out: &mut Vec<u8>,
         scratch: &mut Vec<u8>,
         stamp: u64,
+        text: bool,
     ) -> Result<(), myriad_ws::Error> {
         let seq = self.sent;
         let size = self.claim(stamp);
-        let k = key(self.id, seq);
-        match self.st.plan.proto {
-            Proto::Tcp(wire) => {
-                wire.append(k, size, out);
-                Ok(())
+        scratch.clear();
+        append_payload(key(self.id, seq), size, scratch, text);
+        let Some(ws) = self.ws.as_mut() else {
+            return Ok(());
+        };
+        if text {
+            match std::str::from_utf8(&scratch[..size]) {
+                Ok(s) => ws.send_text(out, s),
+                Err(_) => Ok(()),
             }
-            Proto::Ws { text } => {
-                scratch.clear();
-                append_payload(k, size, scratch, text);
-                let Some(ws) = self.ws.as_mut() else {
-                    return Ok(());
-                };
-                if text {
-                    match std::str::from_utf8(&scratch[..size]) {
-                        Ok(s) => ws.send_text(out, s),
-                        Err(_) => Ok(()),
-                    }
-                } else {
-                    ws.send_binary(out, &scratch[..size])
-                }
-            }
+        } else {
+            ws.send_binary(out, &scratch[..size])
         }
     }
 
@@ -1210,7 +1208,7 @@ impl Handler for Client {
         let (sent, recvd) = (self.sent, self.recvd);
         // With TLS, a connection is still `Connecting` during the
         // handshake: anything but a failed connect is a handshake failure.
-        let tls_handshake = st.plan.tls && phase == Phase::Connecting;
+        let tls_handshake = st.plan.tls_connector.is_some() && phase == Phase::Connecting;
         let kind = match &reason {
             _ if matches!(phase, Phase::Failed | Phase::Done) => None,
             CloseReason::ConnectFailed(e) => Some((ErrorKind::of_connect(e), e.to_string())),

@@ -131,7 +131,6 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
     let plan = Plan {
         addr: args.target.addr,
         proto,
-        tls: scheme.is_tls(),
         tls_connector,
         ws_host: if args.target.port == if scheme.is_tls() { 443 } else { 80 } {
             args.target.host.clone()

@@ -191,21 +191,8 @@ impl Wire {
     #[cfg(test)]
     pub fn encode(self, k: u64, size: usize, out: &mut Vec<u8>) {
         out.clear();
-        if self == Wire::Lp32 {
-            out.extend_from_slice(&(size as u32).to_be_bytes());
-        }
-        let h = out.len();
-        out.resize(h + size, 0);
-        fill_payload(k, 0, &mut out[h..], false);
-    }
-
-    /// Appends message (`k`, `size`) as it goes on the wire to `out`.
-    pub fn append(self, k: u64, size: usize, out: &mut Vec<u8>) {
-        out.reserve(self.header_len() + size);
-        if self == Wire::Lp32 {
-            out.extend_from_slice(&(size as u32).to_be_bytes());
-        }
-        append_payload(k, size, out, false);
+        out.resize(self.header_len() + size, 0);
+        self.write_to(k, size, out);
     }
 
     /// Writes message (`k`, `size`) as it goes on the wire at the start of
@@ -283,8 +270,9 @@ mod tests {
             let mut b = vec![9u8];
             append_payload(key(1, 5), size, &mut b, true);
             assert_eq!(a, b[1..]);
-            let mut c = Vec::new();
-            Wire::Lp32.append(key(1, 5), size, &mut c);
+            // The wire format built by hand: length prefix, then payload.
+            let mut c = (size as u32).to_be_bytes().to_vec();
+            append_payload(key(1, 5), size, &mut c, false);
             let mut d = Vec::new();
             Wire::Lp32.encode(key(1, 5), size, &mut d);
             assert_eq!(c, d);
