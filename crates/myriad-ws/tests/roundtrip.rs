@@ -72,6 +72,32 @@ fn decode_split(dec: &mut Decoder, bytes: &[u8], cuts: &[usize]) -> Vec<Msg> {
     got
 }
 
+/// Encodes `msgs` on one side (masks from `seed`, fragments of at most
+/// `frag` bytes) and decodes them on the other, fed cut at `cuts`.
+fn plain_roundtrip(
+    msgs: &[Msg],
+    client_to_server: bool,
+    seed: u64,
+    frag: usize,
+    buffered: usize,
+    cuts: &[usize],
+) -> Vec<Msg> {
+    let (tx, rx) = if client_to_server {
+        (Role::Client, Role::Server)
+    } else {
+        (Role::Server, Role::Client)
+    };
+    let mut enc = Encoder::with_mask_gen(tx, MaskGen::from_seed(seed));
+    enc.set_max_fragment_size(frag);
+    let bytes = encode_all(&mut enc, msgs);
+    let cfg = DecoderConfig {
+        max_buffered_frame: buffered,
+        ..DecoderConfig::default()
+    };
+    let mut dec = Decoder::with_config(rx, cfg);
+    decode_split(&mut dec, &bytes, cuts)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -84,13 +110,7 @@ proptest! {
         buffered in 0usize..200,
         cuts in proptest::collection::vec(any::<usize>(), 0..20),
     ) {
-        let (tx, rx) = if client_to_server { (Role::Client, Role::Server) } else { (Role::Server, Role::Client) };
-        let mut enc = Encoder::with_mask_gen(tx, MaskGen::from_seed(seed));
-        enc.set_max_fragment_size(frag);
-        let bytes = encode_all(&mut enc, &msgs);
-        let cfg = DecoderConfig { max_buffered_frame: buffered, ..DecoderConfig::default() };
-        let mut dec = Decoder::with_config(rx, cfg);
-        prop_assert_eq!(decode_split(&mut dec, &bytes, &cuts), msgs);
+        prop_assert_eq!(plain_roundtrip(&msgs, client_to_server, seed, frag, buffered, &cuts), msgs);
     }
 
     #[test]
@@ -295,13 +315,7 @@ proptest! {
                 Msg::Binary((0..n).map(|j| (j as u8).wrapping_mul(31) ^ fill ^ i as u8).collect())
             })
             .collect();
-        let (tx, rx) = if client_to_server { (Role::Client, Role::Server) } else { (Role::Server, Role::Client) };
-        let mut enc = Encoder::with_mask_gen(tx, MaskGen::from_seed(seed));
-        enc.set_max_fragment_size(frag);
-        let bytes = encode_all(&mut enc, &msgs);
-        let cfg = DecoderConfig { max_buffered_frame: buffered, ..DecoderConfig::default() };
-        let mut dec = Decoder::with_config(rx, cfg);
-        prop_assert_eq!(decode_split(&mut dec, &bytes, &cuts), msgs);
+        prop_assert_eq!(plain_roundtrip(&msgs, client_to_server, seed, frag, buffered, &cuts), msgs);
     }
 }
 
