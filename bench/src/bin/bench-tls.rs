@@ -102,12 +102,9 @@ struct Run {
     errors: u64,
     /// The load generator's share of its core.
     client_cpu: f64,
-    /// Resume mode: connections that offered a ticket / found none.
-    ticket_hits: u64,
     /// Handshakes completed in the window, by kind (as the client saw them).
     full: u64,
     resumed: u64,
-    ticket_misses: u64,
 }
 
 fn run_load(
@@ -178,10 +175,8 @@ fn run_load(
         },
         errors: field("errors").unwrap_or(0.0) as u64,
         client_cpu: field("client_cpu").unwrap_or(f64::NAN),
-        ticket_hits: field("ticket_hits").unwrap_or(0.0) as u64,
         full: field("full").unwrap_or(0.0) as u64,
         resumed: field("resumed").unwrap_or(0.0) as u64,
-        ticket_misses: field("ticket_misses").unwrap_or(0.0) as u64,
     })
 }
 
@@ -325,23 +320,11 @@ fn main() -> Result<()> {
                 for (i, (name, _, _, port)) in servers.iter().enumerate() {
                     let run = run_load(&load, guards[i].0.id(), *port, &ca, mode, conns, &a)?;
                     // Handshakes completed in the window, by kind (their count
-                    // differs from ops by those in flight at its edges); in
-                    // the resume phase also how many found a ticket to offer.
+                    // differs from ops by those in flight at its edges).
                     let resumed = match mode {
-                        "handshake" | "resume" => format!(
-                            "  resumed {}/{}{}",
-                            run.resumed,
-                            run.resumed + run.full,
-                            if mode == "resume" {
-                                format!(
-                                    " (ticket offers {}/{})",
-                                    run.ticket_hits,
-                                    run.ticket_hits + run.ticket_misses
-                                )
-                            } else {
-                                String::new()
-                            }
-                        ),
+                        "handshake" | "resume" => {
+                            format!("  resumed {}/{}", run.resumed, run.resumed + run.full)
+                        }
                         _ => String::new(),
                     };
                     eprintln!(

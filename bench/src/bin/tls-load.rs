@@ -149,24 +149,24 @@ fn main() -> Result<()> {
     let mut cfg = ClientTlsConfig::with_ca_file(&args.ca);
     cfg.resumption = resume;
     // Every connection in flight must find a ticket, or some "resumed"
-    // handshakes are full ones (counted below either way).
+    // handshakes are full ones (the connector counts both kinds).
     cfg.tickets_per_server = args.connections * 2;
-    let (connector, store) = if args.no_verify {
+    let connector = if args.no_verify {
         let mut c = rustls::ClientConfig::builder_with_provider(myriad_tls::provider())
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(myriad_tls::provider())))
             .with_no_client_auth();
-        let store = resume.then(|| Arc::new(myriad_tls::SessionStore::new(cfg.tickets_per_server)));
-        c.resumption = match &store {
-            Some(s) => rustls::client::Resumption::store(s.clone()),
-            None => rustls::client::Resumption::disabled(),
+        c.resumption = if resume {
+            rustls::client::Resumption::store(Arc::new(myriad_tls::SessionStore::new(
+                cfg.tickets_per_server,
+            )))
+        } else {
+            rustls::client::Resumption::disabled()
         };
-        (TlsConnector::from_config(Arc::new(c)), store)
+        TlsConnector::from_config(Arc::new(c))
     } else {
-        let c = TlsConnector::new(&cfg)?;
-        let store = c.session_store().cloned();
-        (c, store)
+        TlsConnector::new(&cfg)?
     };
     let opts = ConnectOptions {
         filter: Some(connector.factory("localhost")?),
@@ -237,10 +237,6 @@ fn main() -> Result<()> {
     } else {
         std::thread::sleep(Duration::from_secs_f64(args.warmup));
         let d0 = st.done.load(Relaxed);
-        let tickets = |s: &Option<Arc<myriad_tls::SessionStore>>| {
-            s.as_ref().map_or((0, 0), |s| (s.hits(), s.misses()))
-        };
-        let (h0, m0) = tickets(&store);
         let k0 = connector.handshakes();
         let me = std::process::id();
         let c0 = myriad_bench::procfs::cpu_ticks(me)?;
@@ -250,7 +246,6 @@ fn main() -> Result<()> {
         let d1 = st.done.load(Relaxed);
         let secs = t0.elapsed().as_secs_f64();
         let c1 = myriad_bench::procfs::cpu_ticks(me)?;
-        let (h1, m1) = tickets(&store);
         let k1 = connector.handshakes();
         println!("MEASURE_END");
         // The client's own share of its core: near 100% means the load
@@ -259,15 +254,13 @@ fn main() -> Result<()> {
             (c1 - c0) as f64 / myriad_bench::procfs::clock_ticks_per_second() as f64 / secs;
         let n = d1 - d0;
         println!(
-            "RESULT mode={} ops={} secs={:.3} ops_per_sec={:.1} errors={} client_cpu={:.2} ticket_hits={} ticket_misses={} full={} resumed={}",
+            "RESULT mode={} ops={} secs={:.3} ops_per_sec={:.1} errors={} client_cpu={:.2} full={} resumed={}",
             args.mode,
             n,
             secs,
             n as f64 / secs,
             st.errors.load(Relaxed),
             client_cpu,
-            h1 - h0,
-            m1 - m0,
             k1.full - k0.full,
             k1.resumed - k0.resumed
         );
