@@ -1,18 +1,33 @@
 //! The rustls filters.
 //!
-//! rustls's buffered API is used: ciphertext is copied into rustls's
-//! deframer, decrypted in place, and the plaintext copied out into the
-//! engine's per-loop scratch buffer; written plaintext is encrypted into
-//! rustls's send buffer and drained into the connection's pooled write
-//! queue. Between calls rustls keeps its own buffers only (it releases the
-//! deframer buffer when empty), so an idle TLS connection holds no
-//! plaintext or ciphertext of ours.
+//! rustls's *unbuffered* API is used, because the buffered one copies every
+//! received byte into its own deframer buffer (which it grows 4 KiB at a
+//! time, zero-filling and reallocating, and shrinks again when empty) and
+//! every encrypted record once more on its way out. Here:
+//!
+//! * received records are decrypted **in place in the engine's receive
+//!   buffer**; only a record cut by the end of a receive is copied, into a
+//!   per-connection carry buffer that is freed as soon as it is empty;
+//! * written plaintext is encrypted record by record straight into the
+//!   connection's write-queue chunk ([`myriad::Outbound::push_with`]).
+//!
+//! rustls 0.23 still copies each decrypted record into a `Vec` of its own
+//! (its `ReadTraffic` has no in-place variant yet), and its encrypter into
+//! another before the chunk; those two copies remain.
+//!
+//! An idle TLS connection holds no plaintext or ciphertext buffer of ours:
+//! the carry buffer and the buffer for plaintext written before the
+//! handshake completed are released when empty.
 
 use crate::config::{ClientTlsConfig, ServerTlsConfig, TlsError};
 use crate::session::SessionStore;
-use myriad::{Filter, FilterError};
+use myriad::{Filter, FilterError, Outbound};
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
-use std::io::{self, BufRead, Read, Write};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
@@ -126,11 +141,8 @@ impl TlsAcceptor {
     /// # }
     /// ```
     pub fn filter(&self) -> Box<dyn Filter> {
-        match rustls::ServerConnection::new(self.config()) {
-            Ok(conn) => Box::new(TlsFilter {
-                conn: Conn::Server(conn),
-                counters: self.counters.clone(),
-            }),
+        match UnbufferedServerConnection::new(self.config()) {
+            Ok(conn) => Box::new(TlsFilter::new(Conn::Server(conn), self.counters.clone())),
             Err(e) => Box::new(Failed(e.to_string())),
         }
     }
@@ -251,11 +263,8 @@ impl TlsConnector {
         let cfg = self.config.clone();
         let counters = self.counters.clone();
         Ok(Arc::new(move || -> Box<dyn Filter> {
-            match rustls::ClientConnection::new(cfg.clone(), name.clone()) {
-                Ok(conn) => Box::new(TlsFilter {
-                    conn: Conn::Client(conn),
-                    counters: counters.clone(),
-                }),
+            match UnbufferedClientConnection::new(cfg.clone(), name.clone()) {
+                Ok(conn) => Box::new(TlsFilter::new(Conn::Client(conn), counters.clone())),
                 Err(e) => Box::new(Failed(e.to_string())),
             }
         }))
@@ -263,12 +272,12 @@ impl TlsConnector {
 }
 
 enum Conn {
-    Server(rustls::ServerConnection),
-    Client(rustls::ClientConnection),
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
 }
 
-// `ConnectionCommon<Data>` differs per side; a small macro keeps the two
-// arms identical without an unsafe cast.
+// `process_tls_records` is defined per side (the states are generic); a
+// small macro keeps the two arms identical without an unsafe cast.
 macro_rules! with_conn {
     ($c:expr, $x:ident => $body:expr) => {
         match $c {
@@ -278,21 +287,62 @@ macro_rules! with_conn {
     };
 }
 
+/// Plaintext a handler may write before the handshake completes (rustls's
+/// buffered API allows the same).
+const MAX_PENDING: usize = 64 * 1024;
+
+/// The most the carry buffer may hold: a handshake message being joined
+/// (rustls allows 64 KiB) plus one record. rustls rejects anything larger
+/// long before; this bounds memory even if it did not.
+const MAX_CARRY: usize = 64 * 1024 + 2 * RECORD_MAX;
+
+/// A TLS record's header and its largest body (TLS 1.2 allows 2 KiB of
+/// expansion over the 16 KiB of plaintext).
+const RECORD_HEADER: usize = 5;
+const RECORD_MAX: usize = RECORD_HEADER + 16384 + 2048;
+
+/// Plaintext per encryption call: one full record.
+const FRAGMENT: usize = 16384;
+
+/// Room asked for beyond the plaintext of one record: header, tag, nonce,
+/// content type (29 bytes at most with the suites `ring` offers). A
+/// shortfall (a key update queued ahead, say) is retried with the exact
+/// size rustls reports.
+const RECORD_OVERHEAD: usize = 64;
+
+/// Upper bound on the states one call walks through; each state either
+/// consumes input, produces output or stops, so this is never reached by
+/// a sound rustls.
+const MAX_STEPS: usize = 1 << 16;
+
 struct TlsFilter {
     conn: Conn,
+    /// Received bytes rustls has not consumed yet: the start of a record
+    /// cut by the end of a receive, or handshake records being joined.
+    /// Always the front of the buffer the next `process_tls_records` call
+    /// sees, as the unbuffered API requires.
+    carry: Vec<u8>,
+    /// Plaintext written during the handshake.
+    pending: Vec<u8>,
     counters: Arc<Counters>,
+    /// The peer's close_notify arrived.
+    peer_closed: bool,
 }
 
-struct Net<'a>(&'a mut dyn FnMut(&[u8]));
+/// What one state asked for.
+enum Flow {
+    /// Call `process_tls_records` again.
+    Again,
+    /// Nothing more to do until more bytes arrive.
+    Stop,
+}
 
-impl Write for Net<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (self.0)(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// What the caller wants done once the connection can send application
+/// data.
+enum Want<'p> {
+    Nothing,
+    Encrypt(&'p [u8]),
+    CloseNotify,
 }
 
 /// The kind used for counting a rustls error.
@@ -314,117 +364,432 @@ fn kind_of(e: &rustls::Error) -> &'static str {
     }
 }
 
-fn flush_tls(conn: &mut Conn, net: &mut dyn FnMut(&[u8])) {
-    let mut w = Net(net);
-    with_conn!(conn, c => {
-        // Bounded: each round drains rustls's queue; it cannot refill itself.
-        for _ in 0..64 {
-            if !c.wants_write() {
-                break;
+fn tls_error(e: &rustls::Error) -> FilterError {
+    FilterError::new(kind_of(e), e.to_string())
+}
+
+/// How many more bytes `buf` needs to end on a record boundary: 0 if it
+/// does, else the rest of the last record (or of its header). Lengths are
+/// the peer's: rustls rejects a bad one as soon as it sees the header, and
+/// the caller feeds it the header first.
+fn missing(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        let left = buf.len() - at;
+        if left == 0 {
+            return 0;
+        }
+        if left < RECORD_HEADER {
+            return RECORD_HEADER - left;
+        }
+        let body = u16::from_be_bytes([buf[at + 3], buf[at + 4]]) as usize;
+        let end = RECORD_HEADER + body;
+        if left < end {
+            return end - left;
+        }
+        at += end;
+    }
+}
+
+/// Moves one handshake record (or queued alert) into the write queue.
+fn encode_hs<Data>(
+    e: &mut rustls::unbuffered::EncodeTlsData<'_, Data>,
+    net: &mut dyn Outbound,
+) -> Result<(), FilterError> {
+    // An empty buffer makes rustls report the exact size without encoding.
+    let need = match e.encode(&mut []) {
+        Ok(_) | Err(EncodeError::AlreadyEncoded) => return Ok(()),
+        Err(EncodeError::InsufficientSize(s)) => s.required_size,
+    };
+    let mut failed = None;
+    net.push_with(need, &mut |out| match e.encode(out) {
+        Ok(n) => n,
+        Err(err) => {
+            failed = Some(err);
+            0
+        }
+    });
+    match failed {
+        None => Ok(()),
+        Some(err) => Err(FilterError::new("tls_error", err.to_string())),
+    }
+}
+
+/// Encrypts `plain` record by record straight into the write queue.
+fn encrypt_into<Data>(
+    w: &mut WriteTraffic<'_, Data>,
+    mut plain: &[u8],
+    net: &mut dyn Outbound,
+) -> Result<(), FilterError> {
+    while !plain.is_empty() {
+        let take = plain.len().min(FRAGMENT);
+        let mut room = take + RECORD_OVERHEAD;
+        let mut done = false;
+        // Bounded: the second try has the exact size rustls asked for.
+        for _ in 0..3 {
+            let mut failed = None;
+            net.push_with(room, &mut |out| match w.encrypt(&plain[..take], out) {
+                Ok(n) => n,
+                Err(err) => {
+                    failed = Some(err);
+                    0
+                }
+            });
+            match failed {
+                None => {
+                    done = true;
+                    break;
+                }
+                Some(EncryptError::InsufficientSize(s)) => room = s.required_size,
+                Some(err) => return Err(FilterError::new("tls_error", err.to_string())),
             }
-            if c.write_tls(&mut w).is_err() {
+        }
+        if !done {
+            return Err(FilterError::new(
+                "tls_error",
+                "no room for an encrypted record",
+            ));
+        }
+        plain = &plain[take..];
+    }
+    Ok(())
+}
+
+/// Handles one state of the connection; returns the bytes to discard from
+/// the front of the buffer it was given, and whether to go on.
+fn step<Data>(
+    status: UnbufferedStatus<'_, '_, Data>,
+    app: &mut Vec<u8>,
+    net: &mut dyn Outbound,
+    pending: &mut Vec<u8>,
+    peer_closed: &mut bool,
+    want: &mut Want<'_>,
+) -> (usize, Result<Flow, FilterError>) {
+    let mut discard = status.discard;
+    let state = match status.state {
+        Ok(s) => s,
+        Err(e) => return (discard, Err(tls_error(&e))),
+    };
+    let flow = match state {
+        ConnectionState::ReadTraffic(mut r) => {
+            // Bounded by the records rustls has decrypted.
+            let mut res = Ok(Flow::Again);
+            while let Some(rec) = r.next_record() {
+                match rec {
+                    Ok(rec) => {
+                        discard += rec.discard;
+                        app.extend_from_slice(rec.payload);
+                    }
+                    Err(e) => {
+                        res = Err(tls_error(&e));
+                        break;
+                    }
+                }
+            }
+            res
+        }
+        ConnectionState::PeerClosed => {
+            *peer_closed = true;
+            Ok(Flow::Again)
+        }
+        ConnectionState::Closed => Ok(Flow::Stop),
+        ConnectionState::ReadEarlyData(_) => {
+            // Our servers never accept 0-RTT data; dropping some silently
+            // would lose a peer's bytes.
+            Err(FilterError::new("tls_error", "unexpected early data"))
+        }
+        ConnectionState::EncodeTlsData(mut e) => encode_hs(&mut e, net).map(|_| Flow::Again),
+        ConnectionState::TransmitTlsData(mut t) => {
+            // What was encoded is already in the write queue, which sends it.
+            let mut res = Ok(Flow::Again);
+            if !pending.is_empty() {
+                if let Some(mut w) = t.may_encrypt_app_data() {
+                    res = encrypt_into(&mut w, pending, net).map(|_| Flow::Again);
+                    *pending = Vec::new();
+                }
+            }
+            t.done();
+            res
+        }
+        ConnectionState::BlockedHandshake => {
+            match std::mem::replace(want, Want::Nothing) {
+                Want::Encrypt(plain) => {
+                    if pending.len() + plain.len() > MAX_PENDING {
+                        return (
+                            discard,
+                            Err(FilterError::new(
+                                "tls_error",
+                                "too much data written before the handshake completed",
+                            )),
+                        );
+                    }
+                    pending.extend_from_slice(plain);
+                }
+                // No close_notify before the keys exist; the engine closes.
+                Want::CloseNotify | Want::Nothing => {}
+            }
+            Ok(Flow::Stop)
+        }
+        ConnectionState::WriteTraffic(mut w) => {
+            let mut res = Ok(Flow::Stop);
+            if !pending.is_empty() {
+                res = encrypt_into(&mut w, pending, net).map(|_| Flow::Stop);
+                *pending = Vec::new();
+            }
+            if res.is_ok() {
+                res = match std::mem::replace(want, Want::Nothing) {
+                    Want::Nothing => Ok(Flow::Stop),
+                    Want::Encrypt(plain) => encrypt_into(&mut w, plain, net).map(|_| Flow::Stop),
+                    Want::CloseNotify => {
+                        let mut room = 64;
+                        let mut out = Ok(Flow::Stop);
+                        for _ in 0..3 {
+                            let mut failed = None;
+                            net.push_with(room, &mut |o| match w.queue_close_notify(o) {
+                                Ok(n) => n,
+                                Err(err) => {
+                                    failed = Some(err);
+                                    0
+                                }
+                            });
+                            match failed {
+                                None => break,
+                                Some(EncryptError::InsufficientSize(s)) => room = s.required_size,
+                                Some(err) => {
+                                    out = Err(FilterError::new("tls_error", err.to_string()));
+                                    break;
+                                }
+                            }
+                        }
+                        out
+                    }
+                };
+            }
+            res
+        }
+        _ => Err(FilterError::new(
+            "tls_error",
+            "unknown rustls connection state",
+        )),
+    };
+    (discard, flow)
+}
+
+impl TlsFilter {
+    fn new(conn: Conn, counters: Arc<Counters>) -> Self {
+        TlsFilter {
+            conn,
+            carry: Vec::new(),
+            pending: Vec::new(),
+            counters,
+            peer_closed: false,
+        }
+    }
+
+    /// Runs the state machine over `buf` (the carry buffer, or a receive
+    /// buffer when nothing is carried) until it needs more bytes; returns
+    /// how many bytes at the front of `buf` it is done with. On an error,
+    /// queues the alert rustls prepared first.
+    fn drive(
+        conn: &mut Conn,
+        buf: &mut [u8],
+        app: &mut Vec<u8>,
+        net: &mut dyn Outbound,
+        pending: &mut Vec<u8>,
+        peer_closed: &mut bool,
+        mut want: Want<'_>,
+    ) -> Result<usize, FilterError> {
+        let mut pos = 0;
+        for _ in 0..MAX_STEPS {
+            let (discard, flow) = with_conn!(&mut *conn, c => {
+                let status = c.process_tls_records(&mut buf[pos..]);
+                step(status, app, net, pending, peer_closed, &mut want)
+            });
+            pos = (pos + discard).min(buf.len());
+            match flow {
+                Ok(Flow::Again) => {}
+                Ok(Flow::Stop) => return Ok(pos),
+                Err(e) => {
+                    Self::send_alert(conn, &mut buf[pos..], net);
+                    return Err(e);
+                }
+            }
+        }
+        Err(FilterError::new(
+            "tls_error",
+            "TLS state machine did not settle",
+        ))
+    }
+
+    /// After an error rustls has queued its fatal alert: move it to the
+    /// write queue (the engine sends it before closing). Only while rustls
+    /// has records queued: past them it would parse the bad input again
+    /// (and queue a second alert).
+    fn send_alert(conn: &mut Conn, buf: &mut [u8], net: &mut dyn Outbound) {
+        let mut pos = 0;
+        let len = buf.len();
+        // Bounded: each round takes one queued record.
+        for _ in 0..16 {
+            let more = with_conn!(&mut *conn, c => {
+                if !c.wants_write() {
+                    false
+                } else {
+                    let status = c.process_tls_records(&mut buf[pos..]);
+                    pos = (pos + status.discard).min(len);
+                    match status.state {
+                        Ok(ConnectionState::EncodeTlsData(mut e)) => encode_hs(&mut e, net).is_ok(),
+                        // Plaintext decrypted before the error: the
+                        // connection is failing, nobody will read it.
+                        Ok(ConnectionState::ReadTraffic(mut r)) => {
+                            while let Some(Ok(_)) = r.next_record() {}
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+            });
+            if !more {
                 break;
             }
         }
-    })
+    }
+
+    /// Runs the state machine over what is carried, with no new bytes (to
+    /// encrypt, or to say goodbye).
+    fn drive_carried(&mut self, want: Want<'_>, net: &mut dyn Outbound) -> Result<(), FilterError> {
+        let mut app = Vec::new();
+        let used = Self::drive(
+            &mut self.conn,
+            &mut self.carry,
+            &mut app,
+            net,
+            &mut self.pending,
+            &mut self.peer_closed,
+            want,
+        )?;
+        self.discard_carried(used);
+        if !app.is_empty() {
+            // Cannot happen: every decoded record was handed on by `decode`.
+            return Err(FilterError::new(
+                "tls_error",
+                "application data outside decode",
+            ));
+        }
+        Ok(())
+    }
+
+    fn discard_carried(&mut self, used: usize) {
+        if used >= self.carry.len() {
+            // Idle connections keep no buffer.
+            self.carry = Vec::new();
+        } else if used > 0 {
+            self.carry.drain(..used);
+        }
+    }
+
+    fn carry_more(&mut self, bytes: &[u8]) -> Result<(), FilterError> {
+        if self.carry.len() + bytes.len() > MAX_CARRY {
+            return Err(FilterError::new(
+                "bad_record",
+                "too many bytes without a whole record",
+            ));
+        }
+        if self.carry.capacity() == 0 {
+            self.carry.reserve(bytes.len().max(RECORD_MAX));
+        }
+        self.carry.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn count_handshake(&self) {
+        let kind = with_conn!(&self.conn, c => c.handshake_kind());
+        match kind {
+            Some(rustls::HandshakeKind::Resumed) => &self.counters.resumed,
+            _ => &self.counters.full,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    fn decode_inner(
+        &mut self,
+        mut input: &mut [u8],
+        app: &mut Vec<u8>,
+        net: &mut dyn Outbound,
+    ) -> Result<(), FilterError> {
+        // First complete what is carried, taking from `input` only what the
+        // carried record lacks, so that the records after it are decrypted
+        // where they are. Bounded: every round moves at least one byte.
+        while !self.carry.is_empty() && !input.is_empty() && !self.peer_closed {
+            let need = missing(&self.carry);
+            // Ends on a record boundary yet not consumed: handshake records
+            // being joined; keep adding to them.
+            let take = if need == 0 {
+                input.len()
+            } else {
+                need.min(input.len())
+            };
+            let (head, rest) = std::mem::take(&mut input).split_at_mut(take);
+            input = rest;
+            self.carry_more(head)?;
+            let used = Self::drive(
+                &mut self.conn,
+                &mut self.carry,
+                app,
+                net,
+                &mut self.pending,
+                &mut self.peer_closed,
+                Want::Nothing,
+            )?;
+            self.discard_carried(used);
+        }
+        if self.carry.is_empty() && !input.is_empty() && !self.peer_closed {
+            let used = Self::drive(
+                &mut self.conn,
+                input,
+                app,
+                net,
+                &mut self.pending,
+                &mut self.peer_closed,
+                Want::Nothing,
+            )?;
+            if used < input.len() && !self.peer_closed {
+                self.carry_more(&input[used..])?;
+            }
+        }
+        if self.peer_closed {
+            // Whatever follows close_notify is not part of the stream (rustls
+            // stops reading there); keeping it would only grow the carry.
+            self.carry = Vec::new();
+        }
+        Ok(())
+    }
 }
 
 impl Filter for TlsFilter {
-    fn start(&mut self, net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
-        flush_tls(&mut self.conn, net);
-        Ok(())
+    fn start(&mut self, net: &mut dyn Outbound) -> Result<(), FilterError> {
+        // The client's ClientHello is ready; a server has nothing to say.
+        self.drive_carried(Want::Nothing, net)
     }
 
     fn decode(
         &mut self,
-        mut input: &[u8],
+        input: &mut [u8],
         app: &mut Vec<u8>,
-        net: &mut dyn FnMut(&[u8]),
+        net: &mut dyn Outbound,
     ) -> Result<(), FilterError> {
-        let mut result = Ok(());
         let was_handshaking = self.is_handshaking();
-        with_conn!(&mut self.conn, c => {
-            while !input.is_empty() {
-                match c.read_tls(&mut input) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        result = Err(FilterError::new("bad_record", e.to_string()));
-                        break;
-                    }
-                }
-                match c.process_new_packets() {
-                    Ok(state) => {
-                        let n = state.plaintext_bytes_to_read();
-                        if n > 0 {
-                            // Straight from rustls's decrypted records into
-                            // `app`: no zero-fill of a destination first.
-                            // Bounded: each round consumes a non-empty chunk.
-                            app.reserve(n);
-                            let mut reader = c.reader();
-                            for _ in 0..n {
-                                match reader.fill_buf() {
-                                    Ok([]) => break,
-                                    Ok(chunk) => {
-                                        let len = chunk.len();
-                                        app.extend_from_slice(chunk);
-                                        reader.consume(len);
-                                    }
-                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                                    Err(e) => {
-                                        result = Err(FilterError::new("tls_error", e.to_string()));
-                                        break;
-                                    }
-                                }
-                            }
-                            if result.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        result = Err(FilterError::new(kind_of(&e), e.to_string()));
-                        break;
-                    }
-                }
-            }
-        });
+        let res = self.decode_inner(input, app, net);
         if was_handshaking && !self.is_handshaking() {
-            let kind = with_conn!(&self.conn, c => c.handshake_kind());
-            match kind {
-                Some(rustls::HandshakeKind::Resumed) => &self.counters.resumed,
-                _ => &self.counters.full,
-            }
-            .fetch_add(1, Relaxed);
+            self.count_handshake();
         }
-        // Handshake replies, session tickets, or the alert for an error.
-        flush_tls(&mut self.conn, net);
-        result
+        res
     }
 
-    fn encode(&mut self, mut plain: &[u8], net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
-        // rustls accepts plaintext up to its buffer limit per call; drain the
-        // records it made and go on until everything is taken. (During the
-        // handshake it buffers plaintext and sends it once the handshake
-        // completes, flushed by a later decode.)
-        loop {
-            if plain.is_empty() {
-                break;
-            }
-            let n = with_conn!(&mut self.conn, c => c.writer().write(plain))
-                .map_err(|e| FilterError::new("tls_error", e.to_string()))?;
-            plain = &plain[n..];
-            flush_tls(&mut self.conn, net);
-            if n == 0 {
-                // Only possible while handshaking with a full buffer.
-                return Err(FilterError::new(
-                    "tls_error",
-                    "too much data written before the handshake completed",
-                ));
-            }
+    fn encode(&mut self, plain: &[u8], net: &mut dyn Outbound) -> Result<(), FilterError> {
+        if plain.is_empty() {
+            return Ok(());
         }
-        flush_tls(&mut self.conn, net);
-        Ok(())
+        self.drive_carried(Want::Encrypt(plain), net)
     }
 
     fn eof(&mut self) -> Result<(), FilterError> {
@@ -432,31 +797,27 @@ impl Filter for TlsFilter {
             // The engine reports a handshake cut short on its own.
             return Ok(());
         }
-        with_conn!(&mut self.conn, c => {
-            let _ = c.read_tls(&mut &[][..]);
-            if let Err(e) = c.process_new_packets() {
-                return Err(FilterError::new(kind_of(&e), e.to_string()));
-            }
-            let mut one = [0u8; 1];
-            match c.reader().read(&mut one) {
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    Err(FilterError::new("truncated", "peer closed without close_notify"))
-                }
-                _ => Ok(()),
-            }
-        })
+        if !self.carry.is_empty() {
+            return Err(FilterError::new(
+                "truncated",
+                "peer closed in the middle of a record",
+            ));
+        }
+        if !self.peer_closed {
+            return Err(FilterError::new(
+                "truncated",
+                "peer closed without close_notify",
+            ));
+        }
+        Ok(())
     }
 
-    fn close(&mut self, net: &mut dyn FnMut(&[u8])) {
-        with_conn!(&mut self.conn, c => c.send_close_notify());
-        flush_tls(&mut self.conn, net);
+    fn close(&mut self, net: &mut dyn Outbound) {
+        let _ = self.drive_carried(Want::CloseNotify, net);
     }
 
     fn is_handshaking(&self) -> bool {
-        match &self.conn {
-            Conn::Server(c) => c.is_handshaking(),
-            Conn::Client(c) => c.is_handshaking(),
-        }
+        with_conn!(&self.conn, c => c.is_handshaking())
     }
 }
 
@@ -466,16 +827,16 @@ struct Failed(String);
 impl Filter for Failed {
     fn decode(
         &mut self,
-        _: &[u8],
+        _: &mut [u8],
         _: &mut Vec<u8>,
-        _: &mut dyn FnMut(&[u8]),
+        _: &mut dyn Outbound,
     ) -> Result<(), FilterError> {
         Err(FilterError::new("tls_error", self.0.clone()))
     }
-    fn encode(&mut self, _: &[u8], _: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
+    fn encode(&mut self, _: &[u8], _: &mut dyn Outbound) -> Result<(), FilterError> {
         Err(FilterError::new("tls_error", self.0.clone()))
     }
-    fn start(&mut self, _: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
+    fn start(&mut self, _: &mut dyn Outbound) -> Result<(), FilterError> {
         Err(FilterError::new("tls_error", self.0.clone()))
     }
     fn is_handshaking(&self) -> bool {

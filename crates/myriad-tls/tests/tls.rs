@@ -340,17 +340,22 @@ fn many_connections_resume_at_once(kind: BackendKind) {
     let store = connector.session_store().unwrap().clone();
     let client = Engine::builder().threads(1).backend(kind).start().unwrap();
     const N: u64 = 20;
-    for round in 0..2 {
-        echo_clients(&client, addr, &connector, N as usize, 1);
-        if round == 0 {
-            assert_eq!((store.hits(), store.misses()), (0, N), "first round");
-        }
-    }
-    assert_eq!((store.hits(), store.misses()), (N, N), "second round");
-    // Both sides saw the second round resume, every one of it.
+    echo_clients(&client, addr, &connector, N as usize, 1);
+    // The filters are made as the TCP connects complete: one that completes
+    // after another's handshake (a loaded machine) may already find a ticket.
+    let (h0, m0) = (store.hits(), store.misses());
+    assert_eq!(h0 + m0, N, "first round");
+    assert!(m0 >= 1, "first round: {h0} tickets from nowhere");
+    echo_clients(&client, addr, &connector, N as usize, 1);
+    assert_eq!(
+        (store.hits() - h0, store.misses() - m0),
+        (N, 0),
+        "second round"
+    );
+    // Both sides saw every offered ticket resume.
     let both = myriad_tls::HandshakeCounts {
-        full: N,
-        resumed: N,
+        full: m0,
+        resumed: N + h0,
     };
     assert_eq!(connector.handshakes(), both, "client");
     assert_eq!(acceptor.handshakes(), both, "server");

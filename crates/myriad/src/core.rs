@@ -13,7 +13,7 @@ use crate::backend::{
     sys, token, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome,
 };
 use crate::buf::{ChunkPool, InputPool, OutQueue, NIL};
-use crate::filter::{DebugFactory, Filter, FilterError, FilterFactory};
+use crate::filter::{DebugFactory, Filter, FilterError, FilterFactory, Outbound};
 use crate::handler::{CloseReason, Handler};
 use crate::stats::{LoopCounters, Stats};
 use crate::timer::{TimerEntry, TimerKind, Timers};
@@ -108,6 +108,30 @@ pub(crate) struct Limits {
     pub high_water: u32,
     pub hard_limit: u32,
     pub max_input: u32,
+}
+
+/// A connection's write queue as a filter's [`Outbound`].
+struct QueueOut<'a> {
+    out: &'a mut OutQueue,
+    pool: &'a mut ChunkPool,
+}
+
+impl Outbound for QueueOut<'_> {
+    fn push(&mut self, bytes: &[u8]) {
+        self.out.push(self.pool, bytes);
+    }
+
+    fn push_with(&mut self, max: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> usize {
+        if max <= OutQueue::max_fill(self.pool) {
+            return self.out.push_with(self.pool, max, fill);
+        }
+        // Larger than a chunk: through a buffer of its own (rare; the TLS
+        // filter asks for one record at a time).
+        let mut tmp = vec![0u8; max];
+        let n = fill(&mut tmp).min(max);
+        self.out.push(self.pool, &tmp[..n]);
+        n
+    }
 }
 
 /// Writes are dropped once a connection is closing, half-closed by us, or
@@ -735,7 +759,7 @@ impl Core {
         let started = if client {
             let Core { conns, pool, .. } = self;
             let out = &mut conns[slot as usize].out;
-            f.start(&mut |b| out.push(pool, b))
+            f.start(&mut QueueOut { out, pool })
         } else {
             Ok(())
         };
@@ -795,7 +819,7 @@ impl Core {
         let res = {
             let Core { conns, pool, .. } = self;
             let out = &mut conns[slot as usize].out;
-            f.decode(data, &mut app, &mut |b| out.push(pool, b))
+            f.decode(data, &mut app, &mut QueueOut { out, pool })
         };
         let done_handshake = !f.is_handshaking();
         let c = &mut self.conns[slot as usize];
@@ -1399,7 +1423,7 @@ impl Core {
             let out = &mut c.out;
             let mut failed: Option<FilterError> = None;
             for p in parts {
-                if let Err(e) = f.encode(p, &mut |b| out.push(pool, b)) {
+                if let Err(e) = f.encode(p, &mut QueueOut { out, pool }) {
                     failed = Some(e);
                     break;
                 }
@@ -1458,7 +1482,7 @@ impl Core {
         }
         if let Some(f) = c.filter.as_mut() {
             let out = &mut c.out;
-            f.close(&mut |b| out.push(pool, b));
+            f.close(&mut QueueOut { out, pool });
         }
         self.set_flag(slot, CLOSE_REQ);
     }

@@ -114,12 +114,12 @@ impl Service {
     /// called when the filter's handshake is done.
     ///
     /// ```
-    /// # use myriad::{Ctx, Handler, Service, Filter, FilterError};
+    /// # use myriad::{Ctx, Handler, Service, Filter, FilterError, Outbound};
     /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
     /// struct Plain;
     /// impl Filter for Plain {
-    ///     fn decode(&mut self, i: &[u8], app: &mut Vec<u8>, _: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> { app.extend_from_slice(i); Ok(()) }
-    ///     fn encode(&mut self, p: &[u8], net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> { net(p); Ok(()) }
+    ///     fn decode(&mut self, i: &mut [u8], app: &mut Vec<u8>, _: &mut dyn Outbound) -> Result<(), FilterError> { app.extend_from_slice(i); Ok(()) }
+    ///     fn encode(&mut self, p: &[u8], net: &mut dyn Outbound) -> Result<(), FilterError> { net.push(p); Ok(()) }
     /// }
     /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).filter(|| Box::new(Plain));
     /// ```

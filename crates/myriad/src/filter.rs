@@ -37,25 +37,65 @@ impl FilterError {
     }
 }
 
-/// A sans-I/O transformer of a connection's bytes (TLS).
+/// Where a filter queues bytes for the peer: the connection's write queue.
 ///
-/// `net` callbacks queue bytes for the peer (handshake messages, records,
-/// alerts) on the connection's write queue.
+/// [`Outbound::push_with`] lends queue space to a producer that can write
+/// straight into it (an encryptor), which saves the copy that
+/// [`Outbound::push`] makes. `Vec<u8>` implements it, for tests.
 ///
 /// ```
-/// use myriad::{Filter, FilterError};
+/// use myriad::Outbound;
+/// let mut out: Vec<u8> = Vec::new();
+/// Outbound::push(&mut out, b"ab");
+/// let n = out.push_with(4, &mut |space| { space[..2].copy_from_slice(b"cd"); 2 });
+/// assert_eq!((n, &out[..]), (2, &b"abcd"[..]));
+/// ```
+pub trait Outbound {
+    /// Queues a copy of `bytes`.
+    fn push(&mut self, bytes: &[u8]);
+
+    /// Lends `max` bytes of queue space to `fill`, which writes at most
+    /// that many and returns how many it wrote; those are queued (and
+    /// nothing if it returns 0). Returns that count.
+    fn push_with(&mut self, max: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> usize;
+}
+
+impl Outbound for Vec<u8> {
+    fn push(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn push_with(&mut self, max: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> usize {
+        let start = self.len();
+        self.resize(start + max, 0);
+        let n = fill(&mut self[start..]).min(max);
+        self.truncate(start + n);
+        n
+    }
+}
+
+/// A sans-I/O transformer of a connection's bytes (TLS).
+///
+/// `net` ([`Outbound`]) queues bytes for the peer (handshake messages,
+/// records, alerts) on the connection's write queue.
+///
+/// ```
+/// use myriad::{Filter, FilterError, Outbound};
 ///
 /// /// XORs every byte with a key (a toy, for illustration).
 /// struct Xor(u8);
 ///
 /// impl Filter for Xor {
-///     fn decode(&mut self, input: &[u8], app: &mut Vec<u8>, _net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
+///     fn decode(&mut self, input: &mut [u8], app: &mut Vec<u8>, _net: &mut dyn Outbound) -> Result<(), FilterError> {
 ///         app.extend(input.iter().map(|b| b ^ self.0));
 ///         Ok(())
 ///     }
-///     fn encode(&mut self, plain: &[u8], net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
-///         let v: Vec<u8> = plain.iter().map(|b| b ^ self.0).collect();
-///         net(&v);
+///     fn encode(&mut self, plain: &[u8], net: &mut dyn Outbound) -> Result<(), FilterError> {
+///         let key = self.0;
+///         net.push_with(plain.len(), &mut |out| {
+///             for (o, p) in out.iter_mut().zip(plain) { *o = p ^ key; }
+///             plain.len()
+///         });
 ///         Ok(())
 ///     }
 /// }
@@ -63,27 +103,29 @@ impl FilterError {
 pub trait Filter: 'static {
     /// The connection is established; a client filter sends its first
     /// bytes (the TLS ClientHello) here.
-    fn start(&mut self, net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError> {
+    fn start(&mut self, net: &mut dyn Outbound) -> Result<(), FilterError> {
         let _ = net;
         Ok(())
     }
 
     /// Bytes arrived from the peer. Append the application bytes they
-    /// carry to `app`; queue anything to answer with `net`.
+    /// carry to `app`; queue anything to answer with `net`. `input` is the
+    /// receive buffer itself and is the filter's to overwrite (TLS
+    /// decrypts in place there instead of copying it first).
     fn decode(
         &mut self,
-        input: &[u8],
+        input: &mut [u8],
         app: &mut Vec<u8>,
-        net: &mut dyn FnMut(&[u8]),
+        net: &mut dyn Outbound,
     ) -> Result<(), FilterError>;
 
     /// The handler wrote `plain`; queue its encoding with `net`. Called
     /// during the handshake too: buffer or encode as the protocol allows.
-    fn encode(&mut self, plain: &[u8], net: &mut dyn FnMut(&[u8])) -> Result<(), FilterError>;
+    fn encode(&mut self, plain: &[u8], net: &mut dyn Outbound) -> Result<(), FilterError>;
 
     /// The connection is closing gracefully: queue a goodbye (TLS
     /// close_notify).
-    fn close(&mut self, net: &mut dyn FnMut(&[u8])) {
+    fn close(&mut self, net: &mut dyn Outbound) {
         let _ = net;
     }
 

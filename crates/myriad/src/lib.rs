@@ -46,7 +46,7 @@ pub mod workers;
 pub use crate::backend::BackendKind;
 pub use crate::core::{ConnId, ConnectOptions, Ctx, LoopCx, LoopHandle, QUEUE_BUCKETS};
 pub use crate::engine::{Engine, EngineBuilder, Error, Service};
-pub use crate::filter::{Filter, FilterError, FilterFactory};
+pub use crate::filter::{Filter, FilterError, FilterFactory, Outbound};
 pub use crate::handler::{CloseReason, Handler};
 pub use crate::pool::{Pool, PoolFull};
 pub use crate::stats::{LoopCounters, Stats};
