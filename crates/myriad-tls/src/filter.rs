@@ -415,6 +415,36 @@ fn encode_hs<Data>(
     }
 }
 
+/// Lets `write` (an encryption into a caller's buffer) write straight into
+/// the write queue: `room` bytes first, then the exact size rustls asks for
+/// if that was short (a key update queued ahead, say).
+fn push_encrypted(
+    net: &mut dyn Outbound,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> Result<(), FilterError> {
+    // Bounded: the second try has the exact size.
+    for _ in 0..3 {
+        let mut failed = None;
+        net.push_with(room, &mut |out| match write(out) {
+            Ok(n) => n,
+            Err(err) => {
+                failed = Some(err);
+                0
+            }
+        });
+        match failed {
+            None => return Ok(()),
+            Some(EncryptError::InsufficientSize(s)) => room = s.required_size,
+            Some(err) => return Err(FilterError::new("tls_error", err.to_string())),
+        }
+    }
+    Err(FilterError::new(
+        "tls_error",
+        "no room for an encrypted record",
+    ))
+}
+
 /// Encrypts `plain` record by record straight into the write queue.
 fn encrypt_into<Data>(
     w: &mut WriteTraffic<'_, Data>,
@@ -422,35 +452,11 @@ fn encrypt_into<Data>(
     net: &mut dyn Outbound,
 ) -> Result<(), FilterError> {
     while !plain.is_empty() {
-        let take = plain.len().min(FRAGMENT);
-        let mut room = take + RECORD_OVERHEAD;
-        let mut done = false;
-        // Bounded: the second try has the exact size rustls asked for.
-        for _ in 0..3 {
-            let mut failed = None;
-            net.push_with(room, &mut |out| match w.encrypt(&plain[..take], out) {
-                Ok(n) => n,
-                Err(err) => {
-                    failed = Some(err);
-                    0
-                }
-            });
-            match failed {
-                None => {
-                    done = true;
-                    break;
-                }
-                Some(EncryptError::InsufficientSize(s)) => room = s.required_size,
-                Some(err) => return Err(FilterError::new("tls_error", err.to_string())),
-            }
-        }
-        if !done {
-            return Err(FilterError::new(
-                "tls_error",
-                "no room for an encrypted record",
-            ));
-        }
-        plain = &plain[take..];
+        let (record, rest) = plain.split_at(plain.len().min(FRAGMENT));
+        push_encrypted(net, record.len() + RECORD_OVERHEAD, |out| {
+            w.encrypt(record, out)
+        })?;
+        plain = rest;
     }
     Ok(())
 }
@@ -541,27 +547,7 @@ fn step<Data>(
                     Want::Nothing => Ok(Flow::Stop),
                     Want::Encrypt(plain) => encrypt_into(&mut w, plain, net).map(|_| Flow::Stop),
                     Want::CloseNotify => {
-                        let mut room = 64;
-                        let mut out = Ok(Flow::Stop);
-                        for _ in 0..3 {
-                            let mut failed = None;
-                            net.push_with(room, &mut |o| match w.queue_close_notify(o) {
-                                Ok(n) => n,
-                                Err(err) => {
-                                    failed = Some(err);
-                                    0
-                                }
-                            });
-                            match failed {
-                                None => break,
-                                Some(EncryptError::InsufficientSize(s)) => room = s.required_size,
-                                Some(err) => {
-                                    out = Err(FilterError::new("tls_error", err.to_string()));
-                                    break;
-                                }
-                            }
-                        }
-                        out
+                        push_encrypted(net, 64, |out| w.queue_close_notify(out)).map(|_| Flow::Stop)
                     }
                 };
             }

@@ -73,6 +73,13 @@ struct Cuts {
 }
 
 impl Cuts {
+    fn new(sizes: Vec<usize>) -> Self {
+        Cuts {
+            sizes,
+            at: AtomicUsize::new(0),
+        }
+    }
+
     fn next(&self) -> usize {
         let i = self.at.fetch_add(1, Ordering::Relaxed);
         self.sizes[i % self.sizes.len()].max(1)
@@ -119,17 +126,7 @@ fn pair(c: &TlsConnector) -> (Side, Side) {
 
 /// Moves bytes both ways until neither side has anything to say.
 fn pump(a: &mut Side, b: &mut Side, cuts: &Cuts) -> Result<(), FilterError> {
-    // Bounded: a handshake takes a few flights; an echo one more.
-    for _ in 0..32 {
-        if a.out.is_empty() && b.out.is_empty() {
-            return Ok(());
-        }
-        let to_b = std::mem::take(&mut a.out);
-        b.receive(to_b, cuts)?;
-        let to_a = std::mem::take(&mut b.out);
-        a.receive(to_a, cuts)?;
-    }
-    panic!("the filters kept talking");
+    pump_flipping(a, b, cuts, &mut 0, usize::MAX, 0)
 }
 
 fn message(len: usize, seed: u8) -> Vec<u8> {
@@ -184,14 +181,16 @@ proptest! {
         tls12_only in any::<bool>(),
         early in any::<bool>(),
     ) {
-        let cuts = Cuts { sizes, at: AtomicUsize::new(0) };
+        let cuts = Cuts::new(sizes);
         // Before the handshake completes a filter buffers at most 64 KiB.
         let early = early && len <= 64 * 1024;
         echo_once(tls12_only, &message(len, 7), early, &cuts);
     }
 }
 
-/// Like [`pump`], but flips bits of the `at`-th byte the client sends.
+/// Moves bytes both ways until neither side has anything to say, flipping
+/// the bits of `mask` in the `at`-th byte the client sends (`sent` counts
+/// them across calls).
 fn pump_flipping(
     client: &mut Side,
     server: &mut Side,
@@ -200,6 +199,7 @@ fn pump_flipping(
     at: usize,
     mask: u8,
 ) -> Result<(), FilterError> {
+    // Bounded: a handshake takes a few flights; an echo one more.
     for _ in 0..32 {
         if client.out.is_empty() && server.out.is_empty() {
             return Ok(());
@@ -235,7 +235,7 @@ proptest! {
             wire.extend_from_slice(&len.to_be_bytes());
         }
         wire.extend_from_slice(&body);
-        let cuts = Cuts { sizes: vec![cut], at: AtomicUsize::new(0) };
+        let cuts = Cuts::new(vec![cut]);
         let (_, mut server) = pair(&connector(false));
         let _ = server.receive(wire, &cuts);
         prop_assert!(server.app.is_empty());
@@ -253,7 +253,7 @@ proptest! {
         cut in prop_oneof![1usize..10, 1usize..5000],
         tls12_only in any::<bool>(),
     ) {
-        let cuts = Cuts { sizes: vec![cut], at: AtomicUsize::new(0) };
+        let cuts = Cuts::new(vec![cut]);
         let (mut client, mut server) = pair(&connector(tls12_only));
         let msg = message(len, 9);
         let mut sent = 0;
@@ -270,10 +270,7 @@ proptest! {
 
 #[test]
 fn byte_by_byte() {
-    let cuts = Cuts {
-        sizes: vec![1],
-        at: AtomicUsize::new(0),
-    };
+    let cuts = Cuts::new(vec![1]);
     echo_once(false, &message(20_000, 1), false, &cuts);
     echo_once(true, &message(20_000, 2), true, &cuts);
 }
@@ -289,10 +286,7 @@ fn at_most_64_kib_before_the_handshake_completes() {
 
 #[test]
 fn resumed_handshake_with_cuts() {
-    let cuts = Cuts {
-        sizes: vec![3, 700, 1, 5000],
-        at: AtomicUsize::new(0),
-    };
+    let cuts = Cuts::new(vec![3, 700, 1, 5000]);
     let c = connector(false);
     let server = acceptor();
     for _ in 0..2 {
@@ -313,10 +307,7 @@ fn resumed_handshake_with_cuts() {
 
 #[test]
 fn end_of_stream_without_close_notify_or_mid_record_is_truncation() {
-    let cuts = Cuts {
-        sizes: vec![1 << 20],
-        at: AtomicUsize::new(0),
-    };
+    let cuts = Cuts::new(vec![1 << 20]);
     // No close_notify.
     let (mut client, mut server) = pair(&connector(false));
     pump(&mut client, &mut server, &cuts).unwrap();
@@ -339,10 +330,7 @@ fn end_of_stream_without_close_notify_or_mid_record_is_truncation() {
 
 #[test]
 fn plaintext_gets_a_decode_error_alert() {
-    let cuts = Cuts {
-        sizes: vec![4],
-        at: AtomicUsize::new(0),
-    };
+    let cuts = Cuts::new(vec![4]);
     let (_, mut server) = pair(&connector(false));
     let e = server
         .receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), &cuts)
@@ -354,10 +342,7 @@ fn plaintext_gets_a_decode_error_alert() {
 
 #[test]
 fn a_flipped_bit_is_a_bad_record_mac() {
-    let cuts = Cuts {
-        sizes: vec![1 << 20],
-        at: AtomicUsize::new(0),
-    };
+    let cuts = Cuts::new(vec![1 << 20]);
     let (mut client, mut server) = pair(&connector(false));
     pump(&mut client, &mut server, &cuts).unwrap();
     client.filter.encode(b"hello", &mut client.out).unwrap();
@@ -372,10 +357,7 @@ fn a_flipped_bit_is_a_bad_record_mac() {
 
 #[test]
 fn bytes_after_close_notify_are_ignored() {
-    let cuts = Cuts {
-        sizes: vec![1 << 20],
-        at: AtomicUsize::new(0),
-    };
+    let cuts = Cuts::new(vec![1 << 20]);
     let (mut client, mut server) = pair(&connector(false));
     pump(&mut client, &mut server, &cuts).unwrap();
     client.filter.encode(b"last", &mut client.out).unwrap();
