@@ -316,15 +316,21 @@ const RECORD_OVERHEAD: usize = 64;
 const MAX_STEPS: usize = 1 << 16;
 
 struct TlsFilter {
-    conn: Conn,
+    tls: Tls,
     /// Received bytes rustls has not consumed yet: the start of a record
     /// cut by the end of a receive, or handshake records being joined.
     /// Always the front of the buffer the next `process_tls_records` call
     /// sees, as the unbuffered API requires.
     carry: Vec<u8>,
+    counters: Arc<Counters>,
+}
+
+/// The connection and what the state machine keeps besides it (apart
+/// from the carried bytes, which are the buffer it runs over).
+struct Tls {
+    conn: Conn,
     /// Plaintext written during the handshake.
     pending: Vec<u8>,
-    counters: Arc<Counters>,
     /// The peer's close_notify arrived.
     peer_closed: bool,
 }
@@ -561,30 +567,56 @@ fn step<Data>(
     (discard, flow)
 }
 
-impl TlsFilter {
-    fn new(conn: Conn, counters: Arc<Counters>) -> Self {
-        TlsFilter {
-            conn,
-            carry: Vec::new(),
-            pending: Vec::new(),
-            counters,
-            peer_closed: false,
+/// After an error rustls has queued its fatal alert: move it to the
+/// write queue (the engine sends it before closing). Only while rustls
+/// has records queued: past them it would parse the bad input again
+/// (and queue a second alert).
+fn send_alert(conn: &mut Conn, buf: &mut [u8], net: &mut dyn Outbound) {
+    let mut pos = 0;
+    let len = buf.len();
+    // Bounded: each round takes one queued record.
+    for _ in 0..16 {
+        let more = with_conn!(&mut *conn, c => {
+            if !c.wants_write() {
+                false
+            } else {
+                let status = c.process_tls_records(&mut buf[pos..]);
+                pos = (pos + status.discard).min(len);
+                match status.state {
+                    Ok(ConnectionState::EncodeTlsData(mut e)) => encode_hs(&mut e, net).is_ok(),
+                    // Plaintext decrypted before the error: the
+                    // connection is failing, nobody will read it.
+                    Ok(ConnectionState::ReadTraffic(mut r)) => {
+                        while let Some(Ok(_)) = r.next_record() {}
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        });
+        if !more {
+            break;
         }
     }
+}
 
+impl Tls {
     /// Runs the state machine over `buf` (the carry buffer, or a receive
     /// buffer when nothing is carried) until it needs more bytes; returns
     /// how many bytes at the front of `buf` it is done with. On an error,
     /// queues the alert rustls prepared first.
     fn drive(
-        conn: &mut Conn,
+        &mut self,
         buf: &mut [u8],
         app: &mut Vec<u8>,
         net: &mut dyn Outbound,
-        pending: &mut Vec<u8>,
-        peer_closed: &mut bool,
         mut want: Want<'_>,
     ) -> Result<usize, FilterError> {
+        let Tls {
+            conn,
+            pending,
+            peer_closed,
+        } = self;
         let mut pos = 0;
         for _ in 0..MAX_STEPS {
             let (discard, flow) = with_conn!(&mut *conn, c => {
@@ -596,7 +628,7 @@ impl TlsFilter {
                 Ok(Flow::Again) => {}
                 Ok(Flow::Stop) => return Ok(pos),
                 Err(e) => {
-                    Self::send_alert(conn, &mut buf[pos..], net);
+                    send_alert(conn, &mut buf[pos..], net);
                     return Err(e);
                 }
             }
@@ -606,37 +638,18 @@ impl TlsFilter {
             "TLS state machine did not settle",
         ))
     }
+}
 
-    /// After an error rustls has queued its fatal alert: move it to the
-    /// write queue (the engine sends it before closing). Only while rustls
-    /// has records queued: past them it would parse the bad input again
-    /// (and queue a second alert).
-    fn send_alert(conn: &mut Conn, buf: &mut [u8], net: &mut dyn Outbound) {
-        let mut pos = 0;
-        let len = buf.len();
-        // Bounded: each round takes one queued record.
-        for _ in 0..16 {
-            let more = with_conn!(&mut *conn, c => {
-                if !c.wants_write() {
-                    false
-                } else {
-                    let status = c.process_tls_records(&mut buf[pos..]);
-                    pos = (pos + status.discard).min(len);
-                    match status.state {
-                        Ok(ConnectionState::EncodeTlsData(mut e)) => encode_hs(&mut e, net).is_ok(),
-                        // Plaintext decrypted before the error: the
-                        // connection is failing, nobody will read it.
-                        Ok(ConnectionState::ReadTraffic(mut r)) => {
-                            while let Some(Ok(_)) = r.next_record() {}
-                            true
-                        }
-                        _ => false,
-                    }
-                }
-            });
-            if !more {
-                break;
-            }
+impl TlsFilter {
+    fn new(conn: Conn, counters: Arc<Counters>) -> Self {
+        TlsFilter {
+            tls: Tls {
+                conn,
+                pending: Vec::new(),
+                peer_closed: false,
+            },
+            carry: Vec::new(),
+            counters,
         }
     }
 
@@ -644,15 +657,7 @@ impl TlsFilter {
     /// encrypt, or to say goodbye).
     fn drive_carried(&mut self, want: Want<'_>, net: &mut dyn Outbound) -> Result<(), FilterError> {
         let mut app = Vec::new();
-        let used = Self::drive(
-            &mut self.conn,
-            &mut self.carry,
-            &mut app,
-            net,
-            &mut self.pending,
-            &mut self.peer_closed,
-            want,
-        )?;
+        let used = self.tls.drive(&mut self.carry, &mut app, net, want)?;
         self.discard_carried(used);
         if !app.is_empty() {
             // Cannot happen: every decoded record was handed on by `decode`.
@@ -688,7 +693,7 @@ impl TlsFilter {
     }
 
     fn count_handshake(&self) {
-        let kind = with_conn!(&self.conn, c => c.handshake_kind());
+        let kind = with_conn!(&self.tls.conn, c => c.handshake_kind());
         match kind {
             Some(rustls::HandshakeKind::Resumed) => &self.counters.resumed,
             _ => &self.counters.full,
@@ -705,7 +710,7 @@ impl TlsFilter {
         // First complete what is carried, taking from `input` only what the
         // carried record lacks, so that the records after it are decrypted
         // where they are. Bounded: every round moves at least one byte.
-        while !self.carry.is_empty() && !input.is_empty() && !self.peer_closed {
+        while !self.carry.is_empty() && !input.is_empty() && !self.tls.peer_closed {
             let need = missing(&self.carry);
             // Ends on a record boundary yet not consumed: handshake records
             // being joined; keep adding to them.
@@ -717,32 +722,16 @@ impl TlsFilter {
             let (head, rest) = std::mem::take(&mut input).split_at_mut(take);
             input = rest;
             self.carry_more(head)?;
-            let used = Self::drive(
-                &mut self.conn,
-                &mut self.carry,
-                app,
-                net,
-                &mut self.pending,
-                &mut self.peer_closed,
-                Want::Nothing,
-            )?;
+            let used = self.tls.drive(&mut self.carry, app, net, Want::Nothing)?;
             self.discard_carried(used);
         }
-        if self.carry.is_empty() && !input.is_empty() && !self.peer_closed {
-            let used = Self::drive(
-                &mut self.conn,
-                input,
-                app,
-                net,
-                &mut self.pending,
-                &mut self.peer_closed,
-                Want::Nothing,
-            )?;
-            if used < input.len() && !self.peer_closed {
+        if self.carry.is_empty() && !input.is_empty() && !self.tls.peer_closed {
+            let used = self.tls.drive(input, app, net, Want::Nothing)?;
+            if used < input.len() && !self.tls.peer_closed {
                 self.carry_more(&input[used..])?;
             }
         }
-        if self.peer_closed {
+        if self.tls.peer_closed {
             // Whatever follows close_notify is not part of the stream (rustls
             // stops reading there); keeping it would only grow the carry.
             self.carry = Vec::new();
@@ -789,7 +778,7 @@ impl Filter for TlsFilter {
                 "peer closed in the middle of a record",
             ));
         }
-        if !self.peer_closed {
+        if !self.tls.peer_closed {
             return Err(FilterError::new(
                 "truncated",
                 "peer closed without close_notify",
@@ -803,7 +792,7 @@ impl Filter for TlsFilter {
     }
 
     fn is_handshaking(&self) -> bool {
-        with_conn!(&self.conn, c => c.is_handshaking())
+        with_conn!(&self.tls.conn, c => c.is_handshaking())
     }
 }
 
