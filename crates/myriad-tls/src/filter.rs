@@ -296,9 +296,11 @@ const MAX_PENDING: usize = 64 * 1024;
 /// long before; this bounds memory even if it did not.
 const MAX_CARRY: usize = 64 * 1024 + 2 * RECORD_MAX;
 
-/// A TLS record's header and its largest body (TLS 1.2 allows 2 KiB of
-/// expansion over the 16 KiB of plaintext).
+/// A TLS record's header: type, version, length.
 const RECORD_HEADER: usize = 5;
+
+/// The largest record: TLS 1.2 allows 2 KiB of expansion over the 16 KiB
+/// of plaintext.
 const RECORD_MAX: usize = RECORD_HEADER + 16384 + 2048;
 
 /// Plaintext per encryption call: one full record.
