@@ -399,6 +399,62 @@ fn missing(buf: &[u8]) -> usize {
     }
 }
 
+/// Why rustls could not write into the space it was lent.
+enum Refused {
+    /// The space was short: this many bytes are needed.
+    Short(usize),
+    /// Anything else (a record already encoded, keys exhausted).
+    Failed(String),
+}
+
+impl From<EncodeError> for Refused {
+    fn from(e: EncodeError) -> Self {
+        match e {
+            EncodeError::InsufficientSize(s) => Refused::Short(s.required_size),
+            e => Refused::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<EncryptError> for Refused {
+    fn from(e: EncryptError) -> Self {
+        match e {
+            EncryptError::InsufficientSize(s) => Refused::Short(s.required_size),
+            e => Refused::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Lets `write` (rustls encoding or encrypting into a caller's buffer)
+/// write straight into the write queue: `room` bytes first, then the exact
+/// size rustls asks for if that was short (a key update queued ahead, say).
+fn push_sized(
+    net: &mut dyn Outbound,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Refused>,
+) -> Result<(), FilterError> {
+    // Bounded: the second try has the exact size.
+    for _ in 0..3 {
+        let mut refused = None;
+        net.push_with(room, &mut |out| match write(out) {
+            Ok(n) => n,
+            Err(r) => {
+                refused = Some(r);
+                0
+            }
+        });
+        match refused {
+            None => return Ok(()),
+            Some(Refused::Short(need)) => room = need,
+            Some(Refused::Failed(why)) => return Err(FilterError::new("tls_error", why)),
+        }
+    }
+    Err(FilterError::new(
+        "tls_error",
+        "no room for an encrypted record",
+    ))
+}
+
 /// Moves one handshake record (or queued alert) into the write queue.
 fn encode_hs<Data>(
     e: &mut rustls::unbuffered::EncodeTlsData<'_, Data>,
@@ -409,48 +465,22 @@ fn encode_hs<Data>(
         Ok(_) | Err(EncodeError::AlreadyEncoded) => return Ok(()),
         Err(EncodeError::InsufficientSize(s)) => s.required_size,
     };
-    let mut failed = None;
-    net.push_with(need, &mut |out| match e.encode(out) {
-        Ok(n) => n,
-        Err(err) => {
-            failed = Some(err);
-            0
-        }
-    });
-    match failed {
-        None => Ok(()),
-        Some(err) => Err(FilterError::new("tls_error", err.to_string())),
-    }
+    push_sized(net, need, |out| Ok(e.encode(out)?))
 }
 
-/// Lets `write` (an encryption into a caller's buffer) write straight into
-/// the write queue: `room` bytes first, then the exact size rustls asks for
-/// if that was short (a key update queued ahead, say).
-fn push_encrypted(
+/// Encrypts the plaintext written during the handshake, and lets its
+/// buffer go.
+fn flush_pending<Data>(
+    w: &mut WriteTraffic<'_, Data>,
+    pending: &mut Vec<u8>,
     net: &mut dyn Outbound,
-    mut room: usize,
-    mut write: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
 ) -> Result<(), FilterError> {
-    // Bounded: the second try has the exact size.
-    for _ in 0..3 {
-        let mut failed = None;
-        net.push_with(room, &mut |out| match write(out) {
-            Ok(n) => n,
-            Err(err) => {
-                failed = Some(err);
-                0
-            }
-        });
-        match failed {
-            None => return Ok(()),
-            Some(EncryptError::InsufficientSize(s)) => room = s.required_size,
-            Some(err) => return Err(FilterError::new("tls_error", err.to_string())),
-        }
+    if pending.is_empty() {
+        return Ok(());
     }
-    Err(FilterError::new(
-        "tls_error",
-        "no room for an encrypted record",
-    ))
+    let res = encrypt_into(w, pending, net);
+    *pending = Vec::new();
+    res
 }
 
 /// Encrypts `plain` record by record straight into the write queue.
@@ -461,8 +491,8 @@ fn encrypt_into<Data>(
 ) -> Result<(), FilterError> {
     while !plain.is_empty() {
         let (record, rest) = plain.split_at(plain.len().min(FRAGMENT));
-        push_encrypted(net, record.len() + RECORD_OVERHEAD, |out| {
-            w.encrypt(record, out)
+        push_sized(net, record.len() + RECORD_OVERHEAD, |out| {
+            Ok(w.encrypt(record, out)?)
         })?;
         plain = rest;
     }
@@ -515,15 +545,12 @@ fn step<Data>(
         ConnectionState::EncodeTlsData(mut e) => encode_hs(&mut e, net).map(|_| Flow::Again),
         ConnectionState::TransmitTlsData(mut t) => {
             // What was encoded is already in the write queue, which sends it.
-            let mut res = Ok(Flow::Again);
-            if !pending.is_empty() {
-                if let Some(mut w) = t.may_encrypt_app_data() {
-                    res = encrypt_into(&mut w, pending, net).map(|_| Flow::Again);
-                    *pending = Vec::new();
-                }
-            }
+            let res = match t.may_encrypt_app_data() {
+                Some(mut w) => flush_pending(&mut w, pending, net),
+                None => Ok(()),
+            };
             t.done();
-            res
+            res.map(|_| Flow::Again)
         }
         ConnectionState::BlockedHandshake => {
             match std::mem::replace(want, Want::Nothing) {
@@ -544,23 +571,13 @@ fn step<Data>(
             }
             Ok(Flow::Stop)
         }
-        ConnectionState::WriteTraffic(mut w) => {
-            let mut res = Ok(Flow::Stop);
-            if !pending.is_empty() {
-                res = encrypt_into(&mut w, pending, net).map(|_| Flow::Stop);
-                *pending = Vec::new();
-            }
-            if res.is_ok() {
-                res = match std::mem::replace(want, Want::Nothing) {
-                    Want::Nothing => Ok(Flow::Stop),
-                    Want::Encrypt(plain) => encrypt_into(&mut w, plain, net).map(|_| Flow::Stop),
-                    Want::CloseNotify => {
-                        push_encrypted(net, 64, |out| w.queue_close_notify(out)).map(|_| Flow::Stop)
-                    }
-                };
-            }
-            res
-        }
+        ConnectionState::WriteTraffic(mut w) => flush_pending(&mut w, pending, net)
+            .and_then(|_| match std::mem::replace(want, Want::Nothing) {
+                Want::Nothing => Ok(()),
+                Want::Encrypt(plain) => encrypt_into(&mut w, plain, net),
+                Want::CloseNotify => push_sized(net, 64, |out| Ok(w.queue_close_notify(out)?)),
+            })
+            .map(|_| Flow::Stop),
         _ => Err(FilterError::new(
             "tls_error",
             "unknown rustls connection state",
