@@ -95,6 +95,14 @@ struct Side {
 }
 
 impl Side {
+    fn new(filter: Box<dyn Filter>) -> Self {
+        Side {
+            filter,
+            app: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
     /// Hands `wire` to the filter in pieces.
     fn receive(&mut self, mut wire: Vec<u8>, cuts: &Cuts) -> Result<(), FilterError> {
         let mut at = 0;
@@ -110,17 +118,9 @@ impl Side {
 }
 
 fn pair(c: &TlsConnector) -> (Side, Side) {
-    let mut client = Side {
-        filter: (c.factory("localhost").unwrap())(),
-        app: Vec::new(),
-        out: Vec::new(),
-    };
+    let mut client = Side::new((c.factory("localhost").unwrap())());
     client.filter.start(&mut client.out).unwrap();
-    let server = Side {
-        filter: acceptor().filter(),
-        app: Vec::new(),
-        out: Vec::new(),
-    };
+    let server = Side::new(acceptor().filter());
     (client, server)
 }
 
@@ -291,11 +291,7 @@ fn resumed_handshake_with_cuts() {
     let server = acceptor();
     for _ in 0..2 {
         let (mut client, _) = pair(&c);
-        let mut srv = Side {
-            filter: server.filter(),
-            app: Vec::new(),
-            out: Vec::new(),
-        };
+        let mut srv = Side::new(server.filter());
         pump(&mut client, &mut srv, &cuts).unwrap();
         client.filter.encode(b"ping", &mut client.out).unwrap();
         pump(&mut client, &mut srv, &cuts).unwrap();
