@@ -28,6 +28,27 @@ fn help(name: &str) -> &'static str {
     }
 }
 
+/// Writes a metric's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, metric: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {metric} {help}");
+    let _ = writeln!(out, "# TYPE {metric} {kind}");
+}
+
+/// Writes a counter with one line per service and value of `label`:
+/// `rows` are `(service, label value, count)`.
+fn counter_by<'a>(
+    out: &mut String,
+    metric: &str,
+    help: &str,
+    label: &str,
+    rows: impl IntoIterator<Item = (&'a str, &'a str, u64)>,
+) {
+    header(out, metric, "counter", help);
+    for (svc, key, n) in rows {
+        let _ = writeln!(out, "{metric}{{service=\"{svc}\",{label}=\"{key}\"}} {n}");
+    }
+}
+
 /// Renders every counter of every service and loop.
 pub fn render(reg: &Registry) -> String {
     let services: Vec<Arc<Running>> = match reg.read() {
@@ -50,8 +71,7 @@ pub fn render(reg: &Registry) -> String {
         } else {
             (format!("myriad_{name}_total"), "counter")
         };
-        let _ = writeln!(out, "# HELP {metric} {}", help(name));
-        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        header(&mut out, &metric, kind, help(name));
         for (svc, loops) in &per {
             for (l, st) in loops.iter().enumerate() {
                 let v = st.fields()[i].1;
@@ -59,43 +79,38 @@ pub fn render(reg: &Registry) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP myriad_filter_errors_total TLS failures by kind."
+    counter_by(
+        &mut out,
+        "myriad_filter_errors_total",
+        "TLS failures by kind.",
+        "kind",
+        services.iter().flat_map(|r| {
+            let svc = r.config.name.as_str();
+            r.engine
+                .filter_errors()
+                .into_iter()
+                .map(move |(kind, n)| (svc, kind, n))
+        }),
     );
-    let _ = writeln!(out, "# TYPE myriad_filter_errors_total counter");
-    for r in &services {
-        for (kind, n) in r.engine.filter_errors() {
-            let _ = writeln!(
-                out,
-                "myriad_filter_errors_total{{service=\"{}\",kind=\"{kind}\"}} {n}",
-                r.config.name
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP myriad_tls_handshakes_total TLS handshakes completed, full or resumed."
+    counter_by(
+        &mut out,
+        "myriad_tls_handshakes_total",
+        "TLS handshakes completed, full or resumed.",
+        "kind",
+        services.iter().flat_map(|r| {
+            let svc = r.config.name.as_str();
+            let h = r.tls.as_ref().map(|t| t.handshakes());
+            h.into_iter()
+                .flat_map(move |h| [(svc, "full", h.full), (svc, "resumed", h.resumed)])
+        }),
     );
-    let _ = writeln!(out, "# TYPE myriad_tls_handshakes_total counter");
-    for r in &services {
-        if let Some(tls) = &r.tls {
-            let h = tls.handshakes();
-            for (kind, n) in [("full", h.full), ("resumed", h.resumed)] {
-                let _ = writeln!(
-                    out,
-                    "myriad_tls_handshakes_total{{service=\"{}\",kind=\"{kind}\"}} {n}",
-                    r.config.name
-                );
-            }
-        }
-    }
     // Write-queue depth per service, as a Prometheus histogram.
-    let _ = writeln!(
-        out,
-        "# HELP myriad_write_queue_bytes Bytes queued for sending per open connection."
+    header(
+        &mut out,
+        "myriad_write_queue_bytes",
+        "histogram",
+        "Bytes queued for sending per open connection.",
     );
-    let _ = writeln!(out, "# TYPE myriad_write_queue_bytes histogram");
     for r in &services {
         let mut buckets = [0u64; myriad::QUEUE_BUCKETS.len() + 1];
         for i in 0..r.engine.loop_count() {
@@ -130,8 +145,7 @@ pub fn render(reg: &Registry) -> String {
         ("myriad_pool_queued", "Business-pool jobs waiting."),
         ("myriad_pool_busy", "Business-pool threads running a job."),
     ] {
-        let _ = writeln!(out, "# HELP {metric} {help}");
-        let _ = writeln!(out, "# TYPE {metric} gauge");
+        header(&mut out, metric, "gauge", help);
         for r in &services {
             if let Some(p) = &r.pool {
                 let v = if metric == "myriad_pool_queued" {
@@ -143,36 +157,33 @@ pub fn render(reg: &Registry) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP myriad_ws_events_total WebSocket handshake results and protocol failures."
+    counter_by(
+        &mut out,
+        "myriad_ws_events_total",
+        "WebSocket handshake results and protocol failures.",
+        "event",
+        services.iter().flat_map(|r| {
+            let svc = r.config.name.as_str();
+            let s = r.ws.as_ref().map(|ws| ws.stats());
+            s.into_iter().flat_map(move |s| {
+                [
+                    ("handshakes", s.handshakes),
+                    ("http_responses", s.http_responses),
+                    ("rejected_400", s.rejected_400),
+                    ("rejected_403", s.rejected_403),
+                    ("rejected_426", s.rejected_426),
+                    ("rejected_431", s.rejected_431),
+                    ("handshake_timeouts", s.handshake_timeouts),
+                    ("closed_1002", s.closed_1002),
+                    ("closed_1007", s.closed_1007),
+                    ("closed_1009", s.closed_1009),
+                    ("close_timeouts", s.close_timeouts),
+                    ("messages_in", s.messages_in),
+                ]
+                .map(|(k, v)| (svc, k, v))
+            })
+        }),
     );
-    let _ = writeln!(out, "# TYPE myriad_ws_events_total counter");
-    for r in &services {
-        if let Some(ws) = &r.ws {
-            let s = ws.stats();
-            for (k, v) in [
-                ("handshakes", s.handshakes),
-                ("http_responses", s.http_responses),
-                ("rejected_400", s.rejected_400),
-                ("rejected_403", s.rejected_403),
-                ("rejected_426", s.rejected_426),
-                ("rejected_431", s.rejected_431),
-                ("handshake_timeouts", s.handshake_timeouts),
-                ("closed_1002", s.closed_1002),
-                ("closed_1007", s.closed_1007),
-                ("closed_1009", s.closed_1009),
-                ("close_timeouts", s.close_timeouts),
-                ("messages_in", s.messages_in),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "myriad_ws_events_total{{service=\"{}\",event=\"{k}\"}} {v}",
-                    r.config.name
-                );
-            }
-        }
-    }
     out
 }
 
