@@ -10,6 +10,8 @@
 #   scripts/ab-echo.sh /tmp/echo-base /tmp/echo-new [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/window.sh
+. scripts/lib/window.sh
 BASE=${1:?base echo binary}
 NEW=${2:?new echo binary}
 ROUNDS=${3:-3}
@@ -19,21 +21,18 @@ OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 run() { # bin conns size window
     taskset -c 0 "$1" 127.0.0.1:19777 --threads 1 >/dev/null 2>&1 &
-    local sp=$! s0 s1 msgs i
+    local sp=$! ticks msgs
     sleep 0.4
     : > "$OUT"
     "$LOADGEN" --addr 127.0.0.1:19777 --connections "$2" --size "$3" --window "$4" \
         --warmup 1 --duration 3 --cpu 1 > "$OUT" 2>&1 &
     local lp=$!
-    for i in $(seq 500); do grep -q MEASURE_START "$OUT" && break; sleep 0.02; done
-    s0=$(awk '{print $14+$15}' /proc/$sp/stat)
-    for i in $(seq 500); do grep -q MEASURE_END "$OUT" && break; sleep 0.02; done
-    s1=$(awk '{print $14+$15}' /proc/$sp/stat)
+    ticks=$(window_ticks $sp "$OUT")
     wait $lp || true
     msgs=$(grep -o "msgs_per_sec=[0-9.]*" "$OUT" | head -1 | cut -d= -f2)
     kill $sp; wait $sp 2>/dev/null || true
-    awk -v n="$1" -v c="$2" -v s="$3" -v w="$4" -v a="$s0" -v b="$s1" -v m="${msgs:-0}" -v t="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%-16s c=%-5s s=%-4s w=%-3s msgs/s=%-10.0f us/msg=%s\n", n, c, s, w, m, (m > 0 ? sprintf("%.3f", (b - a) / t * 1e6 / (m * 3)) : "nan") }'
+    awk -v n="$1" -v c="$2" -v s="$3" -v w="$4" -v d="$ticks" -v m="${msgs:-0}" -v t="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%-16s c=%-5s s=%-4s w=%-3s msgs/s=%-10.0f us/msg=%s\n", n, c, s, w, m, (m > 0 ? sprintf("%.3f", d / t * 1e6 / (m * 3)) : "nan") }'
 }
 for _ in $(seq "$ROUNDS"); do
     for sc in "100 64 1" "100 64 16" "1000 512 1"; do

@@ -12,6 +12,8 @@
 #   scripts/ab-tls.sh /tmp/tls-base bulk 4 --connections 100
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/window.sh
+. scripts/lib/window.sh
 BASE=${1:?directory with the base build of tls_echo and tls-load}
 MODE=${2:?handshake, resume or bulk}
 ROUNDS=${3:-3}
@@ -42,24 +44,21 @@ run() { # name load-binary server-command...
     PORT=$((PORT + 1))
     local cmd=("${@//@PORT@/$PORT}")
     taskset -c 0 "${cmd[@]}" >/dev/null 2>&1 &
-    local sp=$! s0 s1 i
+    local sp=$! ticks
     sleep 0.5
     : > "$OUT"
     taskset -c 1 "$load" --addr "127.0.0.1:$PORT" --ca "$PKI/ca.pem" --mode "$MODE" --no-verify \
         --duration 3 --warmup 1 "${EXTRA[@]}" > "$OUT" 2>&1 &
     local lp=$!
-    for i in $(seq 500); do grep -q MEASURE_START "$OUT" && break; sleep 0.02; done
-    s0=$(awk '{print $14+$15}' /proc/$sp/stat)
-    for i in $(seq 1500); do grep -q MEASURE_END "$OUT" && break; sleep 0.02; done
-    s1=$(awk '{print $14+$15}' /proc/$sp/stat)
+    ticks=$(window_ticks $sp "$OUT" 1500)
     wait $lp || true
     kill $sp; wait $sp 2>/dev/null || true
     local ops ccpu
     ops=$(grep -o "ops_per_sec=[0-9.]*" "$OUT" | head -1 | cut -d= -f2)
     ccpu=$(grep -o "client_cpu=[0-9.]*" "$OUT" | head -1 | cut -d= -f2)
-    awk -v n="$name" -v o="${ops:-0}" -v a="$s0" -v b="$s1" -v t="$(getconf CLK_TCK)" -v c="${ccpu:-0}" \
+    awk -v n="$name" -v o="${ops:-0}" -v d="$ticks" -v t="$(getconf CLK_TCK)" -v c="${ccpu:-0}" \
         'BEGIN { printf "%-6s %9.0f ops/s  %8s us/op server  server busy %3.0f%%  client busy %3.0f%%\n",
-                 n, o, (o > 0 ? sprintf("%.2f", (b - a) / t * 1e6 / (o * 3)) : "nan"), (b - a) / t / 3 * 100, c * 100 }'
+                 n, o, (o > 0 ? sprintf("%.2f", d / t * 1e6 / (o * 3)) : "nan"), d / t / 3 * 100, c * 100 }'
 }
 for _ in $(seq "$ROUNDS"); do
     run base "$BASE/tls-load" "$BASE/tls_echo" 127.0.0.1:@PORT@ --cert "$PKI/server.pem" --key "$PKI/server.key" --threads 1
