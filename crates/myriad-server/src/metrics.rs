@@ -173,6 +173,7 @@ pub fn render(reg: &Registry) -> String {
                     ("rejected_403", s.rejected_403),
                     ("rejected_426", s.rejected_426),
                     ("rejected_431", s.rejected_431),
+                    ("refused", s.refused),
                     ("handshake_timeouts", s.handshake_timeouts),
                     ("closed_1002", s.closed_1002),
                     ("closed_1007", s.closed_1007),

@@ -178,6 +178,97 @@ impl<'a> Handshake<'a> {
     }
 }
 
+/// An upgrade request as [`WsHandler::on_upgrade`] sees it, before the
+/// server answers: the request target, every header field (cookies,
+/// `Authorization`, `Origin`), the offered subprotocols and the peer.
+///
+/// ```
+/// use myriad_ws::{Upgrade, UpgradeInfo};
+/// fn auth(req: &UpgradeInfo<'_>) -> Upgrade {
+///     match req.header("authorization") {
+///         Some("Bearer s3cret") => Upgrade::Accept,
+///         _ => Upgrade::Refuse(401),
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct UpgradeInfo<'a> {
+    pub(crate) target: &'a str,
+    pub(crate) headers: &'a [httparse::Header<'a>],
+    pub(crate) protocols: &'a [String],
+    pub(crate) chosen: Option<&'a str>,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+impl<'a> UpgradeInfo<'a> {
+    /// The request target: path and query (`/chat?room=1`).
+    pub fn target(&self) -> &'a str {
+        self.target
+    }
+
+    /// The path of the target (before any `?`).
+    ///
+    /// ```
+    /// # fn f(req: &myriad_ws::UpgradeInfo<'_>) {
+    /// if req.path() == "/chat" { /* ... */ }
+    /// # }
+    /// ```
+    pub fn path(&self) -> &'a str {
+        self.target.split_once('?').map_or(self.target, |(p, _)| p)
+    }
+
+    /// The query of the target (after the `?`), empty if none.
+    pub fn query(&self) -> &'a str {
+        self.target.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// The first header field called `name` (case-insensitive), if it is
+    /// UTF-8.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    }
+
+    /// Every header field, in order, as name and raw value.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.headers.iter().map(|h| (h.name, h.value))
+    }
+
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn protocols(&self) -> &'a [String] {
+        self.protocols
+    }
+
+    /// The subprotocol the server's configuration would select (the first
+    /// offered one it lists), which [`Upgrade::Accept`] selects.
+    pub fn configured_protocol(&self) -> Option<&'a str> {
+        self.chosen
+    }
+
+    /// The peer's address, if the socket still has one.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+/// What [`WsHandler::on_upgrade`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Upgrade {
+    /// Accept, with the subprotocol the configuration selects.
+    Accept,
+    /// Accept with this offered subprotocol (an index into
+    /// [`UpgradeInfo::protocols`]), or with none. An index out of range
+    /// refuses with 500.
+    AcceptProtocol(Option<usize>),
+    /// Refuse with this HTTP status (400–599; anything else is sent as
+    /// 500). The connection closes after the response.
+    Refuse(u16),
+}
+
 /// A WebSocket connection's business logic, on a server or a client.
 ///
 /// One value per connection, running on the connection's loop thread (no
@@ -195,6 +286,26 @@ impl<'a> Handshake<'a> {
 /// }
 /// ```
 pub trait WsHandler: 'static {
+    /// Server only: a valid upgrade request arrived and the server is about
+    /// to answer. Accept it (choosing the subprotocol) or refuse it with an
+    /// HTTP status: this is where applications authenticate. The default
+    /// accepts with the configured subprotocol.
+    ///
+    /// ```
+    /// # use myriad_ws::{Message, Upgrade, UpgradeInfo, WsCtx, WsHandler};
+    /// struct Private;
+    /// impl WsHandler for Private {
+    ///     fn on_upgrade(&mut self, req: &UpgradeInfo<'_>) -> Upgrade {
+    ///         if req.query() == "token=42" { Upgrade::Accept } else { Upgrade::Refuse(403) }
+    ///     }
+    ///     fn on_message(&mut self, _: &mut WsCtx<'_, '_>, _: Message<'_>) {}
+    /// }
+    /// ```
+    fn on_upgrade(&mut self, req: &UpgradeInfo<'_>) -> Upgrade {
+        let _ = req;
+        Upgrade::Accept
+    }
+
     /// The handshake succeeded: messages can be sent from here on.
     ///
     /// ```

@@ -589,6 +589,40 @@ impl ServerConnection {
         input: &[u8],
         sink: &mut S,
     ) -> Result<usize, Error> {
+        self.handshake_with(input, sink, |_, chosen| Ok(chosen))
+    }
+
+    /// [`ServerConnection::handshake`] with a last word for the caller: once
+    /// the request is complete and valid (and the origin check passed),
+    /// `decide` sees it and the subprotocol the configuration would pick,
+    /// and answers with the subprotocol to accept (`Ok`, any offered one or
+    /// none) or an HTTP status to refuse with (`Err`, 400–599; anything
+    /// else is answered 500). This is where an application authenticates.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerConnection::handshake`]; a refusal is
+    /// [`HandshakeError::Refused`], answered with its status.
+    ///
+    /// ```
+    /// use myriad_ws::{Error, HandshakeError, ServerConfig, ServerConnection};
+    /// let mut conn = ServerConnection::new(ServerConfig::default().into());
+    /// let req = b"GET /secret HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+    ///     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    ///     Sec-WebSocket-Version: 13\r\n\r\n";
+    /// let mut out = Vec::new();
+    /// let r = conn.handshake_with(req, &mut out, |req, _| {
+    ///     if req.path == "/secret" { Err(401) } else { Ok(None) }
+    /// });
+    /// assert_eq!(r, Err(Error::Handshake(HandshakeError::Refused(401))));
+    /// assert!(out.starts_with(b"HTTP/1.1 401 "));
+    /// ```
+    pub fn handshake_with<S: Sink + ?Sized>(
+        &mut self,
+        input: &[u8],
+        sink: &mut S,
+        decide: impl FnOnce(&UpgradeRequest, Option<String>) -> Result<Option<String>, u16>,
+    ) -> Result<usize, Error> {
         if self.core.tx.state != ConnectionState::Handshake {
             return Ok(0);
         }
@@ -603,11 +637,26 @@ impl ServerConnection {
                 return Err(self.reject(sink, HandshakeError::OriginRefused));
             }
         }
-        let protocol = req
+        let chosen = req
             .protocols
             .iter()
             .find(|p| cfg.protocols.iter().any(|s| s == *p))
             .cloned();
+        let protocol = match decide(&req, chosen) {
+            Ok(Some(p)) if !req.protocols.contains(&p) => {
+                // a subprotocol the client did not offer would make it fail
+                return Err(self.reject(sink, HandshakeError::Refused(500)));
+            }
+            Ok(p) => p,
+            Err(status) => {
+                let status = if (400..600).contains(&status) {
+                    status
+                } else {
+                    500
+                };
+                return Err(self.reject(sink, HandshakeError::Refused(status)));
+            }
+        };
         let deflate = match (&cfg.deflate, &req.extensions, req.version) {
             (Some(dc), Some(ext), Version::Rfc6455) => DeflateParams::negotiate(ext, dc),
             _ => None,

@@ -170,6 +170,11 @@ pub enum HandshakeError {
     /// The origin check hook refused the request (answered with 403).
     #[error("origin refused")]
     OriginRefused,
+    /// The application refused the upgrade with this HTTP status
+    /// ([`crate::ServerConnection::handshake_with`],
+    /// [`crate::WsHandler::on_upgrade`]).
+    #[error("upgrade refused with status {0}")]
+    Refused(u16),
     /// Invalid Hixie-76 keys.
     #[error("invalid Sec-WebSocket-Key1/Key2")]
     InvalidLegacyKey,
@@ -200,6 +205,7 @@ impl HandshakeError {
             HandshakeError::HeaderTooLarge => 431,
             HandshakeError::UnsupportedVersion => 426,
             HandshakeError::OriginRefused => 403,
+            HandshakeError::Refused(status) => *status,
             _ => 400,
         }
     }

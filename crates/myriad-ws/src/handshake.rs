@@ -401,9 +401,16 @@ pub fn write_accept<S: Sink + ?Sized>(
 pub fn write_rejection<S: Sink + ?Sized>(sink: &mut S, err: &HandshakeError, legacy: LegacyDrafts) {
     let status = err.status();
     let reason = match status {
+        401 => "Unauthorized",
         403 => "Forbidden",
+        404 => "Not Found",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        400..=499 => "Client Error",
+        500..=599 => "Server Error",
         _ => "Bad Request",
     };
     let mut out =

@@ -106,6 +106,6 @@ pub use sink::Sink;
 pub use utf8::Utf8Validator;
 
 #[cfg(feature = "engine")]
-pub use app::{send_prepared_to, Handshake, Message, WsCtx, WsHandler};
+pub use app::{send_prepared_to, Handshake, Message, Upgrade, UpgradeInfo, WsCtx, WsHandler};
 #[cfg(feature = "engine")]
 pub use room::Room;

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use myriad::{CloseReason, Ctx, Handler, Service};
 
-use crate::app::{
+use crate::app::{Upgrade, UpgradeInfo, 
     Handshake, WsCtx, WsHandler, INTERNAL_TIMER, TIMER_CLOSE, TIMER_HANDSHAKE, TIMER_LINGER,
 };
 use crate::connection::{ConnectionState, OriginCheck, ServerConfig, ServerConnection};
@@ -203,6 +203,8 @@ pub struct WsStats {
     pub rejected_426: u64,
     /// Handshakes refused with 431 (header too large).
     pub rejected_431: u64,
+    /// Upgrades refused by the handler ([`crate::WsHandler::on_upgrade`]).
+    pub refused: u64,
     /// Connections dropped because the handshake did not finish in time.
     pub handshake_timeouts: u64,
     /// Connections failed with close code 1002 (protocol error).
@@ -233,6 +235,7 @@ struct Counters {
     rejected_403: AtomicU64,
     rejected_426: AtomicU64,
     rejected_431: AtomicU64,
+    refused: AtomicU64,
     handshake_timeouts: AtomicU64,
     closed_1002: AtomicU64,
     closed_1007: AtomicU64,
@@ -255,6 +258,7 @@ impl Counters {
             rejected_403: g(&self.rejected_403),
             rejected_426: g(&self.rejected_426),
             rejected_431: g(&self.rejected_431),
+            refused: g(&self.refused),
             handshake_timeouts: g(&self.handshake_timeouts),
             closed_1002: g(&self.closed_1002),
             closed_1007: g(&self.closed_1007),
@@ -273,6 +277,9 @@ impl Counters {
     }
 
     fn rejected(&self, e: &HandshakeError) {
+        if let HandshakeError::Refused(_) = e {
+            return inc(&self.refused);
+        }
         match e.status() {
             403 => inc(&self.rejected_403),
             426 => inc(&self.rejected_426),
@@ -676,7 +683,31 @@ impl<H: WsHandler> ServerHandler<H> {
                 }
             }
         }
-        match self.ws.handshake(data, cx) {
+        let user = &mut self.user;
+        let peer = cx.peer_addr().ok();
+        let decide = |req: &crate::handshake::UpgradeRequest, chosen: Option<String>| {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Request::new(&mut headers);
+            // the request parsed a moment ago; a failure leaves no headers
+            let _ = parsed.parse(&data[..req.len]);
+            let up = UpgradeInfo {
+                target: &req.path,
+                headers: parsed.headers,
+                protocols: &req.protocols,
+                chosen: chosen.as_deref(),
+                peer,
+            };
+            match user.on_upgrade(&up) {
+                Upgrade::Accept => Ok(chosen.clone()),
+                Upgrade::AcceptProtocol(None) => Ok(None),
+                Upgrade::AcceptProtocol(Some(i)) => match req.protocols.get(i) {
+                    Some(p) => Ok(Some(p.clone())),
+                    None => Err(500),
+                },
+                Upgrade::Refuse(status) => Err(status),
+            }
+        };
+        match self.ws.handshake_with(data, cx, decide) {
             Ok(0) => Step::Incomplete,
             Ok(n) => {
                 inc(&self.shared.counters.handshakes);
@@ -685,18 +716,14 @@ impl<H: WsHandler> ServerHandler<H> {
                 let mut req = httparse::Request::new(&mut headers);
                 // parsed successfully a moment ago
                 let _ = req.parse(&data[..n]);
-                let chosen = self.ws.protocol();
                 let shared = &self.shared;
-                let protocol = shared
-                    .config
-                    .protocols
-                    .iter()
-                    .map(String::as_str)
-                    .find(|p| Some(*p) == chosen);
+                // owned: the handler may pick any offered subprotocol, and
+                // the sender below borrows the connection
+                let protocol = self.ws.protocol().map(str::to_owned);
                 let hs = Handshake {
                     path: req.path.unwrap_or("/"),
                     headers: req.headers,
-                    protocol,
+                    protocol: protocol.as_deref(),
                 };
                 let mut w = WsCtx {
                     tx: self.ws.sender(cx),

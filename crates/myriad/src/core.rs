@@ -18,6 +18,7 @@ use crate::handler::{CloseReason, Handler};
 use crate::stats::{LoopCounters, Stats};
 use crate::timer::{TimerEntry, TimerKind, Timers};
 use std::io::{self, IoSlice};
+use std::panic::{self, AssertUnwindSafe};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -61,9 +62,11 @@ const IDLE_ARMED: u32 = 1 << 25;
 const HANDSHAKING: u32 = 1 << 26;
 /// Try to send what is queued (a TLS alert) before closing after an error.
 const FLUSH_ON_CLOSE: u32 = 1 << 27;
+/// A handler call panicked: the connection is aborted and counted.
+const PANICKED: u32 = 1 << 28;
 
 const INFLIGHT: u32 = RECV_ACTIVE | SEND_INFLIGHT | CONNECT_INFLIGHT;
-const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW;
+const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW | PANICKED;
 
 /// Identifies a connection anywhere in one engine: its loop, slot and
 /// generation. Stale ids (the connection closed, the slot was reused) are
@@ -624,13 +627,27 @@ impl Core {
                 slot,
                 gen,
             };
-            f(&mut *h, &mut cx)
+            // One panic-catching point for every handler call (built-in
+            // handlers, protocol layers and plugins alike): a panic costs
+            // its own connection, never the loop's other connections.
+            // `AssertUnwindSafe`: after a panic the handler is only asked
+            // to clean up (`on_close`) and then dropped, never used again.
+            panic::catch_unwind(AssertUnwindSafe(|| f(&mut *h, &mut cx)))
         };
         let c = &mut self.conns[slot as usize];
-        if c.gen == gen && c.flags & OPEN != 0 && c.handler.is_none() {
+        let same = c.gen == gen;
+        if same && c.flags & OPEN != 0 && c.handler.is_none() {
             c.handler = Some(h);
         }
-        r
+        match r {
+            Ok(r) => r,
+            Err(_) => {
+                if same {
+                    self.set_flag(slot, PANICKED);
+                }
+                R::default()
+            }
+        }
     }
 
     /// Ends a connection from the handler's point of view: counts it, calls
@@ -668,7 +685,11 @@ impl Core {
                 slot,
                 gen,
             };
-            h.on_close(&mut cx, reason);
+            // A panic here has nothing left to close: it is counted and
+            // the handler dropped.
+            if panic::catch_unwind(AssertUnwindSafe(|| h.on_close(&mut cx, reason))).is_err() {
+                LoopCounters::add(&self.counters().err_handler_panic, 1);
+            }
         }
         self.mark_dirty(slot);
     }
@@ -1195,8 +1216,11 @@ impl Core {
             return;
         }
         if f & OPEN != 0 {
-            if f & (ABORT_REQ | SLOW | OVERFLOW) != 0 {
-                let reason = if f & SLOW != 0 {
+            if f & (ABORT_REQ | SLOW | OVERFLOW | PANICKED) != 0 {
+                let reason = if f & PANICKED != 0 {
+                    LoopCounters::add(&self.shared.counters.err_handler_panic, 1);
+                    CloseReason::HandlerPanic
+                } else if f & SLOW != 0 {
                     LoopCounters::add(&self.shared.counters.err_slow_reader, 1);
                     CloseReason::SlowReader
                 } else if f & OVERFLOW != 0 {

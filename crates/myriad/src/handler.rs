@@ -31,6 +31,9 @@ pub enum CloseReason {
     Filter(crate::FilterError),
     /// The filter's handshake did not finish in time.
     HandshakeTimeout,
+    /// A call of this connection's handler panicked; the connection was
+    /// aborted (the loop's other connections are unaffected).
+    HandlerPanic,
 }
 
 impl fmt::Display for CloseReason {
@@ -47,6 +50,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("engine shut down"),
             CloseReason::Filter(e) => write!(f, "filter error: {e}"),
             CloseReason::HandshakeTimeout => f.write_str("handshake timed out"),
+            CloseReason::HandlerPanic => f.write_str("handler panicked"),
         }
     }
 }

@@ -92,6 +92,9 @@ counters! {
     err_filter,
     /// Connections whose filter handshake timed out.
     err_handshake_timeout,
+    /// Connections closed because a handler call panicked (the loop goes
+    /// on serving the others).
+    err_handler_panic,
 }
 
 impl LoopCounters {

@@ -31,6 +31,7 @@ both_backends!(
     pause_and_resume,
     write_with_and_batch_wait,
     slow_handlers_keep_order,
+    handler_panic_costs_one_connection,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -906,4 +907,64 @@ fn slow_handlers_keep_order(kind: BackendKind) {
     drop(socks);
     eventually("all closed", || engine.stats().closed == N as u64);
     assert_eq!(engine.stats().bytes_out, N as u64 * ROUNDS * 32);
+}
+
+/// Echoes, but panics on a message starting with "boom" (in `on_data`) or
+/// "tick" (from a timer); records its close reason.
+struct Fragile(mpsc::Sender<String>);
+
+impl Handler for Fragile {
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        if data.starts_with(b"boom") {
+            panic!("deliberate panic in on_data");
+        }
+        if data.starts_with(b"tick") {
+            cx.set_timer(Duration::from_millis(1), 1);
+            return data.len();
+        }
+        cx.write(data);
+        data.len()
+    }
+    fn on_timer(&mut self, _cx: &mut Ctx<'_>, _token: u64) {
+        panic!("deliberate panic in on_timer");
+    }
+    fn on_close(&mut self, _cx: &mut Ctx<'_>, reason: CloseReason) {
+        let _ = self.0.send(reason.to_string());
+    }
+}
+
+/// A panicking handler call closes its own connection (with a reset, after
+/// `on_close` saw `HandlerPanic`) and is counted; the loop keeps serving
+/// every other connection, new ones included.
+fn handler_panic_costs_one_connection(kind: BackendKind) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let (engine, addr) = start(
+        kind,
+        1,
+        Service::new("fragile", localhost(), move || {
+            Fragile(tx.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        }),
+    );
+    let mut buf = [0u8; 64];
+    let mut others: Vec<_> = (0..10).map(|_| connect(addr)).collect();
+    for s in &mut others {
+        roundtrip(s, b"before", &mut buf);
+    }
+    for trigger in [&b"boom"[..], b"tick"] {
+        let mut bad = connect(addr);
+        roundtrip(&mut bad, b"hello", &mut buf);
+        bad.write_all(trigger).unwrap();
+        let (_, clean) = read_to_end(&mut bad);
+        assert!(!clean, "a panicked connection is reset, not closed cleanly");
+        let reason = rx.recv_timeout(IO_TIMEOUT).expect("on_close ran");
+        assert_eq!(reason, "handler panicked");
+        for s in &mut others {
+            roundtrip(s, b"still served", &mut buf);
+        }
+        let mut fresh = connect(addr);
+        roundtrip(&mut fresh, b"new connection", &mut buf);
+        others.push(fresh);
+    }
+    eventually("two panics counted", || engine.stats().err_handler_panic == 2);
 }
