@@ -193,8 +193,7 @@ pub struct myriad_host {
         token: u64,
     ) -> i32,
     /// Report a caught failure.
-    pub fault:
-        unsafe extern "C" fn(cx: *mut myriad_ctx, kind: u32, msg: *const c_char, len: usize),
+    pub fault: unsafe extern "C" fn(cx: *mut myriad_ctx, kind: u32, msg: *const c_char, len: usize),
 }
 
 /// The plugin's table.
@@ -255,8 +254,9 @@ pub struct myriad_plugin {
         ) -> usize,
     >,
     /// Message plugins on tcp/tls: the next message's length.
-    pub message_size:
-        Option<unsafe extern "C" fn(service_state: *mut c_void, data: *const u8, len: usize) -> i64>,
+    pub message_size: Option<
+        unsafe extern "C" fn(service_state: *mut c_void, data: *const u8, len: usize) -> i64,
+    >,
     /// Message plugins: one whole message.
     pub on_message: Option<
         unsafe extern "C" fn(

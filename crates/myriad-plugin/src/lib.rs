@@ -49,7 +49,10 @@
 pub mod abi;
 mod sdk;
 
-pub use sdk::{entry, CloseReason, Cx, Error, Level, Message, MessageSize, Plugin, Shape, Upgrade, UpgradeRequest};
+pub use sdk::{
+    entry, CloseReason, Cx, Error, Level, Message, MessageSize, Plugin, Shape, Upgrade,
+    UpgradeRequest,
+};
 
 /// Exports a [`Plugin`] implementation as the library's entry point.
 ///

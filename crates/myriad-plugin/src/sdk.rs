@@ -189,7 +189,12 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 
     /// ws stacks: accept (choosing a subprotocol, filling `conn`) or refuse
     /// an upgrade. The default accepts with no subprotocol.
-    fn on_upgrade(&self, cx: &mut Cx<'_>, req: &UpgradeRequest<'_>, conn: &mut Self::Conn) -> Upgrade {
+    fn on_upgrade(
+        &self,
+        cx: &mut Cx<'_>,
+        req: &UpgradeRequest<'_>,
+        conn: &mut Self::Conn,
+    ) -> Upgrade {
         let _ = (cx, req, conn);
         Upgrade::Accept(None)
     }
@@ -235,7 +240,13 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 
     /// Work from [`Cx::spawn_blocking`] finished; `conn` is `None` if the
     /// connection closed meanwhile.
-    fn on_task(&self, cx: &mut Cx<'_>, conn: Option<&mut Self::Conn>, token: u64, result: Box<dyn Any + Send>) {
+    fn on_task(
+        &self,
+        cx: &mut Cx<'_>,
+        conn: Option<&mut Self::Conn>,
+        token: u64,
+        result: Box<dyn Any + Send>,
+    ) {
         let _ = (cx, conn, token, result);
     }
 
@@ -292,7 +303,8 @@ impl<'a> UpgradeRequest<'a> {
         // SAFETY: the host's array lives for the callback.
         let hs = unsafe { slice_of(self.raw.headers, self.raw.header_count) };
         // SAFETY: as above.
-        hs.iter().map(|h| unsafe { (str_of(h.name), str_of(h.value)) })
+        hs.iter()
+            .map(|h| unsafe { (str_of(h.name), str_of(h.value)) })
     }
 
     /// The first header field called `name` (case-insensitive).
@@ -369,9 +381,10 @@ unsafe extern "C" fn run_task(arg: *mut c_void) {
     if let Some(work) = task.work.take() {
         // A panic in blocking work is the work's result, reported to
         // `on_task` as a `String`.
-        task.result = Some(panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|p| {
-            Box::new(panic_text(&*p))
-        }));
+        task.result = Some(
+            panic::catch_unwind(AssertUnwindSafe(work))
+                .unwrap_or_else(|p| Box::new(panic_text(&*p))),
+        );
     }
 }
 
@@ -529,7 +542,17 @@ impl Cx<'_> {
             Message::Text(t) => (MYRIAD_TEXT, t.as_bytes()),
             Message::Binary(b) => (MYRIAD_BINARY, b),
         };
-        call!(self, publish(topic.as_ptr().cast(), topic.len(), kind, b.as_ptr(), b.len())).map(drop)
+        call!(
+            self,
+            publish(
+                topic.as_ptr().cast(),
+                topic.len(),
+                kind,
+                b.as_ptr(),
+                b.len()
+            )
+        )
+        .map(drop)
     }
 
     /// A line in the server's log, tagged with the service and plugin.
@@ -577,7 +600,9 @@ impl Cx<'_> {
     fn fault(&mut self, msg: &str) {
         if has!(self.host, fault) {
             // SAFETY: the host's function; `msg` lives for the call.
-            unsafe { (self.host.fault)(self.raw, MYRIAD_FAULT_PANIC, msg.as_ptr().cast(), msg.len()) }
+            unsafe {
+                (self.host.fault)(self.raw, MYRIAD_FAULT_PANIC, msg.as_ptr().cast(), msg.len())
+            }
         }
     }
 }
@@ -639,11 +664,19 @@ unsafe extern "C" fn tr_init<P: Plugin>(
     // SAFETY: the host passes strings that live for the call.
     let (service, config) = unsafe {
         (
-            str_of(myriad_str { ptr: service, len: service_len }),
-            str_of(myriad_str { ptr: config, len: config_len }),
+            str_of(myriad_str {
+                ptr: service,
+                len: service_len,
+            }),
+            str_of(myriad_str {
+                ptr: config,
+                len: config_len,
+            }),
         )
     };
-    let r = guard(cx, Err("init panicked".to_owned()), |cx| P::init(cx, service, config));
+    let r = guard(cx, Err("init panicked".to_owned()), |cx| {
+        P::init(cx, service, config)
+    });
     match r {
         Ok(p) => {
             // SAFETY: `state` is the host's out-pointer.
@@ -687,7 +720,9 @@ unsafe extern "C" fn tr_on_upgrade<P: Plugin>(
     let c = new_conn::<P>();
     // SAFETY: the service state and a fresh connection state.
     let (p, st) = unsafe { (svc::<P>(s), conn::<P>(c)) };
-    let answer = guard(cx, Upgrade::Refuse(500), |cx| p.on_upgrade(cx, &UpgradeRequest { raw }, st));
+    let answer = guard(cx, Upgrade::Refuse(500), |cx| {
+        p.on_upgrade(cx, &UpgradeRequest { raw }, st)
+    });
     match answer {
         Upgrade::Accept(proto) => {
             // SAFETY: the host's out-pointers.
@@ -705,7 +740,11 @@ unsafe extern "C" fn tr_on_upgrade<P: Plugin>(
     }
 }
 
-unsafe extern "C" fn tr_on_open<P: Plugin>(cx: *mut myriad_ctx, s: *mut c_void, conn_state: *mut *mut c_void) {
+unsafe extern "C" fn tr_on_open<P: Plugin>(
+    cx: *mut myriad_ctx,
+    s: *mut c_void,
+    conn_state: *mut *mut c_void,
+) {
     // SAFETY: the host's out-pointer.
     let slot = unsafe { &mut *conn_state };
     if slot.is_null() {
@@ -728,13 +767,21 @@ unsafe extern "C" fn tr_on_data<P: Plugin>(
         (
             svc::<P>(s),
             conn::<P>(c),
-            if len == 0 { &mut [][..] } else { std::slice::from_raw_parts_mut(data, len) },
+            if len == 0 {
+                &mut [][..]
+            } else {
+                std::slice::from_raw_parts_mut(data, len)
+            },
         )
     };
     guard(cx, 0, |cx| p.on_data(cx, st, d))
 }
 
-unsafe extern "C" fn tr_message_size<P: Plugin>(s: *mut c_void, data: *const u8, len: usize) -> i64 {
+unsafe extern "C" fn tr_message_size<P: Plugin>(
+    s: *mut c_void,
+    data: *const u8,
+    len: usize,
+) -> i64 {
     // SAFETY: the service state and the host's bytes for the call.
     let (p, d) = unsafe { (svc::<P>(s), slice_of(data, len)) };
     match panic::catch_unwind(AssertUnwindSafe(|| p.message_size(d))) {
@@ -767,13 +814,24 @@ unsafe extern "C" fn tr_on_drain<P: Plugin>(cx: *mut myriad_ctx, s: *mut c_void,
     guard(cx, (), |cx| p.on_drain(cx, st));
 }
 
-unsafe extern "C" fn tr_on_timer<P: Plugin>(cx: *mut myriad_ctx, s: *mut c_void, c: *mut c_void, token: u64) {
+unsafe extern "C" fn tr_on_timer<P: Plugin>(
+    cx: *mut myriad_ctx,
+    s: *mut c_void,
+    c: *mut c_void,
+    token: u64,
+) {
     // SAFETY: the host's states.
     let (p, st) = unsafe { (svc::<P>(s), conn::<P>(c)) };
     guard(cx, (), |cx| p.on_timer(cx, st, token));
 }
 
-unsafe extern "C" fn tr_on_close<P: Plugin>(cx: *mut myriad_ctx, s: *mut c_void, c: *mut c_void, reason: u32, code: u16) {
+unsafe extern "C" fn tr_on_close<P: Plugin>(
+    cx: *mut myriad_ctx,
+    s: *mut c_void,
+    c: *mut c_void,
+    reason: u32,
+    code: u16,
+) {
     // SAFETY: the service state.
     let p = unsafe { svc::<P>(s) };
     if c.is_null() {
@@ -781,10 +839,18 @@ unsafe extern "C" fn tr_on_close<P: Plugin>(cx: *mut myriad_ctx, s: *mut c_void,
     }
     // SAFETY: the connection's state, handed back once at its end.
     let st = unsafe { Box::from_raw(c.cast::<P::Conn>()) };
-    guard(cx, (), move |cx| p.on_close(cx, *st, CloseReason::from_raw(reason), code));
+    guard(cx, (), move |cx| {
+        p.on_close(cx, *st, CloseReason::from_raw(reason), code)
+    });
 }
 
-unsafe extern "C" fn tr_on_task<P: Plugin>(cx: *mut myriad_ctx, s: *mut c_void, c: *mut c_void, token: u64, arg: *mut c_void) {
+unsafe extern "C" fn tr_on_task<P: Plugin>(
+    cx: *mut myriad_ctx,
+    s: *mut c_void,
+    c: *mut c_void,
+    token: u64,
+    arg: *mut c_void,
+) {
     // SAFETY: the `Task` box made by `spawn_blocking`, handed back once.
     let mut task = unsafe { Box::from_raw(arg.cast::<Task>()) };
     let result = task.result.take().unwrap_or_else(|| Box::new(()));
@@ -822,7 +888,11 @@ pub unsafe fn entry<P: Plugin>(host: *const myriad_host) -> *const myriad_plugin
         on_upgrade: Some(tr_on_upgrade::<P>),
         on_open: Some(tr_on_open::<P>),
         on_data: Some(tr_on_data::<P>),
-        message_size: if P::CUSTOM_FRAMING { Some(tr_message_size::<P>) } else { None },
+        message_size: if P::CUSTOM_FRAMING {
+            Some(tr_message_size::<P>)
+        } else {
+            None
+        },
         on_message: Some(tr_on_message::<P>),
         on_drain: Some(tr_on_drain::<P>),
         on_timer: Some(tr_on_timer::<P>),

@@ -4,8 +4,8 @@
 //! against `include/myriad_plugin.h` with the system C compiler. A field
 //! added, moved or retyped on one side only fails here.
 
-use ::myriad_plugin::abi::*;
 use ::myriad_plugin::abi::myriad_plugin as plugin_table;
+use ::myriad_plugin::abi::*;
 use std::fmt::Write as _;
 use std::mem::{offset_of, size_of};
 use std::process::Command;
@@ -42,27 +42,99 @@ fn header_matches_rust_definitions() {
     );
     layout!(c, myriad_str { ptr, len });
     layout!(c, myriad_header { name, value });
-    layout!(c, myriad_upgrade { path, query, headers, header_count, protocols, protocol_count, peer });
-    layout!(c, myriad_host {
-        abi_version, struct_size, write, send, close, shutdown_write, pause_reading,
-        resume_reading, set_timer, cancel_timer, peer_addr, local_addr, conn_id, subscribe,
-        unsubscribe, publish, log, counter_add, spawn_blocking, fault,
-    });
-    layout!(c, plugin_table {
-        abi_version, struct_size, name, shape, reserved, init, shutdown, on_upgrade, on_open,
-        on_data, message_size, on_message, on_drain, on_timer, on_close, on_task,
-    });
-    constants!(c,
-        MYRIAD_ABI_MAJOR, MYRIAD_ABI_MINOR, MYRIAD_ABI_VERSION, MYRIAD_OK, MYRIAD_ERR_CLOSED,
-        MYRIAD_ERR_INVALID, MYRIAD_ERR_UNSUPPORTED, MYRIAD_ERR_LIMIT, MYRIAD_ERR_BUFFER,
-        MYRIAD_SHAPE_STREAM, MYRIAD_SHAPE_MESSAGE, MYRIAD_TEXT, MYRIAD_BINARY,
-        MYRIAD_CLOSE_LOCAL, MYRIAD_CLOSE_PEER, MYRIAD_CLOSE_ERROR, MYRIAD_CLOSE_TIMEOUT,
-        MYRIAD_CLOSE_SHUTDOWN, MYRIAD_CLOSE_PROTOCOL, MYRIAD_CLOSE_FAULT, MYRIAD_FAULT_PANIC,
-        MYRIAD_FAULT_ERROR, MYRIAD_LOG_ERROR, MYRIAD_LOG_WARN, MYRIAD_LOG_INFO, MYRIAD_LOG_DEBUG,
-        MYRIAD_LOG_TRACE, MYRIAD_NEED_MORE,
+    layout!(
+        c,
+        myriad_upgrade {
+            path,
+            query,
+            headers,
+            header_count,
+            protocols,
+            protocol_count,
+            peer
+        }
+    );
+    layout!(
+        c,
+        myriad_host {
+            abi_version,
+            struct_size,
+            write,
+            send,
+            close,
+            shutdown_write,
+            pause_reading,
+            resume_reading,
+            set_timer,
+            cancel_timer,
+            peer_addr,
+            local_addr,
+            conn_id,
+            subscribe,
+            unsubscribe,
+            publish,
+            log,
+            counter_add,
+            spawn_blocking,
+            fault,
+        }
+    );
+    layout!(
+        c,
+        plugin_table {
+            abi_version,
+            struct_size,
+            name,
+            shape,
+            reserved,
+            init,
+            shutdown,
+            on_upgrade,
+            on_open,
+            on_data,
+            message_size,
+            on_message,
+            on_drain,
+            on_timer,
+            on_close,
+            on_task,
+        }
+    );
+    constants!(
+        c,
+        MYRIAD_ABI_MAJOR,
+        MYRIAD_ABI_MINOR,
+        MYRIAD_ABI_VERSION,
+        MYRIAD_OK,
+        MYRIAD_ERR_CLOSED,
+        MYRIAD_ERR_INVALID,
+        MYRIAD_ERR_UNSUPPORTED,
+        MYRIAD_ERR_LIMIT,
+        MYRIAD_ERR_BUFFER,
+        MYRIAD_SHAPE_STREAM,
+        MYRIAD_SHAPE_MESSAGE,
+        MYRIAD_TEXT,
+        MYRIAD_BINARY,
+        MYRIAD_CLOSE_LOCAL,
+        MYRIAD_CLOSE_PEER,
+        MYRIAD_CLOSE_ERROR,
+        MYRIAD_CLOSE_TIMEOUT,
+        MYRIAD_CLOSE_SHUTDOWN,
+        MYRIAD_CLOSE_PROTOCOL,
+        MYRIAD_CLOSE_FAULT,
+        MYRIAD_FAULT_PANIC,
+        MYRIAD_FAULT_ERROR,
+        MYRIAD_LOG_ERROR,
+        MYRIAD_LOG_WARN,
+        MYRIAD_LOG_INFO,
+        MYRIAD_LOG_DEBUG,
+        MYRIAD_LOG_TRACE,
+        MYRIAD_NEED_MORE,
     );
     // The entry point's name and signature.
-    let sym = std::str::from_utf8(&MYRIAD_PLUGIN_ENTRY_SYMBOL[..MYRIAD_PLUGIN_ENTRY_SYMBOL.len() - 1]).unwrap();
+    let sym =
+        std::str::from_utf8(&MYRIAD_PLUGIN_ENTRY_SYMBOL[..MYRIAD_PLUGIN_ENTRY_SYMBOL.len() - 1])
+            .unwrap();
     writeln!(c, "static const char sym[] = MYRIAD_PLUGIN_ENTRY_SYMBOL;\n_Static_assert(sizeof(sym) == {}, \"entry symbol\");", sym.len() + 1).unwrap();
     writeln!(c, "static myriad_plugin_entry_fn entry = {sym};\nconst myriad_plugin *use_entry(const myriad_host *h) {{ return entry(h); }}").unwrap();
 
@@ -73,7 +145,15 @@ fn header_matches_rust_definitions() {
     let include = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let out = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", include])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-I",
+            include,
+        ])
         .arg(&src)
         .output()
         .unwrap_or_else(|e| panic!("the C compiler ({cc}) runs: {e}"));

@@ -110,6 +110,12 @@ struct RawService {
     pool_threads: Option<usize>,
     pool_queue: Option<usize>,
     backlog: Option<i32>,
+    /// `handler = "plugin"`: the shared library.
+    plugin: Option<Spanned<String>>,
+    /// Message plugins on tcp/tls: "lp32" or "line".
+    framing: Option<Spanned<String>>,
+    /// Handed to the plugin's `init` as JSON.
+    plugin_config: Option<toml::Table>,
 }
 
 /// Transport/protocol stack of a service.
@@ -128,6 +134,34 @@ pub enum HandlerKind {
     Discard,
     WsEcho,
     WsChat,
+    /// A native plugin ([`PluginSpec`]).
+    Plugin,
+}
+
+/// How a message plugin's messages are cut on a tcp/tls stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A 4-byte big-endian length, then that many bytes.
+    Lp32,
+    /// Up to a `\n` (a `\r` before it is dropped).
+    Line,
+}
+
+/// A service's plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSpec {
+    /// The library (resolved against the config file's folder).
+    pub path: PathBuf,
+    /// A digest of the file's contents when the config was read: a rebuilt
+    /// library makes the service differ, so SIGHUP restarts it with the new
+    /// code.
+    pub digest: u64,
+    /// `framing`, for message plugins on tcp/tls.
+    pub framing: Option<Framing>,
+    /// `[service.plugin_config]` as JSON.
+    pub config_json: String,
+    /// Where the service's `plugin` key is, as `file:line:col`.
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +188,8 @@ pub struct ServiceConfig {
     pub pool_queue: usize,
     /// Listen backlog (capped by net.core.somaxconn).
     pub backlog: i32,
+    /// `handler = "plugin"`.
+    pub plugin: Option<PluginSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +276,13 @@ impl Ctx<'_> {
             reason: reason.into(),
         }
     }
+}
+
+/// A digest of a plugin file (FNV-1a; it only has to notice a rebuild).
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Reads and validates a configuration file.
@@ -361,16 +404,17 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             "discard" => HandlerKind::Discard,
             "ws-echo" => HandlerKind::WsEcho,
             "ws-chat" => HandlerKind::WsChat,
+            "plugin" => HandlerKind::Plugin,
             other => {
                 return Err(cx.err(
                     s.handler.span(),
-                    format!("unknown handler {other:?} (echo, discard, ws-echo, ws-chat; plugins are not supported yet)"),
+                    format!("unknown handler {other:?} (echo, discard, ws-echo, ws-chat, plugin)"),
                 ))
             }
         };
         let ws_stack = matches!(stack, Stack::Ws | Stack::Wss);
         let ws_handler = matches!(handler, HandlerKind::WsEcho | HandlerKind::WsChat);
-        if ws_stack != ws_handler {
+        if handler != HandlerKind::Plugin && ws_stack != ws_handler {
             return Err(cx.err(
                 s.handler.span(),
                 format!(
@@ -428,6 +472,64 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                 .map(|d| parse_size(d.get_ref()).map_err(|e| cx.err(d.span(), e)))
                 .transpose()
         };
+        let plugin = match (&s.plugin, handler) {
+            (Some(p), HandlerKind::Plugin) => {
+                let path = resolve(p)?;
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    cx.err(p.span(), format!("cannot read {}: {e}", path.display()))
+                })?;
+                let framing = match &s.framing {
+                    None => None,
+                    Some(f) if ws_stack => return Err(cx.err(
+                        f.span(),
+                        "framing applies to tcp and tls stacks (WebSocket frames its own messages)",
+                    )),
+                    Some(f) => Some(match f.get_ref().as_str() {
+                        "lp32" => Framing::Lp32,
+                        "line" => Framing::Line,
+                        other => {
+                            return Err(
+                                cx.err(f.span(), format!("unknown framing {other:?} (lp32, line)"))
+                            )
+                        }
+                    }),
+                };
+                let config_json =
+                    serde_json::to_string(s.plugin_config.as_ref().unwrap_or(&toml::Table::new()))
+                        .map_err(|e| cx.err(p.span(), format!("plugin_config: {e}")))?;
+                let (line, col) = locate(text, p.span().start);
+                Some(PluginSpec {
+                    path,
+                    digest: digest(&bytes),
+                    framing,
+                    config_json,
+                    location: format!("{file}:{line}:{col}"),
+                })
+            }
+            (None, HandlerKind::Plugin) => {
+                return Err(cx.err(
+                    s.handler.span(),
+                    format!("service {name:?}: handler \"plugin\" needs plugin = \"PATH\""),
+                ))
+            }
+            (Some(p), _) => {
+                return Err(cx.err(p.span(), "plugin is only valid with handler = \"plugin\""))
+            }
+            (None, _) => None,
+        };
+        if handler != HandlerKind::Plugin {
+            if let Some(f) = &s.framing {
+                return Err(cx.err(f.span(), "framing is only valid with handler = \"plugin\""));
+            }
+            if s.plugin_config.is_some() {
+                return Err(cx.err(
+                    s.name.span(),
+                    format!(
+                        "service {name:?}: plugin_config is only valid with handler = \"plugin\""
+                    ),
+                ));
+            }
+        }
         services.push(ServiceConfig {
             name,
             listen,
@@ -448,6 +550,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             pool_threads: s.pool_threads,
             pool_queue: s.pool_queue.unwrap_or(1024),
             backlog: s.backlog.unwrap_or(4096).max(1),
+            plugin,
         });
     }
     Ok(Config {

@@ -185,7 +185,53 @@ pub fn render(reg: &Registry) -> String {
             })
         }),
     );
+    // Plugin counters: label values are the plugin's names (checked to
+    // [A-Za-z0-9_.:-] when counted), the service's and the plugin's name
+    // escaped.
+    let plugins: Vec<_> = services
+        .iter()
+        .filter_map(|r| r.plugin.as_ref().map(|p| (r.config.name.as_str(), p)))
+        .collect();
+    header(
+        &mut out,
+        "myriad_plugin_events_total",
+        "counter",
+        "Events counted by plugins (host counter_add).",
+    );
+    for (svc, p) in &plugins {
+        for (name, n) in p.counters() {
+            let _ = writeln!(
+                out,
+                "myriad_plugin_events_total{{service=\"{}\",plugin=\"{}\",name=\"{name}\"}} {n}",
+                escape(svc),
+                escape(p.plugin_name())
+            );
+        }
+    }
+    header(
+        &mut out,
+        "myriad_plugin_faults_total",
+        "counter",
+        "Connections closed because their plugin misbehaved, by kind.",
+    );
+    for (svc, p) in &plugins {
+        for (kind, n) in crate::plugin::FAULT_KINDS.iter().zip(p.faults()) {
+            let _ = writeln!(
+                out,
+                "myriad_plugin_faults_total{{service=\"{}\",plugin=\"{}\",kind=\"{kind}\"}} {n}",
+                escape(svc),
+                escape(p.plugin_name())
+            );
+        }
+    }
     out
+}
+
+/// A label value as the exposition format wants it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A minimal HTTP/1.1 handler: `GET /metrics` answers the exposition,

@@ -2,6 +2,7 @@
 //! built-in handlers.
 
 use crate::config::{Config, HandlerKind, ServiceConfig, Stack};
+use crate::plugin::{PluginService, TcpPlugin, WsPlugin};
 use anyhow::{Context, Result};
 use myriad::{Ctx, Engine, Handler, Service};
 use myriad_tls::{ClientAuth, ServerTlsConfig, TlsAcceptor};
@@ -85,9 +86,17 @@ pub struct Running {
     pub tls: Option<TlsAcceptor>,
     pub ws: Option<WsServer>,
     /// The service's business pool (for handlers that block; the built-in
-    /// ones never do, plugins will).
+    /// ones never do, plugins may).
     pub pool: Option<myriad::Pool>,
+    /// The service's plugin (`handler = "plugin"`).
+    pub plugin: Option<Arc<PluginService>>,
 }
+
+/// A plugin failed to load or to initialise: `serve` exits 2 with the
+/// reason, a reload keeps the old configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PluginFailed(pub String);
 
 fn tls_config(s: &ServiceConfig) -> Result<Option<ServerTlsConfig>> {
     match (&s.cert, &s.key) {
@@ -118,9 +127,21 @@ pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
     };
     let mut ws = None;
     let addrs = &s.listen;
+    let pool = s.pool_threads.map(|n| myriad::Pool::new(n, s.pool_queue));
+    let plugin = match s.handler {
+        HandlerKind::Plugin => Some(
+            crate::plugin::start(s, pool.clone())
+                .map_err(|e| PluginFailed(format!("service {:?}: {e:#}", s.name)))?,
+        ),
+        _ => None,
+    };
     let mut svc: Service = match s.stack {
-        Stack::Tcp | Stack::Tls => match s.handler {
-            HandlerKind::Echo => Service::new(&s.name, addrs[0], || Echo),
+        Stack::Tcp | Stack::Tls => match (s.handler, &plugin) {
+            (HandlerKind::Plugin, Some(p)) => {
+                let p = Arc::clone(p);
+                Service::new(&s.name, addrs[0], move || TcpPlugin::new(&p))
+            }
+            (HandlerKind::Echo, _) => Service::new(&s.name, addrs[0], || Echo),
             _ => Service::new(&s.name, addrs[0], || Discard),
         },
         Stack::Ws | Stack::Wss => {
@@ -143,8 +164,12 @@ pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
                 });
             }
             let server = b.build();
-            let svc = match s.handler {
-                HandlerKind::WsChat => {
+            let svc = match (s.handler, &plugin) {
+                (HandlerKind::Plugin, Some(p)) => {
+                    let p = Arc::clone(p);
+                    server.service(&s.name, addrs[0], move || WsPlugin::new(&p))
+                }
+                (HandlerKind::WsChat, _) => {
                     let room = Room::new();
                     server.service(&s.name, addrs[0], move || ChatMember { room: room.clone() })
                 }
@@ -179,6 +204,7 @@ pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
         engine: Arc::new(engine),
         tls,
         ws,
-        pool: s.pool_threads.map(|n| myriad::Pool::new(n, s.pool_queue)),
+        pool,
+        plugin,
     })
 }

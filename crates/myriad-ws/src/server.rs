@@ -39,8 +39,9 @@ use std::time::Duration;
 
 use myriad::{CloseReason, Ctx, Handler, Service};
 
-use crate::app::{Upgrade, UpgradeInfo, 
-    Handshake, WsCtx, WsHandler, INTERNAL_TIMER, TIMER_CLOSE, TIMER_HANDSHAKE, TIMER_LINGER,
+use crate::app::{
+    Handshake, Upgrade, UpgradeInfo, WsCtx, WsHandler, INTERNAL_TIMER, TIMER_CLOSE,
+    TIMER_HANDSHAKE, TIMER_LINGER,
 };
 use crate::connection::{ConnectionState, OriginCheck, ServerConfig, ServerConnection};
 use crate::decoder::Decoder;

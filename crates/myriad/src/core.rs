@@ -18,9 +18,9 @@ use crate::handler::{CloseReason, Handler};
 use crate::stats::{LoopCounters, Stats};
 use crate::timer::{TimerEntry, TimerKind, Timers};
 use std::io::{self, IoSlice};
-use std::panic::{self, AssertUnwindSafe};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{IntoRawFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -97,6 +97,18 @@ impl ConnId {
     /// ```
     pub fn loop_index(self) -> usize {
         (self.0 >> 56) as usize
+    }
+
+    /// The id as one number (unique among the engine's open connections;
+    /// a closed connection's number may come back later).
+    ///
+    /// ```
+    /// # fn f(id: myriad::ConnId) -> u64 {
+    /// id.as_u64()
+    /// # }
+    /// ```
+    pub fn as_u64(self) -> u64 {
+        self.0
     }
 
     fn parts(self) -> (u32, u32) {
