@@ -10,6 +10,7 @@
 
 mod config;
 mod metrics;
+mod plugin;
 mod services;
 mod stats;
 mod unit;
@@ -132,7 +133,13 @@ fn main() {
                             Ok(()) => 0,
                             Err(e) => {
                                 eprintln!("myriad: {e:#}");
-                                1
+                                // a plugin that cannot start is a
+                                // configuration error, like a bad file
+                                if e.downcast_ref::<services::PluginFailed>().is_some() {
+                                    2
+                                } else {
+                                    1
+                                }
                             }
                         }
                     }
@@ -144,11 +151,12 @@ fn main() {
             }
         }
         Cmd::Check { config } => match config::load(&config) {
-            Ok(c) => {
-                println!("{}: ok ({} services)", config.display(), c.services.len());
-                0
-            }
-            Err(e) => {
+            Ok(c) => match check_plugins(&c) {
+                Ok(()) => {
+                    println!("{}: ok ({} services)", config.display(), c.services.len());
+                    0
+                }
+                Err(e) => {
                 eprintln!("{e}");
                 2
             }
@@ -169,6 +177,19 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// `myriad check`: loads every plugin, checks its ABI and lets it validate
+/// its configuration (`init`, then `shutdown`); the error names the
+/// service's `plugin` key as `file:line:col`.
+fn check_plugins(cfg: &Config) -> Result<(), String> {
+    for s in &cfg.services {
+        if let Some(spec) = &s.plugin {
+            plugin::start(s, None)
+                .map_err(|e| format!("{}: service {:?}: {e:#}", spec.location, s.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// With `workers > 1`, this process supervises that many worker copies of
