@@ -212,7 +212,7 @@ fn serve_or_supervise(mut cfg: Config, path: Option<PathBuf>) -> Result<()> {
                 c
             })?;
             if code != 0 {
-                anyhow::bail!("supervisor exited with {code}");
+                anyhow::bail!("a worker kept failing; the supervisor stopped (exit {code})");
             }
             Ok(())
         }
@@ -271,6 +271,10 @@ fn start_all(cfg: &Config) -> Result<Vec<Arc<Running>>> {
 fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     init_logging(&cfg);
     tracing::info!(config = %cfg.source, "myriad starting");
+    // Handlers first: a SIGHUP that comes while starting is a reload once
+    // serving, never the default action (death). READY=1 comes after this.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let registry: metrics::Registry = Arc::new(RwLock::new(start_all(&cfg)?));
     let metrics = match cfg.metrics {
         Some(addr) => {
@@ -302,10 +306,8 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
     ]);
-    let mut watchdog_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    // As sd_watchdog_enabled: a worker has WATCHDOG_USEC without WATCHDOG_PID.
+    let watchdog = myriad::workers::watchdog_usec();
     let mut last_summary = Instant::now();
     let mut last_watchdog = Instant::now();
     let mut prev = total(&server);
@@ -327,7 +329,7 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
                 true
             }
         });
-        if watchdog && last_watchdog.elapsed() >= Duration::from_micros(watchdog_usec / 2) {
+        if watchdog.is_some_and(|w| last_watchdog.elapsed() >= w / 2) {
             notify(&[sd_notify::NotifyState::Watchdog]);
             last_watchdog = Instant::now();
         }

@@ -40,6 +40,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // A SIGKILLed supervisor leaves its relay directory behind.
+        remove_relay_dir(self.0.id());
     }
 }
 
@@ -362,7 +364,11 @@ fn workers_share_the_port_and_are_restarted() {
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let child = Command::new(BIN)
+    // No core files from the SIGABRT below: sh sets the limit, then execs
+    // the server (same pid).
+    let child = Command::new("sh")
+        .args(["-c", "ulimit -c 0; exec \"$0\" \"$@\""])
+        .arg(BIN)
         .args(["serve", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &sock_path)
@@ -419,9 +425,39 @@ fn workers_share_the_port_and_are_restarted() {
     for i in 0..10 {
         echo(&a, format!("after restart {i}").as_bytes());
     }
+    // A crash (a plugin's abort, say) in another worker: restarted too.
+    // (Not SIGSEGV from kill(1): std's stack-overflow handler survives a
+    // SIGSEGV that comes without a fault.)
+    Command::new("kill")
+        .args(["-ABRT", &kids[1].to_string()])
+        .status()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let now = children(srv.0.id());
+        if now.len() == 3 && !now.contains(&kids[1]) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "crashed worker not restarted: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..10 {
+        echo(&a, format!("after crash {i}").as_bytes());
+    }
     signal(&srv.0, "-TERM");
     assert!(srv.0.wait().unwrap().success());
     assert!(children(srv.0.id()).is_empty());
+    // The supervisor's private relay directory is gone with it.
+    let relay = format!("myriad-supervisor-{}-", srv.0.id());
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&relay))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -520,4 +556,352 @@ print("WSS", head.split(b"\r\n")[0].decode(), rest[2:2 + len(p)].decode())
     }
     signal(&srv.0, "-TERM");
     assert!(srv.0.wait().unwrap().success());
+}
+
+// ---- the worker supervisor: watchdog, signals while starting, crash loops,
+// its own death ----
+
+/// A config with one echo service on a free port and no metrics listener.
+fn echo_config(d: &Path) -> (PathBuf, String) {
+    let port = free_port();
+    let cfg = d.join("myriad.toml");
+    std::fs::write(
+        &cfg,
+        format!("io_threads = 1\n[[service]]\nname = \"e\"\nlisten = \"127.0.0.1:{port}\"\nstack = \"tcp\"\nhandler = \"echo\"\n"),
+    )
+    .unwrap();
+    (cfg, format!("127.0.0.1:{port}"))
+}
+
+fn notify_socket(d: &Path) -> (UnixDatagram, PathBuf) {
+    let p = d.join("notify.sock");
+    let s = UnixDatagram::bind(&p).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    (s, p)
+}
+
+/// Messages from the notify socket until one contains `needle`, for at most
+/// `bound`; every message seen on the way is kept in `seen`.
+fn wait_msg(s: &UnixDatagram, needle: &str, bound: Duration, seen: &mut Vec<String>) -> bool {
+    let mut buf = [0u8; 4096];
+    let t0 = Instant::now();
+    while t0.elapsed() < bound {
+        if let Ok(n) = s.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            let hit = m.lines().any(|l| l == needle);
+            seen.push(m);
+            if hit {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn kill_pid(pid: u32, sig: &str) {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// The process has a handler for signal `signo` (SigCgt in /proc).
+fn catches(pid: u32, signo: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (signo - 1)) != 0)
+}
+
+/// The process is gone, or a zombie nobody reaps (as under a PID 1 that
+/// does not reap).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).to_string())
+        .collect()
+}
+
+/// Waits (bounded) for the supervisor to have `n` workers, returns them.
+fn wait_children(sup: u32, n: usize) -> Vec<u32> {
+    let t0 = Instant::now();
+    loop {
+        let kids = children(sup);
+        if kids.len() == n {
+            return kids;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "expected {n} workers: {kids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Removes the relay directory a SIGKILLed supervisor leaves behind.
+fn remove_relay_dir(sup: u32) {
+    let prefix = format!("myriad-supervisor-{sup}-");
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+#[test]
+fn supervisor_feeds_the_watchdog_and_replaces_a_hung_worker() {
+    let _g = serial();
+    let d = tmpdir("watchdog");
+    let (cfg, addr) = echo_config(&d);
+    let (notify, sock_path) = notify_socket(&d);
+    // WATCHDOG_PID must be the server's own pid: sh execs it, keeping $$.
+    let child = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+        .arg(BIN)
+        .args(["serve", "--workers", "2", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut srv = Server(child);
+    let sup = srv.0.id();
+    let mut seen = Vec::new();
+    assert!(
+        wait_msg(&notify, "READY=1", Duration::from_secs(30), &mut seen),
+        "{seen:?}"
+    );
+    assert!(
+        wait_msg(&notify, "WATCHDOG=1", Duration::from_secs(5), &mut seen),
+        "no WATCHDOG=1: {seen:?}"
+    );
+    echo(&addr, b"fed");
+    // Workers keep their own watchdog on the relay, not the supervisor's.
+    let kids = wait_children(sup, 2);
+    for k in &kids {
+        let env = environ(*k);
+        assert!(env.iter().any(|v| v == "WATCHDOG_USEC=2000000"), "{env:?}");
+        assert!(
+            !env.iter().any(|v| v.starts_with("WATCHDOG_PID=")),
+            "{env:?}"
+        );
+        assert!(!env.contains(&format!("NOTIFY_SOCKET={}", sock_path.display())));
+    }
+    // A hung worker: alive, silent. The supervisor kills and replaces it
+    // and feeds the watchdog all along.
+    kill_pid(kids[0], "-STOP");
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    let replaced = loop {
+        let _ = notify.recv(&mut buf);
+        let now = children(sup);
+        if now.len() == 2 && !now.contains(&kids[0]) && now.contains(&kids[1]) {
+            break now;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "hung worker not replaced: {now:?}"
+        );
+    };
+    assert!(exited(kids[0]), "the hung worker is still there");
+    // Feeding goes on: two more pings (one per second) with the new worker.
+    let mut after = Vec::new();
+    for _ in 0..2 {
+        assert!(
+            wait_msg(&notify, "WATCHDOG=1", Duration::from_secs(5), &mut after),
+            "feeding stopped after the replacement: {after:?}"
+        );
+    }
+    assert!(srv.0.try_wait().unwrap().is_none(), "supervisor exited");
+    // The replacement serves (SO_REUSEPORT spreads connections over both).
+    let new = replaced.iter().find(|p| **p != kids[1]).copied().unwrap();
+    let t1 = Instant::now();
+    while !catches(new, 1) {
+        assert!(
+            t1.elapsed() < Duration::from_secs(20),
+            "replacement never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..20 {
+        echo(&addr, format!("after hang {i}").as_bytes());
+    }
+    signal(&srv.0, "-TERM");
+    assert!(srv.0.wait().unwrap().success());
+}
+
+#[test]
+fn sighup_while_starting_kills_nothing_and_ready_comes_after_the_handler() {
+    let _g = serial();
+    let d = tmpdir("early-hup");
+    let (cfg, addr) = echo_config(&d);
+    let (notify, sock_path) = notify_socket(&d);
+    let child = Command::new(BIN)
+        .args(["serve", "--workers", "2", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut srv = Server(child);
+    let sup = srv.0.id();
+    // Once the supervisor handles SIGHUP, hammer it while the workers start.
+    let t0 = Instant::now();
+    while !catches(sup, 1) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no SIGHUP handler");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut pids = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 4096];
+    let t0 = Instant::now();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    loop {
+        kill_pid(sup, "-HUP");
+        pids.extend(children(sup));
+        if let Ok(n) = notify.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no READY=1 (supervisor: {:?})",
+            srv.0.try_wait()
+        );
+    }
+    // Every worker reported ready with its SIGHUP handler in place.
+    let kids = wait_children(sup, 2);
+    for k in &kids {
+        assert!(
+            catches(*k, 1),
+            "worker {k} was ready without a SIGHUP handler"
+        );
+    }
+    pids.extend(kids.iter().copied());
+    assert_eq!(pids.len(), 2, "a worker died and was replaced: {pids:?}");
+    // Direct SIGHUPs to the ready workers are reloads too.
+    for k in &kids {
+        kill_pid(*k, "-HUP");
+    }
+    kill_pid(sup, "-HUP");
+    for i in 0..10 {
+        echo(&addr, format!("after hup {i}").as_bytes());
+    }
+    let mut now = children(sup);
+    now.sort_unstable();
+    let mut kids = kids;
+    kids.sort_unstable();
+    assert_eq!(now, kids, "a worker died of SIGHUP");
+    assert!(srv.0.try_wait().unwrap().is_none());
+    signal(&srv.0, "-TERM");
+    assert!(srv.0.wait().unwrap().success());
+    // A single process, too, reports READY=1 with its handler installed.
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut srv = Server(child);
+    let mut seen = Vec::new();
+    assert!(
+        wait_msg(&notify, "READY=1", Duration::from_secs(30), &mut seen),
+        "{seen:?}"
+    );
+    assert!(catches(srv.0.id(), 1), "READY=1 before the SIGHUP handler");
+    signal(&srv.0, "-TERM");
+    assert!(srv.0.wait().unwrap().success());
+}
+
+#[test]
+fn supervisor_gives_up_on_workers_that_fail_before_ready() {
+    let _g = serial();
+    let d = tmpdir("giveup");
+    let (cfg, addr) = echo_config(&d);
+    // The port is taken (without SO_REUSEPORT): every worker fails to bind.
+    let _taken = TcpListener::bind(&addr).unwrap();
+    let log = std::fs::File::create(d.join("stderr")).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--workers", "2", "--config"])
+        .arg(&cfg)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut srv = Server(child);
+    let sup = srv.0.id();
+    let mut workers = std::collections::BTreeSet::new();
+    let t0 = Instant::now();
+    let status = loop {
+        workers.extend(children(sup));
+        if let Some(s) = srv.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "supervisor still retrying"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let err = std::fs::read_to_string(d.join("stderr")).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("the supervisor stopped"), "{err}");
+    for w in workers {
+        assert!(exited(w), "worker {w} outlived the supervisor");
+    }
+}
+
+#[test]
+fn workers_exit_when_the_supervisor_is_killed() {
+    let _g = serial();
+    let d = tmpdir("orphans");
+    let (cfg, addr) = echo_config(&d);
+    let (notify, sock_path) = notify_socket(&d);
+    let child = Command::new(BIN)
+        .args(["serve", "--workers", "2", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut srv = Server(child);
+    let sup = srv.0.id();
+    let mut seen = Vec::new();
+    assert!(
+        wait_msg(&notify, "READY=1", Duration::from_secs(30), &mut seen),
+        "{seen:?}"
+    );
+    echo(&addr, b"up");
+    let kids = wait_children(sup, 2);
+    kill_pid(sup, "-KILL");
+    let _ = srv.0.wait();
+    let t0 = Instant::now();
+    while !kids.iter().all(|k| exited(*k)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "workers outlived the supervisor: {kids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

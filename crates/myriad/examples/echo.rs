@@ -110,6 +110,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])?;
+    // Under `--workers`, the supervisor waits for this (and gives up on a
+    // worker that dies before it).
+    myriad::workers::notify("READY=1");
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down");
     }
