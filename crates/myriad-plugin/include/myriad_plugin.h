@@ -19,6 +19,17 @@
  *   you keep. Strings are (pointer, length), UTF-8, not NUL-terminated.
  * - A myriad_ctx pointer is valid only during the callback it was given to.
  * - The library is never unloaded while the server runs.
+ * - Required: init and on_data (stream) or on_message (message); the host
+ *   accepts any table that reaches on_close (ABI 1.0's smallest); every
+ *   other callback may be NULL. Fields past the plugin's struct_size are
+ *   treated as NULL.
+ * - write and send take all the bytes or none (the result says which).
+ * - on_close is called once for every connection whose on_open ran (and
+ *   for an accepted upgrade); it frees conn_state. A refused upgrade gets
+ *   no on_close: on_upgrade frees what it made before refusing. A closed
+ *   connection's topic subscriptions are dropped by the host.
+ * - Strings shown to on_upgrade are as received (the query is not
+ *   percent-decoded).
  *
  * This header is checked against the Rust definitions
  * (crates/myriad-plugin/src/abi.rs) by `cargo test -p myriad-plugin`.
@@ -80,6 +91,13 @@ extern "C" {
 
 /* message_size answers "need more bytes" with this. */
 #define MYRIAD_NEED_MORE 0
+
+/* Marks the entry point exported even under -fvisibility=hidden. */
+#if defined(__GNUC__) || defined(__clang__)
+#define MYRIAD_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define MYRIAD_PLUGIN_EXPORT
+#endif
 
 /* The host's context of one callback (opaque). */
 typedef struct myriad_ctx myriad_ctx;

@@ -157,6 +157,11 @@ fn main() {
                     0
                 }
                 Err(e) => {
+                    eprintln!("{e}");
+                    2
+                }
+            },
+            Err(e) => {
                 eprintln!("{e}");
                 2
             }

@@ -409,8 +409,8 @@ pub fn write_rejection<S: Sink + ?Sized>(sink: &mut S, err: &HandshakeError, leg
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
+        402 | 405..=425 | 427 | 428 | 430 | 432..=499 => "Client Error",
+        501..=599 => "Server Error",
         _ => "Bad Request",
     };
     let mut out =

@@ -966,5 +966,7 @@ fn handler_panic_costs_one_connection(kind: BackendKind) {
         roundtrip(&mut fresh, b"new connection", &mut buf);
         others.push(fresh);
     }
-    eventually("two panics counted", || engine.stats().err_handler_panic == 2);
+    eventually("two panics counted", || {
+        engine.stats().err_handler_panic == 2
+    });
 }
