@@ -19,7 +19,7 @@
  *   you keep. Strings are (pointer, length), UTF-8, not NUL-terminated.
  * - A myriad_ctx pointer is valid only during the callback it was given to.
  * - The library is never unloaded while the server runs.
- * - Required: init and on_data (stream) or on_message (message); the host
+ * - Required: on_data (stream) or on_message (message); the host
  *   accepts any table that reaches on_close (ABI 1.0's smallest); every
  *   other callback may be NULL. Fields past the plugin's struct_size are
  *   treated as NULL.

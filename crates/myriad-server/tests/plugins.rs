@@ -737,3 +737,40 @@ fn chat_plugin_on_a_ws_stack_authenticates_upgrades_and_fans_out() {
         "{m}"
     );
 }
+
+#[test]
+fn check_loads_each_plugin_as_itself() {
+    // Loads with nothing opened in between: each must be its own library
+    // (glibc keys loaded libraries by path name first).
+    let _g = serial();
+    let d = tmpdir("check");
+    let path = d.join("all.toml");
+    let mut cfg = String::from("io_threads = 1\n");
+    for (i, l) in [
+        "libecho_rust.so",
+        "libecho_c.so",
+        "libkv_rust.so",
+        "libprobe_rust.so",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let framing = if l.contains("kv") || l.contains("probe") {
+            "framing = \"line\""
+        } else {
+            ""
+        };
+        cfg += &tcp_service(&format!("s{i}"), free_port(), &lib(l), framing);
+    }
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

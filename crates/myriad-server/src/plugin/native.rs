@@ -163,8 +163,12 @@ impl Library {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        drop(copy); // the mapping keeps the memory file alive
-                    // SAFETY: the symbol's type is the ABI's entry point type.
+        // Kept open for good, like the library: glibc finds an already
+        // loaded library by its path name first, so a later load must
+        // never see this `/proc/self/fd/N` name again (a closed number
+        // would be reused by the next copy).
+        std::mem::forget(copy);
+        // SAFETY: the symbol's type is the ABI's entry point type.
         let entry: myriad_plugin_entry_fn = unsafe {
             lib.get::<myriad_plugin_entry_fn>(MYRIAD_PLUGIN_ENTRY_SYMBOL)
                 .map(|s| *s)
