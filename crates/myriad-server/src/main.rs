@@ -81,6 +81,10 @@ enum ServiceCmd {
         /// Print the unit instead of writing it.
         #[arg(long)]
         print: bool,
+        /// Run as this existing user (for example one whose group may read
+        /// the certificates) instead of a dynamic user made by systemd.
+        #[arg(long = "run-as", value_name = "USER")]
+        run_as: Option<String>,
     },
     /// Remove the unit file.
     Uninstall {

@@ -4,15 +4,54 @@ use crate::ServiceCmd;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-/// The unit text. Hardening options are chosen not to break io_uring:
-/// no `SystemCallFilter=@system-service` (it lacks `io_uring_setup` and
-/// `io_uring_enter`), and `MemoryDenyWriteExecute` is fine.
-pub fn unit_text(exe: &Path, config: Option<&Path>, user: bool) -> String {
-    let cfg = config.map_or(String::new(), |c| format!(" --config {}", c.display()));
+/// Quotes a path for a unit file's command line (systemd's rules: double
+/// quotes, backslash escapes, `%` doubled as a specifier escape).
+fn quote(p: &Path) -> String {
+    let text = p.display().to_string();
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The unit text: `Type=notify` with the watchdog, and sandboxed so that
+/// `systemd-analyze security` rates it "OK" (exposure below 5.0, tested).
+/// The server runs as a dynamic user (or `--run-as USER`), with only
+/// `CAP_NET_BIND_SERVICE`, a read-only system, no home, no devices, and a
+/// system-call allow-list: `@system-service` plus io_uring's three calls
+/// (systemd merges allow-lists; were io_uring blocked, the server would
+/// fall back to epoll and say so in its log). `MemoryDenyWriteExecute` is
+/// fine for native plugins (libraries are mapped from files, never
+/// written and executed).
+pub fn unit_text(exe: &Path, config: Option<&Path>, user: bool, run_as: Option<&str>) -> String {
+    let cfg = config.map_or(String::new(), |c| format!(" --config {}", quote(c)));
     let wanted = if user {
         "default.target"
     } else {
         "multi-user.target"
+    };
+    // A user unit runs as its user already; capabilities and user
+    // switching are not for it to set.
+    let identity = match (user, run_as) {
+        (true, _) => String::new(),
+        (false, Some(u)) => format!("User={u}\n"),
+        (false, None) => "DynamicUser=yes\n".to_owned(),
+    };
+    let caps = if user {
+        "CapabilityBoundingSet=\n"
+    } else {
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
     };
     format!(
         "[Unit]
@@ -30,25 +69,43 @@ Restart=on-failure
 RestartSec=1s
 TimeoutStopSec=30s
 WatchdogSec=30s
-# One descriptor per connection: a million connections need a million.
+{identity}{caps}# One descriptor per connection: a million connections need a million.
 LimitNOFILE=1048576
 # io_uring rings and buffer rings may be charged to RLIMIT_MEMLOCK.
 LimitMEMLOCK=infinity
+# Certificates: readable by the service's user or group (--run-as), or
+# handed over with LoadCredential= (see the README).
+UMask=0077
 NoNewPrivileges=yes
 PrivateTmp=yes
-ProtectSystem=full
-ProtectHome=read-only
+PrivateDevices=yes
+DevicePolicy=closed
+ProtectSystem=strict
+ProtectHome=yes
+ProtectKernelTunables=yes
 ProtectKernelModules=yes
+ProtectKernelLogs=yes
 ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
 RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+RemoveIPC=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=io_uring_setup io_uring_enter io_uring_register
+SystemCallFilter=~@privileged
+SystemCallErrorNumber=EPERM
 
 [Install]
 WantedBy={wanted}
 ",
-        exe = exe.display()
+        exe = quote(exe)
     )
 }
 
@@ -67,6 +124,7 @@ pub fn run(cmd: ServiceCmd) -> Result<()> {
             user,
             config,
             print,
+            run_as,
         } => {
             let exe = std::env::current_exe().context("locating the myriad binary")?;
             let config = match config {
@@ -75,7 +133,7 @@ pub fn run(cmd: ServiceCmd) -> Result<()> {
                 }
                 None => None,
             };
-            let text = unit_text(&exe, config.as_deref(), user);
+            let text = unit_text(&exe, config.as_deref(), user, run_as.as_deref());
             if print {
                 print!("{text}");
                 return Ok(());
