@@ -363,6 +363,17 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
         if name.is_empty() {
             return Err(cx.err(s.name.span(), "service name must not be empty"));
         }
+        // Names are metric label values and log fields: keep them plain.
+        if name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return Err(cx.err(
+                s.name.span(),
+                format!("service name {name:?}: use up to 64 letters, digits, '_', '.' or '-'"),
+            ));
+        }
         if !names.insert(name.clone()) {
             return Err(cx.err(s.name.span(), format!("duplicate service name {name:?}")));
         }

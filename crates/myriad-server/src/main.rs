@@ -288,15 +288,20 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     let metrics = match cfg.metrics {
         Some(addr) => {
             let reg = registry.clone();
+            // one thread renders (a scrape asks every service loop); a
+            // few scrapes may wait, more get 503
+            let pool = myriad::Pool::new(1, 16);
             let e = myriad::Engine::builder()
                 .threads(1)
                 .backend(cfg.backend)
                 .service(
                     myriad::Service::new("metrics", addr, move || metrics::MetricsHttp {
                         registry: reg.clone(),
+                        pool: pool.clone(),
+                        state: 0,
                     })
                     .idle_timeout(Some(Duration::from_secs(10)))
-                    .max_connections(256),
+                    .max_connections(4096),
                 )
                 .start()
                 .context("metrics listener")?;

@@ -4,9 +4,12 @@
 //! scraped: the data path takes no lock for them.
 
 use crate::services::Running;
-use myriad::{Ctx, Handler};
+use myriad::{ConnId, Ctx, Handler};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// The services whose counters are exported.
 pub type Registry = Arc<RwLock<Vec<Arc<Running>>>>;
@@ -234,47 +237,119 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Requests waiting for their header, most recent last: with more than
+/// this many, the oldest is dropped, so that half-sent requests
+/// (slowloris) cannot lock scrapes out.
+const MAX_PENDING: usize = 64;
+/// How long a request may take to arrive, whatever it trickles.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// The deadline's timer token.
+const DEADLINE: u64 = 1;
+
+thread_local! {
+    /// This loop's connections still waiting for a whole request.
+    static PENDING: RefCell<VecDeque<ConnId>> = const { RefCell::new(VecDeque::new()) };
+}
+
+fn done(id: ConnId) {
+    PENDING.with(|p| p.borrow_mut().retain(|&x| x != id));
+}
+
 /// A minimal HTTP/1.1 handler: `GET /metrics` answers the exposition,
-/// anything else 404; one request per connection.
+/// anything else 404; one request per connection. A request must arrive
+/// whole within [`REQUEST_DEADLINE`], and only [`MAX_PENDING`] may be
+/// waiting at once (the oldest goes first). The exposition is rendered on
+/// a pool thread: summing the write-queue histograms asks every service
+/// loop, and the metrics loop must not wait for them.
 pub struct MetricsHttp {
     pub registry: Registry,
+    pub pool: myriad::Pool,
+    pub state: u8,
+}
+
+const WAITING: u8 = 0;
+const ANSWERED: u8 = 1;
+
+impl MetricsHttp {
+    fn reply(cx: &mut Ctx<'_>, status: &str, ctype: &str, body: &[u8]) {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        cx.write_vectored(&[head.as_bytes(), body]);
+        cx.close();
+    }
+
+    fn answer(&mut self, cx: &mut Ctx<'_>, status: &str) {
+        self.state = ANSWERED;
+        done(cx.id());
+        Self::reply(cx, status, "text/plain", b"");
+    }
 }
 
 impl Handler for MetricsHttp {
+    fn on_open(&mut self, cx: &mut Ctx<'_>) {
+        cx.set_timer(REQUEST_DEADLINE, DEADLINE);
+        let id = cx.id();
+        let evict = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            p.push_back(id);
+            (p.len() > MAX_PENDING).then(|| p.pop_front()).flatten()
+        });
+        if let Some(old) = evict {
+            cx.loop_cx().close(old);
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Ctx<'_>, _token: u64) {
+        if self.state == WAITING {
+            self.answer(cx, "408 Request Timeout");
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut Ctx<'_>, _reason: myriad::CloseReason) {
+        done(cx.id());
+    }
+
     fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        if self.state != WAITING {
+            return data.len();
+        }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(data) {
             Ok(httparse::Status::Partial) => {
                 if data.len() > 8192 {
-                    cx.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    cx.close();
+                    self.answer(cx, "431 Request Header Fields Too Large");
                     return data.len();
                 }
                 0
             }
             Ok(httparse::Status::Complete(_)) => {
-                let (status, ctype, body) = match (req.method, req.path) {
-                    (Some("GET"), Some(p)) if p == "/metrics" || p.starts_with("/metrics?") => (
-                        "200 OK",
-                        "text/plain; version=0.0.4",
-                        render(&self.registry),
-                    ),
-                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
+                let metrics = matches!((req.method, req.path), (Some("GET"), Some(p)) if p == "/metrics" || p.starts_with("/metrics?"));
+                if !metrics {
+                    self.state = ANSWERED;
+                    done(cx.id());
+                    Self::reply(cx, "404 Not Found", "text/plain", b"not found\n");
+                    return data.len();
+                }
+                self.state = ANSWERED;
+                done(cx.id());
+                let reg = self.registry.clone();
+                let r = cx.spawn_blocking(
+                    &self.pool,
+                    move || render(&reg),
+                    |cx, body| {
+                        Self::reply(cx, "200 OK", "text/plain; version=0.0.4", body.as_bytes())
+                    },
                 );
-                cx.write_vectored(&[head.as_bytes(), body.as_bytes()]);
-                cx.close();
+                if r.is_err() {
+                    Self::reply(cx, "503 Service Unavailable", "text/plain", b"busy\n");
+                }
                 data.len()
             }
             Err(_) => {
-                cx.write(
-                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                cx.close();
+                self.answer(cx, "400 Bad Request");
                 data.len()
             }
         }

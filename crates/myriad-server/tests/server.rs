@@ -1024,3 +1024,66 @@ fn workers_exit_when_the_supervisor_is_killed() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Half-sent requests cannot lock scrapes out of `/metrics`: the oldest
+/// waiting request is dropped past a small bound, and a request that does
+/// not arrive in time is answered 408 (the deadline does not move with
+/// trickled bytes).
+#[test]
+fn metrics_survive_slowloris() {
+    let _g = serial();
+    let d = tmpdir("slowloris");
+    let (port, mport) = (free_port(), free_port());
+    let cfg = d.join("myriad.toml");
+    std::fs::write(
+        &cfg,
+        format!("io_threads = 1\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n[[service]]\nname = \"e\"\nlisten = \"127.0.0.1:{port}\"\nstack = \"tcp\"\nhandler = \"echo\"\n"),
+    )
+    .unwrap();
+    let _srv = Server(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let maddr = format!("127.0.0.1:{mport}");
+    wait_port(&maddr);
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(&maddr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        held.push(s);
+    }
+    let body = http_get(&maddr, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body:.200}");
+    assert!(body.contains("myriad_accepted_total"));
+    // a trickling request is cut off at the deadline
+    let mut slow = TcpStream::connect(&maddr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut answer = String::new();
+    for b in b"GET /metrics HTTP/1.1\r\nHost: x".iter().cycle().take(200) {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = [0u8; 256];
+        slow.set_nonblocking(true).unwrap();
+        if let Ok(n) = slow.read(&mut buf) {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        slow.set_nonblocking(false).unwrap();
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{answer:?} after {:?}",
+        t0.elapsed()
+    );
+}
