@@ -64,6 +64,8 @@ struct RawConfig {
     io_threads: Option<Spanned<usize>>,
     workers: Option<Spanned<usize>>,
     backend: Option<Spanned<String>>,
+    /// How long SIGTERM lets connections finish.
+    shutdown_grace: Option<Spanned<String>>,
     #[serde(default)]
     log: RawLog,
     metrics: Option<RawMetrics>,
@@ -203,6 +205,25 @@ pub struct Config {
     pub summary_secs: u64,
     pub metrics: Option<SocketAddr>,
     pub services: Vec<ServiceConfig>,
+    /// How long SIGTERM waits for connections to finish (`shutdown_grace`,
+    /// default 5 s).
+    pub shutdown_grace: Duration,
+    /// Settings that are valid but unsafe where they are (an unlimited
+    /// service on a public address, no services at all), as
+    /// `file:line:col: warning: ...`: `check` prints them, `serve` logs
+    /// them.
+    pub warnings: Vec<String>,
+}
+
+/// The default `max_connections` of a service: this process's open-files
+/// limit less a reserve for listeners, rings, logs and plugins, so that a
+/// flood is refused by the limit (accepted and closed at once) before
+/// `accept` runs out of descriptors.
+pub fn default_max_connections() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    (soft as usize).saturating_sub(256).max(64)
 }
 
 /// Parses `30s`, `500ms`, `5m`, `1h` or a bare number of seconds.
@@ -357,6 +378,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
         })?),
     };
     let mut services = Vec::new();
+    let mut warnings = Vec::new();
     let mut names = std::collections::HashSet::new();
     for s in &raw.services {
         let name = s.name.get_ref().clone();
@@ -541,6 +563,26 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                 ));
             }
         }
+        let public = listen.iter().any(|a| !a.ip().is_loopback());
+        if public {
+            let mut unsafe_ = Vec::new();
+            if s.max_connections.is_none() {
+                unsafe_.push("max_connections (default: the open-files limit)");
+            }
+            if s.idle_timeout.is_none() && !ws_stack {
+                unsafe_.push("idle_timeout (default: none)");
+            }
+            if ws_stack && s.allowed_origins.is_empty() && handler == HandlerKind::WsChat {
+                unsafe_.push("allowed_origins (any web page may connect its visitors)");
+            }
+            if !unsafe_.is_empty() {
+                let (line, col) = locate(text, s.name.span().start);
+                warnings.push(format!(
+                    "{file}:{line}:{col}: warning: service {name:?} listens on a public address without an explicit {}",
+                    unsafe_.join(", ")
+                ));
+            }
+        }
         services.push(ServiceConfig {
             name,
             listen,
@@ -549,10 +591,10 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             cert,
             key,
             client_ca,
-            max_connections: s.max_connections.unwrap_or(usize::MAX),
+            max_connections: s.max_connections.unwrap_or_else(default_max_connections),
             idle_timeout: dur(&s.idle_timeout)?,
             handshake_timeout: dur(&s.handshake_timeout)?.unwrap_or(Duration::from_secs(10)),
-            max_message: size(&s.max_message)?.unwrap_or(16 << 20),
+            max_message: size(&s.max_message)?.unwrap_or(1 << 20),
             write_high_water: size(&s.write_high_water)?.unwrap_or(1 << 20),
             deflate: s.deflate.unwrap_or(true),
             legacy_drafts: s.legacy_drafts.unwrap_or(false),
@@ -564,7 +606,18 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             plugin,
         });
     }
+    if services.is_empty() {
+        warnings.push(format!(
+            "{file}:1:1: warning: no [[service]]: nothing would be served"
+        ));
+    }
+    let shutdown_grace = match &raw.shutdown_grace {
+        None => Duration::from_secs(5),
+        Some(d) => parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e))?,
+    };
     Ok(Config {
+        shutdown_grace,
+        warnings,
         source: file.to_string(),
         io_threads,
         workers,
@@ -590,6 +643,37 @@ mod tests {
         let c = parse("<default>", DEFAULT_CONFIG, None).unwrap();
         assert_eq!(c.services.len(), 3);
         assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+    }
+
+    #[test]
+    fn safe_defaults_and_warnings() {
+        let c = parse("<default>", DEFAULT_CONFIG, None).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.max_message, 1 << 20);
+        assert_eq!(s.max_connections, default_max_connections());
+        assert!(s.max_connections < usize::MAX);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(5));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let public = "shutdown_grace = \"2s\"\n[[service]]\nname = \"x\"\nlisten = \"0.0.0.0:1\"\nstack = \"tcp\"\nhandler = \"echo\"\n";
+        let c = parse("f.toml", public, None).unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0].starts_with("f.toml:3:8: warning:"),
+            "{}",
+            c.warnings[0]
+        );
+        assert!(
+            c.warnings[0].contains("max_connections") && c.warnings[0].contains("idle_timeout")
+        );
+        let limited = public.replace(
+            "handler = \"echo\"",
+            "handler = \"echo\"\nmax_connections = 10\nidle_timeout = \"1m\"",
+        );
+        assert!(parse("f.toml", &limited, None).unwrap().warnings.is_empty());
+        let empty = parse("e.toml", "", None).unwrap();
+        assert!(empty.warnings[0].contains("no [[service]]"));
+        assert!(err("[[service]]\nname = \"a b\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\n").contains("service name"));
     }
 
     #[test]

@@ -133,6 +133,10 @@ fn main() {
                         if let Some(w) = workers.filter(|w| *w >= 1) {
                             cfg.workers = w;
                         }
+                        if cfg.services.is_empty() {
+                            eprintln!("myriad: {}: no [[service]] to serve", cfg.source);
+                            std::process::exit(2);
+                        }
                         match serve_or_supervise(cfg, config) {
                             Ok(()) => 0,
                             Err(e) => {
@@ -157,6 +161,9 @@ fn main() {
         Cmd::Check { config } => match config::load(&config) {
             Ok(c) => match check_plugins(&c) {
                 Ok(()) => {
+                    for w in &c.warnings {
+                        eprintln!("{w}");
+                    }
                     println!("{}: ok ({} services)", config.display(), c.services.len());
                     0
                 }
@@ -239,8 +246,10 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, config::ConfigError> {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    // Colour only on a terminal: journald and files want plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if cfg.log_json {
         b.json().try_init()
@@ -280,6 +289,9 @@ fn start_all(cfg: &Config) -> Result<Vec<Arc<Running>>> {
 fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     init_logging(&cfg);
     tracing::info!(config = %cfg.source, "myriad starting");
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     // Handlers first: a SIGHUP that comes while starting is a reload once
     // serving, never the default action (death). READY=1 comes after this.
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -380,7 +392,7 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     // Graceful drain: stop accepting everywhere, tell handlers (WebSocket
     // peers get 1001), close what is left after the grace period.
     for r in all.iter().chain(server.draining.iter()) {
-        r.engine.shutdown(Duration::from_secs(5));
+        r.engine.shutdown(cfg.shutdown_grace);
     }
     for r in all.iter().chain(server.draining.iter()) {
         let _ = r.engine.wait();

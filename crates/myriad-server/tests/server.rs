@@ -1087,3 +1087,40 @@ fn metrics_survive_slowloris() {
         t0.elapsed()
     );
 }
+
+/// Logs written to a file (or journald) carry no ANSI colour codes; a
+/// configuration that serves nothing is refused by `serve` and warned
+/// about by `check`.
+#[test]
+fn plain_logs_and_empty_config() {
+    let _g = serial();
+    let d = tmpdir("plainlog");
+    let (cfg, addr) = echo_config(&d);
+    let log = d.join("log");
+    let srv = Server(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(&addr);
+    drop(srv);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("myriad starting"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
+
+    let empty = d.join("empty.toml");
+    std::fs::write(&empty, "# nothing\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [[service]]"));
+    let (code, err) = check(&empty);
+    assert_eq!(code, 0);
+    assert!(err.contains("warning: no [[service]]"), "{err}");
+}
