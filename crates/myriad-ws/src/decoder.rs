@@ -702,7 +702,7 @@ mod tests {
             cases.push((raw(0x80 | op, K, b""), ProtocolError::ReservedOpcode(op)));
         }
         for code in [
-            0u16, 999, 1004, 1005, 1006, 1012, 1016, 1100, 2000, 2999, 5000, 65535,
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
         ] {
             cases.push((
                 raw(0x88, K, &code.to_be_bytes()),
@@ -739,8 +739,11 @@ mod tests {
 
     #[test]
     fn valid_close_codes_and_control() {
+        // 1012-1014: service restart, try again later, bad gateway (IANA
+        // registry; they were refused with 1002 before)
         for code in [
-            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
         ] {
             let (evs, r) = server_run(&raw(0x88, K, &[&code.to_be_bytes()[..], b"why"].concat()));
             r.unwrap();
@@ -801,16 +804,27 @@ mod tests {
         }
     }
 
+    /// RFC 6455 section 5.2: non-minimal length encodings fail with 1002
+    /// (they were accepted before).
     #[test]
-    fn non_minimal_lengths_allowed() {
-        let mut f = vec![0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 3];
-        f.extend_from_slice(&K.unwrap());
-        let mut p = *b"abc";
-        apply_mask(&mut p, K.unwrap(), 0);
-        f.extend_from_slice(&p);
-        let (evs, r) = server_run(&f);
-        r.unwrap();
-        assert_eq!(evs, [Ev::Binary(b"abc".to_vec())]);
+    fn non_minimal_lengths_rejected() {
+        for head in [
+            &[0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 3][..],
+            &[0x82, 0x80 | 126, 0, 3],
+        ] {
+            let mut f = head.to_vec();
+            f.extend_from_slice(&K.unwrap());
+            let mut p = *b"abc";
+            apply_mask(&mut p, K.unwrap(), 0);
+            f.extend_from_slice(&p);
+            let (evs, r) = server_run(&f);
+            assert!(evs.is_empty());
+            assert_eq!(r, Err(ProtocolError::InvalidLength));
+            assert_eq!(
+                ProtocolError::InvalidLength.close_code(),
+                CloseCode::PROTOCOL_ERROR
+            );
+        }
     }
 
     #[test]

@@ -41,8 +41,9 @@ pub enum ProtocolError {
     /// A masked frame received by a client.
     #[error("masked frame from a server")]
     MaskedFrame,
-    /// A 64-bit payload length with the most significant bit set.
-    #[error("64-bit payload length with the high bit set")]
+    /// A 64-bit payload length with the most significant bit set, or a
+    /// length not in the minimal number of bytes (RFC 6455 section 5.2).
+    #[error("invalid payload length encoding")]
     InvalidLength,
     /// A close frame with a one-byte payload.
     #[error("close frame with a 1-byte payload")]

@@ -155,19 +155,30 @@ impl CloseCode {
     /// 1011: internal server error.
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
 
+    /// 1012: service restart (IANA WebSocket close code registry).
+    pub const SERVICE_RESTART: CloseCode = CloseCode(1012);
+    /// 1013: try again later (IANA registry).
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
+    /// 1014: bad gateway (IANA registry).
+    pub const BAD_GATEWAY: CloseCode = CloseCode(1014);
+
     /// Whether this code may appear in a close frame on the wire: 1000-1003,
-    /// 1007-1011 and the application/library ranges 3000-4999. Like the
-    /// Autobahn test suite, everything else (0-999, 1004-1006, 1012-2999,
-    /// 5000 and up) is rejected with a protocol error.
+    /// 1007-1014 (RFC 6455 and the IANA registry: 1012 service restart,
+    /// 1013 try again later, 1014 bad gateway) and the application/library
+    /// ranges 3000-4999. Everything else (0-999, 1004-1006, 1015 which
+    /// may never be sent, unassigned 1016-2999, 5000 and up) is rejected
+    /// with a protocol error.
     ///
     /// ```
     /// use myriad_ws::CloseCode;
     /// assert!(CloseCode(1011).is_valid());
+    /// assert!(CloseCode(1013).is_valid());
+    /// assert!(!CloseCode(1015).is_valid());
     /// assert!(!CloseCode(1016).is_valid());
     /// assert!(!CloseCode(5000).is_valid());
     /// ```
     pub fn is_valid(self) -> bool {
-        matches!(self.0, 1000..=1003 | 1007..=1011 | 3000..=4999)
+        matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
 }
 
@@ -232,16 +243,19 @@ impl FrameHeader {
     /// Parses a header from the start of `buf`.
     ///
     /// Returns `Ok(None)` when `buf` does not yet hold the whole header, and
-    /// `Ok(Some((header, header_len)))` otherwise. Reserved opcodes and a
-    /// 64-bit length with the high bit set are errors; all other checks
-    /// (reserved bits, control frame rules, masking direction) depend on the
-    /// connection and are done by [`crate::Decoder`]. Non-minimal length
-    /// encodings are accepted.
+    /// `Ok(Some((header, header_len)))` otherwise. Reserved opcodes, a
+    /// 64-bit length with the high bit set and a length not encoded in the
+    /// minimal number of bytes (RFC 6455 section 5.2: "the minimal number of
+    /// bytes MUST be used") are errors; all other checks (reserved bits,
+    /// control frame rules, masking direction) depend on the connection and
+    /// are done by [`crate::Decoder`].
     ///
     /// ```
     /// use myriad_ws::{FrameHeader, ProtocolError};
     /// assert_eq!(FrameHeader::parse(&[0x81]), Ok(None));
     /// assert_eq!(FrameHeader::parse(&[0x83, 0]), Err(ProtocolError::ReservedOpcode(3)));
+    /// // 5 in a 16-bit length
+    /// assert_eq!(FrameHeader::parse(&[0x82, 126, 0, 5]), Err(ProtocolError::InvalidLength));
     /// ```
     pub fn parse(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let (b0, b1) = match buf {
@@ -265,12 +279,18 @@ impl FrameHeader {
             return Ok(None);
         }
         let payload_len = match ext {
-            2 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
+            2 => {
+                let v = u64::from(u16::from_be_bytes([buf[2], buf[3]]));
+                if v < 126 {
+                    return Err(ProtocolError::InvalidLength);
+                }
+                v
+            }
             8 => {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&buf[2..10]);
                 let v = u64::from_be_bytes(b);
-                if v & (1 << 63) != 0 {
+                if v & (1 << 63) != 0 || v <= 0xFFFF {
                     return Err(ProtocolError::InvalidLength);
                 }
                 v
@@ -501,14 +521,39 @@ mod tests {
         }
     }
 
+    /// RFC 6455 section 5.2: the minimal number of bytes MUST be used to
+    /// encode the length (these were accepted before).
     #[test]
-    fn non_minimal_lengths_accepted() {
-        let buf = [0x82, 126, 0, 5];
-        let (h, n) = FrameHeader::parse(&buf).unwrap().unwrap();
-        assert_eq!((h.payload_len, n), (5, 4));
-        let buf = [0x82, 127, 0, 0, 0, 0, 0, 0, 0, 5];
-        let (h, n) = FrameHeader::parse(&buf).unwrap().unwrap();
-        assert_eq!((h.payload_len, n), (5, 10));
+    fn non_minimal_lengths_rejected() {
+        for buf in [
+            &[0x82, 126, 0, 5][..],
+            &[0x82, 126, 0, 125],
+            &[0x82, 127, 0, 0, 0, 0, 0, 0, 0, 5],
+            &[0x82, 127, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF],
+            &[0x82, 0x80 | 126, 0, 0, 1, 2, 3, 4],
+        ] {
+            assert_eq!(
+                FrameHeader::parse(buf),
+                Err(ProtocolError::InvalidLength),
+                "{buf:?}"
+            );
+        }
+        // the smallest length of each encoding is fine
+        let (h, _) = FrameHeader::parse(&[0x82, 126, 0, 126]).unwrap().unwrap();
+        assert_eq!(h.payload_len, 126);
+        let buf = [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0];
+        let (h, _) = FrameHeader::parse(&buf).unwrap().unwrap();
+        assert_eq!(h.payload_len, 65536);
+    }
+
+    #[test]
+    fn registry_close_codes_1012_to_1014_are_valid() {
+        for code in [1012, 1013, 1014] {
+            assert!(CloseCode(code).is_valid(), "{code}");
+        }
+        for code in [1004, 1005, 1006, 1015, 1016, 2999] {
+            assert!(!CloseCode(code).is_valid(), "{code}");
+        }
     }
 
     #[test]
