@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::decoder::{Decoder, DecoderConfig, Event};
-use crate::deflate::{DeflateConfig, DeflateParams, Deflater};
+use crate::deflate::{DeflateConfig, DeflateParams, Deflater, InflateMode, Inflater};
 use crate::encoder::{Encoder, PreparedMessage};
 use crate::error::{Error, HandshakeError};
 use crate::frame::{CloseCode, MaskGen, MessageKind, Role};
@@ -156,8 +156,10 @@ impl Default for ClientConfig {
 #[derive(Debug)]
 enum Rx {
     None,
-    /// RFC 6455 framing with the decoder detached (idle connection).
-    Parked,
+    /// RFC 6455 framing with the decoder detached (idle connection); the
+    /// inflater's settings if permessage-deflate is on (a parked decoder
+    /// never has a compression context).
+    Parked(Option<InflateMode>),
     Rfc(Box<Decoder>),
     Hixie(Box<Hixie76Decoder>),
 }
@@ -383,8 +385,11 @@ impl Core {
             Rx::Rfc(d) if d.is_idle() => {}
             _ => return None,
         }
-        match std::mem::replace(&mut self.rx, Rx::Parked) {
-            Rx::Rfc(d) => Some(d),
+        match std::mem::replace(&mut self.rx, Rx::Parked(None)) {
+            Rx::Rfc(mut d) => {
+                self.rx = Rx::Parked(d.take_inflate_mode());
+                Some(d)
+            }
             other => {
                 self.rx = other;
                 None
@@ -393,14 +398,35 @@ impl Core {
     }
 
     fn is_parked(&self) -> bool {
-        matches!(self.rx, Rx::Parked)
+        matches!(self.rx, Rx::Parked(_))
     }
 
     /// Gives a parked connection a new decoder before frames are fed.
     fn unpark(&mut self, role: Role, limits: DecoderConfig) {
-        if self.is_parked() {
-            self.rx = Rx::Rfc(Box::new(Decoder::with_config(role, limits)));
+        if let Rx::Parked(mode) = self.rx {
+            let mut dec = Decoder::with_config(role, limits);
+            dec.set_inflate_mode(mode);
+            self.rx = Rx::Rfc(Box::new(dec));
         }
+    }
+
+    /// Gives a parked connection `dec` (reset for it) before frames are fed.
+    fn attach(&mut self, mut dec: Box<Decoder>, role: Role, limits: DecoderConfig) {
+        if let Rx::Parked(mode) = self.rx {
+            dec.reset(role, limits);
+            dec.set_inflate_mode(mode);
+            self.rx = Rx::Rfc(dec);
+        }
+    }
+
+    /// Whether the connection holds a zlib stream (a compressor or
+    /// decompressor with its window) right now.
+    fn holds_zlib_stream(&self) -> bool {
+        let rx = match &self.rx {
+            Rx::Rfc(d) => d.holds_zlib_stream(),
+            _ => false,
+        };
+        rx || self.tx.enc.deflater().is_some_and(Deflater::holds_stream)
     }
 
     fn feed_frames<S, F>(
@@ -442,7 +468,7 @@ impl Core {
             Rx::Rfc(d) => d.feed(input, &mut handler),
             Rx::Hixie(d) => d.feed(input, &mut handler),
             // ServerConnection::feed attaches a decoder before feeding
-            Rx::None | Rx::Parked => Ok(input.len()),
+            Rx::None | Rx::Parked(_) => Ok(input.len()),
         };
         match r {
             Ok(n) => Ok(n),
@@ -674,15 +700,19 @@ impl ServerConnection {
             self.core.rx = Rx::Hixie(Box::new(Hixie76Decoder::new(cfg.limits.max_message_size)));
             self.core.tx.hixie = true;
         } else {
-            self.core.rx = if deflate.is_some() {
-                let mut dec = Decoder::with_config(Role::Server, cfg.limits);
-                dec.set_deflate(deflate.as_ref());
-                Rx::Rfc(Box::new(dec))
-            } else {
-                // No decoder until frames arrive (`feed` attaches one, or
-                // the caller one from its pool): nothing is allocated for a
-                // connection that stays idle after its handshake.
-                Rx::Parked
+            // No decoder until frames arrive (`feed` attaches one, or the
+            // caller one from its pool): nothing is allocated for a
+            // connection that stays idle after its handshake. Without
+            // context takeover the inflater holds no stream between
+            // messages either, so only its settings are kept.
+            let inflater = deflate.map(|p| Inflater::new(Role::Server, &p));
+            self.core.rx = match inflater {
+                Some(i) if i.holds_context() => {
+                    let mut dec = Decoder::with_config(Role::Server, cfg.limits);
+                    dec.set_deflate(deflate.as_ref());
+                    Rx::Rfc(Box::new(dec))
+                }
+                i => Rx::Parked(i.map(|i| i.mode())),
             };
             if let (Some(p), Some(dc)) = (&deflate, &cfg.deflate) {
                 self.core.tx.enc.set_deflater(Some(Deflater::new(
@@ -766,11 +796,29 @@ impl ServerConnection {
     /// conn.attach_decoder(Box::new(Decoder::new(Role::Server))); // not parked: ignored
     /// assert!(!conn.is_parked());
     /// ```
-    pub fn attach_decoder(&mut self, mut dec: Box<Decoder>) {
-        if self.is_parked() {
-            dec.reset(Role::Server, self.config.limits);
-            self.core.rx = Rx::Rfc(dec);
-        }
+    pub fn attach_decoder(&mut self, dec: Box<Decoder>) {
+        self.core.attach(dec, Role::Server, self.config.limits);
+    }
+
+    /// Whether the connection holds a zlib stream now (permessage-deflate
+    /// with context takeover, or a message in progress). With the default
+    /// [`DeflateConfig`] an idle connection holds none.
+    ///
+    /// ```
+    /// use myriad_ws::{DeflateConfig, ServerConfig, ServerConnection};
+    /// let cfg = ServerConfig { deflate: Some(DeflateConfig::default()), ..ServerConfig::default() };
+    /// let mut conn = ServerConnection::new(cfg.into());
+    /// let req = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+    /// Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+    /// let mut out = Vec::new();
+    /// conn.handshake(req, &mut out).unwrap();
+    /// conn.send_text(&mut out, &"hello ".repeat(100)).unwrap(); // compressed
+    /// assert!(!conn.holds_zlib_stream());
+    /// assert!(conn.is_parked());
+    /// ```
+    pub fn holds_zlib_stream(&self) -> bool {
+        self.core.holds_zlib_stream()
     }
 
     fn reject<S: Sink + ?Sized>(&mut self, sink: &mut S, e: HandshakeError) -> Error {

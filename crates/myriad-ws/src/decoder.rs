@@ -1,6 +1,6 @@
 //! The frame decoder: bytes in, events out.
 
-use crate::deflate::{DeflateParams, Inflater};
+use crate::deflate::{DeflateParams, InflateMode, Inflater};
 use crate::error::ProtocolError;
 use crate::frame::{CloseCode, FrameHeader, MessageKind, OpCode, Role};
 use crate::mask::apply_mask;
@@ -59,6 +59,13 @@ pub struct DecoderConfig {
     /// as it arrives into the reassembly buffer. The caller must be able to
     /// keep at least this many unconsumed bytes.
     pub max_buffered_frame: usize,
+    /// permessage-deflate: a compressed message may inflate to at most this
+    /// many times its compressed size plus 64 KiB
+    /// ([`crate::INFLATE_RATIO_SLACK`]); beyond, the connection
+    /// fails with 1009 ([`ProtocolError::InflateRatio`]). Bounds the
+    /// inflation work tiny messages can cause (deflate reaches about 1032:1
+    /// on runs of one byte). 0: no bound.
+    pub max_inflate_ratio: u32,
 }
 
 impl Default for DecoderConfig {
@@ -67,6 +74,7 @@ impl Default for DecoderConfig {
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,
             max_buffered_frame: 64 << 10,
+            max_inflate_ratio: 128,
         }
     }
 }
@@ -89,6 +97,17 @@ struct Partial {
 struct Message {
     kind: MessageKind,
     compressed: bool,
+}
+
+/// How far the UTF-8 pre-check of a small text frame that is still
+/// incomplete (not consumed, shown again with more bytes) has got, so that
+/// each byte is checked once however the frame is dribbled in.
+#[derive(Debug, Clone)]
+struct Precheck {
+    mask: Option<[u8; 4]>,
+    payload_len: u64,
+    checked: usize,
+    utf8: Utf8Validator,
 }
 
 /// A sans-I/O WebSocket frame decoder (RFC 6455, optional permessage-deflate).
@@ -120,7 +139,8 @@ struct Message {
 pub struct Decoder {
     role: Role,
     config: DecoderConfig,
-    inflater: Option<Box<Inflater>>,
+    inflater: Option<Inflater>,
+    precheck: Option<Box<Precheck>>,
     partial: Option<Partial>,
     message: Option<Message>,
     buf: Vec<u8>,
@@ -128,6 +148,9 @@ pub struct Decoder {
     closed: bool,
     failed: Option<ProtocolError>,
     wanted: usize,
+    /// Payload bytes the UTF-8 pre-check looked at (tests).
+    #[cfg(test)]
+    prechecked: usize,
 }
 
 impl Decoder {
@@ -148,6 +171,7 @@ impl Decoder {
             role,
             config,
             inflater: None,
+            precheck: None,
             partial: None,
             message: None,
             buf: Vec::new(),
@@ -155,6 +179,8 @@ impl Decoder {
             closed: false,
             failed: None,
             wanted: 2,
+            #[cfg(test)]
+            prechecked: 0,
         }
     }
 
@@ -168,7 +194,30 @@ impl Decoder {
     /// dec.set_deflate(Some(&p));
     /// ```
     pub fn set_deflate(&mut self, params: Option<&DeflateParams>) {
-        self.inflater = params.map(|p| Box::new(Inflater::new(self.role, p)));
+        self.inflater = params.map(|p| Inflater::new(self.role, p));
+        if let Some(i) = self.inflater.as_mut() {
+            i.set_max_ratio(self.config.max_inflate_ratio);
+        }
+    }
+
+    /// Takes the inflater's settings out of an idle decoder (one whose
+    /// inflater holds no stream), for a connection that parks it.
+    pub(crate) fn take_inflate_mode(&mut self) -> Option<InflateMode> {
+        self.inflater.take().map(|i| i.mode())
+    }
+
+    /// Re-installs the inflater of a connection taking a decoder back.
+    pub(crate) fn set_inflate_mode(&mut self, mode: Option<InflateMode>) {
+        self.inflater = mode.map(Inflater::from_mode);
+        if let Some(i) = self.inflater.as_mut() {
+            i.set_max_ratio(self.config.max_inflate_ratio);
+        }
+    }
+
+    /// Whether the inflater holds a zlib stream now (context takeover, or a
+    /// compressed message in progress).
+    pub fn holds_zlib_stream(&self) -> bool {
+        self.inflater.as_ref().is_some_and(Inflater::holds_stream)
     }
 
     /// The limits in force.
@@ -208,9 +257,11 @@ impl Decoder {
     }
 
     /// Whether the decoder holds no state between two reads: no message or
-    /// frame in progress, no compression context, not closed or failed. An
-    /// idle decoder can be detached from its connection and reused by
-    /// another (see [`crate::ServerConnection::park_decoder`]).
+    /// frame in progress (nor the UTF-8 pre-check of an incomplete text
+    /// frame), no compression context (an inflater without context takeover
+    /// holds none between messages), not closed or failed. An idle decoder
+    /// can be detached from its connection and reused by another (see
+    /// [`crate::ServerConnection::park_decoder`]).
     ///
     /// ```
     /// use myriad_ws::{Decoder, Role};
@@ -223,7 +274,8 @@ impl Decoder {
     pub fn is_idle(&self) -> bool {
         self.partial.is_none()
             && self.message.is_none()
-            && self.inflater.is_none()
+            && self.precheck.is_none()
+            && self.inflater.as_ref().is_none_or(|i| !i.holds_stream())
             && !self.closed
             && self.failed.is_none()
     }
@@ -277,7 +329,11 @@ impl Decoder {
             self.failed = Some(e.clone());
             self.partial = None;
             self.message = None;
+            self.precheck = None;
             self.buf.clear();
+            if let Some(i) = self.inflater.as_mut() {
+                i.release();
+            }
         }
         r
     }
@@ -339,6 +395,7 @@ impl Decoder {
                 continue;
             }
             if whole {
+                self.precheck = None;
                 let payload = &mut input[pos + hlen..pos + total];
                 if let Some(m) = h.mask {
                     apply_mask(payload, m, 0);
@@ -371,6 +428,7 @@ impl Decoder {
                 return Ok(pos);
             }
             // a large frame: stream its payload into the reassembly buffer
+            self.precheck = None;
             self.start_message(&h);
             self.partial = Some(Partial {
                 mask: h.mask,
@@ -431,8 +489,13 @@ impl Decoder {
         Ok(())
     }
 
-    fn precheck_utf8(&self, h: &FrameHeader, prefix: &[u8]) -> Result<(), ProtocolError> {
-        let mut v = match (h.opcode, self.message) {
+    /// Fails fast on invalid UTF-8 in the received part of an incomplete
+    /// small text frame. The frame stays unconsumed and is shown again with
+    /// more bytes behind it; the validator state is kept between calls, so
+    /// each byte is checked once (a frame dribbled in byte by byte costs
+    /// linear, not quadratic, work).
+    fn precheck_utf8(&mut self, h: &FrameHeader, prefix: &[u8]) -> Result<(), ProtocolError> {
+        let start = match (h.opcode, self.message) {
             (OpCode::Text, _) if !h.rsv1 => Utf8Validator::new(),
             (
                 OpCode::Continuation,
@@ -443,16 +506,32 @@ impl Decoder {
             ) => self.utf8.clone(),
             _ => return Ok(()),
         };
+        let p = match self.precheck.as_mut() {
+            Some(p) if p.mask == h.mask && p.payload_len == h.payload_len => p,
+            _ => self.precheck.insert(Box::new(Precheck {
+                mask: h.mask,
+                payload_len: h.payload_len,
+                checked: 0,
+                utf8: start,
+            })),
+        };
+        // bytes shown before are not looked at again
+        let Some(rest) = prefix.get(p.checked..) else {
+            return Ok(());
+        };
         let mut buf = [0u8; 256];
-        let mut offset = 0;
-        for part in prefix.chunks(buf.len()) {
+        for part in rest.chunks(buf.len()) {
             let b = &mut buf[..part.len()];
             b.copy_from_slice(part);
             if let Some(m) = h.mask {
-                apply_mask(b, m, offset);
+                apply_mask(b, m, p.checked);
             }
-            v.feed(b)?;
-            offset += part.len();
+            p.utf8.feed(b)?;
+            p.checked += part.len();
+            #[cfg(test)]
+            {
+                self.prechecked += part.len();
+            }
         }
         Ok(())
     }
@@ -896,6 +975,66 @@ mod tests {
         }
     }
 
+    /// A small text frame dribbled in one byte at a time stays unconsumed
+    /// until whole and is shown again on every read: the UTF-8 pre-check
+    /// looks at each byte once (it re-validated from the frame's start on
+    /// every read: quadratic, 2 GB of work for a 64 KiB frame).
+    #[test]
+    fn utf8_precheck_is_incremental() {
+        let text = "añ€😀 ".repeat(1000);
+        let f = raw(0x81, K, text.as_bytes());
+        let mut dec = Decoder::new(Role::Server);
+        let (evs, r) = run_with(&mut dec, &f, 1);
+        r.unwrap();
+        assert_eq!(evs, [Ev::Text(text.clone())]);
+        assert!(
+            dec.prechecked <= text.len(),
+            "{} bytes checked for a {}-byte frame",
+            dec.prechecked,
+            text.len()
+        );
+        assert!(dec.is_idle());
+        // a continuation frame dribbled in, with state carried from the 1st
+        let f = [
+            raw(0x01, K, &[0xE2, 0x82]),
+            raw(0x80, K, &[&[0xAC, 0xFF][..], text.as_bytes()].concat()),
+        ]
+        .concat();
+        let mut dec = Decoder::new(Role::Server);
+        let (_, r) = run_with(&mut dec, &f[..f.len() - 100], 1);
+        assert_eq!(r, Err(ProtocolError::InvalidUtf8));
+        let ok = [
+            raw(0x01, K, &[0xE2, 0x82]),
+            raw(0x80, K, &[&[0xAC][..], text.as_bytes()].concat()),
+        ]
+        .concat();
+        let mut dec = Decoder::new(Role::Server);
+        let (evs, r) = run_with(&mut dec, &ok, 1);
+        r.unwrap();
+        assert_eq!(evs, [Ev::Text(format!("€{text}"))]);
+        assert!(dec.prechecked <= text.len() + 3);
+        // an invalid byte late in the frame is still found before it is whole
+        let mut bad = text.as_bytes().to_vec();
+        bad.extend_from_slice(&[0xFF, b'a', b'b']);
+        let f = raw(0x81, K, &bad);
+        let mut dec = Decoder::new(Role::Server);
+        let mut pending = Vec::new();
+        let mut failed_at = None;
+        for (n, b) in f.iter().enumerate() {
+            pending.push(*b);
+            match dec.feed(&mut pending, &mut |_| {}) {
+                Ok(k) => {
+                    pending.drain(..k);
+                }
+                Err(e) => {
+                    failed_at = Some((n, e));
+                    break;
+                }
+            }
+        }
+        assert_eq!(failed_at, Some((f.len() - 3, ProtocolError::InvalidUtf8)));
+    }
+
     #[test]
     fn code_points_split_across_fragments() {
         let text = "κόσμε€😀";
@@ -924,6 +1063,7 @@ mod tests {
             max_frame_size: 100,
             max_message_size: 150,
             max_buffered_frame: 64,
+            ..DecoderConfig::default()
         };
         // frame too large: reported from the header alone
         let mut dec = Decoder::with_config(Role::Server, cfg);
@@ -958,6 +1098,27 @@ mod tests {
         dec.set_deflate(Some(&p));
         let (_, r) = run_with(&mut dec, &raw(0xC2, K, &z), 1000);
         assert_eq!(r, Err(ProtocolError::MessageTooLarge { max: 10_000 }));
+        // a small message inflating far beyond its size: 1009 by the ratio
+        // bound, before the message limit is reached
+        let z = d.compress(&vec![0u8; 1 << 20]).unwrap().to_vec();
+        d.release();
+        let mut dec = Decoder::new(Role::Server);
+        dec.set_deflate(Some(&p));
+        let (evs, r) = run_with(&mut dec, &raw(0xC2, K, &z), 1000);
+        assert!(evs.is_empty());
+        assert_eq!(r, Err(ProtocolError::InflateRatio { max: 128 }));
+        assert_eq!(r.unwrap_err().close_code(), CloseCode::MESSAGE_TOO_BIG);
+        assert!(!dec.holds_zlib_stream(), "stream released on failure");
+        // ... and accepted when the bound is off
+        let cfg = DecoderConfig {
+            max_inflate_ratio: 0,
+            ..DecoderConfig::default()
+        };
+        let mut dec = Decoder::with_config(Role::Server, cfg);
+        dec.set_deflate(Some(&p));
+        let (evs, r) = run_with(&mut dec, &raw(0xC2, K, &z), 1000);
+        r.unwrap();
+        assert_eq!(evs, [Ev::Binary(vec![0u8; 1 << 20])]);
         // garbage compressed data
         let mut dec = Decoder::new(Role::Server);
         dec.set_deflate(Some(&p));

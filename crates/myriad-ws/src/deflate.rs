@@ -1,13 +1,26 @@
-//! permessage-deflate (RFC 7692): negotiation and the per-connection
-//! compressor / decompressor.
+//! permessage-deflate (RFC 7692): negotiation and the compressor /
+//! decompressor of a connection.
 //!
 //! Compression uses flate2's raw deflate on the zlib-rs backend, which
 //! supports window sizes below 15 bits. zlib cannot *compress* with an 8-bit
-//! window (it silently uses 9, which a peer limited to 8 could not inflate).
-//! When a peer limits our sending window to 8 bits we still accept the
-//! extension but send every message uncompressed, which RFC 7692 allows
-//! (RSV1 is per message). Inflating with a 9-bit window handles 8-bit
-//! streams, so the receiving side is unaffected.
+//! window (it silently uses 9, which a peer limited to 8 could not inflate),
+//! so a server declines an offer that limits its window to 8 bits. Inflating
+//! with a 9-bit (or larger) window handles 8-bit streams, so the receiving
+//! side accepts them.
+//!
+//! # Memory
+//!
+//! A zlib stream is large: a compressor with a 15-bit window holds about
+//! 300 KiB, a decompressor about 40 KiB. By default ([`DeflateConfig::context_takeover`]
+//! false) a server negotiates no context takeover in both directions, so a
+//! stream is only needed while one message is compressed or inflated: it is
+//! borrowed from a per-thread pool (one per engine loop) for that message,
+//! reset, and given back. An idle connection holds no zlib state at all.
+//! With context takeover a connection keeps its own stream for each
+//! direction that takes its context over, for its whole life.
+//! [`zlib_streams`] counts the streams of the calling thread.
+
+use std::cell::{Cell, RefCell};
 
 use crate::error::{HandshakeError, ProtocolError};
 use crate::frame::Role;
@@ -25,6 +38,17 @@ const TRAILER: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 /// On a server these are upper bounds and requirements applied to each
 /// client offer; on a client they make up the offer.
 ///
+/// The defaults cost an idle server connection no zlib memory: the server
+/// answers every offer with `server_no_context_takeover;
+/// client_no_context_takeover` (RFC 7692 section 7.1.1.1 lets a server
+/// require the latter even when the client did not offer it), and borrows a
+/// compressor or decompressor from a per-loop pool only while it processes
+/// a message. Set [`DeflateConfig::context_takeover`] for a better ratio on
+/// streams of similar messages, at the price of about 300 KiB (compressor,
+/// 15-bit window) plus 40 KiB (decompressor) per connection for its whole
+/// life; [`DeflateConfig::server_max_window_bits`] bounds the compressor
+/// (its window and hash tables shrink with it: about 20 KiB at 9 bits).
+///
 /// ```
 /// use myriad_ws::DeflateConfig;
 /// let cfg = DeflateConfig { server_no_context_takeover: true, ..DeflateConfig::default() };
@@ -32,6 +56,15 @@ const TRAILER: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeflateConfig {
+    /// Server: allow compression contexts to be kept between messages. When
+    /// false (the default) the response always carries
+    /// `server_no_context_takeover` and `client_no_context_takeover`
+    /// whatever the offer, and the two fields below are implied. When true,
+    /// the offer and the two fields below decide, and each direction that
+    /// keeps its context costs the connection a zlib stream for its life.
+    /// Client: not used (the offer is made from the other fields; the client
+    /// follows the server's answer).
+    pub context_takeover: bool,
     /// Server: always reset the server's compression context after each
     /// message (saves the peer's memory, costs ratio). Client: ask for it.
     pub server_no_context_takeover: bool,
@@ -51,6 +84,7 @@ pub struct DeflateConfig {
 impl Default for DeflateConfig {
     fn default() -> Self {
         DeflateConfig {
+            context_takeover: false,
             server_no_context_takeover: false,
             client_no_context_takeover: false,
             server_max_window_bits: 15,
@@ -67,7 +101,10 @@ impl Default for DeflateConfig {
 /// use myriad_ws::{DeflateConfig, DeflateParams};
 /// let p = DeflateParams::negotiate("permessage-deflate; client_max_window_bits", &DeflateConfig::default()).unwrap();
 /// assert_eq!(p.client_max_window_bits, 15);
-/// assert_eq!(p.response_header(), "permessage-deflate");
+/// assert_eq!(
+///     p.response_header(),
+///     "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+/// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateParams {
@@ -75,7 +112,8 @@ pub struct DeflateParams {
     pub server_no_context_takeover: bool,
     /// The client resets its compressor after each message.
     pub client_no_context_takeover: bool,
-    /// Window of the server's compressor (8..=15).
+    /// Window of the server's compressor (9..=15: a server declines an
+    /// offer of 8, which zlib cannot compress with).
     pub server_max_window_bits: u8,
     /// Window of the client's compressor (8..=15).
     pub client_max_window_bits: u8,
@@ -146,8 +184,9 @@ fn parse_bits(v: &str) -> Option<u8> {
 impl DeflateParams {
     /// Server side: picks a response to a client's `Sec-WebSocket-Extensions`
     /// value. Offers are tried in order; an offer with unknown, duplicate or
-    /// invalid parameters is declined and the next one is tried. `None` means
-    /// no permessage-deflate offer was acceptable.
+    /// invalid parameters, or one limiting the server's window to 8 bits
+    /// (zlib cannot compress with it), is declined and the next one is
+    /// tried. `None` means no permessage-deflate offer was acceptable.
     ///
     /// ```
     /// use myriad_ws::{DeflateConfig, DeflateParams};
@@ -157,7 +196,10 @@ impl DeflateParams {
     ///     &cfg,
     /// ).unwrap();
     /// assert_eq!(p.server_max_window_bits, 10);
-    /// assert_eq!(p.response_header(), "permessage-deflate; server_max_window_bits=10");
+    /// assert_eq!(
+    ///     p.response_header(),
+    ///     "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10"
+    /// );
     /// assert!(DeflateParams::negotiate("x-webkit-deflate-frame", &cfg).is_none());
     /// ```
     pub fn negotiate(offers: &str, config: &DeflateConfig) -> Option<DeflateParams> {
@@ -195,7 +237,9 @@ impl DeflateParams {
                         client_nct = true;
                     }
                 }
-                2 => server_bits = Some(parse_bits(v?)?),
+                // zlib compresses with at least 9 bits; an 8-bit limit
+                // could only be honoured by never compressing: decline
+                2 => server_bits = Some(parse_bits(v?).filter(|&b| b >= 9)?),
                 _ => {
                     client_bits = Some(match v {
                         None => None,
@@ -215,9 +259,10 @@ impl DeflateParams {
                 (b, b < 15 || v.is_some())
             }
         };
+        let forced = !cfg.context_takeover;
         Some(DeflateParams {
-            server_no_context_takeover: server_nct || cfg.server_no_context_takeover,
-            client_no_context_takeover: client_nct || cfg.client_no_context_takeover,
+            server_no_context_takeover: server_nct || cfg.server_no_context_takeover || forced,
+            client_no_context_takeover: client_nct || cfg.client_no_context_takeover || forced,
             server_max_window_bits,
             client_max_window_bits,
             client_bits_in_response,
@@ -229,7 +274,11 @@ impl DeflateParams {
     ///
     /// ```
     /// use myriad_ws::{DeflateConfig, DeflateParams};
-    /// let cfg = DeflateConfig { client_no_context_takeover: true, ..DeflateConfig::default() };
+    /// let cfg = DeflateConfig {
+    ///     context_takeover: true,
+    ///     client_no_context_takeover: true,
+    ///     ..DeflateConfig::default()
+    /// };
     /// let p = DeflateParams::negotiate("permessage-deflate", &cfg).unwrap();
     /// assert_eq!(p.response_header(), "permessage-deflate; client_no_context_takeover");
     /// ```
@@ -370,7 +419,198 @@ impl DeflateConfig {
     }
 }
 
+// ----- the per-thread pool of zlib streams -----
+
+/// Idle streams of each kind kept per thread (an engine loop processes one
+/// message at a time; a few cover streamed messages and other parameters).
+const POOL_STREAMS: usize = 4;
+
+/// Capacity of a pooled compressor's output buffer kept across messages.
+const POOL_BUF: usize = 64 << 10;
+
+/// Counts itself in the thread's live streams while it exists.
+#[derive(Debug)]
+struct Live(());
+
+impl Live {
+    fn new() -> Self {
+        let _ = LIVE.try_with(|n| n.set(n.get() + 1));
+        Live(())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = LIVE.try_with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// A compressor with its output buffer.
+struct DeflateStream {
+    c: Compress,
+    bits: u8,
+    level: u32,
+    buf: Vec<u8>,
+    _live: Live,
+}
+
+impl std::fmt::Debug for DeflateStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeflateStream")
+            .field("bits", &self.bits)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A decompressor.
+struct InflateStream {
+    d: Decompress,
+    bits: u8,
+    _live: Live,
+}
+
+impl std::fmt::Debug for InflateStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InflateStream")
+            .field("bits", &self.bits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Idle (reset) streams of one thread. Boxed: handing one out moves a
+/// pointer.
+#[derive(Default)]
+#[allow(clippy::vec_box)]
+struct StreamPool {
+    deflate: Vec<Box<DeflateStream>>,
+    inflate: Vec<Box<InflateStream>>,
+}
+
+thread_local! {
+    static POOL: RefCell<StreamPool> = RefCell::new(StreamPool::default());
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The zlib streams of the calling thread (an engine loop's own when called
+/// from a handler).
+///
+/// ```
+/// let s = myriad_ws::zlib_streams();
+/// assert!(s.pooled <= s.live);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZlibStreams {
+    /// Streams made on this thread and not yet dropped (in use by a
+    /// connection, or pooled).
+    pub live: usize,
+    /// Idle streams in this thread's pool.
+    pub pooled: usize,
+}
+
+/// The zlib streams of the calling thread: `live - pooled` is what
+/// connections (and messages in progress) hold. With the default
+/// [`DeflateConfig`] an idle connection holds none.
+///
+/// ```
+/// use myriad_ws::{zlib_streams, DeflateConfig, DeflateParams, Deflater, Role};
+/// let p = DeflateParams::negotiate("permessage-deflate", &DeflateConfig::default()).unwrap();
+/// let mut d = Deflater::new(Role::Server, &p, 6, 0);
+/// assert!(d.compress(&[b'a'; 100]).is_some());
+/// d.release(); // back to the thread's pool
+/// let s = zlib_streams();
+/// assert_eq!(s.live, s.pooled);
+/// ```
+pub fn zlib_streams() -> ZlibStreams {
+    ZlibStreams {
+        live: LIVE.try_with(Cell::get).unwrap_or(0),
+        pooled: POOL
+            .try_with(|p| {
+                p.try_borrow()
+                    .map(|p| p.deflate.len() + p.inflate.len())
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0),
+    }
+}
+
+fn take_deflate(bits: u8, level: u32) -> Box<DeflateStream> {
+    let pooled = POOL
+        .try_with(|p| {
+            let mut p = p.try_borrow_mut().ok()?;
+            let i = p
+                .deflate
+                .iter()
+                .position(|s| s.bits == bits && s.level == level)?;
+            Some(p.deflate.swap_remove(i))
+        })
+        .ok()
+        .flatten();
+    pooled.unwrap_or_else(|| {
+        Box::new(DeflateStream {
+            c: Compress::new_with_window_bits(Compression::new(level), false, bits),
+            bits,
+            level,
+            buf: Vec::new(),
+            _live: Live::new(),
+        })
+    })
+}
+
+/// Resets `s` and keeps it in the thread's pool (drops it if full).
+fn give_deflate(mut s: Box<DeflateStream>) {
+    s.c.reset();
+    s.buf.clear();
+    if s.buf.capacity() > POOL_BUF {
+        s.buf = Vec::new();
+    }
+    let _ = POOL.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if p.deflate.len() < POOL_STREAMS {
+                p.deflate.push(s);
+            }
+        }
+    });
+}
+
+fn take_inflate(bits: u8) -> Box<InflateStream> {
+    let pooled = POOL
+        .try_with(|p| {
+            let mut p = p.try_borrow_mut().ok()?;
+            let i = p.inflate.iter().position(|s| s.bits == bits)?;
+            Some(p.inflate.swap_remove(i))
+        })
+        .ok()
+        .flatten();
+    pooled.unwrap_or_else(|| {
+        Box::new(InflateStream {
+            d: Decompress::new_with_window_bits(false, bits),
+            bits,
+            _live: Live::new(),
+        })
+    })
+}
+
+fn give_inflate(mut s: Box<InflateStream>) {
+    s.d.reset(false);
+    let _ = POOL.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if p.inflate.len() < POOL_STREAMS {
+                p.inflate.push(s);
+            }
+        }
+    });
+}
+
+// ----- compressing -----
+
 /// Compresses outgoing messages for one connection.
+///
+/// Without context takeover the zlib stream is borrowed from the thread's
+/// pool for one message ([`Deflater::compress`]) and given back by
+/// [`Deflater::release`] (the [`crate::Encoder`] calls it after writing the
+/// frames; dropping the `Deflater` does it too). With context takeover the
+/// stream stays with the connection.
 ///
 /// ```
 /// use myriad_ws::{Deflater, Inflater, DeflateConfig, DeflateParams, Role};
@@ -379,20 +619,21 @@ impl DeflateConfig {
 /// let mut i = Inflater::new(Role::Client, &params);
 /// let msg = b"hello hello hello hello".repeat(10);
 /// let compressed = d.compress(&msg).unwrap().to_vec();
+/// d.release();
 /// assert!(compressed.len() < msg.len());
 /// let mut out = Vec::new();
 /// i.inflate(&compressed, &mut out, 1 << 20).unwrap();
 /// i.finish_message(&mut out, 1 << 20).unwrap();
 /// assert_eq!(out, msg);
+/// assert!(!d.holds_stream() && !i.holds_stream());
 /// ```
 #[derive(Debug)]
 pub struct Deflater {
-    compress: Option<Compress>,
+    stream: Option<Box<DeflateStream>>,
+    threshold: usize,
     window_bits: u8,
     no_context_takeover: bool,
-    level: u32,
-    threshold: usize,
-    buf: Vec<u8>,
+    level: u8,
     /// Set when the peer's view of our stream diverged (a prepared message
     /// was sent in between): the next message starts a fresh context.
     needs_reset: bool,
@@ -403,12 +644,11 @@ impl Deflater {
     pub fn new(role: Role, params: &DeflateParams, level: u32, threshold: usize) -> Self {
         let (window_bits, no_context_takeover) = params.sending(role);
         Deflater {
-            compress: None,
+            stream: None,
+            threshold,
             window_bits,
             no_context_takeover,
-            level: level.min(9),
-            threshold,
-            buf: Vec::new(),
+            level: level.min(9) as u8,
             needs_reset: false,
         }
     }
@@ -423,6 +663,13 @@ impl Deflater {
         self.no_context_takeover
     }
 
+    /// Whether a zlib stream is attached (with context takeover: after the
+    /// first compressed message; without: only between
+    /// [`Deflater::compress`] and [`Deflater::release`]).
+    pub fn holds_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// Makes the next message start a fresh compression context (used after
     /// a [`crate::PreparedMessage`] that the peer inflated in between).
     pub fn reset_context(&mut self) {
@@ -431,34 +678,52 @@ impl Deflater {
 
     /// Compresses one whole message; returns the payload to send with RSV1
     /// set, or `None` if the message should go uncompressed (below the
-    /// threshold, an 8-bit window, or compression did not help).
+    /// threshold, an 8-bit window, or compression did not help). Call
+    /// [`Deflater::release`] once the bytes are written.
     pub fn compress(&mut self, payload: &[u8]) -> Option<&[u8]> {
         if payload.len() < self.threshold || self.window_bits < 9 {
             return None;
         }
-        let c = self.compress.get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(self.level), false, self.window_bits)
-        });
+        let (bits, level) = (self.window_bits, u32::from(self.level));
+        let s = self.stream.get_or_insert_with(|| take_deflate(bits, level));
         if self.needs_reset {
-            c.reset();
+            s.c.reset();
             self.needs_reset = false;
         }
-        self.buf.clear();
-        let ok = deflate_into(c, payload, &mut self.buf);
+        s.buf.clear();
+        let ok = deflate_into(&mut s.c, payload, &mut s.buf);
         // Incompressible data costs deflate's stored blocks a few bytes per
         // 64 KiB (levels 2-9 fall back to them); level 1's static codes can
         // grow it by up to 1/8. Only a real expansion is sent uncompressed.
         let slack = payload.len() / 256 + 32;
-        if !ok || self.buf.len() > payload.len() + slack {
+        if !ok || s.buf.len() > payload.len() + slack {
             // A failed or useless compression: the peer has not seen these
             // bytes, so our context diverged from its: start afresh.
-            c.reset();
+            s.c.reset();
             return None;
         }
         if self.no_context_takeover {
-            c.reset();
+            s.c.reset();
         }
-        Some(&self.buf)
+        Some(&s.buf)
+    }
+
+    /// Gives the zlib stream back to the thread's pool if the context is
+    /// not kept (no context takeover); otherwise does nothing.
+    pub fn release(&mut self) {
+        if self.no_context_takeover {
+            if let Some(s) = self.stream.take() {
+                give_deflate(s);
+            }
+        }
+    }
+}
+
+impl Drop for Deflater {
+    fn drop(&mut self) {
+        if let Some(s) = self.stream.take() {
+            give_deflate(s);
+        }
     }
 }
 
@@ -494,8 +759,18 @@ pub(crate) fn deflate_into(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) ->
     false
 }
 
+// ----- inflating -----
+
+/// Inflated bytes a compressed message may always produce, whatever its
+/// compressed size (see [`crate::DecoderConfig::max_inflate_ratio`]).
+pub const INFLATE_RATIO_SLACK: u64 = 64 << 10;
+
 /// Inflates incoming compressed messages for one connection, with a limit on
-/// the inflated size.
+/// the inflated size and, optionally, on the inflation ratio.
+///
+/// Without context takeover the zlib stream is borrowed from the thread's
+/// pool when a compressed message starts and given back when it ends
+/// ([`Inflater::finish_message`]).
 ///
 /// ```
 /// use myriad_ws::{Inflater, DeflateConfig, DeflateParams, Role, ProtocolError};
@@ -506,10 +781,21 @@ pub(crate) fn deflate_into(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) ->
 /// ```
 #[derive(Debug)]
 pub struct Inflater {
-    decompress: Option<Decompress>,
+    stream: Option<Box<InflateStream>>,
+    /// Compressed and inflated bytes of the message in progress.
+    message_in: u64,
+    message_out: u64,
+    max_ratio: u32,
     window_bits: u8,
     no_context_takeover: bool,
     stream_ended: bool,
+}
+
+/// What an idle [`Inflater`] is made of (kept by a parked connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InflateMode {
+    window_bits: u8,
+    no_context_takeover: bool,
 }
 
 impl Inflater {
@@ -521,24 +807,72 @@ impl Inflater {
         };
         let (bits, no_context_takeover) = params.sending(peer);
         // Without context takeover the window is thrown away after each
-        // message; a 15-bit inflater resets without reallocating.
+        // message; a 15-bit inflater is shared by all through the pool.
         let window_bits = if no_context_takeover {
             15
         } else {
             bits.clamp(9, 15)
         };
-        Inflater {
-            decompress: None,
+        Self::from_mode(InflateMode {
             window_bits,
             no_context_takeover,
+        })
+    }
+
+    pub(crate) fn from_mode(mode: InflateMode) -> Self {
+        Inflater {
+            stream: None,
+            message_in: 0,
+            message_out: 0,
+            max_ratio: 0,
+            window_bits: mode.window_bits,
+            no_context_takeover: mode.no_context_takeover,
             stream_ended: false,
         }
+    }
+
+    pub(crate) fn mode(&self) -> InflateMode {
+        InflateMode {
+            window_bits: self.window_bits,
+            no_context_takeover: self.no_context_takeover,
+        }
+    }
+
+    /// Bounds the inflation ratio: a message may inflate to at most
+    /// `ratio` times its compressed size plus [`INFLATE_RATIO_SLACK`], or
+    /// [`Inflater::inflate`] fails with [`ProtocolError::InflateRatio`]
+    /// (0: no bound; deflate itself cannot exceed about 1032).
+    ///
+    /// ```
+    /// use myriad_ws::{DeflateConfig, DeflateParams, Deflater, Inflater, ProtocolError, Role};
+    /// let p = DeflateParams::negotiate("permessage-deflate", &DeflateConfig::default()).unwrap();
+    /// let z = Deflater::new(Role::Client, &p, 9, 0).compress(&vec![0; 1 << 20]).unwrap().to_vec();
+    /// let mut i = Inflater::new(Role::Server, &p);
+    /// i.set_max_ratio(100);
+    /// let mut out = Vec::new();
+    /// assert_eq!(i.inflate(&z, &mut out, 16 << 20), Err(ProtocolError::InflateRatio { max: 100 }));
+    /// ```
+    pub fn set_max_ratio(&mut self, ratio: u32) {
+        self.max_ratio = ratio;
+    }
+
+    /// Whether a zlib stream is attached (with context takeover: after the
+    /// first compressed message; without: only during a message).
+    pub fn holds_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Whether the peer keeps its context (the stream, once made, stays
+    /// with this inflater).
+    pub(crate) fn holds_context(&self) -> bool {
+        !self.no_context_takeover
     }
 
     /// Inflates the next piece of a compressed message, appending to `out`.
     /// Fails with [`ProtocolError::MessageTooLarge`] as soon as `out` would
     /// grow past `max` bytes (a decompression bomb never allocates more than
-    /// `max + 1` bytes).
+    /// `max + 1` bytes), and with [`ProtocolError::InflateRatio`] when the
+    /// message inflates beyond the ratio bound ([`Inflater::set_max_ratio`]).
     pub fn inflate(
         &mut self,
         input: &[u8],
@@ -553,9 +887,10 @@ impl Inflater {
             return Err(ProtocolError::InvalidCompressedData);
         }
         let window_bits = self.window_bits;
-        let d = self
-            .decompress
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, window_bits));
+        let d = &mut self
+            .stream
+            .get_or_insert_with(|| take_inflate(window_bits))
+            .d;
         // The inflater writes into all of `out`'s spare capacity: a reused
         // buffer with more than `max + 1` bytes of capacity would let it run
         // past the limit.
@@ -581,10 +916,24 @@ impl Inflater {
             let status = d
                 .decompress_vec(&input[consumed..], out, FlushDecompress::None)
                 .map_err(|_| ProtocolError::InvalidCompressedData)?;
-            consumed += (d.total_in() - before_in) as usize;
+            let took = d.total_in() - before_in;
+            consumed += took as usize;
+            self.message_in += took;
+            self.message_out += d.total_out() - before_out;
             let progressed = d.total_in() != before_in || d.total_out() != before_out;
             if out.len() > max {
                 return Err(ProtocolError::MessageTooLarge { max });
+            }
+            if self.max_ratio != 0
+                && self.message_out
+                    > self
+                        .message_in
+                        .saturating_mul(u64::from(self.max_ratio))
+                        .saturating_add(INFLATE_RATIO_SLACK)
+            {
+                return Err(ProtocolError::InflateRatio {
+                    max: self.max_ratio,
+                });
             }
             if status == Status::StreamEnd {
                 self.stream_ended = true;
@@ -603,25 +952,47 @@ impl Inflater {
     }
 
     /// Ends a compressed message: inflates the stripped `00 00 FF FF` tail
-    /// and resets the context if the peer does not keep it.
+    /// and resets the context if the peer does not keep it (giving the
+    /// stream back to the thread's pool).
     pub fn finish_message(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ProtocolError> {
         if !self.stream_ended {
             self.inflate(&TRAILER, out, max)?;
         }
-        if self.no_context_takeover || self.stream_ended {
-            if let Some(d) = self.decompress.as_mut() {
-                d.reset(false);
+        self.message_in = 0;
+        self.message_out = 0;
+        if self.no_context_takeover {
+            self.stream_ended = false;
+            if let Some(s) = self.stream.take() {
+                give_inflate(s);
+            }
+        } else if self.stream_ended {
+            if let Some(s) = self.stream.as_mut() {
+                s.d.reset(false);
             }
             self.stream_ended = false;
         }
         Ok(())
     }
 
-    /// Drops the inflater's memory (the window); it is re-created on the
-    /// next compressed message. Only correct without context takeover.
+    /// Drops the message in progress, if any, and gives the stream back to
+    /// the pool. Only without context takeover; with it the context is the
+    /// connection's and is kept.
     pub fn release(&mut self) {
         if self.no_context_takeover {
-            self.decompress = None;
+            self.message_in = 0;
+            self.message_out = 0;
+            self.stream_ended = false;
+            if let Some(s) = self.stream.take() {
+                give_inflate(s);
+            }
+        }
+    }
+}
+
+impl Drop for Inflater {
+    fn drop(&mut self) {
+        if let Some(s) = self.stream.take() {
+            give_inflate(s);
         }
     }
 }
@@ -667,18 +1038,24 @@ mod tests {
         }
     }
 
+    /// zlib cannot compress with an 8-bit window: an offer limiting the
+    /// server to 8 bits is declined (it used to be accepted and every reply
+    /// then went uncompressed); the next offer is tried.
     #[test]
-    fn window_8_is_accepted_but_not_used_for_sending() {
-        let p = DeflateParams::negotiate("permessage-deflate; server_max_window_bits=8", &cfg())
-            .unwrap();
-        assert_eq!(p.server_max_window_bits, 8);
-        assert_eq!(
-            p.response_header(),
-            "permessage-deflate; server_max_window_bits=8"
+    fn server_window_8_offer_is_declined() {
+        assert!(
+            DeflateParams::negotiate("permessage-deflate; server_max_window_bits=8", &cfg())
+                .is_none()
         );
+        let p = DeflateParams::negotiate(
+            "permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=9",
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(p.server_max_window_bits, 9);
         let mut d = Deflater::new(Role::Server, &p, 6, 0);
-        assert!(d.compress(&[b'a'; 1000]).is_none());
-        // a client limited to 8 bits is inflated fine with 9
+        assert!(d.compress(&[b'a'; 1000]).is_some());
+        // a client limiting itself to 8 bits is inflated fine with 9+
         let p = DeflateParams::negotiate("permessage-deflate; client_max_window_bits=8", &cfg())
             .unwrap();
         assert_eq!(p.client_max_window_bits, 8);
@@ -693,6 +1070,197 @@ mod tests {
     }
 
     #[test]
+    fn no_context_takeover_both_ways_by_default() {
+        for (offer, header) in [
+            (
+                "permessage-deflate",
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            ),
+            // what browsers offer
+            (
+                "permessage-deflate; client_max_window_bits",
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            ),
+            // what Python websockets offers
+            (
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=12",
+            ),
+            (
+                "permessage-deflate; client_no_context_takeover",
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            ),
+        ] {
+            let p = DeflateParams::negotiate(offer, &cfg()).unwrap();
+            assert!(p.server_no_context_takeover && p.client_no_context_takeover);
+            assert_eq!(p.response_header(), header, "{offer}");
+            // and a client accepts the answer to its own offer
+            let q = DeflateParams::from_response(Some(header), &cfg()).unwrap().unwrap();
+            assert!(q.client_no_context_takeover && q.server_no_context_takeover);
+        }
+    }
+
+    #[test]
+    fn context_takeover_when_configured() {
+        let c = DeflateConfig {
+            context_takeover: true,
+            ..cfg()
+        };
+        let p = DeflateParams::negotiate("permessage-deflate; client_max_window_bits", &c).unwrap();
+        assert!(!p.server_no_context_takeover && !p.client_no_context_takeover);
+        assert_eq!(p.response_header(), "permessage-deflate");
+        // the client may still ask, and the server may still require
+        let p =
+            DeflateParams::negotiate("permessage-deflate; server_no_context_takeover", &c).unwrap();
+        assert_eq!(
+            p.response_header(),
+            "permessage-deflate; server_no_context_takeover"
+        );
+        let c = DeflateConfig {
+            client_no_context_takeover: true,
+            ..c
+        };
+        let p = DeflateParams::negotiate("permessage-deflate", &c).unwrap();
+        assert_eq!(
+            p.response_header(),
+            "permessage-deflate; client_no_context_takeover"
+        );
+        // with context takeover the streams stay with the connection
+        let p = DeflateParams::negotiate(
+            "permessage-deflate",
+            &DeflateConfig {
+                context_takeover: true,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        let mut d = Deflater::new(Role::Server, &p, 6, 0);
+        d.compress(&[b'x'; 500]).unwrap();
+        d.release();
+        assert!(d.holds_stream());
+    }
+
+    /// The per-thread pool hands the same streams to many connections: each
+    /// must start a message from a clean state. Connections A and B
+    /// compress different texts alternately (with a context-keeping
+    /// connection C in between, which must not leak its window either) and
+    /// each peer inflates with its own fresh-per-message inflater.
+    #[test]
+    fn pooled_streams_are_reset_between_connections() {
+        let nct = DeflateParams::negotiate("permessage-deflate", &cfg()).unwrap();
+        let ct = DeflateParams::negotiate(
+            "permessage-deflate",
+            &DeflateConfig {
+                context_takeover: true,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        let mut senders = [
+            Deflater::new(Role::Server, &nct, 6, 0),
+            Deflater::new(Role::Server, &nct, 6, 0),
+            Deflater::new(Role::Server, &ct, 6, 0),
+        ];
+        let mut receivers = [
+            Inflater::new(Role::Client, &nct),
+            Inflater::new(Role::Client, &nct),
+            Inflater::new(Role::Client, &ct),
+        ];
+        // client -> server direction too, through the pooled inflaters
+        let mut up_senders = [
+            Deflater::new(Role::Client, &nct, 6, 0),
+            Deflater::new(Role::Client, &nct, 6, 0),
+        ];
+        let mut up_receivers = [
+            Inflater::new(Role::Server, &nct),
+            Inflater::new(Role::Server, &nct),
+        ];
+        for round in 0..50 {
+            for (k, (d, i)) in senders.iter_mut().zip(receivers.iter_mut()).enumerate() {
+                let msg = format!("connection {k} says the same thing again, round {round}: ")
+                    .repeat(3 + k);
+                let z = d.compress(msg.as_bytes()).unwrap().to_vec();
+                d.release();
+                let mut out = Vec::new();
+                // inflated in two pieces: the stream is held in between
+                let (a, b) = z.split_at(z.len() / 2);
+                i.inflate(a, &mut out, 1 << 20).unwrap();
+                i.inflate(b, &mut out, 1 << 20).unwrap();
+                i.finish_message(&mut out, 1 << 20).unwrap();
+                assert_eq!(out, msg.as_bytes(), "connection {k}, round {round}");
+            }
+            for (k, (d, i)) in up_senders
+                .iter_mut()
+                .zip(up_receivers.iter_mut())
+                .enumerate()
+            {
+                let msg = format!("{k}{k}{k} up {round} ").repeat(20 + k);
+                let z = d.compress(msg.as_bytes()).unwrap().to_vec();
+                d.release();
+                let mut out = Vec::new();
+                i.inflate(&z, &mut out, 1 << 20).unwrap();
+                i.finish_message(&mut out, 1 << 20).unwrap();
+                assert_eq!(out, msg.as_bytes(), "up {k}, round {round}");
+            }
+        }
+        // only the context-keeping pair holds streams between messages
+        assert!(!senders[0].holds_stream() && !senders[1].holds_stream());
+        assert!(!receivers[0].holds_stream() && !receivers[1].holds_stream());
+        assert!(senders[2].holds_stream() && receivers[2].holds_stream());
+        let before = zlib_streams();
+        assert_eq!(before.live - before.pooled, 2);
+        drop(senders);
+        drop(receivers);
+        let after = zlib_streams();
+        assert_eq!(after.live - after.pooled, 0);
+    }
+
+    #[test]
+    fn inflate_ratio_bound() {
+        let p = DeflateParams::negotiate("permessage-deflate", &cfg()).unwrap();
+        let mut d = Deflater::new(Role::Client, &p, 9, 0);
+        let zeros = vec![0u8; 4 << 20];
+        let z = d.compress(&zeros).unwrap().to_vec();
+        d.release();
+        assert!(z.len() < 5000, "{}", z.len());
+        // without a bound, 4 MiB of work for a few KiB
+        let mut i = Inflater::new(Role::Server, &p);
+        let mut out = Vec::new();
+        i.inflate(&z, &mut out, 16 << 20).unwrap();
+        i.finish_message(&mut out, 16 << 20).unwrap();
+        assert_eq!(out.len(), zeros.len());
+        // with one, the message fails early, whatever the pieces
+        for piece in [1, 100, z.len()] {
+            let mut i = Inflater::new(Role::Server, &p);
+            i.set_max_ratio(64);
+            let mut out = Vec::new();
+            let mut r = Ok(());
+            for part in z.chunks(piece) {
+                r = i.inflate(part, &mut out, 16 << 20);
+                if r.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(r, Err(ProtocolError::InflateRatio { max: 64 }));
+            let bound = INFLATE_RATIO_SLACK as usize + 64 * z.len();
+            assert!(out.len() <= bound + (1 << 20), "{} inflated", out.len());
+            // the failed message's stream goes back to the pool
+            i.release();
+            assert!(!i.holds_stream());
+        }
+        // ordinary text is far below any sensible ratio
+        let text = "The quick brown fox jumps over the lazy dog. ".repeat(2000);
+        let z = d.compress(text.as_bytes()).unwrap().to_vec();
+        d.release();
+        let mut i = Inflater::new(Role::Server, &p);
+        i.set_max_ratio(128);
+        let mut out = Vec::new();
+        i.inflate(&z, &mut out, 16 << 20).unwrap();
+        i.finish_message(&mut out, 16 << 20).unwrap();
+        assert_eq!(out, text.as_bytes());
+    }
+
+    #[test]
     fn server_config_limits() {
         let c = DeflateConfig {
             server_max_window_bits: 10,
@@ -702,14 +1270,14 @@ mod tests {
         let p = DeflateParams::negotiate("permessage-deflate; client_max_window_bits", &c).unwrap();
         assert_eq!(
             p.response_header(),
-            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=11"
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=11"
         );
         // without client_max_window_bits in the offer, the client cannot be limited
         let p = DeflateParams::negotiate("permessage-deflate", &c).unwrap();
         assert_eq!(p.client_max_window_bits, 15);
         assert_eq!(
             p.response_header(),
-            "permessage-deflate; server_max_window_bits=10"
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10"
         );
     }
 

@@ -8,7 +8,7 @@ use myriad::Ctx;
 use crate::app::{Message, WsCtx, WsHandler, TIMER_LINGER};
 use crate::connection::{ClientConnection, Sender, ServerConnection};
 use crate::decoder::Event;
-use crate::error::Error;
+use crate::error::{Error, ProtocolError};
 use crate::frame::CloseCode;
 
 /// `on_open` has been called.
@@ -87,6 +87,8 @@ pub(crate) struct Fed {
     /// The protocol error the connection failed with (its close frame has
     /// been written), if any.
     pub error: Option<CloseCode>,
+    /// The error was a compressed message over the inflation ratio.
+    pub inflate_ratio: bool,
 }
 
 /// Feeds frames to the user's handler. On a protocol error the close frame
@@ -129,6 +131,7 @@ pub(crate) fn feed_frames<C: Conn, H: WsHandler>(
             consumed,
             messages,
             error: None,
+            inflate_ratio: false,
         },
         Err(e) => {
             let (code, reason) = match &e {
@@ -148,6 +151,7 @@ pub(crate) fn feed_frames<C: Conn, H: WsHandler>(
                 consumed: data.len(),
                 messages,
                 error: Some(code),
+                inflate_ratio: matches!(e, Error::Protocol(ProtocolError::InflateRatio { .. })),
             }
         }
     }

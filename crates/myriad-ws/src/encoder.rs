@@ -82,6 +82,11 @@ impl Encoder {
         self.deflater.as_deref_mut()
     }
 
+    /// The compressor, if permessage-deflate is on.
+    pub fn deflater(&self) -> Option<&Deflater> {
+        self.deflater.as_deref()
+    }
+
     /// Splits outgoing data messages into frames of at most this many
     /// payload bytes (0, the default: never split).
     ///
@@ -142,10 +147,25 @@ impl Encoder {
             Role::Client => Some(&mut self.masks),
         };
         if let Some(d) = self.deflater.as_mut() {
-            if let Some(z) = d.compress(payload) {
-                write_fragments(sink, masks, kind, z, true, self.max_fragment_size);
+            let compressed = match d.compress(payload) {
+                Some(z) => {
+                    write_fragments(sink, masks, kind, z, true, self.max_fragment_size);
+                    true
+                }
+                None => false,
+            };
+            // without context takeover the stream goes back to the
+            // thread's pool: an idle connection holds none
+            d.release();
+            if compressed {
                 return;
             }
+            let masks = match self.role {
+                Role::Server => None,
+                Role::Client => Some(&mut self.masks),
+            };
+            write_fragments(sink, masks, kind, payload, false, self.max_fragment_size);
+            return;
         }
         write_fragments(sink, masks, kind, payload, false, self.max_fragment_size);
     }

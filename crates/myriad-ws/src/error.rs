@@ -7,7 +7,8 @@ use crate::frame::CloseCode;
 /// Every variant maps to the close code that must be sent before the
 /// connection is dropped ([`ProtocolError::close_code`]): 1002 for framing
 /// errors, 1007 for invalid UTF-8 or undecodable compressed data, 1009 for a
-/// frame or message over the configured limit.
+/// frame or message over the configured limit (or a compressed message over
+/// the inflation ratio).
 ///
 /// ```
 /// use myriad_ws::{ProtocolError, CloseCode};
@@ -71,6 +72,14 @@ pub enum ProtocolError {
     /// A compressed message that does not inflate.
     #[error("invalid compressed data")]
     InvalidCompressedData,
+    /// A compressed message that inflates to more than the configured ratio
+    /// of its compressed size ([`crate::DecoderConfig::max_inflate_ratio`]):
+    /// tiny messages may not make the receiver inflate without bound.
+    #[error("compressed message inflates beyond {max} times its size")]
+    InflateRatio {
+        /// Configured ratio.
+        max: u32,
+    },
     /// A malformed legacy (Hixie-76) frame.
     #[error("invalid legacy frame")]
     InvalidLegacyFrame,
@@ -89,9 +98,9 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
                 CloseCode::INVALID_PAYLOAD
             }
-            ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
-                CloseCode::MESSAGE_TOO_BIG
-            }
+            ProtocolError::FrameTooLarge { .. }
+            | ProtocolError::MessageTooLarge { .. }
+            | ProtocolError::InflateRatio { .. } => CloseCode::MESSAGE_TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -119,6 +128,7 @@ impl ProtocolError {
             ProtocolError::FrameTooLarge { .. } => "frame too large",
             ProtocolError::MessageTooLarge { .. } => "message too large",
             ProtocolError::InvalidCompressedData => "invalid compressed data",
+            ProtocolError::InflateRatio { .. } => "compression ratio over the limit",
             ProtocolError::InvalidLegacyFrame => "invalid frame",
         }
     }

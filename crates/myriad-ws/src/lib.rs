@@ -96,7 +96,8 @@ pub use connection::{
 };
 pub use decoder::{parse_close_payload, Decoder, DecoderConfig, Event};
 pub use deflate::{
-    parse_extensions, DeflateConfig, DeflateParams, Deflater, ExtensionOffer, Inflater,
+    parse_extensions, zlib_streams, DeflateConfig, DeflateParams, Deflater, ExtensionOffer,
+    Inflater, ZlibStreams, INFLATE_RATIO_SLACK,
 };
 pub use encoder::{Encoder, PreparedMessage};
 pub use error::{Error, HandshakeError, ProtocolError};

@@ -27,8 +27,13 @@
 //! Each connection costs, while idle, its engine slot plus one small box
 //! (the codec state and your handler): the frame decoder is detached from
 //! idle connections and shared through a per-loop pool, the handshake
-//! results are dropped after `on_open`, and compression state is only
-//! allocated on the first compressed message.
+//! results are dropped after `on_open`, and, with permessage-deflate
+//! negotiated as by default (no context takeover either way), the zlib
+//! compressor and decompressor are borrowed from a per-loop pool for one
+//! message at a time ([`crate::zlib_streams`]): an idle connection keeps
+//! only a small box of compression settings. With
+//! [`DeflateConfig::context_takeover`] each connection keeps its own
+//! streams (about 340 KiB at 15-bit windows) for its whole life.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -213,8 +218,12 @@ pub struct WsStats {
     /// Connections failed with close code 1007 (invalid UTF-8 or
     /// compressed data).
     pub closed_1007: u64,
-    /// Connections failed with close code 1009 (frame or message too big).
+    /// Connections failed with close code 1009 (frame or message too big,
+    /// or a compressed message over the inflation ratio).
     pub closed_1009: u64,
+    /// Of `closed_1009`: compressed messages that inflated beyond
+    /// [`crate::DecoderConfig::max_inflate_ratio`] times their size.
+    pub inflate_ratio_exceeded: u64,
     /// Connections dropped because the peer did not answer our close frame.
     pub close_timeouts: u64,
     /// Data messages received.
@@ -241,6 +250,7 @@ struct Counters {
     closed_1002: AtomicU64,
     closed_1007: AtomicU64,
     closed_1009: AtomicU64,
+    inflate_ratio_exceeded: AtomicU64,
     close_timeouts: AtomicU64,
     messages_in: [Padded; MSG_SLOTS],
 }
@@ -264,6 +274,7 @@ impl Counters {
             closed_1002: g(&self.closed_1002),
             closed_1007: g(&self.closed_1007),
             closed_1009: g(&self.closed_1009),
+            inflate_ratio_exceeded: g(&self.inflate_ratio_exceeded),
             close_timeouts: g(&self.close_timeouts),
             messages_in: self.messages_in.iter().map(|p| g(&p.0)).sum(),
         }
@@ -766,6 +777,9 @@ impl<H: WsHandler> ServerHandler<H> {
         }
         if let Some(code) = fed.error {
             self.shared.counters.failed(code);
+            if fed.inflate_ratio {
+                inc(&self.shared.counters.inflate_ratio_exceeded);
+            }
             return fed.consumed;
         }
         if self.ws.is_closed() && self.flags & DONE == 0 {

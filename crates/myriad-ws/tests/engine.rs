@@ -42,6 +42,8 @@ both_backends!(
     pipelined_batch,
     fragmented_both_ways,
     deflate_roundtrip,
+    deflate_idle_holds_no_zlib_streams,
+    deflate_inflate_ratio_bound,
     close_codes,
     bad_handshakes,
     malformed_frame_isolated,
@@ -351,6 +353,104 @@ fn deflate_roundtrip(kind: BackendKind) {
     );
     c.expect_eof();
     eventually("counted", || ws.stats().closed_1007 == 1);
+}
+
+/// Echoes, and answers `streams?` with the zlib streams of its loop: held
+/// by connections (live minus pooled), and pooled.
+struct StreamProbe;
+
+impl WsHandler for StreamProbe {
+    fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
+        if msg == Message::Text("streams?") {
+            let z = myriad_ws::zlib_streams();
+            let _ = cx.send_text(&format!("{} {}", z.live - z.pooled, z.pooled));
+        } else {
+            let _ = cx.send(msg);
+        }
+    }
+}
+
+fn held_streams(c: &mut Blocking) -> (usize, usize) {
+    c.text("streams?");
+    let Ev::Text(t) = c.next() else {
+        panic!("expected the probe's answer")
+    };
+    let (held, pooled) = t.split_once(' ').expect("two numbers");
+    (held.parse().unwrap(), pooled.parse().unwrap())
+}
+
+/// With the default settings (no context takeover either way) connections
+/// that exchanged compressed messages, interleaved on one loop, hold no
+/// zlib stream once idle: the loop's pool lends them for one message. With
+/// context takeover each connection keeps two (it did by default before).
+fn deflate_idle_holds_no_zlib_streams(kind: BackendKind) {
+    const N: usize = 16;
+    let long = |i: usize, round: usize| format!("connection {i} round {round} ").repeat(40);
+    for takeover in [false, true] {
+        let ws = WsServer::builder()
+            .deflate_config(Some(DeflateConfig {
+                context_takeover: takeover,
+                ..DeflateConfig::default()
+            }))
+            .build();
+        let (_engine, addr) = start(kind, 1, ws.service("ws", localhost(), || StreamProbe));
+        let cfg = ClientConfig {
+            deflate: Some(DeflateConfig::default()),
+            ..ClientConfig::default()
+        };
+        let mut cs: Vec<Blocking> = (0..N)
+            .map(|_| Blocking::connect(addr, cfg.clone(), "/"))
+            .collect();
+        for c in &cs {
+            let p = c.conn.deflate().expect("negotiated");
+            assert_eq!(
+                p.server_no_context_takeover && p.client_no_context_takeover,
+                !takeover
+            );
+        }
+        for round in 0..3 {
+            // every connection's message is in flight before any answer
+            for (i, c) in cs.iter_mut().enumerate() {
+                c.text(&long(i, round));
+            }
+            for (i, c) in cs.iter_mut().enumerate() {
+                assert_eq!(c.next(), Ev::Text(long(i, round)));
+            }
+        }
+        let (held, pooled) = held_streams(&mut cs[0]);
+        if takeover {
+            assert_eq!(held, 2 * N, "a compressor and a decompressor each");
+        } else {
+            assert_eq!(held, 0, "idle connections hold no zlib stream");
+            assert!(pooled >= 2, "the loop's pool has them ({pooled})");
+        }
+    }
+}
+
+/// A small compressed message that inflates a thousandfold fails the
+/// connection with 1009 and is counted.
+fn deflate_inflate_ratio_bound(kind: BackendKind) {
+    let ws = WsServer::builder().build();
+    let (_engine, addr) = echo_server(kind, &ws);
+    let cfg = ClientConfig {
+        deflate: Some(DeflateConfig::default()),
+        ..ClientConfig::default()
+    };
+    let mut c = Blocking::connect(addr, cfg, "/");
+    // ordinary text goes through
+    let text = "an ordinary sentence, repeated. ".repeat(3000);
+    c.text(&text);
+    assert_eq!(c.next(), Ev::Text(text));
+    c.text(&"\0".repeat(4 << 20));
+    assert_eq!(
+        c.next(),
+        Ev::Close(Some(1009), "compression ratio over the limit".into())
+    );
+    c.expect_eof();
+    eventually("counted", || {
+        let s = ws.stats();
+        s.closed_1009 == 1 && s.inflate_ratio_exceeded == 1
+    });
 }
 
 /// Records what the handler saw at close.

@@ -161,7 +161,7 @@ proptest! {
                             server in any::<bool>(),
                             cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
         let role = if server { Role::Server } else { Role::Client };
-        let cfg = DecoderConfig { max_frame_size: 200, max_message_size: 300, max_buffered_frame: 16 };
+        let cfg = DecoderConfig { max_frame_size: 200, max_message_size: 300, max_buffered_frame: 16, ..DecoderConfig::default() };
         let mut dec = Decoder::with_config(role, cfg);
         if deflate {
             let p = DeflateParams::negotiate("permessage-deflate", &DeflateConfig::default()).unwrap();

@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         max_frame_size: 1 << 16,
         max_message_size: 1 << 17,
         max_buffered_frame: usize::from(ctl),
+        max_inflate_ratio: u32::from(ctl >> 4) * 16,
     };
     let mut dec = Decoder::with_config(role, cfg);
     if ctl & 2 != 0 {
