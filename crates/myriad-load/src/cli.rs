@@ -202,6 +202,12 @@ pub struct Args {
     #[arg(long)]
     pub text: bool,
 
+    /// WebSocket: offer permessage-deflate as browsers do
+    /// (`permessage-deflate; client_max_window_bits`) and follow the
+    /// server's answer (context takeover, window sizes).
+    #[arg(long)]
+    pub deflate: bool,
+
     /// An echo not back within this long is an error (timeout).
     #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use myriad::{CloseReason, ConnectOptions, Ctx, Handler, LoopCx};
-use myriad_ws::{ClientConfig, ClientConnection, CloseCode, Event, Sink};
+use myriad_ws::{ClientConfig, ClientConnection, CloseCode, DeflateConfig, Event, Sink};
 
 use crate::payload::{append_payload, key, mix64, verify_payload, SizeRange, Wire};
 
@@ -210,6 +210,8 @@ pub struct Plan {
     pub ws_host: String,
     /// WebSocket request path.
     pub ws_path: String,
+    /// WebSocket: offer permessage-deflate.
+    pub ws_deflate: bool,
     /// Load shape.
     pub mode: Mode,
     /// Payload sizes.
@@ -1110,6 +1112,8 @@ impl Handler for Client {
                 let plan = &self.st.plan;
                 let cfg = ClientConfig {
                     mask_seed: Some(mix64(self.id ^ 0x6D61_736B)),
+                    // the default offer is what browsers send
+                    deflate: plan.ws_deflate.then(DeflateConfig::default),
                     ..ClientConfig::default()
                 };
                 let mut ws = Box::new(ClientConnection::new(cfg, &plan.ws_host, &plan.ws_path));

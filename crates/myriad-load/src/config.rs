@@ -58,6 +58,9 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
         }
         (true, Framing::None, text) => Proto::Ws { text },
     };
+    if args.deflate && !scheme.is_ws() {
+        return Err(usage("--deflate", "needs a ws:// or wss:// target"));
+    }
     let (filter, tls_connector) = match tls_filter(args)? {
         Some((f, c)) => (Some(f), Some(c)),
         None => (None, None),
@@ -138,6 +141,7 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
             format!("{}:{}", args.target.host, args.target.port)
         },
         ws_path: args.target.path.clone(),
+        ws_deflate: args.deflate,
         mode,
         size: args.size,
         window: args.window as u32,

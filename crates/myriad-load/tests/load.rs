@@ -5,10 +5,11 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{broken, load, load_raw, serial, Echo, Fault, Server, TokioEcho, WsEcho};
-use myriad_ws::{ServerConfig, ServerConnection};
+use myriad_ws::{DeflateConfig, ServerConfig, ServerConnection};
 
 #[test]
 fn myriad_echo_closed_loop_is_verified_and_reported_as_json() {
@@ -332,6 +333,69 @@ fn websocket_echo_binary_and_text() {
     let r = load(&[&url, "-c", "5", "-m", "20", "--text", "-s", "100", "-q"]);
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.u("messages"), 100);
+}
+
+/// Counts the connections that negotiated permessage-deflate.
+struct DeflateCount(WsEcho, Arc<AtomicUsize>, bool);
+
+impl myriad::Handler for DeflateCount {
+    fn on_data(&mut self, cx: &mut myriad::Ctx<'_>, data: &mut [u8]) -> usize {
+        let n = self.0.on_data(cx, data);
+        if !self.2 && self.0 .0.deflate().is_some() {
+            self.2 = true;
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+        n
+    }
+}
+
+#[test]
+fn websocket_deflate_offer_follows_the_servers_answer() {
+    let _g = serial();
+    // the server answers server_no_context_takeover;
+    // client_no_context_takeover, which the offer did not contain
+    let cfg: Arc<ServerConfig> = ServerConfig {
+        deflate: Some(DeflateConfig::default()),
+        ..ServerConfig::default()
+    }
+    .into();
+    let negotiated = Arc::new(AtomicUsize::new(0));
+    let n = Arc::clone(&negotiated);
+    let s = Server::start(move || {
+        DeflateCount(
+            WsEcho(ServerConnection::new(cfg.clone())),
+            Arc::clone(&n),
+            false,
+        )
+    });
+    let url = format!("ws://{}/", s.addr);
+    for extra in [&["--text"][..], &[]] {
+        let mut args = vec![
+            &url[..],
+            "--deflate",
+            "-c",
+            "4",
+            "-m",
+            "30",
+            "-s",
+            "1..4000",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let r = load(&args);
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert_eq!(r.u("messages"), 120);
+    }
+    assert_eq!(negotiated.load(Ordering::Relaxed), 8);
+    // a server without the extension declines it; the run is the same
+    let cfg: Arc<ServerConfig> = ServerConfig::default().into();
+    let s = Server::start(move || WsEcho(ServerConnection::new(cfg.clone())));
+    let url = format!("ws://{}/", s.addr);
+    let r = load(&[&url, "--deflate", "-c", "2", "-m", "10", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    // and the flag needs a WebSocket target
+    let r = load_raw(&["tcp://127.0.0.1:9", "--deflate"]);
+    assert_eq!(r.status.code(), Some(2));
 }
 
 #[test]

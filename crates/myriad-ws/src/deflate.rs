@@ -1071,6 +1071,11 @@ mod tests {
 
     #[test]
     fn no_context_takeover_both_ways_by_default() {
+        // a client's default offer is the browsers' one
+        assert_eq!(
+            cfg().client_offer(),
+            "permessage-deflate; client_max_window_bits"
+        );
         for (offer, header) in [
             (
                 "permessage-deflate",
