@@ -1,14 +1,23 @@
 //! Shared pieces of the Myriad benchmark programs.
 //!
 //! The benchmark is a set of small programs rather than timed tests (see
-//! `DESIGN.md`, "Testing"): baseline echo servers (`echo-tokio`,
-//! `echo-epoll`), a closed-loop load generator (`loadgen`), an idle
-//! connection holder (`idle-conns`) and the driver that runs them all against
-//! Myriad's echo example and prints ratios (`bench-echo`), and their
-//! WebSocket counterparts (`ws-loadgen`, `ws-idle`). This library holds what
-//! several of them need: the payload pattern, mass non-blocking connects,
-//! the epoll wait step, the closed-loop generators' framing-independent
-//! parts, the idle holders' hold logic, `/proc` readers and CPU pinning.
+//! `DESIGN.md`, "Testing"): baseline servers (`echo-tokio`, `echo-epoll`,
+//! `tls-tokio`), load generators (`loadgen`, `ws-loadgen`, `tls-load`), idle
+//! connection holders (`idle-conns`, `ws-idle`) and the drivers that run
+//! them against Myriad and print ratios (`bench-echo`, `bench-ws`,
+//! `bench-tls`, `bench-compare`). Every driver runs on [`harness`]: starting
+//! and pinning servers, sampling their CPU and memory, interleaved rounds,
+//! medians of paired ratios, the disturbed-machine detector and the report.
+//! The rest of this library is what the load programs share: the payload
+//! pattern, mass non-blocking connects, the epoll wait step, the closed-loop
+//! generators' framing-independent parts, the idle holders' hold logic,
+//! `/proc` readers and CPU pinning.
+
+pub mod harness;
+
+pub use harness::{
+    median, paired_ratio_median, Compare, CompareArgs, Load, Rig, Run, Server, ServerSpec, Table,
+};
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -259,31 +268,6 @@ pub fn connect_many(
         bail!("internal error: {} of {n} connections collected", fds.len());
     }
     Ok(fds)
-}
-
-/// Waits until a TCP connect to `addr` succeeds, or fails after `timeout`.
-/// `alive` is polled between attempts; when it returns an error (for
-/// example because the server process exited) waiting stops with it.
-pub fn wait_for_port(
-    addr: SocketAddr,
-    timeout: Duration,
-    mut alive: impl FnMut() -> Result<()>,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    for _ in 0..100_000 {
-        alive()?;
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!(
-        "{addr} did not accept connections within {:.1}s",
-        timeout.as_secs_f64()
-    )
 }
 
 pub mod procfs {
