@@ -9,16 +9,19 @@
 //!
 //! Figures per server: full handshakes/s, resumed handshakes/s, bulk
 //! messages/s (100 connections × 16 KiB ping-pong) with server CPU per
-//! operation, and server RSS per idle TLS connection. Then the ratios and
-//! the targets.
+//! operation, and server RSS per idle TLS connection. Each phase runs its
+//! `--repeat` rounds (the two servers back to back in each) before the
+//! next phase starts. Then the ratios (medians of the per-round paired
+//! ratios), the targets, and one `RESULT` line per phase and
+//! server. Starting, pinning, sampling, rounds and statistics are
+//! `myriad_bench::harness`'s.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
-use myriad_bench::{affinity, procfs};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use myriad_bench::harness::{
+    cargo_build, median, num, paired_ratio_median, result_line, Load, Rig, Run, ServerSpec,
+};
+use std::path::Path;
 
 #[derive(Parser)]
 struct Args {
@@ -43,25 +46,6 @@ struct Args {
     no_build: bool,
 }
 
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn make_pki(dir: &Path) -> Result<()> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     std::fs::create_dir_all(dir)?;
@@ -77,301 +61,166 @@ fn make_pki(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start_server(bin: &Path, args: &[String], port: u16) -> Result<Guard> {
-    let child = affinity::with_cpu(0, || {
-        Command::new(bin)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-    })??;
-    let g = Guard(child);
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t0.elapsed() > Duration::from_secs(10) {
-            bail!("{} did not start listening on {port}", bin.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(g)
-}
-
-struct Run {
-    ops_per_sec: f64,
-    cpu_us_per_op: f64,
-    errors: u64,
-    /// The load generator's share of its core.
-    client_cpu: f64,
-    /// Handshakes completed in the window, by kind (as the client saw them).
-    full: u64,
-    resumed: u64,
-}
-
-fn run_load(
-    load: &Path,
-    pid: u32,
-    port: u16,
-    ca: &Path,
-    mode: &str,
-    conns: usize,
-    a: &Args,
-) -> Result<Run> {
-    let mut child = affinity::with_cpu(1, || {
-        Command::new(load)
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--mode",
-                mode,
-                "--connections",
-                &conns.to_string(),
-                "--warmup",
-                &a.warmup.to_string(),
-                "--duration",
-                &a.duration.to_string(),
-                "--size",
-                "16384",
-            ])
-            .arg("--ca")
-            .arg(ca)
-            .args(if a.verify {
-                &[][..]
-            } else {
-                &["--no-verify"][..]
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-    })??;
-    let out = child.stdout.take().context("load stdout")?;
-    let mut t0 = 0;
-    let mut t1 = 0;
-    let mut result = None;
-    for line in BufReader::new(out).lines() {
-        let line = line?;
-        if line == "MEASURE_START" {
-            t0 = procfs::cpu_ticks(pid)?;
-        } else if line == "MEASURE_END" {
-            t1 = procfs::cpu_ticks(pid)?;
-        } else if line.starts_with("RESULT") {
-            result = Some(line);
-        }
-    }
-    let _ = child.wait();
-    let line = result.context("tls-load printed no RESULT")?;
-    let field = |k: &str| -> Option<f64> {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-    };
-    let ops = field("ops").unwrap_or(0.0);
-    let tick_us = 1e6 / procfs::clock_ticks_per_second() as f64;
-    Ok(Run {
-        ops_per_sec: field("ops_per_sec").unwrap_or(0.0),
-        cpu_us_per_op: if ops > 0.0 {
-            (t1 - t0) as f64 * tick_us / ops
-        } else {
-            f64::NAN
-        },
-        errors: field("errors").unwrap_or(0.0) as u64,
-        client_cpu: field("client_cpu").unwrap_or(f64::NAN),
-        full: field("full").unwrap_or(0.0) as u64,
-        resumed: field("resumed").unwrap_or(0.0) as u64,
-    })
-}
-
-fn idle_bytes(
-    bin: &Path,
-    args: &[String],
-    port: u16,
-    load: &Path,
-    ca: &Path,
-    n: usize,
-) -> Result<f64> {
-    let srv = start_server(bin, args, port)?;
-    let pid = srv.0.id();
-    std::thread::sleep(Duration::from_millis(300));
-    let before = procfs::rss_bytes(pid)?;
-    let mut child = affinity::with_cpu(1, || {
-        Command::new(load)
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--mode",
-                "idle",
-                "--connections",
-                &n.to_string(),
-                "--duration",
-                "120",
-            ])
-            .arg("--ca")
-            .arg(ca)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-    })??;
-    let out = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(out).lines();
-    let ready = lines.next().transpose()?.unwrap_or_default();
-    if !ready.starts_with("READY") {
-        bail!("idle load did not come up: {ready}");
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let after = procfs::rss_bytes(pid)?;
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(b"\n");
-    }
-    let _ = child.wait();
-    drop(srv);
-    Ok((after as f64 - before as f64) / n as f64)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
+    let mut rig = Rig::new("bench-tls", 0, 1, 19443)?;
     if !a.no_build {
-        let ok = Command::new("cargo")
-            .args([
-                "build",
-                "--release",
+        let dir = rig.bin_dir().to_path_buf();
+        let ok = cargo_build(
+            "bench-tls",
+            &dir,
+            &[
                 "-p",
                 "myriad-bench",
                 "--bin",
                 "tls-tokio",
                 "--bin",
                 "tls-load",
-            ])
-            .status()?
-            .success()
-            && Command::new("cargo")
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "myriad-tls",
-                    "--example",
-                    "tls_echo",
-                ])
-                .status()?
-                .success();
+            ],
+            &[],
+        )? && cargo_build(
+            "bench-tls",
+            &dir,
+            &["-p", "myriad-tls", "--example", "tls_echo"],
+            &[],
+        )?;
         if !ok {
             bail!("build failed");
         }
     }
-    let dir = std::env::current_exe()?
-        .parent()
-        .context("exe dir")?
-        .to_path_buf();
-    let load = dir.join("tls-load");
-    let myriad = dir.join("examples/tls_echo");
-    let tokio = dir.join("tls-tokio");
     let pki = std::env::temp_dir().join(format!("myriad-bench-tls-{}", std::process::id()));
     make_pki(&pki)?;
-    let (cert, key, ca) = (
-        pki.join("server.pem"),
-        pki.join("server.key"),
-        pki.join("ca.pem"),
-    );
-    let s = |p: &PathBuf| p.display().to_string();
-    let servers: Vec<(&str, PathBuf, Vec<String>, u16)> = vec![
-        (
+    let s = |f: &str| pki.join(f).display().to_string();
+    let (cert, key, ca) = (s("server.pem"), s("server.key"), s("ca.pem"));
+    let servers = [
+        ServerSpec::new(
             "myriad-tls",
-            myriad.clone(),
-            vec![
-                "127.0.0.1:19443".into(),
-                "--cert".into(),
-                s(&cert),
-                "--key".into(),
-                s(&key),
-                "--threads".into(),
-                "1".into(),
-            ],
-            19443,
+            rig.bin("examples/tls_echo"),
+            ["{addr}", "--cert", &cert, "--key", &key, "--threads", "1"],
         ),
-        (
+        ServerSpec::new(
             "tokio-rustls",
-            tokio.clone(),
-            vec![
-                "--addr".into(),
-                "127.0.0.1:19444".into(),
-                "--cert".into(),
-                s(&cert),
-                "--key".into(),
-                s(&key),
-            ],
-            19444,
+            rig.bin("tls-tokio"),
+            ["--addr", "{addr}", "--cert", &cert, "--key", &key],
         ),
     ];
+    let tls_load = rig.bin("tls-load");
     let scenarios = [("handshake", 50usize), ("resume", 50), ("bulk", 100)];
+    // Per scenario: per server (median ops/s, median CPU per op), and the
+    // paired ratios (ops/s, CPU per op) of the first server to the second.
     let mut table: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
     let mut paired: Vec<(f64, f64)> = Vec::new();
+    let mut results = Vec::new();
     {
-        let guards: Vec<Guard> = servers
-            .iter()
-            .map(|(_, bin, args, port)| start_server(bin, args, *port))
-            .collect::<Result<_>>()?;
-        for (mode, conns) in scenarios {
-            let mut runs: Vec<Vec<Run>> = (0..servers.len()).map(|_| Vec::new()).collect();
-            for r in 0..a.repeat {
-                for (i, (name, _, _, port)) in servers.iter().enumerate() {
-                    let run = run_load(&load, guards[i].0.id(), *port, &ca, mode, conns, &a)?;
+        let mut running = Vec::new();
+        for spec in &servers {
+            running.push(rig.start(spec)?);
+        }
+        for sc in scenarios {
+            // One phase at a time: its rounds, the servers back to back.
+            let grid = rig.rounds(&mut running, &[sc], a.repeat, |rig, r, &(mode, conns), srv| {
+                let conns = conns.to_string();
+                let (warmup, duration) = (a.warmup.to_string(), a.duration.to_string());
+                let load = Load::new(
+                    &tls_load,
+                    [
+                        "--addr",
+                        "{addr}",
+                        "--mode",
+                        mode,
+                        "--connections",
+                        &conns,
+                        "--warmup",
+                        &warmup,
+                        "--duration",
+                        &duration,
+                        "--size",
+                        "16384",
+                        "--ca",
+                        &ca,
+                    ],
+                )
+                .args(if a.verify { None } else { Some("--no-verify") })
+                .timeout_secs(a.warmup + a.duration + 60.0);
+                let tag = format!("{:<13} {mode:<9} #{}", srv.name(), r + 1);
+                rig.measure(srv, &load, &tag, |run| {
                     // Handshakes completed in the window, by kind (their count
                     // differs from ops by those in flight at its edges).
+                    let f = |k| run.field(k).unwrap_or(0.0);
                     let resumed = match mode {
-                        "handshake" | "resume" => {
-                            format!("  resumed {}/{}", run.resumed, run.resumed + run.full)
-                        }
+                        "handshake" | "resume" => format!(
+                            "  resumed {}/{}",
+                            f("resumed"),
+                            f("resumed") + f("full")
+                        ),
                         _ => String::new(),
                     };
                     eprintln!(
-                        "{name:<13} {mode:<9} #{}  {:>10.0} ops/s  {:>8.2} us/op server cpu  server busy {:>3.0}%  client busy {:>3.0}%  errors {}{resumed}",
-                        r + 1,
-                        run.ops_per_sec,
-                        run.cpu_us_per_op,
-                        run.ops_per_sec * run.cpu_us_per_op / 1e4,
-                        run.client_cpu * 100.0,
-                        run.errors
+                        "{tag}  {:>10.0} ops/s  {:>8.2} us/op server cpu  server busy {:>3.0}%  client busy {:>3.0}%  errors {}{resumed}",
+                        run.rate(),
+                        run.cpu_us_per_op(),
+                        run.rate() * run.cpu_us_per_op() / 1e4,
+                        run.field("client_cpu").unwrap_or(f64::NAN) * 100.0,
+                        run.errors()
                     );
-                    runs[i].push(run);
-                }
-            }
+                    Ok(())
+                })
+            })?;
             // The machine's speed drifts between runs (shared host): the
             // ratio of the two runs of one round, taken back to back, is
             // steadier than the ratio of the two servers' medians.
-            let pair = |f: &dyn Fn(&Run) -> f64| {
-                median(
-                    runs[0]
-                        .iter()
-                        .zip(&runs[1])
-                        .map(|(m, t)| f(m) / f(t))
-                        .collect(),
-                )
-            };
-            paired.push((pair(&|r| r.ops_per_sec), pair(&|r| r.cpu_us_per_op)));
-            for (i, rs) in runs.into_iter().enumerate() {
-                table[i].push((
-                    median(rs.iter().map(|r| r.ops_per_sec).collect()),
-                    median(rs.iter().map(|r| r.cpu_us_per_op).collect()),
-                ));
+            let (m, t) = (&grid.get(0, 0).runs, &grid.get(0, 1).runs);
+            let pair = |f: fn(&Run) -> f64| paired_ratio_median(m, t, f).unwrap_or(f64::NAN);
+            paired.push((pair(Run::rate), pair(Run::cpu_us_per_op)));
+            for (i, spec) in servers.iter().enumerate() {
+                let runs = &grid.get(0, i).runs;
+                let med = |f: fn(&Run) -> f64| median(runs.iter().map(f)).unwrap_or(f64::NAN);
+                let (ops, cpu) = (med(Run::rate), med(Run::cpu_us_per_op));
+                table[i].push((ops, cpu));
+                results.push(result_line(&[
+                    ("bench", "tls".into()),
+                    ("scenario", sc.0.into()),
+                    ("server", spec.name.clone()),
+                    ("ops_per_sec", num(Some(ops), 1)),
+                    ("cpu_us_per_op", num(Some(cpu), 3)),
+                    ("rounds", runs.len().to_string()),
+                ]));
             }
         }
     }
     let mut idle = Vec::new();
-    for (i, (name, bin, args, port)) in servers.iter().enumerate() {
-        let idle_port = *port + 10;
-        let args: Vec<String> = args
-            .iter()
-            .map(|x| x.replace(&port.to_string(), &idle_port.to_string()))
-            .collect();
-        let b = idle_bytes(bin, &args, idle_port, &load, &ca, a.idle).or_else(|e| {
-            eprintln!("{name}: idle measurement failed: {e:#}");
-            Ok::<f64, anyhow::Error>(f64::NAN)
-        })?;
-        let _ = i;
+    let n = a.idle.to_string();
+    let holder = Load::new(
+        &tls_load,
+        [
+            "--addr",
+            "{addr}",
+            "--mode",
+            "idle",
+            "--connections",
+            &n,
+            "--duration",
+            "120",
+            "--ca",
+            &ca,
+        ],
+    )
+    .timeout_secs(240.0);
+    for spec in &servers {
+        let b = match rig.idle(spec, &holder, a.idle, None) {
+            Ok(r) => r.bytes_per_conn,
+            Err(e) => {
+                eprintln!("{}: idle measurement failed: {e:#}", spec.name);
+                f64::NAN
+            }
+        };
+        results.push(result_line(&[
+            ("bench", "tls".into()),
+            ("scenario", "idle".into()),
+            ("server", spec.name.clone()),
+            ("connections", n.clone()),
+            ("bytes_per_conn", num(Some(b), 1)),
+        ]));
         idle.push(b);
     }
     let _ = std::fs::remove_dir_all(&pki);
@@ -387,11 +236,11 @@ fn main() -> Result<()> {
         "us/msg",
         "idle B/conn"
     );
-    for (i, (name, ..)) in servers.iter().enumerate() {
+    for (i, spec) in servers.iter().enumerate() {
         let t = &table[i];
         println!(
             "{:<13} {:>14.0} {:>10.2} {:>14.0} {:>10.2} {:>12.0} {:>10.2} {:>12.0}",
-            name, t[0].0, t[0].1, t[1].0, t[1].1, t[2].0, t[2].1, idle[i]
+            spec.name, t[0].0, t[0].1, t[1].0, t[1].1, t[2].0, t[2].1, idle[i]
         );
     }
     println!();
@@ -429,5 +278,8 @@ fn main() -> Result<()> {
         "<= 0.5x",
         idle[0] / idle[1] <= 0.5,
     );
+    for r in &results {
+        println!("{r}");
+    }
     Ok(())
 }
