@@ -10,8 +10,9 @@
 //!
 //! # Memory
 //!
-//! A zlib stream is large: a compressor with a 15-bit window holds about
-//! 300 KiB, a decompressor about 40 KiB. By default ([`DeflateConfig::context_takeover`]
+//! A zlib stream is large: a compressor and a decompressor with 15-bit
+//! windows hold about 340 KB together (measured: `ws_echo
+//! --deflate-context-takeover`, BENCHMARKS.md). By default ([`DeflateConfig::context_takeover`]
 //! false) a server negotiates no context takeover in both directions, so a
 //! stream is only needed while one message is compressed or inflated: it is
 //! borrowed from a per-thread pool (one per engine loop) for that message,
@@ -44,10 +45,11 @@ const TRAILER: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 /// require the latter even when the client did not offer it), and borrows a
 /// compressor or decompressor from a per-loop pool only while it processes
 /// a message. Set [`DeflateConfig::context_takeover`] for a better ratio on
-/// streams of similar messages, at the price of about 300 KiB (compressor,
-/// 15-bit window) plus 40 KiB (decompressor) per connection for its whole
-/// life; [`DeflateConfig::server_max_window_bits`] bounds the compressor
-/// (its window and hash tables shrink with it: about 20 KiB at 9 bits).
+/// streams of similar messages (chat: wire bytes 1.86× smaller instead of
+/// 1.0×), at the price of about 340 KB of zlib state (compressor and
+/// decompressor, 15-bit windows, zlib memory level 8, which flate2 does not
+/// let us lower) per connection for its whole life;
+/// [`DeflateConfig::server_max_window_bits`] bounds the compressor's window.
 ///
 /// ```
 /// use myriad_ws::DeflateConfig;
