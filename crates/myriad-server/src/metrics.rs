@@ -181,6 +181,7 @@ pub fn render(reg: &Registry) -> String {
                     ("closed_1002", s.closed_1002),
                     ("closed_1007", s.closed_1007),
                     ("closed_1009", s.closed_1009),
+                    ("inflate_ratio_exceeded", s.inflate_ratio_exceeded),
                     ("close_timeouts", s.close_timeouts),
                     ("messages_in", s.messages_in),
                 ]
