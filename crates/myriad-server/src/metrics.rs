@@ -21,6 +21,7 @@ fn help(name: &str) -> &'static str {
         "closed" => "Connections closed.",
         "refused" => "Connections refused by a connection limit.",
         "open" => "Connections open now.",
+        "timers" => "Timer entries held by the loop now.",
         "bytes_in" => "Bytes received.",
         "bytes_out" => "Bytes sent.",
         "reads" => "Receive completions.",
@@ -69,10 +70,10 @@ pub fn render(reg: &Registry) -> String {
         .map(|(n, _)| n)
         .collect();
     for (i, name) in names.iter().enumerate() {
-        let (metric, kind) = if *name == "open" {
-            ("myriad_connections_open".to_string(), "gauge")
-        } else {
-            (format!("myriad_{name}_total"), "counter")
+        let (metric, kind) = match *name {
+            "open" => ("myriad_connections_open".to_string(), "gauge"),
+            "timers" => ("myriad_timers".to_string(), "gauge"),
+            _ => (format!("myriad_{name}_total"), "counter"),
         };
         header(&mut out, &metric, kind, help(name));
         for (svc, loops) in &per {

@@ -95,12 +95,19 @@ counters! {
     /// Connections closed because a handler call panicked (the loop goes
     /// on serving the others).
     err_handler_panic,
+    /// Timer entries held by the loop (gauge: live ones, and stale ones of
+    /// closed connections until the heap is compacted).
+    timers,
 }
 
 impl LoopCounters {
     #[inline]
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub(crate) fn set(c: &AtomicU64, n: u64) {
+        c.store(n, Relaxed);
     }
     #[inline]
     pub(crate) fn sub(c: &AtomicU64, n: u64) {

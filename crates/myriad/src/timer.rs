@@ -27,14 +27,52 @@ pub(crate) struct TimerEntry {
     pub kind: TimerKind,
 }
 
-#[derive(Default)]
+/// Below this many entries the heap is never compacted.
+const COMPACT_MIN: usize = 4096;
+
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<TimerEntry>>,
+    /// Compact when the heap grows past this (see [`Timers::maybe_compact`]).
+    compact_at: usize,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+            compact_at: COMPACT_MIN,
+        }
+    }
 }
 
 impl Timers {
     pub(crate) fn push(&mut self, e: TimerEntry) {
         self.heap.push(Reverse(e));
+    }
+
+    /// Entries, live and stale.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Drops the entries `live` says are stale (a closed connection's idle,
+    /// handshake or user timers would otherwise stay until their deadline:
+    /// with churn and long timeouts, without bound) once the heap has
+    /// doubled since the last compaction, and gives memory back. The
+    /// threshold doubles with what stays, so the work is amortised O(1)
+    /// per push even when every entry is live.
+    pub(crate) fn maybe_compact(&mut self, live: impl Fn(&TimerEntry) -> bool) {
+        if self.heap.len() < self.compact_at {
+            return;
+        }
+        let kept: Vec<_> = std::mem::take(&mut self.heap)
+            .into_vec()
+            .into_iter()
+            .filter(|e| live(&e.0))
+            .collect();
+        self.heap = BinaryHeap::from(kept);
+        self.heap.shrink_to(self.heap.len() * 2);
+        self.compact_at = (self.heap.len() * 2).max(COMPACT_MIN);
     }
 
     pub(crate) fn next_at(&self) -> Option<u64> {
@@ -48,5 +86,45 @@ impl Timers {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(at_ms: u64, slot: u32) -> TimerEntry {
+        TimerEntry {
+            at_ms,
+            slot,
+            gen: 0,
+            kind: TimerKind::User(0),
+        }
+    }
+
+    #[test]
+    fn stale_entries_are_compacted_and_order_kept() {
+        let mut t = Timers::default();
+        for i in 0..100_000u32 {
+            t.push(entry(1_000_000 + u64::from(i), i));
+            // only slots below 10 stay live
+            t.maybe_compact(|e| e.slot < 10);
+        }
+        assert!(t.len() < 2 * COMPACT_MIN, "{} entries", t.len());
+        let mut last = 0;
+        while let Some(e) = t.pop_due(u64::MAX) {
+            assert!(e.at_ms >= last);
+            last = e.at_ms;
+        }
+    }
+
+    #[test]
+    fn live_entries_are_never_dropped() {
+        let mut t = Timers::default();
+        for i in 0..50_000u32 {
+            t.push(entry(u64::from(i), i));
+            t.maybe_compact(|_| true);
+        }
+        assert_eq!(t.len(), 50_000);
     }
 }

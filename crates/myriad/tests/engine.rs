@@ -32,6 +32,7 @@ both_backends!(
     write_with_and_batch_wait,
     slow_handlers_keep_order,
     handler_panic_costs_one_connection,
+    timers_of_closed_connections_do_not_pile_up,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -969,4 +970,52 @@ fn handler_panic_costs_one_connection(kind: BackendKind) {
     eventually("two panics counted", || {
         engine.stats().err_handler_panic == 2
     });
+}
+
+/// Sets an hour-long timer and echoes.
+struct LongTimer;
+
+impl Handler for LongTimer {
+    fn on_open(&mut self, cx: &mut Ctx<'_>) {
+        cx.set_timer(Duration::from_secs(3600), 1);
+    }
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        cx.write(data);
+        data.len()
+    }
+}
+
+/// Churn with long timers and a long idle timeout: the timer entries of
+/// closed connections are compacted away instead of staying until their
+/// deadline (the heap was unbounded under churn).
+fn timers_of_closed_connections_do_not_pile_up(kind: BackendKind) {
+    let (engine, addr) = start(
+        kind,
+        1,
+        Service::new("churn", localhost(), || LongTimer)
+            .idle_timeout(Some(Duration::from_secs(3600))),
+    );
+    let mut buf = [0u8; 8];
+    let mut keep: Vec<_> = (0..50).map(|_| connect(addr)).collect();
+    for round in 0..40 {
+        let batch: Vec<_> = (0..500).map(|_| connect(addr)).collect();
+        for mut s in batch {
+            roundtrip(&mut s, b"hi", &mut buf);
+        }
+        if round % 10 == 0 {
+            for s in keep.iter_mut() {
+                roundtrip(s, b"alive", &mut buf);
+            }
+        }
+    }
+    // 20,000 closed connections left 40,000 entries behind; compaction
+    // keeps the heap near its floor (4,096) plus what the live ones hold
+    eventually("closed connections counted", || {
+        engine.stats().closed == 20_000
+    });
+    let mut s = connect(addr);
+    roundtrip(&mut s, b"tick", &mut buf);
+    let timers = engine.stats().timers;
+    assert!(timers < 3 * 4096, "{timers} timer entries after churn");
+    assert!(timers >= 100, "live connections keep theirs: {timers}");
 }
