@@ -28,7 +28,11 @@ use std::time::{Duration, Instant};
 pub(crate) type Task = Box<dyn FnOnce(&mut LoopCx<'_>) + Send>;
 pub(crate) type Factory = Arc<dyn Fn() -> Box<dyn Handler> + Send + Sync>;
 
-const GEN_MASK: u32 = (1 << 24) - 1;
+/// Slots a loop may have: a token keeps 24 bits for the slot and 32 for the
+/// generation (the loop index or the io_uring operation kind take the top
+/// byte), so a slot must be reused four billion times before a stale
+/// token (a long user timer, an id kept by a room) could match again.
+const MAX_SLOTS: usize = 1 << 24;
 pub(crate) const OUTBOUND: u16 = u16::MAX;
 
 // Connection flags.
@@ -568,7 +572,7 @@ impl Core {
 
     fn free_slot(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        c.gen = (c.gen + 1) & GEN_MASK;
+        c.gen = c.gen.wrapping_add(1);
         c.flags = 0;
         c.handler = None;
         c.filter = None;
@@ -759,7 +763,11 @@ impl Core {
         let svc = &self.services[service as usize];
         // Reserve first, then check: two loops accepting at once can never
         // both take the last place.
-        if svc.open.fetch_add(1, Ordering::Relaxed) >= svc.max_conns {
+        let full = self.free_head == NIL && self.conns.len() >= MAX_SLOTS;
+        if full || svc.open.fetch_add(1, Ordering::Relaxed) >= svc.max_conns {
+            if full {
+                svc.open.fetch_add(1, Ordering::Relaxed);
+            }
             svc.open.fetch_sub(1, Ordering::Relaxed);
             sys::close(fd);
             LoopCounters::add(&self.counters().refused, 1);
@@ -1069,6 +1077,14 @@ impl Core {
         while let Some(t) = self.timers.pop_due(self.now_ms) {
             self.fire(t);
         }
+        let conns = &self.conns;
+        self.timers.maybe_compact(|t| match t.kind {
+            TimerKind::AcceptRetry | TimerKind::ShutdownDeadline => true,
+            _ => conns
+                .get(t.slot as usize)
+                .is_some_and(|c| c.flags & OPEN != 0 && c.gen == t.gen),
+        });
+        LoopCounters::set(&self.shared.counters.timers, self.timers.len() as u64);
         self.shared.notified.store(false, Ordering::SeqCst);
         // Bounded: tasks posted by tasks run at the next turn.
         for _ in 0..4096 {
@@ -1575,6 +1591,9 @@ impl Core {
         use socket2::{Domain, Protocol, Socket, Type};
         if self.shutdown_at.is_some() {
             return Err(io::Error::other("loop is shutting down"));
+        }
+        if self.free_head == NIL && self.conns.len() >= MAX_SLOTS {
+            return Err(io::Error::other("loop has no free connection slot"));
         }
         let res = (|| {
             let sock = Socket::new(

@@ -203,16 +203,46 @@ pub(crate) trait Backend {
     fn wait(&mut self, timeout: Option<Duration>, f: &mut dyn FnMut(Event<'_>)) -> io::Result<()>;
 }
 
-/// Packs a slot and generation into a token.
+/// Bits of a token's slot (the core never has more slots per loop).
+const SLOT_BITS: u32 = 24;
+
+/// Packs a slot (24 bits) and generation (32 bits) into a 56-bit token:
+/// the top byte is left for the loop index (`ConnId`) or the io_uring
+/// operation kind (`user_data`).
 #[inline]
 pub(crate) fn token(slot: u32, gen: u32) -> u64 {
-    ((gen as u64) << 32) | slot as u64
+    debug_assert!(slot < 1 << SLOT_BITS);
+    ((gen as u64) << SLOT_BITS) | slot as u64
 }
 
 /// Splits a token.
 #[inline]
 pub(crate) fn untoken(t: u64) -> (u32, u32) {
-    (t as u32, (t >> 32) as u32)
+    (
+        (t & ((1 << SLOT_BITS) - 1)) as u32,
+        ((t >> SLOT_BITS) & u64::from(u32::MAX)) as u32,
+    )
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn full_32_bit_generations_round_trip_in_56_bits() {
+        for (slot, gen) in [
+            (0, 0),
+            ((1 << 24) - 1, u32::MAX),
+            (12345, 1 << 31),
+            (7, 1 << 24),
+        ] {
+            let t = token(slot, gen);
+            assert!(t < 1 << 56);
+            assert_eq!(untoken(t), (slot, gen));
+        }
+        // generations that agree in their low 24 bits no longer collide
+        assert_ne!(token(3, 5), token(3, 5 + (1 << 24)));
+    }
 }
 
 /// Tuning for the io_uring backend, also used to decide whether io_uring is

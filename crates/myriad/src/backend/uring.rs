@@ -14,8 +14,8 @@
 //!   completions are only produced when the loop asks for them (no
 //!   interrupting task work in the middle of handler code).
 //!
-//! `user_data` layout: `kind << 56 | token` (token = 24-bit generation and
-//! 32-bit slot).
+//! `user_data` layout: `kind << 56 | token` (token = 32-bit generation and
+//! 24-bit slot).
 
 use super::{sys, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, TurnClock, UringParams};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
