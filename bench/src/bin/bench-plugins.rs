@@ -32,8 +32,18 @@ struct Args {
     bench: CompareArgs,
 }
 
-fn free_addr() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// A free loopback port from `from` up: below the ephemeral range, so that
+/// the idle holder's many client sockets cannot take a variant's port
+/// between its runs.
+fn free_addr(from: &mut u16) -> Result<SocketAddr> {
+    for _ in 0..1000 {
+        let p = *from;
+        *from = from.checked_add(1).context("ran out of ports")?;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], p)));
+        }
+    }
+    bail!("no free port")
 }
 
 /// A one-service config for `myriad serve`: one I/O thread, no metrics.
@@ -79,6 +89,8 @@ fn main() -> Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("bench-plugins-{}", std::process::id()));
     std::fs::create_dir_all(&dir).context("temp dir")?;
+    // the harness's own servers and clients use ports from base_port up
+    let mut port = args.bench.base_port.saturating_add(500);
     let mut c = Compare::new("bench-plugins", args.bench);
     for (name, handler) in [
         ("builtin", "handler = \"echo\"".to_owned()),
@@ -97,7 +109,7 @@ fn main() -> Result<()> {
             ),
         ),
     ] {
-        let addr = free_addr()?;
+        let addr = free_addr(&mut port)?;
         let cfg = config(&dir, name, addr, &handler)?;
         let cfg = cfg.display().to_string();
         c = c.variant(

@@ -320,15 +320,22 @@ pub trait ConnOps {
 
 /// A connection's bookkeeping besides the plugin's own state; what is
 /// rarely used lives behind a box so that an idle connection stays small.
+///
+/// One pointer: with the service's `Arc` and the plugin's state pointer, a
+/// connection's host record is 24 bytes (its own allocation, since the
+/// handler is boxed).
 #[derive(Default)]
 struct Extra {
     rare: Option<Box<Rare>>,
-    closing: bool,
-    faulted: bool,
 }
 
 #[derive(Default)]
 struct Rare {
+    /// Closing: the plugin closed it, or it failed; nothing more is
+    /// delivered.
+    closing: bool,
+    /// The plugin failed (its `on_close` says so).
+    faulted: bool,
     /// (plugin token, engine token)
     timers: Vec<(u64, u64)>,
     next_seq: u64,
@@ -338,6 +345,21 @@ struct Rare {
 impl Extra {
     fn rare(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Box::default)
+    }
+
+    #[inline]
+    fn closing(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.closing)
+    }
+
+    fn faulted(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.faulted)
+    }
+
+    fn set_closing(&mut self, faulted: bool) {
+        let r = self.rare();
+        r.closing = true;
+        r.faulted |= faulted;
     }
 
     /// A new engine token for the plugin's `token` (replacing an older one).
@@ -451,7 +473,7 @@ struct TcpConn<'a, 'c> {
 
 impl ConnOps for TcpConn<'_, '_> {
     fn write(&mut self, d: &[u8]) -> i32 {
-        if self.extra.closing {
+        if self.extra.closing() {
             return MYRIAD_ERR_CLOSED;
         }
         self.cx.write(d);
@@ -459,7 +481,7 @@ impl ConnOps for TcpConn<'_, '_> {
     }
 
     fn send(&mut self, _kind: u32, d: &[u8]) -> i32 {
-        if self.extra.closing {
+        if self.extra.closing() {
             return MYRIAD_ERR_CLOSED;
         }
         match self.framing {
@@ -476,14 +498,13 @@ impl ConnOps for TcpConn<'_, '_> {
     }
 
     fn close(&mut self, _code: u16, _reason: &[u8]) -> i32 {
-        self.extra.closing = true;
+        self.extra.set_closing(false);
         self.cx.close();
         MYRIAD_OK
     }
 
     fn fail(&mut self) {
-        self.extra.closing = true;
-        self.extra.faulted = true;
+        self.extra.set_closing(true);
         self.cx.abort();
     }
 
@@ -587,7 +608,7 @@ impl TcpPlugin {
     fn messages(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
         let max = self.svc.max_message;
         let mut pos = 0;
-        while pos < data.len() && !self.extra.closing {
+        while pos < data.len() && !self.extra.closing() {
             let rest = &data[pos..];
             // (start of the payload, end of the payload, end of the message)
             let frame = match self.svc.framing {
@@ -652,7 +673,7 @@ impl TcpPlugin {
                 return data.len();
             }
         }
-        if self.extra.closing {
+        if self.extra.closing() {
             data.len()
         } else {
             pos
@@ -680,7 +701,7 @@ impl Handler for TcpPlugin {
     }
 
     fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
-        if self.extra.closing {
+        if self.extra.closing() {
             return data.len();
         }
         if self.svc.lib.is_message() {
@@ -703,7 +724,7 @@ impl Handler for TcpPlugin {
     }
 
     fn on_drain(&mut self, cx: &mut Ctx<'_>) {
-        if !self.extra.closing {
+        if !self.extra.closing() {
             self.with(cx, |lib, hc, st, conn| lib.on_drain(hc, st, conn));
         }
     }
@@ -722,13 +743,12 @@ impl Handler for TcpPlugin {
 
     fn on_close(&mut self, cx: &mut Ctx<'_>, reason: CloseReason) {
         let tasks = take_tasks(cx.id());
-        let code = if self.extra.faulted {
+        let code = if self.extra.faulted() {
             MYRIAD_CLOSE_FAULT
         } else {
             close_reason(&reason)
         };
         let state = std::mem::replace(&mut self.state, ConnState::NONE);
-        self.extra.closing = true;
         self.with(cx, |lib, hc, st, _| lib.on_close(hc, st, state, code, 0));
         for (t, arg) in tasks {
             self.svc.task_done_without_conn(t, arg);
@@ -776,7 +796,7 @@ impl ConnOps for WsConn<'_, '_, '_> {
         };
         let reason = std::str::from_utf8(reason).unwrap_or("");
         let reason = if reason.len() > 123 { "" } else { reason };
-        self.extra.closing = true;
+        self.extra.set_closing(false);
         match self.cx.close(code, reason) {
             Ok(()) => MYRIAD_OK,
             Err(_) => MYRIAD_ERR_CLOSED,
@@ -784,8 +804,7 @@ impl ConnOps for WsConn<'_, '_, '_> {
     }
 
     fn fail(&mut self) {
-        self.extra.closing = true;
-        self.extra.faulted = true;
+        self.extra.set_closing(true);
         if self
             .cx
             .close(CloseCode::INTERNAL_ERROR, "plugin fault")
@@ -997,7 +1016,7 @@ impl WsHandler for WsPlugin {
     }
 
     fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
-        if self.extra.closing {
+        if self.extra.closing() {
             return;
         }
         let (kind, d) = match msg {
@@ -1010,7 +1029,7 @@ impl WsHandler for WsPlugin {
     }
 
     fn on_drain(&mut self, cx: &mut WsCtx<'_, '_>) {
-        if !self.extra.closing {
+        if !self.extra.closing() {
             self.with(cx, |lib, hc, st, conn| lib.on_drain(hc, st, conn));
         }
     }
@@ -1030,9 +1049,9 @@ impl WsHandler for WsPlugin {
     fn on_close(&mut self, cx: &mut WsCtx<'_, '_>, code: CloseCode, reason: &str) {
         self.leave_all(cx);
         let tasks = take_tasks(cx.id());
-        let why = if self.extra.faulted {
+        let why = if self.extra.faulted() {
             MYRIAD_CLOSE_FAULT
-        } else if self.extra.closing {
+        } else if self.extra.closing() {
             MYRIAD_CLOSE_LOCAL
         } else {
             match code.0 {
@@ -1047,12 +1066,24 @@ impl WsHandler for WsPlugin {
             }
         };
         let state = std::mem::replace(&mut self.state, ConnState::NONE);
-        self.extra.closing = true;
         self.with(cx, |lib, hc, st, _| {
             lib.on_close(hc, st, state, why, code.0)
         });
         for (t, arg) in tasks {
             self.svc.task_done_without_conn(t, arg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a connection of a plugin service costs the host besides the
+    /// engine's slot: one allocation of this size.
+    #[test]
+    fn host_record_per_connection_is_small() {
+        assert_eq!(std::mem::size_of::<TcpPlugin>(), 24);
+        assert_eq!(std::mem::size_of::<WsPlugin>(), 24);
     }
 }
