@@ -66,6 +66,8 @@ struct RawConfig {
     backend: Option<Spanned<String>>,
     /// How long SIGTERM lets connections finish.
     shutdown_grace: Option<Spanned<String>>,
+    /// Cap on the bytes one loop holds queued for all its connections.
+    max_queued_per_loop: Option<Spanned<String>>,
     #[serde(default)]
     log: RawLog,
     metrics: Option<RawMetrics>,
@@ -103,6 +105,7 @@ struct RawService {
     handshake_timeout: Option<Spanned<String>>,
     max_message: Option<Spanned<String>>,
     write_high_water: Option<Spanned<String>>,
+    send_timeout: Option<Spanned<String>>,
     deflate: Option<bool>,
     legacy_drafts: Option<bool>,
     #[serde(default)]
@@ -180,6 +183,9 @@ pub struct ServiceConfig {
     pub handshake_timeout: Duration,
     pub max_message: usize,
     pub write_high_water: usize,
+    /// Close a connection whose queued bytes make no progress this long
+    /// (default 30 s; "0s" turns it off).
+    pub send_timeout: Option<Duration>,
     pub deflate: bool,
     pub legacy_drafts: bool,
     pub subprotocols: Vec<String>,
@@ -208,6 +214,8 @@ pub struct Config {
     /// How long SIGTERM waits for connections to finish (`shutdown_grace`,
     /// default 5 s).
     pub shutdown_grace: Duration,
+    /// `max_queued_per_loop` (default 1 GiB).
+    pub max_queued_per_loop: u64,
     /// Settings that are valid but unsafe where they are (an unlimited
     /// service on a public address, no services at all), as
     /// `file:line:col: warning: ...`: `check` prints them, `serve` logs
@@ -596,6 +604,9 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             handshake_timeout: dur(&s.handshake_timeout)?.unwrap_or(Duration::from_secs(10)),
             max_message: size(&s.max_message)?.unwrap_or(1 << 20),
             write_high_water: size(&s.write_high_water)?.unwrap_or(1 << 20),
+            send_timeout: dur(&s.send_timeout)?
+                .or(Some(Duration::from_secs(30)))
+                .filter(|d| !d.is_zero()),
             deflate: s.deflate.unwrap_or(true),
             legacy_drafts: s.legacy_drafts.unwrap_or(false),
             subprotocols: s.subprotocols.clone(),
@@ -615,8 +626,13 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
         None => Duration::from_secs(5),
         Some(d) => parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e))?,
     };
+    let max_queued_per_loop = match &raw.max_queued_per_loop {
+        None => 1 << 30,
+        Some(v) => parse_size(v.get_ref()).map_err(|e| cx.err(v.span(), e))? as u64,
+    };
     Ok(Config {
         shutdown_grace,
+        max_queued_per_loop,
         warnings,
         source: file.to_string(),
         io_threads,
@@ -653,6 +669,8 @@ mod tests {
         assert_eq!(s.max_connections, default_max_connections());
         assert!(s.max_connections < usize::MAX);
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(s.send_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.max_queued_per_loop, 1 << 30);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let public = "shutdown_grace = \"2s\"\n[[service]]\nname = \"x\"\nlisten = \"0.0.0.0:1\"\nstack = \"tcp\"\nhandler = \"echo\"\n";
         let c = parse("f.toml", public, None).unwrap();

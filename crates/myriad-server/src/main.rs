@@ -337,6 +337,7 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     let mut last_summary = Instant::now();
     let mut last_watchdog = Instant::now();
     let mut prev = total(&server);
+    let mut loop_died = None;
     'run: loop {
         for sig in signals.pending() {
             match sig {
@@ -355,6 +356,22 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
                 true
             }
         });
+        // A loop that ended on its own (a panic outside handler calls, a
+        // backend error) lost its connections: exit non-zero so that the
+        // supervisor or systemd starts a whole server again (its listener
+        // is closed, so the other loops take the new connections meanwhile).
+        let dead = server
+            .registry
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+            .iter()
+            .find(|r| r.engine.stopped_loops() > 0)
+            .map(|r| r.config.name.clone());
+        if let Some(name) = dead {
+            tracing::error!(service = %name, "an event loop died; stopping so that the server is restarted");
+            loop_died = Some(name);
+            break 'run;
+        }
         if watchdog.is_some_and(|w| last_watchdog.elapsed() >= w / 2) {
             notify(&[sd_notify::NotifyState::Watchdog]);
             last_watchdog = Instant::now();
@@ -402,7 +419,10 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         let _ = m.wait();
     }
     tracing::info!("stopped");
-    Ok(())
+    match loop_died {
+        Some(name) => anyhow::bail!("service {name:?}: an event loop died"),
+        None => Ok(()),
+    }
 }
 
 fn total(s: &Server) -> myriad::Stats {

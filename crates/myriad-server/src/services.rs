@@ -186,6 +186,7 @@ pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
         .max_connections(s.max_connections)
         .idle_timeout(s.idle_timeout)
         .write_high_water(s.write_high_water)
+        .send_timeout(s.send_timeout)
         .write_hard_limit((s.write_high_water.saturating_mul(64)).max(64 << 20))
         .max_input(s.max_message.saturating_add(64 << 10))
         .handshake_timeout(s.handshake_timeout)
@@ -195,6 +196,7 @@ pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
     }
     let engine = Engine::builder()
         .threads(global.io_threads)
+        .max_queued_per_loop(global.max_queued_per_loop)
         .backend(global.backend)
         .service(svc)
         .start()

@@ -47,6 +47,9 @@ pub(crate) struct ChunkPool {
     max_free: [usize; 2],
     /// Chunks with memory, per class.
     live: [usize; 2],
+    /// Bytes queued in every write queue of the loop (copies and shared
+    /// buffers alike): the loop's cap on queued bytes is checked on it.
+    pub(crate) queued: u64,
 }
 
 impl ChunkPool {
@@ -60,6 +63,7 @@ impl ChunkPool {
             sizes: [SMALL_CHUNK, large],
             max_free: [(2 << 20) / SMALL_CHUNK, max_free_large.max(1)],
             live: [0, 0],
+            queued: 0,
         }
     }
 
@@ -210,10 +214,17 @@ impl OutQueue {
     /// Appends a copy of `data`; `hint` (at least `data.len()`) is how many
     /// bytes are being written in a row, for the size class of a new first
     /// chunk.
+    /// Sets the queue's length, keeping the pool's total in step.
+    fn set_len(&mut self, pool: &mut ChunkPool, len: u32) {
+        pool.queued = pool.queued - u64::from(self.len) + u64::from(len);
+        self.len = len;
+    }
+
     fn push_hinted(&mut self, pool: &mut ChunkPool, mut data: &[u8], hint: usize) {
-        self.len = self
+        let len = self
             .len
             .saturating_add(data.len().min(u32::MAX as usize) as u32);
+        self.set_len(pool, len);
         while !data.is_empty() {
             if self.tail != NIL {
                 let c = &mut pool.chunks[self.tail as usize];
@@ -284,7 +295,8 @@ impl OutQueue {
             }
             self.tail = i;
         }
-        self.len = self.len.saturating_add(n as u32);
+        let len = self.len.saturating_add(n as u32);
+        self.set_len(pool, len);
         n
     }
 
@@ -293,9 +305,10 @@ impl OutQueue {
         if shared.is_empty() {
             return;
         }
-        self.len = self
+        let len = self
             .len
             .saturating_add(shared.len().min(u32::MAX as usize) as u32);
+        self.set_len(pool, len);
         let i = pool.alloc_shared(shared);
         if self.tail == NIL {
             self.head = i;
@@ -326,7 +339,8 @@ impl OutQueue {
 
     /// Drops `n` sent bytes from the front.
     pub(crate) fn advance(&mut self, pool: &mut ChunkPool, mut n: usize) {
-        self.len = self.len.saturating_sub(n.min(u32::MAX as usize) as u32);
+        let len = self.len.saturating_sub(n.min(u32::MAX as usize) as u32);
+        self.set_len(pool, len);
         while n > 0 && self.head != NIL {
             let h = self.head;
             let c = &mut pool.chunks[h as usize];
@@ -358,6 +372,7 @@ impl OutQueue {
             pool.release(i);
             i = next;
         }
+        self.set_len(pool, 0);
         *self = OutQueue::default();
     }
 }

@@ -68,9 +68,15 @@ const HANDSHAKING: u32 = 1 << 26;
 const FLUSH_ON_CLOSE: u32 = 1 << 27;
 /// A handler call panicked: the connection is aborted and counted.
 const PANICKED: u32 = 1 << 28;
+/// A send-progress timer is pending for this connection.
+const SEND_ARMED: u32 = 1 << 29;
+/// Bytes were sent since the send-progress timer was (re)armed.
+const SENT_SINCE: u32 = 1 << 30;
+/// Closed to bring the loop's queued bytes under its cap.
+const SHED: u32 = 1 << 31;
 
 const INFLIGHT: u32 = RECV_ACTIVE | SEND_INFLIGHT | CONNECT_INFLIGHT;
-const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW | PANICKED;
+const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW | PANICKED | SHED;
 
 /// Identifies a connection anywhere in one engine: its loop, slot and
 /// generation. Stale ids (the connection closed, the slot was reused) are
@@ -124,6 +130,9 @@ impl ConnId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     pub idle_ms: u32,
+    /// Close a connection whose queued bytes make no progress this long
+    /// (0: never).
+    pub send_ms: u32,
     pub high_water: u32,
     pub hard_limit: u32,
     pub max_input: u32,
@@ -434,6 +443,8 @@ pub(crate) struct Core {
     pool: ChunkPool,
     inputs: InputPool,
     timers: Timers,
+    /// The cap on `pool.queued` (see `EngineBuilder::max_queued_per_loop`).
+    max_queued: u64,
     dirty: Vec<u32>,
     now_ms: u64,
     start: Instant,
@@ -458,6 +469,28 @@ pub(crate) struct Core {
     pending_filters: Vec<(u32, FilterFactory, u32)>,
 }
 
+impl Drop for Core {
+    /// After a panic that escaped the loop, `close_all` never ran: the
+    /// descriptors go now, so that the kernel stops handing this loop's
+    /// listener its share of new connections (they would hang) and the
+    /// loop's peers see their connections end. After `close_all` there is
+    /// nothing left to do here.
+    fn drop(&mut self) {
+        for l in &mut self.listeners {
+            if !l.removed {
+                l.removed = true;
+                sys::close(l.fd);
+            }
+        }
+        for c in &mut self.conns {
+            if c.flags & USED != 0 {
+                sys::close(c.fd);
+                c.flags = 0;
+            }
+        }
+    }
+}
+
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -469,8 +502,10 @@ impl Core {
         limits: Vec<Limits>,
         chunk_size: usize,
         outbound_limits: Limits,
+        max_queued: u64,
     ) -> Self {
         Core {
+            max_queued,
             loop_idx,
             conns: Vec::new(),
             free_head: NIL,
@@ -1010,6 +1045,9 @@ impl Core {
         LoopCounters::add(&counters.bytes_out, res as u64);
         LoopCounters::add(&counters.writes, 1);
         let c = &mut self.conns[slot as usize];
+        if res > 0 {
+            c.flags |= SENT_SINCE;
+        }
         c.out.advance(&mut self.pool, res as usize);
         if c.out.is_empty() && c.flags & OPEN != 0 {
             self.drained(slot);
@@ -1089,7 +1127,11 @@ impl Core {
         // Bounded: tasks posted by tasks run at the next turn.
         for _ in 0..4096 {
             let Ok(task) = self.rx.try_recv() else { break };
-            task(&mut LoopCx { core: self });
+            // A posted task that panics loses its own work, not the loop.
+            let r = panic::catch_unwind(AssertUnwindSafe(|| task(&mut LoopCx { core: self })));
+            if r.is_err() {
+                LoopCounters::add(&self.shared.counters.err_handler_panic, 1);
+            }
         }
     }
 
@@ -1144,6 +1186,27 @@ impl Core {
                 };
                 if self.conns[slot as usize].flags & CLOSING == 0 {
                     self.call(slot, |h, cx| h.on_timer(cx, token));
+                }
+            }
+            TimerKind::Send => {
+                let Some(slot) = self.timer_target(&t) else {
+                    return;
+                };
+                let send_ms = {
+                    let c = &self.conns[slot as usize];
+                    self.limits[c.limits as usize].send_ms
+                };
+                let c = &mut self.conns[slot as usize];
+                if c.out.is_empty() || send_ms == 0 {
+                    c.flags &= !SEND_ARMED;
+                } else if c.flags & SENT_SINCE != 0 {
+                    c.flags &= !SENT_SINCE;
+                    let at = self.now_ms + u64::from(send_ms);
+                    self.timers.push(TimerEntry { at_ms: at, ..t });
+                } else {
+                    c.flags = (c.flags & !SEND_ARMED) | LINGER0;
+                    LoopCounters::add(&self.shared.counters.err_send_timeout, 1);
+                    self.finalize(slot, CloseReason::SendTimeout);
                 }
             }
             TimerKind::AcceptRetry => {
@@ -1244,10 +1307,13 @@ impl Core {
             return;
         }
         if f & OPEN != 0 {
-            if f & (ABORT_REQ | SLOW | OVERFLOW | PANICKED) != 0 {
+            if f & (ABORT_REQ | SLOW | OVERFLOW | PANICKED | SHED) != 0 {
                 let reason = if f & PANICKED != 0 {
                     LoopCounters::add(&self.shared.counters.err_handler_panic, 1);
                     CloseReason::HandlerPanic
+                } else if f & SHED != 0 {
+                    LoopCounters::add(&self.shared.counters.err_queue_cap, 1);
+                    CloseReason::SlowReader
                 } else if f & SLOW != 0 {
                     LoopCounters::add(&self.shared.counters.err_slow_reader, 1);
                     CloseReason::SlowReader
@@ -1549,7 +1615,52 @@ impl Core {
             c.flags |= PAUSE_BP;
             LoopCounters::add(&self.shared.counters.backpressure_pauses, 1);
         }
+        if lim.send_ms > 0 && c.flags & SEND_ARMED == 0 && !c.out.is_empty() {
+            c.flags = (c.flags | SEND_ARMED) & !SENT_SINCE;
+            let e = TimerEntry {
+                at_ms: self.now_ms + u64::from(lim.send_ms),
+                slot,
+                gen: c.gen,
+                kind: TimerKind::Send,
+            };
+            self.timers.push(e);
+        }
         self.mark_dirty(slot);
+        if self.pool.queued > self.max_queued {
+            self.shed();
+        }
+    }
+
+    /// The loop's queued bytes passed its cap: closes the connections with
+    /// the largest queues (a reset, their queues dropped) until what stays
+    /// is under nine tenths of the cap. O(connections), but only when the
+    /// cap is passed, and a shed connection no longer counts.
+    fn shed(&mut self) {
+        let target = self.max_queued / 10 * 9;
+        let mut queued = self.pool.queued;
+        for c in &self.conns {
+            if c.flags & SHED != 0 {
+                queued = queued.saturating_sub(u64::from(c.out.len));
+            }
+        }
+        if queued <= self.max_queued {
+            return;
+        }
+        let mut big: Vec<(u32, u32)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.flags & (OPEN | SHED) == OPEN && c.out.len > 0)
+            .map(|(i, c)| (c.out.len, i as u32))
+            .collect();
+        big.sort_unstable_by(|a, b| b.cmp(a));
+        for (len, slot) in big {
+            if queued <= target {
+                break;
+            }
+            queued = queued.saturating_sub(u64::from(len));
+            self.set_flag(slot, SHED);
+        }
     }
 
     fn write_shared(&mut self, slot: u32, bytes: &Arc<[u8]>) {

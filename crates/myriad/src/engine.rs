@@ -100,6 +100,7 @@ impl Service {
             nodelay: true,
             limits: Limits {
                 idle_ms: 0,
+                send_ms: 0,
                 high_water: 1 << 20,
                 hard_limit: 64 << 20,
                 max_input: 16 << 20,
@@ -219,6 +220,22 @@ impl Service {
         self
     }
 
+    /// Close a connection whose queued bytes make no progress for this
+    /// long: the peer stopped reading (or keeps its window at zero) while
+    /// we have something to send. Counted as `err_send_timeout`. Default:
+    /// none.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # use std::time::Duration;
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).send_timeout(Some(Duration::from_secs(30)));
+    /// ```
+    pub fn send_timeout(mut self, t: Option<Duration>) -> Self {
+        self.limits.send_ms = dur_ms(t);
+        self
+    }
+
     /// Pause reading from a peer while this many bytes are queued for it
     /// (back-pressure; resumes when the queue drains). Default 1 MiB.
     ///
@@ -282,6 +299,7 @@ pub struct EngineBuilder {
     uring: UringParams,
     chunk_size: usize,
     epoll_buf: usize,
+    max_queued: u64,
 }
 
 impl Default for EngineBuilder {
@@ -298,11 +316,25 @@ impl Default for EngineBuilder {
             },
             chunk_size: 64 << 10,
             epoll_buf: 64 << 10,
+            max_queued: 1 << 30,
         }
     }
 }
 
 impl EngineBuilder {
+    /// The most bytes one loop may hold queued for all its connections
+    /// together (copies and shared buffers). Past it, the connections with
+    /// the largest queues are closed first (counted as `err_queue_cap`)
+    /// until nine tenths remain. Default 1 GiB per loop.
+    ///
+    /// ```
+    /// let b = myriad::Engine::builder().max_queued_per_loop(256 << 20);
+    /// ```
+    pub fn max_queued_per_loop(mut self, bytes: u64) -> Self {
+        self.max_queued = bytes;
+        self
+    }
+
     /// Number of I/O threads (event loops). Default: the number of cores.
     ///
     /// ```
@@ -464,6 +496,7 @@ impl EngineBuilder {
             .collect();
         let outbound_limits = Limits {
             idle_ms: 0,
+            send_ms: 0,
             high_water: 1 << 20,
             hard_limit: 64 << 20,
             max_input: 16 << 20,
@@ -473,7 +506,9 @@ impl EngineBuilder {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, Error>>();
+        let mut spawn_error = None;
         for (idx, listeners) in per_loop.into_iter().enumerate() {
+            let moved: Vec<RawFd> = listeners.iter().map(|l| l.0).collect();
             let waker = Arc::new(sys::EventFd::new().map_err(|source| Error::Io {
                 context: "eventfd",
                 source,
@@ -503,6 +538,7 @@ impl EngineBuilder {
             let loops_cell2 = loops_cell.clone();
             let limits2 = limits.clone();
             let chunk_size = self.chunk_size;
+            let max_queued = self.max_queued;
             let uring = self.uring;
             let epoll_buf = self.epoll_buf;
             let ready = ready_tx.clone();
@@ -519,12 +555,14 @@ impl EngineBuilder {
                         limits2,
                         chunk_size,
                         outbound_limits,
+                        max_queued,
                     );
                     match kind {
                         BackendKind::Epoll => {
                             let be = match EpollBackend::new(epoll_buf, waker) {
                                 Ok(b) => b,
                                 Err(source) => {
+                                    close_listeners(&listeners);
                                     let _ = ready.send(Err(Error::Backend { kind, source }));
                                     return Ok(());
                                 }
@@ -535,6 +573,7 @@ impl EngineBuilder {
                             let be = match UringBackend::new(&uring, waker) {
                                 Ok(b) => b,
                                 Err(source) => {
+                                    close_listeners(&listeners);
                                     let _ = ready.send(Err(Error::Backend { kind, source }));
                                     return Ok(());
                                 }
@@ -542,23 +581,41 @@ impl EngineBuilder {
                             run_loop(be, &mut core, listeners, ready)
                         }
                     }
-                })
-                .map_err(|source| Error::Io {
-                    context: "spawning loop thread",
-                    source,
-                })?;
-            threads.push(t);
+                });
+            match t {
+                Ok(t) => {
+                    // this loop's listeners are its own now (closed by it)
+                    guard.0.retain(|fd| !moved.contains(fd));
+                    threads.push(t);
+                }
+                Err(source) => {
+                    spawn_error = Some(Error::Io {
+                        context: "spawning loop thread",
+                        source,
+                    });
+                    break;
+                }
+            }
         }
-        // The listener fds now belong to the loops.
-        guard.0.clear();
         drop(ready_tx);
         let _ = loops_cell.set(handles.clone());
+        let started = threads.len();
         let engine = Engine {
             loops: handles,
             threads: std::sync::Mutex::new(threads),
             kind,
             local_addrs,
         };
+        if let Some(e) = spawn_error {
+            // The loops that did start stop at once; the listeners of the
+            // others are closed by the guard.
+            for _ in 0..started {
+                let _ = ready_rx.recv();
+            }
+            engine.shutdown(Duration::ZERO);
+            let _ = engine.wait();
+            return Err(e);
+        }
         for _ in 0..n {
             match ready_rx.recv() {
                 Ok(Ok(_)) => {}
@@ -575,6 +632,13 @@ impl EngineBuilder {
             }
         }
         Ok(engine)
+    }
+}
+
+/// Closes listeners that never reached a loop's core.
+fn close_listeners(listeners: &[(RawFd, u16)]) {
+    for &(fd, _) in listeners {
+        sys::close(fd);
     }
 }
 
@@ -615,7 +679,7 @@ fn run_loop<B: Backend>(
     listeners: Vec<(RawFd, u16)>,
     ready: mpsc::Sender<Result<usize, Error>>,
 ) -> Result<(), Error> {
-    for (fd, service) in listeners {
+    for (i, &(fd, service)) in listeners.iter().enumerate() {
         match be.add_listener(fd) {
             Ok(_) => core.listeners.push(ListenerRt {
                 fd,
@@ -624,7 +688,8 @@ fn run_loop<B: Backend>(
                 removed: false,
             }),
             Err(source) => {
-                sys::close(fd);
+                // the registered ones go with the core
+                close_listeners(&listeners[i..]);
                 let _ = ready.send(Err(Error::Io {
                     context: "registering listener",
                     source,
@@ -818,6 +883,24 @@ impl Engine {
     pub fn stop_accepting(&self) {
         for l in &self.loops {
             l.post(|lcx| lcx.stop_accepting());
+        }
+    }
+
+    /// How many of the engine's loops have ended. Before
+    /// [`Engine::shutdown`] any is a failure (a panic outside handler
+    /// calls, a backend error): its listener is closed, so the other loops
+    /// take the new connections, but its connections are gone. A server
+    /// should exit non-zero so that its supervisor restarts it.
+    ///
+    /// ```no_run
+    /// # fn f(engine: &myriad::Engine) {
+    /// if engine.stopped_loops() > 0 { std::process::exit(1); }
+    /// # }
+    /// ```
+    pub fn stopped_loops(&self) -> usize {
+        match self.threads.lock() {
+            Ok(t) => t.iter().filter(|t| t.is_finished()).count(),
+            Err(p) => p.into_inner().iter().filter(|t| t.is_finished()).count(),
         }
     }
 

@@ -31,6 +31,9 @@ pub enum CloseReason {
     Filter(crate::FilterError),
     /// The filter's handshake did not finish in time.
     HandshakeTimeout,
+    /// Queued bytes made no progress for the service's send timeout (the
+    /// peer stopped reading, or its window stayed at zero).
+    SendTimeout,
     /// A call of this connection's handler panicked; the connection was
     /// aborted (the loop's other connections are unaffected).
     HandlerPanic,
@@ -51,6 +54,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Filter(e) => write!(f, "filter error: {e}"),
             CloseReason::HandshakeTimeout => f.write_str("handshake timed out"),
             CloseReason::HandlerPanic => f.write_str("handler panicked"),
+            CloseReason::SendTimeout => f.write_str("send made no progress (send timeout)"),
         }
     }
 }

@@ -95,6 +95,12 @@ counters! {
     /// Connections closed because a handler call panicked (the loop goes
     /// on serving the others).
     err_handler_panic,
+    /// Connections closed because their queued bytes made no progress for
+    /// the send timeout.
+    err_send_timeout,
+    /// Connections closed (largest queues first) because the loop's queued
+    /// bytes passed its cap.
+    err_queue_cap,
     /// Timer entries held by the loop (gauge: live ones, and stale ones of
     /// closed connections until the heap is compacted).
     timers,

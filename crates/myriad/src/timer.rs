@@ -15,6 +15,8 @@ pub(crate) enum TimerKind {
     Connect,
     Handshake,
     User(u64),
+    /// Send progress (see `Limits::send_ms`).
+    Send,
     AcceptRetry,
     ShutdownDeadline,
 }

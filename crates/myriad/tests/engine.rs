@@ -33,6 +33,9 @@ both_backends!(
     slow_handlers_keep_order,
     handler_panic_costs_one_connection,
     timers_of_closed_connections_do_not_pile_up,
+    send_timeout_closes_a_peer_that_stops_reading,
+    loop_queue_cap_sheds_the_largest_queues,
+    a_dead_loop_closes_its_listener,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -1018,4 +1021,130 @@ fn timers_of_closed_connections_do_not_pile_up(kind: BackendKind) {
     let timers = engine.stats().timers;
     assert!(timers < 3 * 4096, "{timers} timer entries after churn");
     assert!(timers >= 100, "live connections keep theirs: {timers}");
+}
+
+/// Writes `n` bytes at open, then echoes.
+struct Flood(usize);
+
+impl Handler for Flood {
+    fn on_open(&mut self, cx: &mut Ctx<'_>) {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..self.0 >> 20 {
+            cx.write(&chunk);
+        }
+    }
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        cx.write(data);
+        data.len()
+    }
+}
+
+/// A peer that stops reading is closed once the queued bytes make no
+/// progress for the send timeout; one that reads slowly but steadily is
+/// not (the timeout measures progress, not the whole transfer).
+fn send_timeout_closes_a_peer_that_stops_reading(kind: BackendKind) {
+    let (engine, addr) = start(
+        kind,
+        1,
+        Service::new("flood", localhost(), || Flood(16 << 20))
+            .send_timeout(Some(Duration::from_millis(300))),
+    );
+    // steady: 256 KiB every 40 ms drains 16 MiB in a few seconds
+    let mut steady = connect(addr);
+    let mut got = 0;
+    let mut buf = vec![0u8; 256 << 10];
+    while got < 16 << 20 {
+        let n = steady.read(&mut buf).expect("steady reader is served");
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+        std::thread::sleep(Duration::from_millis(if got % (1 << 20) < n {
+            40
+        } else {
+            0
+        }));
+    }
+    assert_eq!(engine.stats().err_send_timeout, 0);
+    // stalled: reads nothing
+    let stalled = connect(addr);
+    eventually("the stalled peer is closed", || {
+        engine.stats().err_send_timeout == 1
+    });
+    drop(stalled);
+    let mut s = steady;
+    roundtrip(&mut s, b"still here", &mut buf);
+}
+
+/// Past the loop's cap on queued bytes, the connections with the largest
+/// queues are closed first; the others stay.
+fn loop_queue_cap_sheds_the_largest_queues(kind: BackendKind) {
+    let (engine, addr) = start_with(
+        kind,
+        1,
+        Service::new("flood", localhost(), || Flood(32 << 20)).write_hard_limit(1 << 30),
+        |b| b.max_queued_per_loop(48 << 20),
+    );
+    let held: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+    eventually("the cap is enforced", || engine.stats().err_queue_cap >= 1);
+    let st = engine.stats();
+    assert!(st.open >= 1, "only the largest queues go: {st:?}");
+    drop(held);
+}
+
+/// A filter that passes bytes through, but panics on "die" (a panic
+/// outside handler calls, which kills the loop).
+struct Deadly;
+
+impl myriad::Filter for Deadly {
+    fn decode(
+        &mut self,
+        input: &mut [u8],
+        app: &mut Vec<u8>,
+        _net: &mut dyn myriad::Outbound,
+    ) -> Result<(), myriad::FilterError> {
+        if input.starts_with(b"die") {
+            panic!("deliberate panic in a filter");
+        }
+        app.extend_from_slice(input);
+        Ok(())
+    }
+    fn encode(
+        &mut self,
+        plain: &[u8],
+        net: &mut dyn myriad::Outbound,
+    ) -> Result<(), myriad::FilterError> {
+        net.push(plain);
+        Ok(())
+    }
+}
+
+/// When a loop dies anyway, the engine says so (`stopped_loops`) and the
+/// dead loop's listener is closed: new connections all reach the living
+/// loop instead of hanging in a queue no one accepts from.
+fn a_dead_loop_closes_its_listener(kind: BackendKind) {
+    let (engine, addr) = start(
+        kind,
+        2,
+        Service::new("deadly", localhost(), || Echo).filter(|| Box::new(Deadly)),
+    );
+    let mut buf = [0u8; 64];
+    // kill one loop: connections spread over both, so one of a few dies
+    for _ in 0..20 {
+        let mut s = connect(addr);
+        let _ = s.write_all(b"die");
+        let _ = s.read(&mut buf);
+        if engine.stopped_loops() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eventually("a loop died", || engine.stopped_loops() == 1);
+    for i in 0..50 {
+        let mut s = connect(addr);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b)
+            .unwrap_or_else(|e| panic!("connection {i} hangs or fails: {e}"));
+        assert_eq!(&b, b"hello");
+    }
 }
