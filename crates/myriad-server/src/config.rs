@@ -68,6 +68,9 @@ struct RawConfig {
     shutdown_grace: Option<Spanned<String>>,
     /// Cap on the bytes one loop holds queued for all its connections.
     max_queued_per_loop: Option<Spanned<String>>,
+    /// How long an engine replaced by a reload may keep serving its
+    /// connections.
+    drain_timeout: Option<Spanned<String>>,
     #[serde(default)]
     log: RawLog,
     metrics: Option<RawMetrics>,
@@ -216,6 +219,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `max_queued_per_loop` (default 1 GiB).
     pub max_queued_per_loop: u64,
+    /// How long an engine a reload replaced keeps serving its existing
+    /// connections before they get `shutdown_grace` (default 10 min).
+    pub drain_timeout: Duration,
     /// Settings that are valid but unsafe where they are (an unlimited
     /// service on a public address, no services at all), as
     /// `file:line:col: warning: ...`: `check` prints them, `serve` logs
@@ -630,9 +636,14 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
         None => 1 << 30,
         Some(v) => parse_size(v.get_ref()).map_err(|e| cx.err(v.span(), e))? as u64,
     };
+    let drain_timeout = match &raw.drain_timeout {
+        None => Duration::from_secs(600),
+        Some(d) => parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e))?,
+    };
     Ok(Config {
         shutdown_grace,
         max_queued_per_loop,
+        drain_timeout,
         warnings,
         source: file.to_string(),
         io_threads,

@@ -8,7 +8,7 @@
 //! myriad stats [--url URL] [--once]   live view of a running server's /metrics
 //! ```
 
-mod config;
+use myriad_server::config;
 mod metrics;
 mod plugin;
 mod services;
@@ -274,13 +274,15 @@ struct Server {
     metrics: Option<myriad::Engine>,
     /// Engines that stopped accepting and drain until their last connection
     /// is gone.
-    draining: Vec<Arc<Running>>,
+    /// Engines a reload replaced, serving their connections until they
+    /// close, with when they started draining.
+    draining: Vec<(Arc<Running>, Instant)>,
 }
 
 fn start_all(cfg: &Config) -> Result<Vec<Arc<Running>>> {
     let mut out = Vec::new();
     for s in &cfg.services {
-        out.push(Arc::new(services::start(cfg, s)?));
+        out.push(Arc::new(services::start(cfg, s, Vec::new())?));
         tracing::info!(service = %s.name, listen = ?s.listen, stack = ?s.stack, handler = ?s.handler, "service started");
     }
     Ok(out)
@@ -348,8 +350,19 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
                 }
             }
         }
-        server.draining.retain(|r| {
-            if r.engine.stats().open == 0 {
+        // Draining engines go when their last connection does, or at
+        // drain_timeout (then they get shutdown_grace like a SIGTERM); at
+        // most MAX_DRAINING generations stay, the oldest go first, so
+        // threads and rings cannot pile up across reloads.
+        let excess = server.draining.len().saturating_sub(MAX_DRAINING);
+        for (i, (r, since)) in server.draining.iter().enumerate() {
+            if i < excess || since.elapsed() >= cfg.drain_timeout {
+                r.engine.shutdown(cfg.shutdown_grace);
+            }
+        }
+        server.draining.retain(|(r, _)| {
+            // not while an accept may still hand it a connection
+            if !r.engine.is_accepting() && r.engine.stats().open == 0 {
                 r.engine.shutdown(Duration::ZERO);
                 false
             } else {
@@ -408,10 +421,11 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     };
     // Graceful drain: stop accepting everywhere, tell handlers (WebSocket
     // peers get 1001), close what is left after the grace period.
-    for r in all.iter().chain(server.draining.iter()) {
+    let draining: Vec<Arc<Running>> = server.draining.iter().map(|d| d.0.clone()).collect();
+    for r in all.iter().chain(draining.iter()) {
         r.engine.shutdown(cfg.shutdown_grace);
     }
-    for r in all.iter().chain(server.draining.iter()) {
+    for r in all.iter().chain(draining.iter()) {
         let _ = r.engine.wait();
     }
     if let Some(m) = &server.metrics {
@@ -432,6 +446,32 @@ fn total(s: &Server) -> myriad::Stats {
     };
     all.iter()
         .fold(myriad::Stats::default(), |a, r| a + r.engine.stats())
+}
+
+/// Generations of replaced engines that may drain at once.
+const MAX_DRAINING: usize = 4;
+
+/// The listening sockets a new or changed service `s` takes over: those of
+/// the running engines that the reload replaces (an engine kept as it is
+/// keeps its own) for the addresses `s` listens on.
+fn inherited(old: &[Arc<Running>], new: &Config, s: &config::ServiceConfig) -> services::Inherited {
+    let mut out = Vec::new();
+    for r in old {
+        let kept = new
+            .services
+            .iter()
+            .any(|n| n.name == r.config.name && *n == r.config);
+        if kept {
+            continue;
+        }
+        match r.engine.listeners(0) {
+            Ok(ls) => out.extend(ls.into_iter().filter(|(a, _)| s.listen.contains(a))),
+            Err(e) => {
+                tracing::warn!(service = %r.config.name, error = %e, "cannot hand its listening sockets over; binding new ones")
+            }
+        }
+    }
+    out
 }
 
 /// SIGHUP: re-read the config; on any error keep everything as it is.
@@ -466,7 +506,7 @@ fn reload(server: &mut Server, cfg: &mut Config, path: Option<&std::path::Path>)
                 }
                 next.push(r.clone());
             }
-            _ => match services::start(&new, s) {
+            _ => match services::start(&new, s, inherited(&old, &new, s)) {
                 Ok(r) => {
                     let r = Arc::new(r);
                     started.push(r.clone());
@@ -481,8 +521,13 @@ fn reload(server: &mut Server, cfg: &mut Config, path: Option<&std::path::Path>)
     }
     if let Some(e) = failed {
         tracing::error!(error = %e, "reload failed; the running configuration stays");
+        // Engines started for the failed reload may already have accepted
+        // connections (they shared the old sockets): they get the grace a
+        // SIGTERM gives, not a reset.
         for r in started {
-            r.engine.shutdown(Duration::ZERO);
+            r.engine.stop_accepting();
+            r.engine.shutdown(cfg.shutdown_grace);
+            server.draining.push((r, Instant::now()));
         }
         notify(&[sd_notify::NotifyState::Ready]);
         return;
@@ -491,7 +536,7 @@ fn reload(server: &mut Server, cfg: &mut Config, path: Option<&std::path::Path>)
         if !next.iter().any(|n| Arc::ptr_eq(n, r)) {
             tracing::info!(service = %r.config.name, "draining (removed or changed)");
             r.engine.stop_accepting();
-            server.draining.push(r.clone());
+            server.draining.push((r.clone(), Instant::now()));
         }
     }
     match server.registry.write() {

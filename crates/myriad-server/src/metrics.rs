@@ -5,6 +5,7 @@
 
 use crate::services::Running;
 use myriad::{ConnId, Ctx, Handler};
+use myriad_server::metrics_request::{parse_request, Request};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -317,24 +318,23 @@ impl Handler for MetricsHttp {
         if self.state != WAITING {
             return data.len();
         }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(data) {
-            Ok(httparse::Status::Partial) => {
-                if data.len() > 8192 {
-                    self.answer(cx, "431 Request Header Fields Too Large");
-                    return data.len();
-                }
-                0
+        match parse_request(data) {
+            Request::Partial => 0,
+            Request::TooLarge => {
+                self.answer(cx, "431 Request Header Fields Too Large");
+                data.len()
             }
-            Ok(httparse::Status::Complete(_)) => {
-                let metrics = matches!((req.method, req.path), (Some("GET"), Some(p)) if p == "/metrics" || p.starts_with("/metrics?"));
-                if !metrics {
-                    self.state = ANSWERED;
-                    done(cx.id());
-                    Self::reply(cx, "404 Not Found", "text/plain", b"not found\n");
-                    return data.len();
-                }
+            Request::Bad => {
+                self.answer(cx, "400 Bad Request");
+                data.len()
+            }
+            Request::NotFound => {
+                self.state = ANSWERED;
+                done(cx.id());
+                Self::reply(cx, "404 Not Found", "text/plain", b"not found\n");
+                data.len()
+            }
+            Request::Metrics => {
                 self.state = ANSWERED;
                 done(cx.id());
                 let reg = self.registry.clone();
@@ -348,10 +348,6 @@ impl Handler for MetricsHttp {
                 if r.is_err() {
                     Self::reply(cx, "503 Service Unavailable", "text/plain", b"busy\n");
                 }
-                data.len()
-            }
-            Err(_) => {
-                self.answer(cx, "400 Bad Request");
                 data.len()
             }
         }

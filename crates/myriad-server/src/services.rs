@@ -120,7 +120,12 @@ pub fn reload_tls(r: &Running) -> Result<()> {
 }
 
 /// Starts one service on its own engine.
-pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
+/// Listening sockets handed over from engines a reload replaces.
+pub type Inherited = Vec<(std::net::SocketAddr, Vec<std::os::fd::OwnedFd>)>;
+
+/// Starts one service on its own engine; `inherit` are listening sockets
+/// of an engine it replaces (see [`myriad::Service::inherit`]).
+pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<Running> {
     let tls = match tls_config(s)? {
         Some(cfg) => Some(TlsAcceptor::new(&cfg).with_context(|| format!("service {:?}", s.name))?),
         None => None,
@@ -183,6 +188,7 @@ pub fn start(global: &Config, s: &ServiceConfig) -> Result<Running> {
         svc = svc.listen(*a);
     }
     svc = svc
+        .inherit(inherit)
         .max_connections(s.max_connections)
         .idle_timeout(s.idle_timeout)
         .write_high_water(s.write_high_water)

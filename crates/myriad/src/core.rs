@@ -273,6 +273,9 @@ pub(crate) struct LoopShared {
     /// Filter (TLS) failures by kind. A lock, but only taken when a
     /// connection fails, never on the data path.
     pub filter_errors: std::sync::Mutex<Vec<(&'static str, u64)>>,
+    /// The loop may still accept connections (a listener is registered, or
+    /// a removed one's accept has not ended yet).
+    pub accepting: AtomicBool,
 }
 
 impl LoopShared {
@@ -306,6 +309,10 @@ pub struct LoopHandle {
 }
 
 impl LoopHandle {
+    pub(crate) fn accepting(&self) -> bool {
+        self.shared.accepting.load(Ordering::Acquire)
+    }
+
     pub(crate) fn new(idx: usize, tx: mpsc::Sender<Task>, shared: Arc<LoopShared>) -> Self {
         LoopHandle { idx, tx, shared }
     }
@@ -790,7 +797,10 @@ impl Core {
             sys::close(fd);
             return;
         };
-        if l.removed || self.shutdown_at.is_some() {
+        // A connection accepted just before the listener was removed (a
+        // reload handing the socket to a new engine) is served here: closing
+        // it would reset a client that did nothing wrong.
+        if self.shutdown_at.is_some() {
             sys::close(fd);
             return;
         }
@@ -1257,11 +1267,24 @@ impl Core {
     }
 
     /// True once shutdown is complete (no connection left) or overdue.
-    pub(crate) fn finished(&self) -> bool {
+    /// Whether the loop may end: shutting down, with no connection left and
+    /// no accept still able to hand one over (`accepts_pending`), or 2 s
+    /// past the grace period whatever is left.
+    pub(crate) fn finished(&self, accepts_pending: bool) -> bool {
         match self.shutdown_at {
             None => false,
-            Some(at) => self.live == 0 || self.now_ms > at + 2000,
+            Some(at) => (self.live == 0 && !accepts_pending) || self.now_ms > at + 2000,
         }
+    }
+
+    /// Publishes whether this loop may still accept (`Engine::is_accepting`).
+    pub(crate) fn shared_accepting(&self, on: bool) {
+        self.shared.accepting.store(on, Ordering::Release);
+    }
+
+    /// Whether a listener of this loop is still registered.
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.listeners.iter().any(|l| !l.removed)
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

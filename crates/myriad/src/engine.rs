@@ -74,6 +74,8 @@ pub struct Service {
     limits: Limits,
     filter: Option<crate::filter::FilterFactory>,
     handshake_ms: u32,
+    /// Listening sockets taken over from another engine, by address.
+    inherited: Vec<(SocketAddr, Vec<std::os::fd::OwnedFd>)>,
 }
 
 impl Service {
@@ -107,7 +109,29 @@ impl Service {
             },
             filter: None,
             handshake_ms: 10_000,
+            inherited: Vec::new(),
         }
+    }
+
+    /// Serves on listening sockets taken over from another engine
+    /// ([`Engine::listeners`]) instead of binding new ones, for the
+    /// addresses they are bound to: a reload that replaces an engine keeps
+    /// the sockets, so connections waiting in their accept queues are
+    /// accepted by the new engine instead of being reset when the old one
+    /// closes its copies. Loop `i` takes socket `i`; with fewer loops than
+    /// sockets the rest are closed, with more the rest are bound anew.
+    ///
+    /// ```no_run
+    /// # use myriad::{Ctx, Engine, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// # fn f(old: &Engine) -> std::io::Result<()> {
+    /// let addr = old.local_addrs(0)[0];
+    /// let svc = Service::new("x", addr, || E).inherit(old.listeners(0)?);
+    /// # Ok(()) }
+    /// ```
+    pub fn inherit(mut self, listeners: Vec<(SocketAddr, Vec<std::os::fd::OwnedFd>)>) -> Self {
+        self.inherited = listeners;
+        self
     }
 
     /// Runs every connection through a filter made by `factory` (TLS: see
@@ -431,7 +455,7 @@ impl EngineBuilder {
     /// engine.wait();
     /// # Ok::<(), myriad::Error>(())
     /// ```
-    pub fn start(self) -> Result<Engine, Error> {
+    pub fn start(mut self) -> Result<Engine, Error> {
         if self.threads == 0 || self.threads > 255 {
             return Err(Error::Config(format!(
                 "threads must be 1..=255, got {}",
@@ -458,23 +482,49 @@ impl EngineBuilder {
         let mut local_addrs: Vec<Vec<SocketAddr>> = Vec::new();
         let guard_fds = FdGuard::default();
         let mut guard = guard_fds;
-        for (si, s) in self.services.iter().enumerate() {
+        let mut listen_fds: Vec<Vec<Vec<RawFd>>> = Vec::new();
+        for (si, s) in self.services.iter_mut().enumerate() {
             let mut addrs = Vec::new();
+            let mut fds_of_service = Vec::new();
             for &addr in &s.addrs {
                 let mut actual = addr;
+                let mut taken: Vec<RawFd> = match s.inherited.iter().position(|(a, _)| *a == addr) {
+                    Some(i) => s
+                        .inherited
+                        .swap_remove(i)
+                        .1
+                        .into_iter()
+                        .map(IntoRawFd::into_raw_fd)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                taken.reverse();
+                let mut fds_of_addr = Vec::new();
                 for lp in per_loop.iter_mut() {
-                    let fd = bind_listener(actual, s.backlog, s.nodelay)
-                        .map_err(|source| Error::Listen { addr, source })?;
+                    let fd = match taken.pop() {
+                        Some(fd) => fd,
+                        None => bind_listener(actual, s.backlog, s.nodelay)
+                            .map_err(|source| Error::Listen { addr, source })?,
+                    };
                     guard.0.push(fd);
+                    fds_of_addr.push(fd);
                     if actual.port() == 0 {
                         actual =
                             sys::local_addr(fd).map_err(|source| Error::Listen { addr, source })?;
                     }
                     lp.push((fd, si as u16));
                 }
+                // more inherited sockets than loops: their queues are lost
+                for fd in taken {
+                    sys::close(fd);
+                }
                 addrs.push(actual);
+                fds_of_service.push(fds_of_addr);
             }
+            // inherited sockets for addresses this service no longer has
+            s.inherited.clear();
             local_addrs.push(addrs);
+            listen_fds.push(fds_of_service);
         }
 
         let mut limits: Vec<Limits> = Vec::new();
@@ -518,6 +568,7 @@ impl EngineBuilder {
                 notified: AtomicBool::new(false),
                 counters: Default::default(),
                 filter_errors: std::sync::Mutex::new(Vec::new()),
+                accepting: AtomicBool::new(true),
             });
             let (tx, rx) = mpsc::channel();
             handles.push(LoopHandle::new(idx, tx, shared.clone()));
@@ -605,6 +656,7 @@ impl EngineBuilder {
             threads: std::sync::Mutex::new(threads),
             kind,
             local_addrs,
+            listen_fds,
         };
         if let Some(e) = spawn_error {
             // The loops that did start stop at once; the listeners of the
@@ -703,7 +755,9 @@ fn run_loop<B: Backend>(
     let res = loop {
         core.tick();
         core.flush(&mut be);
-        if core.finished() {
+        let pending = be.accepts_pending();
+        core.shared_accepting(core.has_listeners() || pending);
+        if core.finished(pending) {
             break Ok(());
         }
         let timeout = core.next_timeout();
@@ -749,6 +803,9 @@ pub struct Engine {
     threads: std::sync::Mutex<Vec<JoinHandle<Result<(), Error>>>>,
     kind: BackendKind,
     local_addrs: Vec<Vec<SocketAddr>>,
+    /// Listening sockets by service, address and loop (owned by the loops;
+    /// duplicated by [`Engine::listeners`]).
+    listen_fds: Vec<Vec<Vec<RawFd>>>,
 }
 
 impl Engine {
@@ -770,6 +827,37 @@ impl Engine {
     /// ```
     pub fn backend(&self) -> BackendKind {
         self.kind
+    }
+
+    /// Duplicates of the listening sockets of `service`, by address, one
+    /// per loop, for [`Service::inherit`]. Call it while this engine is
+    /// running (before [`Engine::stop_accepting`] or
+    /// [`Engine::shutdown`], which close the engine's own copies).
+    ///
+    /// # Errors
+    ///
+    /// `dup` failing (the open-files limit).
+    pub fn listeners(
+        &self,
+        service: usize,
+    ) -> io::Result<Vec<(SocketAddr, Vec<std::os::fd::OwnedFd>)>> {
+        let (Some(addrs), Some(fds)) =
+            (self.local_addrs.get(service), self.listen_fds.get(service))
+        else {
+            return Ok(Vec::new());
+        };
+        addrs
+            .iter()
+            .zip(fds)
+            .map(|(a, fds)| {
+                Ok((
+                    *a,
+                    fds.iter()
+                        .map(|&fd| sys::dup_cloexec(fd))
+                        .collect::<io::Result<_>>()?,
+                ))
+            })
+            .collect()
     }
 
     /// The bound addresses of service `service` (in the order added), with
@@ -902,6 +990,23 @@ impl Engine {
             Ok(t) => t.iter().filter(|t| t.is_finished()).count(),
             Err(p) => p.into_inner().iter().filter(|t| t.is_finished()).count(),
         }
+    }
+
+    /// Whether a loop may still accept a connection. False once
+    /// [`Engine::stop_accepting`] (or a shutdown) has taken effect
+    /// everywhere, including io_uring accepts whose cancellation was still
+    /// in flight: from then on the engine's open-connection count can only
+    /// fall, and an engine drained to zero can be shut down without
+    /// resetting a connection it accepted at the last moment.
+    ///
+    /// ```no_run
+    /// # fn f(e: &myriad::Engine) {
+    /// e.stop_accepting();
+    /// while e.is_accepting() { std::thread::sleep(std::time::Duration::from_millis(10)); }
+    /// # }
+    /// ```
+    pub fn is_accepting(&self) -> bool {
+        self.loops.iter().any(LoopHandle::accepting)
     }
 
     /// Waits until every loop has exited; returns the first error.

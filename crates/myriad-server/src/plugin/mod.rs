@@ -546,7 +546,8 @@ impl ConnOps for TcpConn<'_, '_> {
     }
 
     fn id(&mut self) -> u64 {
-        self.cx.id().as_u64()
+        // never 0, which the ABI keeps for "no connection"
+        self.cx.id().as_u64().wrapping_add(1)
     }
 
     fn subscribe(&mut self, _s: &PluginService, _topic: &[u8], _on: bool) -> i32 {
@@ -851,7 +852,8 @@ impl ConnOps for WsConn<'_, '_, '_> {
     }
 
     fn id(&mut self) -> u64 {
-        self.cx.id().as_u64()
+        // never 0, which the ABI keeps for "no connection"
+        self.cx.id().as_u64().wrapping_add(1)
     }
 
     fn subscribe(&mut self, s: &PluginService, topic: &[u8], on: bool) -> i32 {

@@ -181,6 +181,12 @@ pub(crate) trait Backend {
     /// after [`Backend::wait`] returned once more, io_uring holding a
     /// reference until the cancellation completes is fine).
     fn remove_listener(&mut self, listener: usize);
+    /// Whether a removed listener may still hand over a connection (an
+    /// io_uring accept whose cancellation has not completed yet): the loop
+    /// must not end, nor its engine be taken for idle, before it has.
+    fn accepts_pending(&self) -> bool {
+        false
+    }
     /// Registers a connection.
     fn add_conn(&mut self, token: u64, fd: RawFd, mode: AddMode) -> io::Result<()>;
     /// (Re-)starts receiving.

@@ -33,6 +33,13 @@ pub(crate) fn close(fd: RawFd) {
     }
 }
 
+/// A close-on-exec duplicate of `fd` (the caller owns it).
+pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: the engine owns `fd` for the duration of the call.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    b.try_clone_to_owned()
+}
+
 /// `shutdown(2)`; `how` is `libc::SHUT_WR` / `SHUT_RD` / `SHUT_RDWR`.
 pub(crate) fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
     // SAFETY: plain syscall on an integer descriptor; no memory is passed.

@@ -282,6 +282,9 @@ pub(crate) struct UringBackend {
     /// Entries that found both queues full; submitted first thing next turn.
     overflow: Vec<squeue::Entry>,
     listeners: Vec<Option<ListenerState>>,
+    /// Removed listeners whose multishot accept has not ended yet: until
+    /// it has, it may still accept a connection (which is served).
+    retiring: usize,
     batch: Vec<(u64, i32, u32)>,
     /// The next completion of `batch` to dispatch (non-zero only when a
     /// turn ran out of time).
@@ -328,6 +331,7 @@ impl UringBackend {
             overflow: Vec::new(),
             wake_buf: Box::new(0),
             listeners: Vec::new(),
+            retiring: 0,
             batch: Vec::with_capacity(512),
             batch_pos: 0,
             buffers_returned: false,
@@ -474,15 +478,18 @@ impl UringBackend {
                 K_ACCEPT => {
                     let idx = token as usize;
                     let state = self.listeners.get(idx).copied().flatten();
+                    if state.is_none() && !cqueue::more(flags) {
+                        // the removed listener's accept has ended
+                        self.retiring = self.retiring.saturating_sub(1);
+                    }
                     if res >= 0 {
-                        match state {
-                            Some(_) => f(Event::Accept {
-                                listener: idx,
-                                res: Ok(res),
-                            }),
-                            // Accepted after the listener was removed.
-                            None => sys::close(res),
-                        }
+                        // Accepted even if the listener was just removed:
+                        // the core serves it (a reload hands the socket to
+                        // another engine; closing it would reset a client).
+                        f(Event::Accept {
+                            listener: idx,
+                            res: Ok(res),
+                        });
                         if !cqueue::more(flags) {
                             if let Some(st) = state {
                                 self.arm_accept_fd(idx, st.fd);
@@ -547,10 +554,17 @@ impl Backend for UringBackend {
     }
 
     fn remove_listener(&mut self, listener: usize) {
-        if let Some(Some(_)) = self.listeners.get(listener) {
+        if let Some(Some(st)) = self.listeners.get(listener).copied() {
             self.listeners[listener] = None;
+            if st.armed {
+                self.retiring += 1;
+            }
             self.cancel_ud(ud(K_ACCEPT, listener as u64));
         }
+    }
+
+    fn accepts_pending(&self) -> bool {
+        self.retiring > 0
     }
 
     fn add_conn(&mut self, token: u64, fd: RawFd, mode: AddMode) -> io::Result<()> {
