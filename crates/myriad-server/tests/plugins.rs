@@ -774,3 +774,87 @@ fn check_loads_each_plugin_as_itself() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A message plugin that frames its own messages (`message_size`): a
+/// 2-byte big-endian length, then the payload; it echoes each whole
+/// message and its own framing. A first byte of 0xFF is malformed.
+const FRAMED_C: &str = r#"#include "myriad_plugin.h"
+static const myriad_host *host;
+static int64_t message_size(void *s, const uint8_t *d, size_t n) {
+    (void)s;
+    if (n < 2) return MYRIAD_NEED_MORE;
+    if (d[0] == 0xFF) return -1;
+    return 2 + (((int64_t)d[0] << 8) | d[1]);
+}
+static void on_message(myriad_ctx *cx, void *s, void *c, uint32_t kind, const uint8_t *d, size_t n) {
+    (void)s; (void)c; (void)kind;
+    host->send(cx, MYRIAD_BINARY, d, n);
+}
+static void on_drain(myriad_ctx *cx, void *s, void *c) {
+    (void)s; (void)c;
+    host->counter_add(cx, "drains", 6, 1);
+}
+static const myriad_plugin table = {
+    .abi_version = MYRIAD_ABI_VERSION, .struct_size = sizeof(myriad_plugin),
+    .name = "framed", .shape = MYRIAD_SHAPE_MESSAGE,
+    .message_size = message_size, .on_message = on_message, .on_drain = on_drain,
+};
+MYRIAD_PLUGIN_EXPORT const myriad_plugin *myriad_plugin_entry(const myriad_host *h) {
+    host = h;
+    return &table;
+}
+"#;
+
+#[test]
+fn the_plugins_own_framing_and_a_failed_reload() {
+    let _g = serial();
+    let d = tmpdir("framed");
+    let src = d.join("framed.c");
+    std::fs::write(&src, FRAMED_C).unwrap();
+    let so = d.join("libframed.so");
+    cc(&src, &so, &[]);
+    let (port, pm) = (free_port(), free_port());
+    let cfg = format!(
+        "io_threads = 1\n[metrics]\nlisten = \"127.0.0.1:{pm}\"\n{}",
+        tcp_service("framed", port, &so.display().to_string(), "")
+    );
+    let srv = Server::start(&d, &cfg, &[port, pm]);
+    let mut s = connect(port);
+    // two messages in one write, then one cut in three
+    s.write_all(b"\x00\x03abc\x00\x02de\x00").unwrap();
+    let mut b = [0u8; 9];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"\x00\x03abc\x00\x02de");
+    s.write_all(b"\x04wx").unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    s.write_all(b"yz").unwrap();
+    let mut b = [0u8; 6];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"\x00\x04wxyz");
+    // malformed: that connection closes, counted; the other goes on
+    let mut bad = connect(port);
+    bad.write_all(b"\xff\x00").unwrap();
+    let mut x = [0u8; 4];
+    assert!(matches!(bad.read(&mut x), Ok(0) | Err(_)));
+    roundtrip(&mut s, b"\x00\x01!");
+    let m = metrics(pm);
+    assert!(m.contains("kind=\"bad_framing\"} 1"), "{m}");
+    assert!(m.contains("name=\"drains\"}"), "on_drain ran: {m}");
+
+    // a reload whose plugin init fails keeps the running configuration
+    let bad_cfg = format!(
+        "io_threads = 1\n[metrics]\nlisten = \"127.0.0.1:{pm}\"\n{}",
+        tcp_service(
+            "framed",
+            port,
+            &lib("libcrash_c.so"),
+            "[service.plugin_config]\nfail_init = true"
+        )
+    );
+    std::fs::write(d.join("myriad.toml"), bad_cfg).unwrap();
+    srv.signal(1);
+    srv.wait_log("reload failed");
+    roundtrip(&mut s, b"\x00\x02ok");
+    let mut fresh = connect(port);
+    roundtrip(&mut fresh, b"\x00\x03new");
+}
