@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use myriad::{ConnId, LoopCx};
@@ -39,11 +40,25 @@ use crate::encoder::PreparedMessage;
 /// ```
 #[derive(Clone, Default)]
 pub struct Room {
-    inner: Arc<OnceLock<Lists>>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    lists: OnceLock<Lists>,
+    /// Bytes of broadcasts posted to each loop and not yet written there.
+    in_flight: OnceLock<Box<[AtomicU64]>>,
+    /// Broadcasts not delivered to a loop because it was behind.
+    dropped: AtomicU64,
 }
 
 /// One member list per loop.
 type Lists = Box<[Mutex<HashSet<ConnId>>]>;
+
+/// How many bytes of broadcasts may wait for one loop: past it, that loop's
+/// members miss the message (counted in [`Room::dropped`]) rather than the
+/// sender's loop queueing without bound for a loop that cannot keep up.
+pub const MAX_IN_FLIGHT: u64 = 16 << 20;
 
 impl fmt::Debug for Room {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,7 +81,24 @@ impl Room {
 
     fn lists(&self, loops: usize) -> &[Mutex<HashSet<ConnId>>] {
         self.inner
+            .lists
             .get_or_init(|| (0..loops.max(1)).map(|_| Mutex::default()).collect())
+    }
+
+    fn in_flight(&self, loops: usize) -> &[AtomicU64] {
+        self.inner
+            .in_flight
+            .get_or_init(|| (0..loops.max(1)).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Broadcasts a loop missed because more than [`MAX_IN_FLIGHT`] bytes
+    /// of earlier ones were still waiting for it.
+    ///
+    /// ```
+    /// assert_eq!(myriad_ws::Room::new().dropped(), 0);
+    /// ```
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     fn with_list<R>(
@@ -116,7 +148,7 @@ impl Room {
     /// assert_eq!(myriad_ws::Room::new().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
-        self.inner.get().map_or(0, |lists| {
+        self.inner.lists.get().map_or(0, |lists| {
             lists
                 .iter()
                 .map(|l| l.lock().map_or_else(|p| p.into_inner().len(), |g| g.len()))
@@ -148,12 +180,26 @@ impl Room {
     pub fn broadcast(&self, lcx: &mut LoopCx<'_>, msg: &PreparedMessage) -> usize {
         let here = lcx.loop_index();
         let n = self.lists(lcx.loop_count()).len();
+        let len = msg.shared_bytes().len() as u64;
         for i in (0..n).filter(|&i| i != here) {
+            // Bounded: a loop that is behind (its task queue holds this
+            // many bytes of our broadcasts already) misses this one.
+            let pending = &self.in_flight(n)[i];
+            if pending.load(Ordering::Relaxed) + len > MAX_IN_FLIGHT {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            pending.fetch_add(len, Ordering::Relaxed);
             let room = self.clone();
             let bytes = Arc::clone(msg.shared_bytes());
-            lcx.post(i, move |other| {
+            let posted = lcx.post(i, move |other| {
                 room.write_local(other, &bytes);
+                room.in_flight(other.loop_count())[other.loop_index()]
+                    .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
             });
+            if !posted {
+                pending.fetch_sub(len, Ordering::Relaxed);
+            }
         }
         self.write_local(lcx, msg.shared_bytes())
     }

@@ -51,6 +51,7 @@ both_backends!(
     handshake_timeout,
     engine_client_roundtrip,
     room_fanout_across_loops,
+    room_broadcast_to_a_busy_loop_is_bounded,
     legacy_hixie76,
     shutdown_sends_1001,
     http_fallback_page,
@@ -1003,4 +1004,91 @@ fn subprotocol_and_headers(kind: BackendKind) {
         rx.recv_timeout(IO_TIMEOUT).unwrap(),
         ("/p?q=1".into(), Some("secret".into()), Some("v1".into()))
     );
+}
+
+/// A member that says which loop it is on, can block its loop, and floods
+/// the room.
+struct Lagging {
+    room: Room,
+}
+
+impl WsHandler for Lagging {
+    fn on_open(&mut self, cx: &mut WsCtx<'_, '_>, _hs: &Handshake<'_>) {
+        assert!(self.room.join(cx));
+        let i = cx.loop_cx().loop_index();
+        let _ = cx.send_text(&format!("loop {i}"));
+    }
+    fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
+        match msg {
+            Message::Text("block") => std::thread::sleep(Duration::from_millis(1500)),
+            Message::Text("flood") => {
+                let big = PreparedMessage::new(MessageKind::Binary, &vec![7u8; 1 << 20]);
+                for _ in 0..40 {
+                    self.room.broadcast(cx.loop_cx(), &big);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn on_close(&mut self, cx: &mut WsCtx<'_, '_>, _code: CloseCode, _reason: &str) {
+        self.room.leave(cx);
+    }
+}
+
+/// Broadcasts waiting for a loop that is behind are bounded: past
+/// `MAX_IN_FLIGHT` bytes its members miss messages (counted) instead of the
+/// task queue growing without bound; they get every message posted before.
+fn room_broadcast_to_a_busy_loop_is_bounded(kind: BackendKind) {
+    let room = Room::new();
+    let ws = WsServer::builder().max_message_size(2 << 20).build();
+    let r2 = room.clone();
+    let (_engine, addr) = start(
+        kind,
+        2,
+        ws.service("room", localhost(), move || Lagging { room: r2.clone() })
+            .write_hard_limit(1 << 30),
+    );
+    let cfg = || ClientConfig {
+        limits: myriad_ws::DecoderConfig {
+            max_message_size: 2 << 20,
+            ..Default::default()
+        },
+        ..ClientConfig::default()
+    };
+    // two members on different loops
+    let mut members: Vec<(Blocking, String)> = Vec::new();
+    for _ in 0..40 {
+        let mut c = Blocking::connect(addr, cfg(), "/");
+        let Ev::Text(l) = c.next() else {
+            panic!("no loop index")
+        };
+        members.push((c, l));
+        if members.iter().any(|m| m.1 == "loop 0") && members.iter().any(|m| m.1 == "loop 1") {
+            break;
+        }
+    }
+    let a = members
+        .iter()
+        .position(|m| m.1 == "loop 0")
+        .expect("a member on loop 0");
+    let b = members
+        .iter()
+        .position(|m| m.1 == "loop 1")
+        .expect("a member on loop 1");
+    members[b].0.text("block");
+    std::thread::sleep(Duration::from_millis(200));
+    members[a].0.text("flood");
+    eventually("broadcasts dropped for the busy loop", || {
+        room.dropped() > 0
+    });
+    let dropped = room.dropped() as usize;
+    // 16 MiB in flight holds 15 framed 1 MiB messages
+    assert!(
+        dropped <= 40 - 15,
+        "at least MAX_IN_FLIGHT's worth is kept: {dropped}"
+    );
+    let got = (0..40 - dropped)
+        .filter(|_| matches!(members[b].0.next(), Ev::Binary(ref v) if v.len() == 1 << 20))
+        .count();
+    assert_eq!(got, 40 - dropped);
 }
