@@ -109,6 +109,9 @@ struct RawService {
     max_message: Option<Spanned<String>>,
     write_high_water: Option<Spanned<String>>,
     send_timeout: Option<Spanned<String>>,
+    max_connections_per_addr: Option<u32>,
+    max_message_rate: Option<u32>,
+    message_burst: Option<u32>,
     deflate: Option<bool>,
     legacy_drafts: Option<bool>,
     #[serde(default)]
@@ -189,6 +192,12 @@ pub struct ServiceConfig {
     /// Close a connection whose queued bytes make no progress this long
     /// (default 30 s; "0s" turns it off).
     pub send_timeout: Option<Duration>,
+    /// Connections one source address may hold (0: any).
+    pub max_connections_per_addr: u32,
+    /// ws/wss: data messages per second per connection, and the burst
+    /// (0: no limit).
+    pub max_message_rate: u32,
+    pub message_burst: u32,
     pub deflate: bool,
     pub legacy_drafts: bool,
     pub subprotocols: Vec<String>,
@@ -610,6 +619,11 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             handshake_timeout: dur(&s.handshake_timeout)?.unwrap_or(Duration::from_secs(10)),
             max_message: size(&s.max_message)?.unwrap_or(1 << 20),
             write_high_water: size(&s.write_high_water)?.unwrap_or(1 << 20),
+            max_connections_per_addr: s.max_connections_per_addr.unwrap_or(0),
+            max_message_rate: s.max_message_rate.unwrap_or(0),
+            message_burst: s
+                .message_burst
+                .unwrap_or_else(|| s.max_message_rate.unwrap_or(0).saturating_mul(2)),
             send_timeout: dur(&s.send_timeout)?
                 .or(Some(Duration::from_secs(30)))
                 .filter(|d| !d.is_zero()),

@@ -185,6 +185,7 @@ pub fn render(reg: &Registry) -> String {
                     ("closed_1009", s.closed_1009),
                     ("inflate_ratio_exceeded", s.inflate_ratio_exceeded),
                     ("close_timeouts", s.close_timeouts),
+                    ("rate_limited", s.rate_limited),
                     ("messages_in", s.messages_in),
                 ]
                 .map(|(k, v)| (svc, k, v))

@@ -154,7 +154,8 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
                 .max_message_size(s.max_message)
                 .deflate(s.deflate)
                 .legacy_drafts(s.legacy_drafts)
-                .handshake_timeout(Some(s.handshake_timeout));
+                .handshake_timeout(Some(s.handshake_timeout))
+                .message_rate(s.max_message_rate, s.message_burst);
             if !s.subprotocols.is_empty() {
                 b = b.protocols(s.subprotocols.clone());
             }
@@ -193,6 +194,7 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
         .idle_timeout(s.idle_timeout)
         .write_high_water(s.write_high_water)
         .send_timeout(s.send_timeout)
+        .max_connections_per_addr(s.max_connections_per_addr)
         .write_hard_limit((s.write_high_water.saturating_mul(64)).max(64 << 20))
         .max_input(s.max_message.saturating_add(64 << 10))
         .handshake_timeout(s.handshake_timeout)

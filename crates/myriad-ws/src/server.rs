@@ -226,6 +226,9 @@ pub struct WsStats {
     pub inflate_ratio_exceeded: u64,
     /// Connections dropped because the peer did not answer our close frame.
     pub close_timeouts: u64,
+    /// Connections closed with 1008 for sending messages faster than
+    /// [`WsServerBuilder::message_rate`] allows.
+    pub rate_limited: u64,
     /// Data messages received.
     pub messages_in: u64,
 }
@@ -251,6 +254,7 @@ struct Counters {
     closed_1007: AtomicU64,
     closed_1009: AtomicU64,
     inflate_ratio_exceeded: AtomicU64,
+    rate_limited: AtomicU64,
     close_timeouts: AtomicU64,
     messages_in: [Padded; MSG_SLOTS],
 }
@@ -275,6 +279,7 @@ impl Counters {
             closed_1007: g(&self.closed_1007),
             closed_1009: g(&self.closed_1009),
             inflate_ratio_exceeded: g(&self.inflate_ratio_exceeded),
+            rate_limited: g(&self.rate_limited),
             close_timeouts: g(&self.close_timeouts),
             messages_in: self.messages_in.iter().map(|p| g(&p.0)).sum(),
         }
@@ -307,6 +312,8 @@ struct Shared {
     close_timeout: Duration,
     http: Option<Arc<HttpHook>>,
     counters: Counters,
+    /// (messages per second, burst) per connection.
+    rate: Option<(u32, u32)>,
 }
 
 /// A WebSocket server's settings and counters. Cheap to clone; make as
@@ -370,6 +377,11 @@ impl WsServer {
             shared: Arc::clone(&shared),
             user: factory(),
             flags: 0,
+            bucket: Bucket {
+                // a new connection starts with a full burst
+                milli: burst_milli(&shared),
+                at_ms: 0,
+            },
         })
     }
 
@@ -413,6 +425,7 @@ pub struct WsServerBuilder {
     handshake_timeout: Option<Duration>,
     close_timeout: Duration,
     http: Option<Arc<HttpHook>>,
+    rate: Option<(u32, u32)>,
 }
 
 impl fmt::Debug for WsServerBuilder {
@@ -433,6 +446,7 @@ impl Default for WsServerBuilder {
             handshake_timeout: Some(Duration::from_secs(10)),
             close_timeout: Duration::from_secs(5),
             http: None,
+            rate: None,
         }
     }
 }
@@ -582,6 +596,19 @@ impl WsServerBuilder {
         self
     }
 
+    /// At most `per_sec` data messages per second per connection, with
+    /// bursts of `burst` (a token bucket); a connection that sends faster
+    /// is closed with 1008 and counted in [`WsStats::rate_limited`]. Off by
+    /// default (`per_sec` 0).
+    ///
+    /// ```
+    /// let ws = myriad_ws::server::WsServer::builder().message_rate(100, 200).build();
+    /// ```
+    pub fn message_rate(mut self, per_sec: u32, burst: u32) -> Self {
+        self.rate = (per_sec > 0).then_some((per_sec, burst.max(1)));
+        self
+    }
+
     /// The server.
     ///
     /// ```
@@ -595,9 +622,14 @@ impl WsServerBuilder {
                 close_timeout: self.close_timeout,
                 http: self.http,
                 counters: Counters::default(),
+                rate: self.rate,
             }),
         }
     }
+}
+
+fn burst_milli(shared: &Shared) -> u32 {
+    shared.rate.map_or(0, |(_, b)| b.saturating_mul(1000))
 }
 
 // ----- the per-loop decoder pool -----
@@ -645,6 +677,37 @@ struct ServerHandler<H> {
     shared: Arc<Shared>,
     user: H,
     flags: u8,
+    bucket: Bucket,
+}
+
+/// A connection's message-rate token bucket: thousandths of a message, and
+/// when it was last filled (milliseconds since the first connection).
+#[derive(Default)]
+struct Bucket {
+    milli: u32,
+    at_ms: u32,
+}
+
+impl Bucket {
+    /// Takes `n` messages; false when the bucket cannot pay for them.
+    fn take(&mut self, (per_sec, burst): (u32, u32), n: u64) -> bool {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u32;
+        let elapsed = u64::from(now.wrapping_sub(self.at_ms));
+        let cap = u64::from(burst) * 1000;
+        let filled = (u64::from(self.milli) + elapsed * u64::from(per_sec)).min(cap);
+        self.at_ms = now;
+        let need = n.saturating_mul(1000);
+        if filled < need {
+            self.milli = 0;
+            return false;
+        }
+        self.milli = (filled - need) as u32;
+        true
+    }
 }
 
 impl<H: WsHandler> ServerHandler<H> {
@@ -781,6 +844,13 @@ impl<H: WsHandler> ServerHandler<H> {
                 inc(&self.shared.counters.inflate_ratio_exceeded);
             }
             return fed.consumed;
+        }
+        if let Some(rate) = self.shared.rate {
+            if fed.messages > 0 && self.ws.is_open() && !self.bucket.take(rate, fed.messages) {
+                inc(&self.shared.counters.rate_limited);
+                let (mut w, _) = self.ctx(cx);
+                let _ = w.close(CloseCode::POLICY_VIOLATION, "message rate");
+            }
         }
         if self.ws.is_closed() && self.flags & DONE == 0 {
             // close handshake complete: the server closes the TCP connection

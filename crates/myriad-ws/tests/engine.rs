@@ -52,6 +52,7 @@ both_backends!(
     engine_client_roundtrip,
     room_fanout_across_loops,
     room_broadcast_to_a_busy_loop_is_bounded,
+    message_rate_limit,
     legacy_hixie76,
     shutdown_sends_1001,
     http_fallback_page,
@@ -1091,4 +1092,31 @@ fn room_broadcast_to_a_busy_loop_is_bounded(kind: BackendKind) {
         .filter(|_| matches!(members[b].0.next(), Ev::Binary(ref v) if v.len() == 1 << 20))
         .count();
     assert_eq!(got, 40 - dropped);
+}
+
+/// A connection that sends faster than its message rate is closed with
+/// 1008 and counted; one within its burst is served.
+fn message_rate_limit(kind: BackendKind) {
+    let ws = WsServer::builder().message_rate(2, 5).build();
+    let (_engine, addr) = echo_server(kind, &ws);
+    let mut calm = Blocking::connect(addr, ClientConfig::default(), "/");
+    for i in 0..5 {
+        calm.text(&format!("m{i}"));
+        assert_eq!(calm.next(), Ev::Text(format!("m{i}")));
+    }
+    let mut fast = Blocking::connect(addr, ClientConfig::default(), "/");
+    for i in 0..30 {
+        fast.text(&format!("x{i}"));
+    }
+    loop {
+        match fast.next() {
+            Ev::Close(code, _) => {
+                assert_eq!(code, Some(1008));
+                break;
+            }
+            Ev::Text(_) => {}
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ws.stats().rate_limited, 1);
 }

@@ -169,10 +169,17 @@ fn refuses_writes(flags: u32) -> bool {
     flags & OPEN == 0 || flags & CLOSING != 0 || flags & SHUT_WR_REQ != 0
 }
 
+/// Connections per source address of one service, shared by its loops
+/// (taken on accept and close only, never on the data path).
+pub(crate) type PerAddr = Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>>;
+
 pub(crate) struct ServiceRt {
     pub factory: Factory,
     pub limits: u16,
     pub max_conns: usize,
+    /// At most this many connections from one source address (0: any).
+    pub max_per_addr: u32,
+    pub per_addr: PerAddr,
     pub open: Arc<AtomicUsize>,
     pub nodelay: bool,
     pub filter: Option<FilterFactory>,
@@ -452,6 +459,9 @@ pub(crate) struct Core {
     timers: Timers,
     /// The cap on `pool.queued` (see `EngineBuilder::max_queued_per_loop`).
     max_queued: u64,
+    /// Source addresses of this loop's connections, for services with a
+    /// per-address limit only.
+    sources: std::collections::HashMap<u32, IpAddr>,
     dirty: Vec<u32>,
     now_ms: u64,
     start: Instant,
@@ -513,6 +523,7 @@ impl Core {
     ) -> Self {
         Core {
             max_queued,
+            sources: std::collections::HashMap::new(),
             loop_idx,
             conns: Vec::new(),
             free_head: NIL,
@@ -728,6 +739,15 @@ impl Core {
         if service != OUTBOUND {
             if let Some(s) = self.services.get(service as usize) {
                 s.open.fetch_sub(1, Ordering::Relaxed);
+                if let Some(ip) = self.sources.remove(&slot) {
+                    let mut m = s.per_addr.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(n) = m.get_mut(&ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            m.remove(&ip);
+                        }
+                    }
+                }
             }
             if self.listeners.iter().any(|l| l.paused) {
                 self.accept_resume = true;
@@ -818,6 +838,30 @@ impl Core {
             LoopCounters::add(&self.counters().refused, 1);
             return;
         }
+        let mut source = None;
+        if svc.max_per_addr > 0 {
+            // One getpeername per accept, only for services with the limit.
+            let ip = sys::peer_addr(fd).map(|a| a.ip()).ok();
+            let admitted = ip.is_some_and(|ip| {
+                let mut m = svc.per_addr.lock().unwrap_or_else(|p| p.into_inner());
+                let n = m.entry(ip).or_insert(0);
+                if *n >= svc.max_per_addr {
+                    false
+                } else {
+                    *n += 1;
+                    true
+                }
+            });
+            if !admitted {
+                svc.open.fetch_sub(1, Ordering::Relaxed);
+                sys::close(fd);
+                LoopCounters::add(&self.counters().refused, 1);
+                LoopCounters::add(&self.counters().refused_per_addr, 1);
+                return;
+            }
+            source = ip;
+        }
+        let svc = &self.services[service as usize];
         if svc.nodelay {
             // Not inherited from the listener on every kernel; a failure
             // (the peer is already gone) shows up on the first recv.
@@ -828,6 +872,9 @@ impl Core {
         let handshake_ms = svc.handshake_ms;
         let limits = svc.limits;
         let slot = self.alloc(fd, OPEN | NEEDS_REG | COUNTED, handler, limits, service);
+        if let Some(ip) = source {
+            self.sources.insert(slot, ip);
+        }
         LoopCounters::add(&self.counters().accepted, 1);
         LoopCounters::add(&self.counters().open, 1);
         self.arm_idle(slot);

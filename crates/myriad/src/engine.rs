@@ -69,6 +69,7 @@ pub struct Service {
     addrs: Vec<SocketAddr>,
     factory: Factory,
     max_connections: usize,
+    max_per_addr: u32,
     backlog: i32,
     nodelay: bool,
     limits: Limits,
@@ -98,6 +99,7 @@ impl Service {
             addrs: vec![addr],
             factory: Arc::new(move || Box::new(factory()) as Box<dyn Handler>),
             max_connections: usize::MAX,
+            max_per_addr: 0,
             backlog: 4096,
             nodelay: true,
             limits: Limits {
@@ -204,6 +206,21 @@ impl Service {
     /// ```
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// At most `n` connections from one source address at once (0: no
+    /// limit, the default); more are accepted and closed at once, counted
+    /// as `refused` and `refused_per_addr`. Costs one `getpeername` per
+    /// accepted connection and a short lock on accept and close.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).max_connections_per_addr(100);
+    /// ```
+    pub fn max_connections_per_addr(mut self, n: u32) -> Self {
+        self.max_per_addr = n;
         self
     }
 
@@ -539,6 +556,8 @@ impl EngineBuilder {
             };
             service_limits.push(i as u16);
         }
+        let per_addr: Vec<crate::core::PerAddr> =
+            self.services.iter().map(|_| Default::default()).collect();
         let open_counts: Vec<Arc<AtomicUsize>> = self
             .services
             .iter()
@@ -580,6 +599,8 @@ impl EngineBuilder {
                     factory: s.factory.clone(),
                     limits: service_limits[i],
                     max_conns: s.max_connections,
+                    max_per_addr: s.max_per_addr,
+                    per_addr: per_addr[i].clone(),
                     open: open_counts[i].clone(),
                     nodelay: s.nodelay,
                     filter: s.filter.clone(),

@@ -60,6 +60,9 @@ counters! {
     closed,
     /// Connections refused because a connection limit was reached.
     refused,
+    /// Of those, refused because their source address had its limit of
+    /// connections (`Service::max_connections_per_addr`).
+    refused_per_addr,
     /// Connections open right now (gauge).
     open,
     /// Bytes received.

@@ -36,6 +36,7 @@ both_backends!(
     send_timeout_closes_a_peer_that_stops_reading,
     loop_queue_cap_sheds_the_largest_queues,
     a_dead_loop_closes_its_listener,
+    connections_per_source_address,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -1141,4 +1142,30 @@ fn a_dead_loop_closes_its_listener(kind: BackendKind) {
             .unwrap_or_else(|e| panic!("connection {i} hangs or fails: {e}"));
         assert_eq!(&b, b"hello");
     }
+}
+
+/// A source address gets at most its limit of connections at once; more
+/// are closed at once and counted; a closed one frees its place.
+fn connections_per_source_address(kind: BackendKind) {
+    let (engine, addr) = start(
+        kind,
+        2,
+        Service::new("per-addr", localhost(), || Echo).max_connections_per_addr(3),
+    );
+    let mut buf = [0u8; 16];
+    let mut ok: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+    for s in &mut ok {
+        roundtrip(s, b"in", &mut buf);
+    }
+    let mut extra = connect(addr);
+    let _ = extra.write_all(b"x");
+    let (_, _) = read_to_end(&mut extra);
+    eventually("refused per address", || {
+        engine.stats().refused_per_addr == 1
+    });
+    drop(ok.pop());
+    eventually("the place is free again", || engine.stats().open == 2);
+    let mut again = connect(addr);
+    roundtrip(&mut again, b"again", &mut buf);
+    assert_eq!(engine.stats().refused_per_addr, 1);
 }
