@@ -38,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
                 "{e} (text of {lines} lines)"
             );
             let line = text.split('\n').nth(e.line - 1).unwrap_or("");
-            assert!(e.col <= line.len() + 1, "{e}: column past the line {line:?}");
+            assert!(
+                e.col <= line.len() + 1,
+                "{e}: column past the line {line:?}"
+            );
             let _ = e.to_string();
         }
     }

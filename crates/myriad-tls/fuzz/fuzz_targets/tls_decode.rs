@@ -89,9 +89,13 @@ fn pump(client: &mut Side, server: &mut Side, step: usize) {
             return;
         }
         let c = std::mem::take(&mut client.out);
-        server.receive(&c, step).expect("server decode of a real client");
+        server
+            .receive(&c, step)
+            .expect("server decode of a real client");
         let s = std::mem::take(&mut server.out);
-        client.receive(&s, step).expect("client decode of a real server");
+        client
+            .receive(&s, step)
+            .expect("client decode of a real server");
     }
     panic!("the handshake did not settle");
 }
@@ -133,7 +137,12 @@ fuzz_target!(|data: &[u8]| {
                 client.filter.encode(msg, &mut client.out).unwrap();
             }
             pump(&mut client, &mut server, step);
-            assert!(server.app == rest, "server got {} of {} bytes", server.app.len(), rest.len());
+            assert!(
+                server.app == rest,
+                "server got {} of {} bytes",
+                server.app.len(),
+                rest.len()
+            );
             client.filter.close(&mut client.out);
             pump(&mut client, &mut server, step);
             server.filter.eof().expect("a clean close_notify");

@@ -35,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     }
-    let role = if ctl & 1 != 0 { Role::Server } else { Role::Client };
+    let role = if ctl & 1 != 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     let cfg = DecoderConfig {
         max_frame_size: 1 << 16,
         max_message_size: 1 << 17,

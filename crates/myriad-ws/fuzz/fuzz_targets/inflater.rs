@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let bits = 9 + (ctl & 7).min(6);
     let offer = format!(
         "permessage-deflate; client_max_window_bits={bits}{}",
-        if ctl & 8 != 0 { "; client_no_context_takeover" } else { "" }
+        if ctl & 8 != 0 {
+            "; client_no_context_takeover"
+        } else {
+            ""
+        }
     );
     let Some(params) = DeflateParams::negotiate(&offer, &DeflateConfig::default()) else {
         return;
