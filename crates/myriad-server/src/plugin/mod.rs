@@ -308,9 +308,29 @@ pub trait ConnOps {
     /// Close at once after a fault.
     fn fail(&mut self);
     fn shutdown_write(&mut self) -> i32;
-    fn pause(&mut self, on: bool) -> i32;
-    fn set_timer(&mut self, after_ms: u64, token: u64) -> i32;
-    fn cancel_timer(&mut self, token: u64) -> i32;
+    /// The connection's bookkeeping.
+    fn extra(&mut self) -> &mut Extra;
+    /// Pauses or resumes reading on the engine connection.
+    fn engine_pause(&mut self, on: bool);
+    /// Sets an engine timer.
+    fn engine_timer(&mut self, after: Duration, token: u64);
+    fn pause(&mut self, on: bool) -> i32 {
+        self.engine_pause(on);
+        MYRIAD_OK
+    }
+    fn set_timer(&mut self, after_ms: u64, token: u64) -> i32 {
+        match self.extra().set_timer(token) {
+            Some(seq) => {
+                self.engine_timer(Duration::from_millis(after_ms), seq);
+                MYRIAD_OK
+            }
+            None => MYRIAD_ERR_LIMIT,
+        }
+    }
+    fn cancel_timer(&mut self, token: u64) -> i32 {
+        self.extra().cancel_timer(token);
+        MYRIAD_OK
+    }
     fn addr(&mut self, local: bool) -> Option<SocketAddr>;
     fn id(&mut self) -> u64;
     fn subscribe(&mut self, s: &PluginService, topic: &[u8], on: bool) -> i32;
@@ -325,7 +345,7 @@ pub trait ConnOps {
 /// connection's host record is 24 bytes (its own allocation, since the
 /// handler is boxed).
 #[derive(Default)]
-struct Extra {
+pub struct Extra {
     rare: Option<Box<Rare>>,
 }
 
@@ -513,28 +533,20 @@ impl ConnOps for TcpConn<'_, '_> {
         MYRIAD_OK
     }
 
-    fn pause(&mut self, on: bool) -> i32 {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra
+    }
+
+    fn engine_pause(&mut self, on: bool) {
         if on {
             self.cx.pause_reading();
         } else {
             self.cx.resume_reading();
         }
-        MYRIAD_OK
     }
 
-    fn set_timer(&mut self, after_ms: u64, token: u64) -> i32 {
-        match self.extra.set_timer(token) {
-            Some(seq) => {
-                self.cx.set_timer(Duration::from_millis(after_ms), seq);
-                MYRIAD_OK
-            }
-            None => MYRIAD_ERR_LIMIT,
-        }
-    }
-
-    fn cancel_timer(&mut self, token: u64) -> i32 {
-        self.extra.cancel_timer(token);
-        MYRIAD_OK
+    fn engine_timer(&mut self, after: Duration, token: u64) {
+        self.cx.set_timer(after, token);
     }
 
     fn addr(&mut self, local: bool) -> Option<SocketAddr> {
@@ -819,28 +831,20 @@ impl ConnOps for WsConn<'_, '_, '_> {
         MYRIAD_ERR_UNSUPPORTED
     }
 
-    fn pause(&mut self, on: bool) -> i32 {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra
+    }
+
+    fn engine_pause(&mut self, on: bool) {
         if on {
             self.cx.pause_reading();
         } else {
             self.cx.resume_reading();
         }
-        MYRIAD_OK
     }
 
-    fn set_timer(&mut self, after_ms: u64, token: u64) -> i32 {
-        match self.extra.set_timer(token) {
-            Some(seq) => {
-                self.cx.set_timer(Duration::from_millis(after_ms), seq);
-                MYRIAD_OK
-            }
-            None => MYRIAD_ERR_LIMIT,
-        }
-    }
-
-    fn cancel_timer(&mut self, token: u64) -> i32 {
-        self.extra.cancel_timer(token);
-        MYRIAD_OK
+    fn engine_timer(&mut self, after: Duration, token: u64) {
+        self.cx.set_timer(after, token);
     }
 
     fn addr(&mut self, local: bool) -> Option<SocketAddr> {
