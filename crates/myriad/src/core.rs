@@ -1106,8 +1106,31 @@ impl Core {
             c.flags |= SENT_SINCE;
         }
         c.out.advance(&mut self.pool, res as usize);
+        self.arm_send(slot);
+        let c = &self.conns[slot as usize];
         if c.out.is_empty() && c.flags & OPEN != 0 {
             self.drained(slot);
+        }
+    }
+
+    /// Arms the send-progress timer if bytes are left behind after a send
+    /// (the peer's window or our socket buffer is full). A reply sent whole
+    /// in one go, the common case, costs no timer at all.
+    fn arm_send(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.out.is_empty() || c.flags & (SEND_ARMED | OPEN) != OPEN {
+            return;
+        }
+        let send_ms = self.limits[c.limits as usize].send_ms;
+        if send_ms > 0 {
+            c.flags = (c.flags | SEND_ARMED) & !SENT_SINCE;
+            let e = TimerEntry {
+                at_ms: self.now_ms + u64::from(send_ms),
+                slot,
+                gen: c.gen,
+                kind: TimerKind::Send,
+            };
+            self.timers.push(e);
         }
     }
 
@@ -1514,11 +1537,15 @@ impl Core {
                 }
                 SendOutcome::WouldBlock => {
                     self.conns[slot as usize].flags |= WAIT_WRITABLE;
+                    self.arm_send(slot);
                     return;
                 }
                 SendOutcome::Done(Ok(n)) => {
                     LoopCounters::add(&self.shared.counters.bytes_out, n as u64);
                     LoopCounters::add(&self.shared.counters.writes, 1);
+                    if n > 0 {
+                        self.conns[slot as usize].flags |= SENT_SINCE;
+                    }
                     self.conns[slot as usize].out.advance(&mut self.pool, n);
                     sent = true;
                     if n == 0 {
@@ -1684,16 +1711,6 @@ impl Core {
         } else if c.out.len >= lim.high_water && c.flags & PAUSE_BP == 0 {
             c.flags |= PAUSE_BP;
             LoopCounters::add(&self.shared.counters.backpressure_pauses, 1);
-        }
-        if lim.send_ms > 0 && c.flags & SEND_ARMED == 0 && !c.out.is_empty() {
-            c.flags = (c.flags | SEND_ARMED) & !SENT_SINCE;
-            let e = TimerEntry {
-                at_ms: self.now_ms + u64::from(lim.send_ms),
-                slot,
-                gen: c.gen,
-                kind: TimerKind::Send,
-            };
-            self.timers.push(e);
         }
         self.mark_dirty(slot);
         if self.pool.queued > self.max_queued {
