@@ -90,6 +90,19 @@ fn cc(src: &Path, out: &Path, defines: &[&str]) {
     std::fs::rename(&tmp, out).unwrap();
 }
 
+/// `myriad check --config path`: its exit code and standard error.
+fn check(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn lib(name: &str) -> String {
     plugins().join(name).display().to_string()
 }
@@ -409,13 +422,8 @@ fn init_failures_abi_versions_and_check() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("init refused by config"), "{err}");
     // check names the plugin key's place
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = check(&path);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(&format!("{}:7:10: service \"crash\"", path.display())),
         "{err}"
@@ -429,13 +437,8 @@ fn init_failures_abi_versions_and_check() {
         format!("io_threads = 1\n{}", tcp_service("m", port, &major, "")),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = check(&path);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(&major) && err.contains("ABI version 2.0") && err.contains("ABI 1.0"),
         "{err}"
@@ -452,12 +455,8 @@ fn init_failures_abi_versions_and_check() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let (code, err) = check(&path);
+    assert_eq!(code, Some(2), "{err}");
 
     // a shape that does not fit the stack
     let wrong = format!(
@@ -465,13 +464,8 @@ fn init_failures_abi_versions_and_check() {
         lib("libecho_c.so")
     );
     std::fs::write(&path, wrong).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = check(&path);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("stream plugin"), "{err}");
 
     // an older table (ABI 1.0 without on_task) loads and serves
@@ -763,16 +757,8 @@ fn check_loads_each_plugin_as_itself() {
         cfg += &tcp_service(&format!("s{i}"), free_port(), &lib(l), framing);
     }
     std::fs::write(&path, cfg).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = check(&path);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 /// A message plugin that frames its own messages (`message_size`): a
