@@ -60,6 +60,11 @@ impl Sink for Ctx<'_> {
     fn write_shared(&mut self, bytes: &Arc<[u8]>) {
         Ctx::write_shared(self, bytes);
     }
+
+    #[inline]
+    fn is_full(&self) -> bool {
+        Ctx::is_backpressured(self)
+    }
 }
 
 /// A received data message, borrowed: from the engine's receive buffer when

@@ -443,6 +443,9 @@ impl Core {
             return Ok(input.len());
         }
         let Core { rx, tx } = self;
+        // set once the replies queued by the events passed the sink's
+        // high-water mark: decoding stops at the next frame boundary
+        let stop = std::cell::Cell::new(false);
         let mut handler = |ev: Event<'_>| {
             match ev {
                 Event::Ping(p) if tx.state == ConnectionState::Open => {
@@ -463,10 +466,13 @@ impl Core {
                 _ => {}
             }
             on_event(ev, &mut Sender { tx, sink });
+            if sink.is_full() {
+                stop.set(true);
+            }
         };
         let r = match rx {
-            Rx::Rfc(d) => d.feed(input, &mut handler),
-            Rx::Hixie(d) => d.feed(input, &mut handler),
+            Rx::Rfc(d) => d.feed_until(input, &mut handler, &stop),
+            Rx::Hixie(d) => d.feed_until(input, &mut handler, &stop),
             // ServerConnection::feed attaches a decoder before feeding
             Rx::None | Rx::Parked(_) => Ok(input.len()),
         };

@@ -1,5 +1,7 @@
 //! The frame decoder: bytes in, events out.
 
+use std::cell::Cell;
+
 use crate::deflate::{DeflateParams, InflateMode, Inflater};
 use crate::error::ProtocolError;
 use crate::frame::{CloseCode, FrameHeader, MessageKind, OpCode, Role};
@@ -321,10 +323,28 @@ impl Decoder {
     where
         F: FnMut(Event<'_>),
     {
+        self.feed_until(input, on_event, &Cell::new(false))
+    }
+
+    /// [`Decoder::feed`] that stops at the next frame boundary once `stop`
+    /// is set (by `on_event`, typically when the replies it queued passed
+    /// the connection's high-water mark): the rest of `input` is not
+    /// consumed, so that a peer cannot make the receiver decode, inflate
+    /// and answer everything one receive holds while its replies cannot be
+    /// sent.
+    pub(crate) fn feed_until<F>(
+        &mut self,
+        input: &mut [u8],
+        on_event: &mut F,
+        stop: &Cell<bool>,
+    ) -> Result<usize, ProtocolError>
+    where
+        F: FnMut(Event<'_>),
+    {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let r = self.feed_inner(input, on_event);
+        let r = self.feed_inner(input, on_event, stop);
         if let Err(e) = &r {
             self.failed = Some(e.clone());
             self.partial = None;
@@ -338,7 +358,12 @@ impl Decoder {
         r
     }
 
-    fn feed_inner<F>(&mut self, input: &mut [u8], on_event: &mut F) -> Result<usize, ProtocolError>
+    fn feed_inner<F>(
+        &mut self,
+        input: &mut [u8],
+        on_event: &mut F,
+        stop: &Cell<bool>,
+    ) -> Result<usize, ProtocolError>
     where
         F: FnMut(Event<'_>),
     {
@@ -346,6 +371,11 @@ impl Decoder {
         loop {
             if self.closed {
                 return Ok(input.len());
+            }
+            if stop.get() && self.partial.is_none() {
+                // at a frame boundary: the caller keeps the rest
+                self.wanted = 1;
+                return Ok(pos);
             }
             if let Some(mut p) = self.partial {
                 let avail = (input.len() - pos) as u64;

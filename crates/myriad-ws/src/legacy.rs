@@ -66,17 +66,36 @@ impl Hixie76Decoder {
     where
         F: FnMut(crate::Event<'_>),
     {
+        self.feed_until(input, on_event, &std::cell::Cell::new(false))
+    }
+
+    /// [`Decoder::feed`] that stops before the next message once `stop` is
+    /// set (see `crate::Decoder`'s `feed_until`).
+    pub(crate) fn feed_until<F>(
+        &mut self,
+        input: &mut [u8],
+        on_event: &mut F,
+        stop: &std::cell::Cell<bool>,
+    ) -> Result<usize, ProtocolError>
+    where
+        F: FnMut(crate::Event<'_>),
+    {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let r = self.feed_inner(input, on_event);
+        let r = self.feed_inner(input, on_event, stop);
         if let Err(e) = &r {
             self.failed = Some(e.clone());
         }
         r
     }
 
-    fn feed_inner<F>(&mut self, input: &[u8], on_event: &mut F) -> Result<usize, ProtocolError>
+    fn feed_inner<F>(
+        &mut self,
+        input: &[u8],
+        on_event: &mut F,
+        stop: &std::cell::Cell<bool>,
+    ) -> Result<usize, ProtocolError>
     where
         F: FnMut(crate::Event<'_>),
     {
@@ -84,6 +103,9 @@ impl Hixie76Decoder {
         while pos < input.len() {
             if self.closed {
                 return Ok(input.len());
+            }
+            if stop.get() && !self.in_text {
+                return Ok(pos);
             }
             if self.in_text {
                 let rest = &input[pos..];

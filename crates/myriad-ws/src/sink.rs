@@ -45,6 +45,21 @@ pub trait Sink {
     fn write_shared(&mut self, bytes: &Arc<[u8]>) {
         self.write(bytes);
     }
+
+    /// Whether the output is over its high-water mark. A connection stops
+    /// decoding received frames at the next frame boundary while it is
+    /// (the rest stays unconsumed until the output drains), so that what a
+    /// peer sends cannot grow what the receiver holds for it. The default,
+    /// for an unbounded sink such as a `Vec`, is never.
+    ///
+    /// ```
+    /// use myriad_ws::Sink;
+    /// let out: Vec<u8> = Vec::new();
+    /// assert!(!out.is_full());
+    /// ```
+    fn is_full(&self) -> bool {
+        false
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -72,5 +87,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
 
     fn write_shared(&mut self, bytes: &Arc<[u8]>) {
         (**self).write_shared(bytes);
+    }
+
+    fn is_full(&self) -> bool {
+        (**self).is_full()
     }
 }

@@ -2153,6 +2153,33 @@ impl<'a> Ctx<'a> {
         self.conn().out.len as usize
     }
 
+    /// Whether the queued output passed the service's high-water mark
+    /// ([`crate::Service::write_high_water`]): reading is paused until it
+    /// drains. A handler that decodes several requests from one receive
+    /// stops at the next request boundary while this holds and returns
+    /// what it consumed; the engine keeps the rest and delivers it again
+    /// when the output has drained, so that one receive cannot make it
+    /// queue an unbounded amount of replies.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// let mut used = 0;
+    /// for line in d.split_inclusive(|&b| b == b'\n') {
+    ///     if cx.is_backpressured() || !line.ends_with(b"\n") {
+    ///         break;
+    ///     }
+    ///     cx.write(line);
+    ///     used += line.len();
+    /// }
+    /// used
+    /// # } }
+    /// ```
+    pub fn is_backpressured(&self) -> bool {
+        self.conn().flags & PAUSE_BP != 0
+    }
+
     /// Closes the connection after the queued bytes are sent.
     ///
     /// ```

@@ -621,7 +621,9 @@ impl TcpPlugin {
     fn messages(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
         let max = self.svc.max_message;
         let mut pos = 0;
-        while pos < data.len() && !self.extra.closing() {
+        // stops at a message boundary once the replies queued passed the
+        // high-water mark; the engine keeps the rest until they drained
+        while pos < data.len() && !self.extra.closing() && !cx.is_backpressured() {
             let rest = &data[pos..];
             // (start of the payload, end of the payload, end of the message)
             let frame = match self.svc.framing {
