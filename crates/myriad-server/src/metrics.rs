@@ -21,6 +21,11 @@ fn help(name: &str) -> &'static str {
         "connected" => "Outbound connections established.",
         "closed" => "Connections closed.",
         "refused" => "Connections refused by a connection limit.",
+        "refused_per_addr" => "Connections refused by the per-address connection limit.",
+        "refused_fd_limit" => {
+            "Connections accepted and closed because the process was out of descriptors."
+        }
+        "err_accept" => "Accept failures (EMFILE, ENFILE, ENOMEM); accepting pauses.",
         "open" => "Connections open now.",
         "timers" => "Timer entries held by the loop now.",
         "bytes_in" => "Bytes received.",

@@ -471,6 +471,9 @@ pub(crate) struct Core {
     pub(crate) listeners: Vec<ListenerRt>,
     accept_resume: bool,
     accept_retry_armed: bool,
+    /// A spare descriptor for accept-and-close when out of descriptors
+    /// (`sys::reject_pending`).
+    reserve_fd: Option<std::os::fd::OwnedFd>,
     loops: Arc<OnceLock<Vec<LoopHandle>>>,
     rx: mpsc::Receiver<Task>,
     shutdown_at: Option<u64>,
@@ -540,6 +543,7 @@ impl Core {
             listeners: Vec::new(),
             accept_resume: false,
             accept_retry_armed: false,
+            reserve_fd: sys::open_reserve(),
             loops,
             rx,
             shutdown_at: None,
@@ -797,10 +801,19 @@ impl Core {
             Err(errno) => {
                 LoopCounters::add(&self.counters().err_accept, 1);
                 let err = io::Error::from_raw_os_error(errno);
-                tracing::warn!(loop_idx = self.loop_idx, error = %err, "accept failed; pausing accepts until a descriptor frees");
+                let mut rejected = 0;
                 if let Some(l) = self.listeners.get_mut(listener) {
                     l.paused = true;
+                    if matches!(errno, libc::EMFILE | libc::ENFILE) && !l.removed {
+                        rejected = sys::reject_pending(l.fd, &mut self.reserve_fd, 256);
+                    }
                 }
+                if rejected > 0 {
+                    let c = self.counters();
+                    LoopCounters::add(&c.refused, rejected as u64);
+                    LoopCounters::add(&c.refused_fd_limit, rejected as u64);
+                }
+                tracing::warn!(loop_idx = self.loop_idx, error = %err, rejected, "accept failed; waiting connections closed, accepts paused until a descriptor frees");
                 if !self.accept_retry_armed {
                     self.accept_retry_armed = true;
                     self.timers.push(TimerEntry {

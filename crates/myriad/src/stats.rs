@@ -63,6 +63,10 @@ counters! {
     /// Of those, refused because their source address had its limit of
     /// connections (`Service::max_connections_per_addr`).
     refused_per_addr,
+    /// Of those, accepted and closed at once because the process was out
+    /// of descriptors (EMFILE/ENFILE): the loop's reserve descriptor lets
+    /// it take them off the backlog instead of leaving them hanging.
+    refused_fd_limit,
     /// Connections open right now (gauge).
     open,
     /// Bytes received.

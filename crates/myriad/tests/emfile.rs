@@ -1,6 +1,7 @@
 //! Running out of descriptors: `accept` failing with EMFILE must neither
-//! spin nor drop the listener. The engine pauses accepting, counts it, and
-//! resumes when a descriptor frees.
+//! spin, drop the listener nor leave clients hanging. The engine accepts
+//! and closes the waiting connections with a reserve descriptor, pauses
+//! accepting, counts both, and serves new clients when descriptors free.
 //!
 //! One test in its own binary: it lowers this process's open-files limit.
 //! The clients live in a child process (Python) so that they do not count
@@ -18,30 +19,37 @@ use std::time::Duration;
 const CLIENT: &str = r#"
 import socket, sys, time
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-socks = []
-for i in range(n):
-    s = socket.create_connection((host, port), timeout=10)
-    s.sendall(b"x")
-    socks.append(s)
-def answered(ss, wait):
-    ok = []
+def dial(k):
+    ss = []
+    for i in range(k):
+        s = socket.create_connection((host, port), timeout=10)
+        s.sendall(b"x")
+        ss.append(s)
+    return ss
+def fate(ss, wait):
+    # per socket: "ok" (echoed), "closed" (EOF or reset), "hang" (nothing)
+    out = []
     end = time.time() + wait
     for s in ss:
         s.settimeout(max(0.01, end - time.time()))
         try:
-            ok.append(s.recv(1) == b"x")
+            b = s.recv(1)
+            out.append("ok" if b == b"x" else "closed")
+        except socket.timeout:
+            out.append("hang")
         except OSError:
-            ok.append(False)
-    return ok
-first = answered(socks, 2.0)
-print("FIRST", sum(first), flush=True)
+            out.append("closed")
+    return out
+socks = dial(n)
+first = fate(socks, 3.0)
+print("FIRST", first.count("ok"), first.count("closed"), first.count("hang"), flush=True)
 sys.stdin.readline()
-# Free descriptors on the server: close the answered connections.
-rest = [s for s, a in zip(socks, first) if not a]
-for s, a in zip(socks, first):
-    if a: s.close()
-later = answered(rest, 10.0)
-print("LATER", sum(later), len(rest), flush=True)
+# Free descriptors on the server, then new clients must be served.
+for s in socks:
+    s.close()
+time.sleep(0.5)
+later = fate(dial(10), 10.0)
+print("LATER", later.count("ok"), later.count("closed"), later.count("hang"), flush=True)
 "#;
 
 /// CPU seconds of this process, read through a descriptor opened before
@@ -55,6 +63,18 @@ fn cpu_secs(stat: &std::fs::File) -> f64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
     ticks / 100.0
+}
+
+/// `"WHAT a b c"` as `[a, b, c]`.
+fn counts(line: &str, what: &str) -> [usize; 3] {
+    let Some(rest) = line.trim().strip_prefix(what) else {
+        panic!("client said {line:?}");
+    };
+    let v: Vec<usize> = rest
+        .split_whitespace()
+        .map(|v| v.parse().expect("a count"))
+        .collect();
+    [v[0], v[1], v[2]]
 }
 
 fn run(kind: BackendKind) {
@@ -76,19 +96,22 @@ fn run(kind: BackendKind) {
     let mut line = String::new();
     let cpu0 = cpu_secs(&stat);
     out.read_line(&mut line).unwrap();
-    let first: usize = match line.trim().strip_prefix("FIRST ") {
-        Some(n) => n.parse().unwrap(),
-        None => panic!("client said {line:?}"),
-    };
+    let first = counts(&line, "FIRST");
     // Paused, not spinning: with EMFILE pending, a level-triggered or
     // re-armed accept that did not pause would burn a core meanwhile.
     std::thread::sleep(Duration::from_millis(1000));
     let spent = cpu_secs(&stat) - cpu0;
     assert!(
-        first > 0 && first < 60,
-        "{kind:?}: {first} of 60 answered; the limit did not bite"
+        first[0] > 0 && first[0] < 60,
+        "{kind:?}: {} of 60 answered; the limit did not bite",
+        first[0]
     );
-    assert!(engine.stats().err_accept >= 1, "{:?}", engine.stats());
+    // Out of descriptors, the waiting clients are accepted and closed
+    // with the reserve descriptor: none is left hanging in the backlog.
+    assert_eq!(first[2], 0, "{kind:?}: {first:?} (ok, closed, hanging)");
+    let st = engine.stats();
+    assert!(st.err_accept >= 1, "{st:?}");
+    assert_eq!(st.refused_fd_limit as usize, first[1], "{st:?}");
     assert!(
         spent < 1.5,
         "{kind:?}: {spent:.2}s of CPU in ~3s while out of descriptors: spinning"
@@ -96,15 +119,11 @@ fn run(kind: BackendKind) {
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
-    let parts: Vec<usize> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let later = counts(&line, "LATER");
     assert_eq!(
-        parts[0], parts[1],
-        "{kind:?}: after descriptors freed, {} of {} answered",
-        parts[0], parts[1]
+        later,
+        [10, 0, 0],
+        "{kind:?}: after descriptors freed, new clients (ok, closed, hanging)"
     );
     let _ = child.wait();
 }

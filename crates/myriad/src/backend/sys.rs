@@ -33,6 +33,47 @@ pub(crate) fn close(fd: RawFd) {
     }
 }
 
+/// A spare descriptor (`/dev/null`) each loop holds so that, when the
+/// process is out of descriptors, it can still accept the connections
+/// waiting on a listener and close them ([`reject_pending`]) instead of
+/// leaving their clients hanging in the backlog. `None` if even this one
+/// cannot be opened.
+pub(crate) fn open_reserve() -> Option<std::os::fd::OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(Into::into)
+}
+
+/// Out of descriptors (EMFILE/ENFILE on accept): frees the loop's reserve
+/// descriptor, accepts up to `max` waiting connections and closes each at
+/// once (the client sees its connection closed, not a silent hang), then
+/// takes the reserve again. Returns how many were closed. The listener is
+/// non-blocking, so an empty backlog ends the loop with EAGAIN.
+pub(crate) fn reject_pending(
+    listener: RawFd,
+    reserve: &mut Option<std::os::fd::OwnedFd>,
+    max: usize,
+) -> usize {
+    if reserve.take().is_none() {
+        *reserve = open_reserve();
+        return 0;
+    }
+    let mut closed = 0;
+    for _ in 0..max {
+        match accept(listener) {
+            Ok(fd) => {
+                close(fd);
+                closed += 1;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+            // EAGAIN: none left; EMFILE: another thread took the freed
+            // descriptor first
+            Err(_) => break,
+        }
+    }
+    *reserve = open_reserve();
+    closed
+}
+
 /// A close-on-exec duplicate of `fd` (the caller owns it).
 pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the engine owns `fd` for the duration of the call.
