@@ -109,10 +109,12 @@ struct RawService {
     max_message: Option<Spanned<String>>,
     write_high_water: Option<Spanned<String>>,
     send_timeout: Option<Spanned<String>>,
+    linger: Option<Spanned<String>>,
     max_connections_per_addr: Option<u32>,
     max_message_rate: Option<u32>,
     message_burst: Option<u32>,
     deflate: Option<bool>,
+    deflate_threshold: Option<Spanned<String>>,
     legacy_drafts: Option<bool>,
     #[serde(default)]
     subprotocols: Vec<String>,
@@ -192,6 +194,9 @@ pub struct ServiceConfig {
     /// Close a connection whose queued bytes make no progress this long
     /// (default 30 s; "0s" turns it off).
     pub send_timeout: Option<Duration>,
+    /// After a graceful close, wait this long for the peer to close too,
+    /// discarding its input (default 2 s; "0s": close at once).
+    pub linger: Option<Duration>,
     /// Connections one source address may hold (0: any).
     pub max_connections_per_addr: u32,
     /// ws/wss: data messages per second per connection, and the burst
@@ -199,6 +204,9 @@ pub struct ServiceConfig {
     pub max_message_rate: u32,
     pub message_burst: u32,
     pub deflate: bool,
+    /// permessage-deflate: messages shorter than this are sent
+    /// uncompressed (default 64 bytes).
+    pub deflate_threshold: usize,
     pub legacy_drafts: bool,
     pub subprotocols: Vec<String>,
     pub allowed_origins: Vec<String>,
@@ -627,7 +635,11 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             send_timeout: dur(&s.send_timeout)?
                 .or(Some(Duration::from_secs(30)))
                 .filter(|d| !d.is_zero()),
+            linger: dur(&s.linger)?
+                .or(Some(Duration::from_secs(2)))
+                .filter(|d| !d.is_zero()),
             deflate: s.deflate.unwrap_or(true),
+            deflate_threshold: size(&s.deflate_threshold)?.unwrap_or(64),
             legacy_drafts: s.legacy_drafts.unwrap_or(false),
             subprotocols: s.subprotocols.clone(),
             allowed_origins: s.allowed_origins.clone(),
@@ -680,6 +692,22 @@ mod tests {
     }
 
     #[test]
+    fn linger_and_deflate_threshold_keys() {
+        let svc = "[[service]]\nname = \"x\"\nlisten = \"127.0.0.1:1\"\nstack = \"ws\"\nhandler = \"ws-echo\"\n";
+        let c = parse(
+            "f.toml",
+            &format!("{svc}linger = \"0s\"\ndeflate_threshold = \"0B\"\n"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.services[0].linger, None);
+        assert_eq!(c.services[0].deflate_threshold, 0);
+        let c = parse("f.toml", &format!("{svc}linger = \"500ms\"\n"), None).unwrap();
+        assert_eq!(c.services[0].linger, Some(Duration::from_millis(500)));
+        assert!(err(&format!("{svc}deflate_threshold = \"lots\"\n")).starts_with("test.toml:6:21:"));
+    }
+
+    #[test]
     fn default_config_is_valid() {
         let c = parse("<default>", DEFAULT_CONFIG, None).unwrap();
         assert_eq!(c.services.len(), 3);
@@ -695,6 +723,8 @@ mod tests {
         assert!(s.max_connections < usize::MAX);
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(s.send_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.linger, Some(Duration::from_secs(2)));
+        assert_eq!(s.deflate_threshold, 64);
         assert_eq!(c.max_queued_per_loop, 1 << 30);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let public = "shutdown_grace = \"2s\"\n[[service]]\nname = \"x\"\nlisten = \"0.0.0.0:1\"\nstack = \"tcp\"\nhandler = \"echo\"\n";

@@ -8,7 +8,8 @@ use myriad::{Ctx, Engine, Handler, Service};
 use myriad_tls::{ClientAuth, ServerTlsConfig, TlsAcceptor};
 use myriad_ws::server::{HttpResponse, WsServer};
 use myriad_ws::{
-    CloseCode, Handshake, Message, MessageKind, PreparedMessage, Room, WsCtx, WsHandler,
+    CloseCode, DeflateConfig, Handshake, Message, MessageKind, PreparedMessage, Room, WsCtx,
+    WsHandler,
 };
 use std::sync::Arc;
 
@@ -152,7 +153,10 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
         Stack::Ws | Stack::Wss => {
             let mut b = WsServer::builder()
                 .max_message_size(s.max_message)
-                .deflate(s.deflate)
+                .deflate_config(s.deflate.then(|| DeflateConfig {
+                    threshold: s.deflate_threshold,
+                    ..DeflateConfig::default()
+                }))
                 .legacy_drafts(s.legacy_drafts)
                 .handshake_timeout(Some(s.handshake_timeout))
                 .message_rate(s.max_message_rate, s.message_burst);
@@ -194,6 +198,7 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
         .idle_timeout(s.idle_timeout)
         .write_high_water(s.write_high_water)
         .send_timeout(s.send_timeout)
+        .linger(s.linger)
         .max_connections_per_addr(s.max_connections_per_addr)
         .write_hard_limit((s.write_high_water.saturating_mul(64)).max(64 << 20))
         .max_input(s.max_message.saturating_add(64 << 10))

@@ -78,6 +78,21 @@ const SHED: u32 = 1 << 31;
 const INFLIGHT: u32 = RECV_ACTIVE | SEND_INFLIGHT | CONNECT_INFLIGHT;
 const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW | PANICKED | SHED;
 
+/// A graceful close whose queued bytes are all sent and whose sending side
+/// the engine shut down: it waits for the peer's end of stream (lingering
+/// close). `SHUT_WR_DONE` without `SHUT_WR_REQ` is set only here.
+fn is_lingering(f: u32) -> bool {
+    f & (CLOSING | SHUT_WR_REQ | SHUT_WR_DONE | EOF) == CLOSE_REQ | SHUT_WR_DONE
+}
+
+/// Closing gracefully, with the peer's stream not ended: keep receiving
+/// (and discarding), so that nothing unread is left in the socket when it
+/// is closed (which would send a reset that can destroy the last reply on
+/// its way to the peer).
+fn drains_input(f: u32) -> bool {
+    f & (CLOSING | EOF) == CLOSE_REQ
+}
+
 /// Identifies a connection anywhere in one engine: its loop, slot and
 /// generation. Stale ids (the connection closed, the slot was reused) are
 /// detected and ignored.
@@ -136,6 +151,10 @@ pub(crate) struct Limits {
     pub high_water: u32,
     pub hard_limit: u32,
     pub max_input: u32,
+    /// After a graceful close, wait this long for the peer's end of stream
+    /// with the sending side shut down, discarding what it still sends
+    /// (0: close at once). See `Core::flush_open`.
+    pub linger_ms: u32,
 }
 
 /// A connection's write queue as a filter's [`Outbound`].
@@ -1255,6 +1274,14 @@ impl Core {
                     self.timers.push(TimerEntry { at_ms: at, ..t });
                 }
             }
+            TimerKind::Linger => {
+                let Some(slot) = self.timer_target(&t) else {
+                    return;
+                };
+                if is_lingering(self.conns[slot as usize].flags) {
+                    self.finalize(slot, CloseReason::Local);
+                }
+            }
             TimerKind::Connect => {
                 let Some(slot) = self.timer_target(&t) else {
                     return;
@@ -1308,7 +1335,13 @@ impl Core {
             }
             TimerKind::ShutdownDeadline => {
                 for slot in 0..self.conns.len() as u32 {
-                    if self.conns[slot as usize].flags & OPEN != 0 {
+                    let f = self.conns[slot as usize].flags;
+                    if f & OPEN == 0 {
+                    } else if is_lingering(f) {
+                        // closed by its handler, everything sent: only
+                        // the wait for the peer's FIN is cut short
+                        self.finalize(slot, CloseReason::Local);
+                    } else {
                         self.conns[slot as usize].flags |= LINGER0;
                         self.finalize(slot, CloseReason::Shutdown);
                     }
@@ -1475,13 +1508,36 @@ impl Core {
                 let _ = sys::shutdown(c.fd, libc::SHUT_WR);
             }
             if c.flags & CLOSE_REQ != 0 {
-                let reason = if c.flags & EOF != 0 {
-                    CloseReason::PeerClosed
+                let linger_ms = self.limits[c.limits as usize].linger_ms;
+                if is_lingering(c.flags) {
+                    // waiting for the peer's end of stream or the timer
+                } else if c.flags & EOF != 0 || linger_ms == 0 {
+                    // (SHUT_WR_DONE without SHUT_WR_REQ: we lingered, and
+                    // the peer's end of stream answered our close)
+                    let lingered = c.flags & (SHUT_WR_REQ | SHUT_WR_DONE) == SHUT_WR_DONE;
+                    let reason = if c.flags & EOF != 0 && !lingered {
+                        CloseReason::PeerClosed
+                    } else {
+                        CloseReason::Local
+                    };
+                    self.finalize(slot, reason);
+                    return;
                 } else {
-                    CloseReason::Local
-                };
-                self.finalize(slot, reason);
-                return;
+                    // Lingering close: FIN first (the handler's own
+                    // shutdown_write may have sent it already), then wait
+                    // for the peer's, bounded by the timer.
+                    if c.flags & SHUT_WR_DONE == 0 {
+                        let _ = sys::shutdown(c.fd, libc::SHUT_WR);
+                    }
+                    c.flags = (c.flags & !SHUT_WR_REQ) | SHUT_WR_DONE;
+                    let e = TimerEntry {
+                        at_ms: self.now_ms + u64::from(linger_ms),
+                        slot,
+                        gen: c.gen,
+                        kind: TimerKind::Linger,
+                    };
+                    self.timers.push(e);
+                }
             }
         }
         let c = &mut self.conns[slot as usize];
@@ -1512,7 +1568,8 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         let f = c.flags;
         let want = f & (OPEN | REGISTERED) == (OPEN | REGISTERED)
-            && f & (CONNECTING | EOF | PAUSE_USER | PAUSE_BP | CLOSING) == 0;
+            && (f & (CONNECTING | EOF | PAUSE_USER | PAUSE_BP | CLOSING) == 0
+                || f & CONNECTING == 0 && drains_input(f));
         let tok = token(slot, c.gen);
         if want && f & RECV_ACTIVE == 0 {
             c.flags |= RECV_ACTIVE;

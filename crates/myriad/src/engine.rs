@@ -108,6 +108,7 @@ impl Service {
                 high_water: 1 << 20,
                 hard_limit: 64 << 20,
                 max_input: 16 << 20,
+                linger_ms: 2_000,
             },
             filter: None,
             handshake_ms: 10_000,
@@ -274,6 +275,26 @@ impl Service {
     /// ```
     pub fn send_timeout(mut self, t: Option<Duration>) -> Self {
         self.limits.send_ms = dur_ms(t);
+        self
+    }
+
+    /// How long a graceful close ([`Ctx::close`](crate::Ctx::close)) waits
+    /// for the peer's end of stream once everything queued is sent: the
+    /// sending side is shut down (FIN) and what the peer still sends is
+    /// read and discarded, so that closing the socket with unread input
+    /// does not send a reset that destroys the last reply before the peer
+    /// read it (a pipelining client whose request was refused, a
+    /// WebSocket peer still sending after a close). The connection counts
+    /// as open until then. `None` closes at once. Default: 2 s.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # use std::time::Duration;
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).linger(None);
+    /// ```
+    pub fn linger(mut self, t: Option<Duration>) -> Self {
+        self.limits.linger_ms = dur_ms(t);
         self
     }
 
@@ -569,6 +590,8 @@ impl EngineBuilder {
             high_water: 1 << 20,
             hard_limit: 64 << 20,
             max_input: 16 << 20,
+            // a client closes first and does not wait for the server
+            linger_ms: 0,
         };
 
         let loops_cell: Arc<OnceLock<Vec<LoopHandle>>> = Arc::new(OnceLock::new());

@@ -18,6 +18,8 @@ pub(crate) enum TimerKind {
     /// Send progress (see `Limits::send_ms`).
     Send,
     AcceptRetry,
+    /// The end of a lingering close (see `Limits::linger_ms`).
+    Linger,
     ShutdownDeadline,
 }
 

@@ -37,6 +37,7 @@ both_backends!(
     loop_queue_cap_sheds_the_largest_queues,
     a_dead_loop_closes_its_listener,
     connections_per_source_address,
+    lingering_close_keeps_the_last_reply,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -1168,4 +1169,60 @@ fn connections_per_source_address(kind: BackendKind) {
     let mut again = connect(addr);
     roundtrip(&mut again, b"again", &mut buf);
     assert_eq!(engine.stats().refused_per_addr, 1);
+}
+
+/// Answers the first bytes with 16 MiB and closes.
+struct BigReplyThenClose;
+
+impl Handler for BigReplyThenClose {
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        let chunk: Vec<u8> = (0..1u64 << 20).map(|i| pattern(7, i)).collect();
+        for _ in 0..16 {
+            cx.write(&chunk);
+        }
+        cx.close();
+        data.len()
+    }
+}
+
+/// A peer that goes on sending after the server closed: the server keeps
+/// reading (and discarding) until everything it queued is sent, shuts
+/// down its sending side and waits for the peer's FIN, so that nothing
+/// unread is left to turn its close into a reset that destroys the end of
+/// the reply (before: the peer got a reset, missing megabytes). A peer
+/// that never closes is closed after the linger time.
+fn lingering_close_keeps_the_last_reply(kind: BackendKind) {
+    let svc = Service::new("big", localhost(), || BigReplyThenClose)
+        .linger(Some(Duration::from_millis(300)));
+    let (engine, addr) = start(kind, 1, svc);
+    for round in 0..2 {
+        let mut s = connect(addr);
+        s.write_all(b"go").unwrap();
+        // the reply fills the socket buffers; the server has closed
+        // (gracefully: its queue is still being sent)
+        std::thread::sleep(Duration::from_millis(200));
+        // more input the server will never use
+        s.write_all(&[b'x'; 32 << 10]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let (back, clean) = read_to_end(&mut s);
+        assert!(clean, "round {round}: reset after {} bytes", back.len());
+        assert_eq!(back.len(), 16 << 20, "round {round}");
+        assert!(back
+            .iter()
+            .take(1 << 20)
+            .enumerate()
+            .all(|(i, &b)| b == pattern(7, i as u64)));
+        if round == 0 {
+            // the peer closes after the server's FIN: the close completes
+            drop(s);
+            eventually("closed after the peer's FIN", || engine.stats().closed == 1);
+        } else {
+            // the peer keeps its socket open: the linger time ends it
+            eventually("closed after the linger time", || {
+                engine.stats().closed == 2
+            });
+            drop(s);
+        }
+    }
+    assert_eq!(engine.stats().open, 0);
 }

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 let tls = matches!(s.stack, Stack::Tls | Stack::Wss);
                 assert_eq!(tls, s.cert.is_some() && s.key.is_some());
                 assert!(s.send_timeout.is_none_or(|d| !d.is_zero()));
+                assert!(s.linger.is_none_or(|d| !d.is_zero()));
             }
         }
         Err(e) => {
