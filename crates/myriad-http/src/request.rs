@@ -1,0 +1,497 @@
+//! Request heads: strict parsing (RFC 9112) on top of `httparse`, and the
+//! borrowed view handed to the application.
+
+use crate::conn::Config;
+use crate::error::RequestError;
+use std::mem::MaybeUninit;
+
+/// Hard upper bound of [`Config::max_headers`]: the size of the stack array
+/// `httparse` parses into (uninitialised, so its size costs nothing).
+pub const MAX_HEADERS: usize = 256;
+
+/// The HTTP version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Version {
+    /// HTTP/1.0: close after the response unless `keep-alive` is asked for;
+    /// no chunked responses.
+    Http10,
+    /// HTTP/1.1 (and 1.x for x > 1, which RFC 9112 §2.3 says to treat as
+    /// the highest minor version implemented).
+    Http11,
+}
+
+impl Version {
+    /// `HTTP/1.0` or `HTTP/1.1`, as written in a status line.
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Version::Http10 => b"HTTP/1.0",
+            Version::Http11 => b"HTTP/1.1",
+        }
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyKind {
+    /// No body.
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A request head, borrowed from the received bytes (no copy is made: the
+/// head is parsed and handed over where it arrived). Copy out what must
+/// outlive the event.
+///
+/// # Examples
+///
+/// ```
+/// use myriad_http::{Config, Event, HttpDate, Now, ServerConn};
+/// use std::time::Instant;
+/// let now = Now::new(Instant::now(), HttpDate::new().refresh(Instant::now(), std::time::SystemTime::now));
+/// let mut conn = ServerConn::new(Config::default(), now.instant());
+/// let mut input = b"GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n".to_vec();
+/// let mut out = Vec::new();
+/// let (_, ev) = conn.feed(&mut input, now, &mut out).unwrap();
+/// let Event::Head(req) = ev else { panic!() };
+/// assert_eq!(req.method(), "GET");
+/// assert_eq!(req.target(), "/a?b");
+/// assert_eq!(req.header("accept"), Some(&b"*/*"[..]));
+/// assert_eq!(req.headers().count(), 2);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'d> {
+    pub(crate) method: &'d str,
+    pub(crate) target: &'d str,
+    pub(crate) version: Version,
+    /// The header lines, each ending in CRLF, without the final empty line.
+    pub(crate) fields: &'d [u8],
+    pub(crate) body: BodyKind,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+}
+
+impl<'d> Request<'d> {
+    /// The method (`GET`, `POST`, ...), case-sensitive.
+    pub fn method(&self) -> &'d str {
+        self.method
+    }
+
+    /// The request target as sent (origin form `/path?query` usually).
+    pub fn target(&self) -> &'d str {
+        self.target
+    }
+
+    /// The version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// How the body is delimited.
+    pub fn body_kind(&self) -> BodyKind {
+        self.body
+    }
+
+    /// Whether the connection stays open after this exchange (as asked by
+    /// the client; the server may still close).
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// Whether the client sent `Expect: 100-continue` (the codec answers
+    /// `100 Continue` when the body is first read).
+    pub fn expects_continue(&self) -> bool {
+        self.expect_continue
+    }
+
+    /// The header fields in order, values without surrounding whitespace.
+    pub fn headers(&self) -> Headers<'d> {
+        Headers { rest: self.fields }
+    }
+
+    /// The value of the first field named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'d [u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// Iterator over a request's header fields: `(name, value)`.
+#[derive(Debug, Clone)]
+pub struct Headers<'d> {
+    rest: &'d [u8],
+}
+
+impl<'d> Iterator for Headers<'d> {
+    type Item = (&'d str, &'d [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // The head was validated strictly before this view was made: every
+        // line is `token ":" OWS value OWS CRLF`, so splitting is enough.
+        let nl = self.rest.iter().position(|&b| b == b'\n')?;
+        let line = &self.rest[..nl.saturating_sub(1)];
+        self.rest = &self.rest[nl + 1..];
+        let colon = line.iter().position(|&b| b == b':')?;
+        let name = std::str::from_utf8(&line[..colon]).unwrap_or("");
+        Some((name, trim_ows(&line[colon + 1..])))
+    }
+}
+
+/// A parsed head: the view, and how many bytes it took.
+pub(crate) struct Head<'d> {
+    pub(crate) req: Request<'d>,
+    pub(crate) len: usize,
+    pub(crate) is_head: bool,
+}
+
+/// Looks for the end of the head in `buf` from `*scanned` on, rejecting
+/// bare LF as it goes, and parses the head once it is complete.
+///
+/// Returns `Ok(None)` while the head is incomplete; `*scanned` remembers
+/// how far the scan got so that a head arriving a byte at a time is
+/// scanned once, not once per byte (and is parsed once).
+pub(crate) fn parse_head<'d>(
+    buf: &'d mut [u8],
+    scanned: &mut usize,
+    cfg: &Config,
+    version_out: &mut Version,
+) -> Result<Option<Head<'d>>, RequestError> {
+    let Some(end) = find_head_end(buf, scanned)? else {
+        if buf.len() >= cfg.max_head {
+            return Err(RequestError::HeadTooLarge);
+        }
+        return Ok(None);
+    };
+    if end > cfg.max_head {
+        return Err(RequestError::HeadTooLarge);
+    }
+    let minor_fixed = fix_minor_version(&mut buf[..end]);
+    let buf: &'d [u8] = buf;
+    let head = &buf[..end];
+
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let n = cfg.max_headers.clamp(1, MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = req.parse_with_uninit_headers(head, &mut slots[..n]);
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len == end => {}
+        // Only empty lines, or (never expected) a length that differs from
+        // the end found by the scan: refuse rather than guess.
+        Ok(_) => return Err(RequestError::BadRequestLine),
+        Err(e) => return Err(classify(e, head)),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(RequestError::BadRequestLine);
+    };
+    let version = if minor == 0 && !minor_fixed {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    // Known from here on: error answers use it in their status line.
+    *version_out = version;
+    check_target(method, target)?;
+
+    let mut content_length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut te_unknown = false;
+    let mut te_chunked_last = false;
+    let mut te_bad = false;
+    let mut hosts = 0u32;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return Err(RequestError::RepeatedContentLength);
+            }
+            content_length = Some(parse_content_length(h.value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_seen = true;
+            for coding in h.value.split(|&b| b == b',') {
+                let coding = trim_ows(coding);
+                if coding.is_empty() {
+                    te_bad = true;
+                } else if coding.eq_ignore_ascii_case(b"chunked") {
+                    // `chunked` must be applied exactly once, last.
+                    if te_chunked_last {
+                        te_bad = true;
+                    }
+                    te_chunked_last = true;
+                } else {
+                    te_unknown = true;
+                    if te_chunked_last {
+                        te_bad = true;
+                    }
+                    te_chunked_last = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if !valid_host(h.value) {
+                return Err(RequestError::BadHost);
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for opt in h.value.split(|&b| b == b',') {
+                let opt = trim_ows(opt);
+                if opt.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if opt.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if h.value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else if version == Version::Http11 {
+                return Err(RequestError::ExpectationFailed);
+            }
+        }
+    }
+    if hosts > 1 {
+        return Err(RequestError::RepeatedHost);
+    }
+    if hosts == 0 && version == Version::Http11 {
+        return Err(RequestError::MissingHost);
+    }
+    let body = if te_seen {
+        // RFC 9112 §6.1 and §6.3: both framings, or chunked in HTTP/1.0,
+        // mean the framing cannot be trusted (request smuggling).
+        if content_length.is_some() {
+            return Err(RequestError::LengthAndChunked);
+        }
+        if version == Version::Http10 {
+            return Err(RequestError::BadTransferEncoding);
+        }
+        if te_unknown {
+            return Err(RequestError::UnsupportedTransferCoding);
+        }
+        if te_bad || !te_chunked_last {
+            return Err(RequestError::BadTransferEncoding);
+        }
+        BodyKind::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => BodyKind::None,
+            Some(n) if n > cfg.max_body => return Err(RequestError::BodyTooLarge),
+            Some(n) => BodyKind::Length(n),
+        }
+    };
+    let keep_alive = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive_token && !close,
+    };
+    // The header lines: after the request line, before the final CRLF.
+    let line_start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
+    let fields_start = head[line_start..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(end, |i| line_start + i + 2);
+    let fields = head.get(fields_start..end - 2).unwrap_or(&[]);
+    Ok(Some(Head {
+        is_head: method == "HEAD",
+        req: Request {
+            method,
+            target,
+            version,
+            fields,
+            body,
+            keep_alive,
+            // RFC 9110 §10.1.1: an HTTP/1.0 expectation is ignored.
+            expect_continue: expect_continue
+                && version == Version::Http11
+                && body != BodyKind::None,
+        },
+        len: end,
+    }))
+}
+
+/// Finds the end of the head (just past CRLF CRLF), checking every LF seen
+/// for its CR. Continues from `*scanned`.
+fn find_head_end(buf: &[u8], scanned: &mut usize) -> Result<Option<usize>, RequestError> {
+    let mut i = *scanned;
+    while let Some(off) = buf
+        .get(i..)
+        .and_then(|s| s.iter().position(|&b| b == b'\n'))
+    {
+        let nl = i + off;
+        if nl == 0 || buf[nl - 1] != b'\r' {
+            return Err(RequestError::BareLf);
+        }
+        // An empty line ends the head, unless it is a leading empty line
+        // (RFC 9112 §2.2 says to skip one before the request line).
+        if nl >= 3 && &buf[nl - 3..nl - 1] == b"\r\n" {
+            return Ok(Some(nl + 1));
+        }
+        i = nl + 1;
+    }
+    // Every LF so far is checked; the next call starts after them (its LF
+    // check and end check look back into bytes that stay in place, since
+    // nothing of an incomplete head is consumed).
+    *scanned = buf.len();
+    Ok(None)
+}
+
+/// RFC 9112 §2.3: a 1.x version with x above 1 is processed as HTTP/1.1.
+/// `httparse` knows only 1.0 and 1.1, so the minor digit is rewritten in
+/// place (the engine hands the receive buffer over mutably for this kind
+/// of thing). Returns whether it did.
+fn fix_minor_version(head: &mut [u8]) -> bool {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
+    let Some(off) = head[start..].iter().position(|&b| b == b'\r') else {
+        return false;
+    };
+    let line = &mut head[start..start + off];
+    let n = line.len();
+    if n > 9 && line[n - 9] == b' ' && &line[n - 8..n - 1] == b"HTTP/1." {
+        let d = line[n - 1];
+        if (b'2'..=b'9').contains(&d) {
+            line[n - 1] = b'1';
+            return true;
+        }
+    }
+    false
+}
+
+/// Maps an `httparse` error to ours, looking at the bytes where the error
+/// kind alone is ambiguous.
+fn classify(e: httparse::Error, head: &[u8]) -> RequestError {
+    match e {
+        httparse::Error::TooManyHeaders => RequestError::TooManyHeaders,
+        httparse::Error::HeaderValue => RequestError::BadHeaderValue,
+        httparse::Error::HeaderName => {
+            if head
+                .windows(3)
+                .any(|w| w[..2] == *b"\r\n" && (w[2] == b' ' || w[2] == b'\t'))
+            {
+                RequestError::ObsFold
+            } else {
+                RequestError::BadHeaderName
+            }
+        }
+        httparse::Error::Version => classify_version(head),
+        _ => RequestError::BadRequestLine,
+    }
+}
+
+/// `HTTP/<digit>.<digit>` with another major version is 505; anything else
+/// where the version should be is 400.
+fn classify_version(head: &[u8]) -> RequestError {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
+    let line = &head[start..];
+    let line = &line[..line.iter().position(|&b| b == b'\r').unwrap_or(line.len())];
+    // method SP target SP version: exactly two spaces (httparse got past
+    // the target, so the third token is the version).
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_), Some(_), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return RequestError::BadRequestLine;
+    };
+    match v {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1' =>
+        {
+            RequestError::UnsupportedVersion
+        }
+        _ => RequestError::BadVersion,
+    }
+}
+
+/// RFC 9112 §3.2: origin form for everything, absolute form for
+/// everything, authority form for CONNECT only, `*` for OPTIONS only.
+fn check_target(method: &str, target: &str) -> Result<(), RequestError> {
+    let t = target.as_bytes();
+    let ok = match t.first() {
+        Some(b'/') => method != "CONNECT",
+        Some(b'*') => t.len() == 1 && method == "OPTIONS",
+        Some(_) if method == "CONNECT" => !t.contains(&b'/') && t.contains(&b':'),
+        Some(c) if c.is_ascii_alphabetic() => {
+            // absolute-form: scheme ":" ...
+            let scheme_end = t.iter().position(|&b| b == b':');
+            scheme_end.is_some_and(|e| {
+                t[..e]
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+            })
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(RequestError::BadTarget)
+    }
+}
+
+/// `1*DIGIT`, nothing else (no sign, no list, no whitespace inside).
+fn parse_content_length(v: &[u8]) -> Result<u64, RequestError> {
+    let v = trim_ows(v);
+    if v.is_empty() || v.len() > 19 {
+        return Err(RequestError::BadContentLength);
+    }
+    let mut n: u64 = 0;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return Err(RequestError::BadContentLength);
+        }
+        // 19 digits cannot overflow a u64.
+        n = n * 10 + (b - b'0') as u64;
+    }
+    Ok(n)
+}
+
+/// `uri-host [ ":" port ]`: reg-name, IPv4 or bracketed IP literal
+/// characters. Empty is allowed (RFC 9112 §3.2).
+fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+    })
+}
+
+pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
