@@ -197,6 +197,21 @@ pub fn render(reg: &Registry) -> String {
             })
         }),
     );
+    header(
+        &mut out,
+        "myriad_broadcast_dropped_total",
+        "counter",
+        "Broadcast deliveries dropped because a loop's bound on broadcast bytes in flight was reached.",
+    );
+    for r in services.iter() {
+        if let Some(n) = r.broadcast_dropped() {
+            let _ = writeln!(
+                out,
+                "myriad_broadcast_dropped_total{{service=\"{}\"}} {n}",
+                r.config.name
+            );
+        }
+    }
     // Plugin counters: label values are the plugin's names (checked to
     // [A-Za-z0-9_.:-] when counted), the service's and the plugin's name
     // escaped.

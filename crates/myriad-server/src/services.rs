@@ -91,6 +91,21 @@ pub struct Running {
     pub pool: Option<myriad::Pool>,
     /// The service's plugin (`handler = "plugin"`).
     pub plugin: Option<Arc<PluginService>>,
+    /// The chat room (`handler = "ws-chat"`).
+    pub room: Option<Room>,
+}
+
+impl Running {
+    /// Broadcast deliveries dropped (a loop's bound on broadcast bytes in
+    /// flight reached: slow members miss messages rather than grow
+    /// memory), for services that broadcast (chat, plugin topics).
+    pub fn broadcast_dropped(&self) -> Option<u64> {
+        match (&self.room, &self.plugin) {
+            (Some(r), _) => Some(r.dropped()),
+            (None, Some(p)) => Some(p.broadcast_dropped()),
+            (None, None) => None,
+        }
+    }
 }
 
 /// A plugin failed to load or to initialise: `serve` exits 2 with the
@@ -132,6 +147,7 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
         None => None,
     };
     let mut ws = None;
+    let mut room = None;
     let addrs = &s.listen;
     let pool = s.pool_threads.map(|n| myriad::Pool::new(n, s.pool_queue));
     let plugin = match s.handler {
@@ -180,8 +196,9 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
                     server.service(&s.name, addrs[0], move || WsPlugin::new(&p))
                 }
                 (HandlerKind::WsChat, _) => {
-                    let room = Room::new();
-                    server.service(&s.name, addrs[0], move || ChatMember { room: room.clone() })
+                    let r = Room::new();
+                    room = Some(r.clone());
+                    server.service(&s.name, addrs[0], move || ChatMember { room: r.clone() })
                 }
                 _ => server.service(&s.name, addrs[0], || WsEcho),
             };
@@ -221,5 +238,6 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
         ws,
         pool,
         plugin,
+        room,
     })
 }

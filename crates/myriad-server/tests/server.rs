@@ -204,6 +204,13 @@ fn default_config_serves_echo_websocket_and_metrics_with_notify() {
     }
     assert_eq!(accepted_echo, 1.0);
     assert!(body.contains("myriad_connections_open{service=\"ws-echo\""));
+    // the chat room's dropped deliveries (none here); services that do
+    // not broadcast have no such line
+    assert!(
+        body.contains("myriad_broadcast_dropped_total{service=\"ws-chat\"} 0"),
+        "{body}"
+    );
+    assert!(!body.contains("myriad_broadcast_dropped_total{service=\"ws-echo\"}"));
     assert!(
         body.contains("myriad_write_queue_bytes_bucket{service=\"tcp-echo\",le=\"+Inf\"} 1"),
         "{body}"

@@ -69,6 +69,8 @@ pub struct PluginService {
     counters: RwLock<HashMap<String, Arc<AtomicU64>>>,
     faults: [AtomicU64; FAULT_KINDS.len()],
     topics: Mutex<HashMap<Box<str>, Room>>,
+    /// Broadcast deliveries dropped by topics that no longer exist.
+    retired_dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for PluginService {
@@ -133,6 +135,7 @@ pub fn start(s: &ServiceConfig, pool: Option<myriad::Pool>) -> anyhow::Result<Ar
         counters: RwLock::default(),
         faults: Default::default(),
         topics: Mutex::default(),
+        retired_dropped: AtomicU64::new(0),
     });
     let state = {
         let mut hc = HostCx::service(&svc);
@@ -172,6 +175,14 @@ impl PluginService {
     }
 
     /// Faults by kind ([`FAULT_KINDS`]), for `/metrics`.
+    /// Broadcast deliveries dropped because a loop's bound on broadcast
+    /// bytes in flight was reached (`Room::dropped`), over every topic the
+    /// service has had.
+    pub fn broadcast_dropped(&self) -> u64 {
+        let map = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        self.retired_dropped.load(Ordering::Relaxed) + map.values().map(Room::dropped).sum::<u64>()
+    }
+
     pub fn faults(&self) -> [u64; FAULT_KINDS.len()] {
         std::array::from_fn(|i| self.faults[i].load(Ordering::Relaxed))
     }
@@ -893,7 +904,9 @@ impl ConnOps for WsConn<'_, '_, '_> {
             if let Some(room) = map.get(topic) {
                 room.leave(self.cx);
                 if room.is_empty() {
-                    map.remove(topic);
+                    if let Some(r) = map.remove(topic) {
+                        s.retired_dropped.fetch_add(r.dropped(), Ordering::Relaxed);
+                    }
                 }
             }
             self.extra.rare().topics.retain(|t| &**t != topic);
@@ -975,7 +988,11 @@ impl WsPlugin {
             if let Some(room) = map.get(&t) {
                 room.leave(cx);
                 if room.is_empty() {
-                    map.remove(&t);
+                    if let Some(r) = map.remove(&t) {
+                        self.svc
+                            .retired_dropped
+                            .fetch_add(r.dropped(), Ordering::Relaxed);
+                    }
                 }
             }
         }
