@@ -110,6 +110,8 @@ struct RawService {
     write_high_water: Option<Spanned<String>>,
     send_timeout: Option<Spanned<String>>,
     linger: Option<Spanned<String>>,
+    ping_interval: Option<Spanned<String>>,
+    pong_timeout: Option<Spanned<String>>,
     max_connections_per_addr: Option<u32>,
     max_message_rate: Option<u32>,
     message_burst: Option<u32>,
@@ -197,6 +199,10 @@ pub struct ServiceConfig {
     /// After a graceful close, wait this long for the peer to close too,
     /// discarding its input (default 2 s; "0s": close at once).
     pub linger: Option<Duration>,
+    /// ws/wss keepalive: a ping this often (default: none), and how long
+    /// the peer has to answer (default 10 s, at most the interval).
+    pub ping_interval: Option<Duration>,
+    pub pong_timeout: Duration,
     /// Connections one source address may hold (0: any).
     pub max_connections_per_addr: u32,
     /// ws/wss: data messages per second per connection, and the burst
@@ -638,6 +644,8 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             linger: dur(&s.linger)?
                 .or(Some(Duration::from_secs(2)))
                 .filter(|d| !d.is_zero()),
+            ping_interval: dur(&s.ping_interval)?.filter(|d| !d.is_zero()),
+            pong_timeout: dur(&s.pong_timeout)?.unwrap_or(Duration::from_secs(10)),
             deflate: s.deflate.unwrap_or(true),
             deflate_threshold: size(&s.deflate_threshold)?.unwrap_or(64),
             legacy_drafts: s.legacy_drafts.unwrap_or(false),
@@ -702,8 +710,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.services[0].linger, None);
         assert_eq!(c.services[0].deflate_threshold, 0);
-        let c = parse("f.toml", &format!("{svc}linger = \"500ms\"\n"), None).unwrap();
+        let c = parse(
+            "f.toml",
+            &format!("{svc}linger = \"500ms\"\nping_interval = \"30s\"\npong_timeout = \"5s\"\n"),
+            None,
+        )
+        .unwrap();
         assert_eq!(c.services[0].linger, Some(Duration::from_millis(500)));
+        assert_eq!(c.services[0].ping_interval, Some(Duration::from_secs(30)));
+        assert_eq!(c.services[0].pong_timeout, Duration::from_secs(5));
         assert!(err(&format!("{svc}deflate_threshold = \"lots\"\n")).starts_with("test.toml:6:21:"));
     }
 
@@ -724,6 +739,7 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(s.send_timeout, Some(Duration::from_secs(30)));
         assert_eq!(s.linger, Some(Duration::from_secs(2)));
+        assert_eq!(s.ping_interval, None);
         assert_eq!(s.deflate_threshold, 64);
         assert_eq!(c.max_queued_per_loop, 1 << 30);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);

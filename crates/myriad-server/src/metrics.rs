@@ -191,6 +191,8 @@ pub fn render(reg: &Registry) -> String {
                     ("inflate_ratio_exceeded", s.inflate_ratio_exceeded),
                     ("close_timeouts", s.close_timeouts),
                     ("rate_limited", s.rate_limited),
+                    ("pings_sent", s.pings_sent),
+                    ("pong_timeouts", s.pong_timeouts),
                     ("messages_in", s.messages_in),
                 ]
                 .map(|(k, v)| (svc, k, v))

@@ -175,7 +175,8 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
                 }))
                 .legacy_drafts(s.legacy_drafts)
                 .handshake_timeout(Some(s.handshake_timeout))
-                .message_rate(s.max_message_rate, s.message_burst);
+                .message_rate(s.max_message_rate, s.message_burst)
+                .keepalive(s.ping_interval, s.pong_timeout);
             if !s.subprotocols.is_empty() {
                 b = b.protocols(s.subprotocols.clone());
             }

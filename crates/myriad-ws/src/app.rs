@@ -28,6 +28,8 @@ pub(crate) const TIMER_HANDSHAKE: u64 = INTERNAL_TIMER;
 pub(crate) const TIMER_CLOSE: u64 = INTERNAL_TIMER | 1;
 /// A failed connection waited long enough for the peer's FIN.
 pub(crate) const TIMER_LINGER: u64 = INTERNAL_TIMER | 2;
+/// Keepalive: time to ping, or the ping's answer is due.
+pub(crate) const TIMER_PING: u64 = INTERNAL_TIMER | 3;
 
 /// The engine's connection context is a [`Sink`]: frames go straight into
 /// its pooled outbound queue, shared buffers by reference.

@@ -20,6 +20,11 @@ pub(crate) const NOTIFIED: u8 = 1 << 1;
 pub(crate) const LINGER: u8 = 1 << 2;
 /// The close handshake is complete (client: waiting for the server's FIN).
 pub(crate) const DONE: u8 = 1 << 3;
+/// Keepalive: a ping was sent and nothing has arrived since.
+pub(crate) const AWAIT_PONG: u8 = 1 << 4;
+/// Keepalive: the pending keepalive timer is the ping's deadline (else the
+/// end of the interval).
+pub(crate) const PONG_DUE: u8 = 1 << 5;
 
 /// How long a failed connection waits for the peer to close after our last
 /// bytes (close frame or HTTP error), so that closing with unread input does

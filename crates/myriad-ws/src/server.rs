@@ -46,12 +46,12 @@ use myriad::{CloseReason, Ctx, Handler, Service};
 
 use crate::app::{
     Handshake, Upgrade, UpgradeInfo, WsCtx, WsHandler, INTERNAL_TIMER, TIMER_CLOSE,
-    TIMER_HANDSHAKE, TIMER_LINGER,
+    TIMER_HANDSHAKE, TIMER_LINGER, TIMER_PING,
 };
 use crate::connection::{ConnectionState, OriginCheck, ServerConfig, ServerConnection};
 use crate::decoder::Decoder;
 use crate::deflate::DeflateConfig;
-use crate::driver::{feed_frames, linger, DONE, LINGER, NOTIFIED, OPENED};
+use crate::driver::{feed_frames, linger, AWAIT_PONG, DONE, LINGER, NOTIFIED, OPENED, PONG_DUE};
 use crate::error::{Error, HandshakeError};
 use crate::frame::CloseCode;
 use crate::handshake::LegacyDrafts;
@@ -229,6 +229,11 @@ pub struct WsStats {
     /// Connections closed with 1008 for sending messages faster than
     /// [`WsServerBuilder::message_rate`] allows.
     pub rate_limited: u64,
+    /// Keepalive pings sent ([`WsServerBuilder::keepalive`]).
+    pub pings_sent: u64,
+    /// Connections closed because nothing (no pong, no frame) arrived
+    /// within the pong timeout after a keepalive ping.
+    pub pong_timeouts: u64,
     /// Data messages received.
     pub messages_in: u64,
 }
@@ -255,6 +260,8 @@ struct Counters {
     closed_1009: AtomicU64,
     inflate_ratio_exceeded: AtomicU64,
     rate_limited: AtomicU64,
+    pings_sent: AtomicU64,
+    pong_timeouts: AtomicU64,
     close_timeouts: AtomicU64,
     messages_in: [Padded; MSG_SLOTS],
 }
@@ -280,6 +287,8 @@ impl Counters {
             closed_1009: g(&self.closed_1009),
             inflate_ratio_exceeded: g(&self.inflate_ratio_exceeded),
             rate_limited: g(&self.rate_limited),
+            pings_sent: g(&self.pings_sent),
+            pong_timeouts: g(&self.pong_timeouts),
             close_timeouts: g(&self.close_timeouts),
             messages_in: self.messages_in.iter().map(|p| g(&p.0)).sum(),
         }
@@ -314,6 +323,8 @@ struct Shared {
     counters: Counters,
     /// (messages per second, burst) per connection.
     rate: Option<(u32, u32)>,
+    /// Keepalive: (ping interval, pong timeout).
+    keepalive: Option<(Duration, Duration)>,
 }
 
 /// A WebSocket server's settings and counters. Cheap to clone; make as
@@ -426,6 +437,7 @@ pub struct WsServerBuilder {
     close_timeout: Duration,
     http: Option<Arc<HttpHook>>,
     rate: Option<(u32, u32)>,
+    keepalive: Option<(Duration, Duration)>,
 }
 
 impl fmt::Debug for WsServerBuilder {
@@ -447,6 +459,7 @@ impl Default for WsServerBuilder {
             close_timeout: Duration::from_secs(5),
             http: None,
             rate: None,
+            keepalive: None,
         }
     }
 }
@@ -609,6 +622,28 @@ impl WsServerBuilder {
         self
     }
 
+    /// Keepalive: every `ping_interval`, the server sends a ping; a peer
+    /// from which nothing (its pong, or any frame) arrives within
+    /// `pong_timeout` after it is dead or unreachable: its connection is
+    /// closed (the handler's `on_close` gets 1006, "pong timeout") and
+    /// counted in [`WsStats::pong_timeouts`]. The pings also keep a load
+    /// balancer's idle timer from closing quiet connections. One timer per
+    /// connection; `pong_timeout` is capped at `ping_interval`. Off by
+    /// default (`None`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let ws = myriad_ws::server::WsServer::builder()
+    ///     .keepalive(Some(Duration::from_secs(30)), Duration::from_secs(10))
+    ///     .build();
+    /// ```
+    pub fn keepalive(mut self, ping_interval: Option<Duration>, pong_timeout: Duration) -> Self {
+        self.keepalive = ping_interval
+            .filter(|i| !i.is_zero())
+            .map(|i| (i, pong_timeout.min(i).max(Duration::from_millis(1))));
+        self
+    }
+
     /// The server.
     ///
     /// ```
@@ -623,6 +658,7 @@ impl WsServerBuilder {
                 http: self.http,
                 counters: Counters::default(),
                 rate: self.rate,
+                keepalive: self.keepalive,
             }),
         }
     }
@@ -806,6 +842,9 @@ impl<H: WsHandler> ServerHandler<H> {
                 };
                 self.user.on_open(&mut w, &hs);
                 self.ws.release_handshake();
+                if let Some((interval, _)) = self.shared.keepalive {
+                    cx.set_timer(interval, TIMER_PING);
+                }
                 Step::Done(n)
             }
             Err(e) => {
@@ -818,11 +857,48 @@ impl<H: WsHandler> ServerHandler<H> {
         }
     }
 
+    /// The keepalive timer: one per connection, alternating between the
+    /// end of the interval (send a ping) and the ping's deadline.
+    fn keepalive(&mut self, cx: &mut Ctx<'_>) {
+        let Some((interval, timeout)) = self.shared.keepalive else {
+            return;
+        };
+        if !self.ws.is_open() || self.flags & (LINGER | DONE) != 0 {
+            return;
+        }
+        if self.flags & PONG_DUE != 0 {
+            self.flags &= !PONG_DUE;
+            if self.flags & AWAIT_PONG != 0 {
+                inc(&self.shared.counters.pong_timeouts);
+                self.notify(cx, CloseCode::ABNORMAL, "pong timeout");
+                // a dead peer reads nothing: no close handshake to wait for
+                cx.abort();
+                return;
+            }
+            let rest = interval.saturating_sub(timeout);
+            if !rest.is_zero() {
+                cx.set_timer(rest, TIMER_PING);
+                return;
+            }
+        }
+        let (mut w, _) = self.ctx(cx);
+        if w.send_ping(b"").is_ok() {
+            inc(&self.shared.counters.pings_sent);
+            self.flags |= AWAIT_PONG | PONG_DUE;
+            cx.set_timer(timeout, TIMER_PING);
+        }
+    }
+
     fn frames(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
         if self.ws.is_parked() {
             if let Some(d) = take_decoder() {
                 self.ws.attach_decoder(d);
             }
+        }
+        if !data.is_empty() {
+            // whatever the peer sends proves it alive (a pong may queue
+            // behind a large message)
+            self.flags &= !AWAIT_PONG;
         }
         let fed = feed_frames(
             &mut self.ws,
@@ -924,6 +1000,7 @@ impl<H: WsHandler> Handler for ServerHandler<H> {
                 }
             }
             TIMER_LINGER => cx.close(),
+            TIMER_PING => self.keepalive(cx),
             t if t & INTERNAL_TIMER != 0 => {}
             t => {
                 if self.flags & (OPENED | NOTIFIED) == OPENED {

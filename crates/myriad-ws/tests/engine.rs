@@ -54,6 +54,7 @@ both_backends!(
     room_broadcast_to_a_busy_loop_is_bounded,
     message_rate_limit,
     decoding_stops_at_high_water,
+    keepalive_closes_a_silent_peer,
     legacy_hixie76,
     shutdown_sends_1001,
     http_fallback_page,
@@ -1178,4 +1179,82 @@ fn decoding_stops_at_high_water(kind: BackendKind) {
         most < (128 << 10) + (64 << 10) + 64,
         "{most} bytes were queued before an answer (high-water 128 KiB)"
     );
+}
+
+/// Keepalive: a peer that answers the server's pings stays connected; one
+/// that sends nothing after a ping is closed at the pong timeout (its
+/// handler told 1006 "pong timeout") and counted.
+fn keepalive_closes_a_silent_peer(kind: BackendKind) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let ws = WsServer::builder()
+        .keepalive(Some(Duration::from_millis(100)), Duration::from_millis(50))
+        .build();
+    let (_engine, addr) = start(
+        kind,
+        1,
+        ws.service("ws", localhost(), move || CloseProbe {
+            tx: tx.lock().unwrap().clone(),
+        }),
+    );
+    // answers pings (the client codec queues the pong, read_some sends it)
+    let mut alive = Blocking::connect(addr, ClientConfig::default(), "/");
+    // never reads, so never answers
+    let mut silent = Blocking::connect(addr, ClientConfig::default(), "/");
+    let mut pings = 0;
+    while pings < 5 {
+        match alive.next() {
+            Ev::Ping(p) => {
+                assert!(p.is_empty());
+                pings += 1;
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    // the silent one was closed long ago (its first ping's deadline)
+    assert_eq!(
+        rx.recv_timeout(IO_TIMEOUT).unwrap(),
+        (1006, "pong timeout".into())
+    );
+    let st = ws.stats();
+    assert_eq!(st.pong_timeouts, 1, "{st:?}");
+    assert!(st.pings_sent >= 6, "{st:?}");
+    // what the silent peer sees: the ping, then the end
+    let mut saw_ping = false;
+    loop {
+        if let Some(e) = silent.events.pop_front() {
+            saw_ping |= e == Ev::Ping(Vec::new());
+            continue;
+        }
+        let mut tmp = [0u8; 1024];
+        match silent.s.read(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                silent.buf.extend_from_slice(&tmp[..n]);
+                let mut out = Vec::new();
+                let mut evs = Vec::new();
+                if let Ok(used) = silent
+                    .conn
+                    .feed(&mut silent.buf, &mut out, &mut |e, _| evs.push(own(e)))
+                {
+                    silent.buf.drain(..used);
+                }
+                silent.events.extend(evs);
+            }
+        }
+    }
+    assert!(saw_ping);
+    // the live one is still served
+    alive.text("still here");
+    loop {
+        match alive.next() {
+            Ev::Text(t) => {
+                assert_eq!(t, "still here");
+                break;
+            }
+            Ev::Ping(_) => {}
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ws.stats().pong_timeouts, 1);
 }
