@@ -1438,6 +1438,10 @@ impl Core {
             self.flush_conn(slot, be);
         }
         self.dirty.clear();
+        if self.dirty.capacity() > 4096 {
+            // a burst (many connections at once) left it large
+            self.dirty.shrink_to(4096);
+        }
     }
 
     fn flush_conn<B: Backend>(&mut self, slot: u32, be: &mut B) {

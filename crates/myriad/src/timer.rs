@@ -67,6 +67,13 @@ impl Timers {
     /// per push even when every entry is live.
     pub(crate) fn maybe_compact(&mut self, live: impl Fn(&TimerEntry) -> bool) {
         if self.heap.len() < self.compact_at {
+            // Entries that expired (a burst of connections' handshake
+            // timers, 10 s after the burst) leave the heap's storage
+            // resident; give most of it back once three quarters is unused.
+            let cap = self.heap.capacity();
+            if cap > COMPACT_MIN && self.heap.len() < cap / 4 {
+                self.heap.shrink_to((self.heap.len() * 2).max(COMPACT_MIN));
+            }
             return;
         }
         let kept: Vec<_> = std::mem::take(&mut self.heap)
@@ -104,6 +111,22 @@ mod tests {
             gen: 0,
             kind: TimerKind::User(0),
         }
+    }
+
+    #[test]
+    fn storage_is_given_back_when_entries_expire() {
+        let mut t = Timers::default();
+        for i in 0..100_000u32 {
+            t.push(entry(u64::from(i), i));
+        }
+        assert!(t.heap.capacity() >= 100_000);
+        while t.pop_due(50_000 + 99_000).is_some() {}
+        t.maybe_compact(|_| true);
+        assert!(
+            t.heap.capacity() <= 2 * COMPACT_MIN,
+            "{}",
+            t.heap.capacity()
+        );
     }
 
     #[test]
