@@ -25,6 +25,7 @@ mod cli;
 mod client;
 mod config;
 mod html;
+mod http;
 mod multi;
 mod payload;
 mod report;
