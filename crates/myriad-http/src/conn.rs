@@ -805,6 +805,21 @@ impl ServerConn {
         self.req == ReqState::Closed
     }
 
+    /// Whether the current request's response has begun (its head is
+    /// written) and is not finished yet.
+    pub fn is_responding(&self) -> bool {
+        matches!(self.resp, RespState::Sending(_))
+    }
+
+    /// Whether a request is waiting for its response to begin.
+    pub fn awaits_response(&self) -> bool {
+        self.resp == RespState::Waiting
+            && matches!(
+                self.req,
+                ReqState::Body(_) | ReqState::EndPending | ReqState::Done
+            )
+    }
+
     /// Whether the connection waits for a request and holds none of one.
     pub fn is_idle(&self) -> bool {
         self.req == ReqState::Idle

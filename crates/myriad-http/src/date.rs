@@ -123,6 +123,114 @@ pub(crate) fn format_imf_fixdate(secs: u64) -> [u8; DATE_LEN] {
     out
 }
 
+/// Parses an HTTP-date (RFC 9110 §5.6.7) into seconds since the Unix
+/// epoch: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) and, because a
+/// recipient must accept them, the obsolete RFC 850
+/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
+/// (`Sun Nov  6 08:49:37 1994`) forms. The day name is not checked against
+/// the date (a mismatch is the sender's mistake, not ambiguity). `None`
+/// for anything else, including dates before 1970.
+///
+/// # Examples
+///
+/// ```
+/// use myriad_http::parse_http_date;
+/// assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+/// assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), Some(784_111_777));
+/// assert_eq!(parse_http_date(b"Sun Nov  6 08:49:37 1994"), Some(784_111_777));
+/// assert_eq!(parse_http_date(b"yesterday"), None);
+/// ```
+pub fn parse_http_date(v: &[u8]) -> Option<u64> {
+    let v = crate::request::trim_ows(v);
+    let comma = v.iter().position(|&b| b == b',');
+    let (day, month, year, time) = match comma {
+        // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+        Some(3) => {
+            let r = v.get(4..)?;
+            if r.len() != 25 || r[0] != b' ' || r[3] != b' ' || r[7] != b' ' || r[12] != b' ' {
+                return None;
+            }
+            if &r[21..] != b" GMT" {
+                return None;
+            }
+            (
+                num(&r[1..3])?,
+                month(&r[4..7])?,
+                num(&r[8..12])?,
+                &r[13..21],
+            )
+        }
+        // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"; two-digit years are
+        // read as the closest century (RFC 9110: 50 years into the future
+        // at most; 1970..2069 is close enough for file dates).
+        Some(_) => {
+            let r = v.get(comma? + 1..)?;
+            if r.len() != 23 || r[0] != b' ' || r[3] != b'-' || r[7] != b'-' || r[10] != b' ' {
+                return None;
+            }
+            if &r[19..] != b" GMT" {
+                return None;
+            }
+            let yy = num(&r[8..10])?;
+            let year = if yy < 70 { 2000 + yy } else { 1900 + yy };
+            (num(&r[1..3])?, month(&r[4..7])?, year, &r[11..19])
+        }
+        // asctime: "Sun Nov  6 08:49:37 1994".
+        None => {
+            if v.len() != 24 || v[3] != b' ' || v[7] != b' ' || v[10] != b' ' || v[19] != b' ' {
+                return None;
+            }
+            let day = if v[8] == b' ' {
+                num(&v[9..10])?
+            } else {
+                num(&v[8..10])?
+            };
+            (day, month(&v[4..7])?, num(&v[20..24])?, &v[11..19])
+        }
+    };
+    if time[2] != b':' || time[5] != b':' {
+        return None;
+    }
+    let (h, m, s) = (num(&time[0..2])?, num(&time[3..5])?, num(&time[6..8])?);
+    // 60 is a leap second (RFC 5322 allows it).
+    if !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(year as i64, month, day as u32);
+    if days < 0 {
+        return None;
+    }
+    Some(days as u64 * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// ASCII digits only (no sign, no spaces).
+fn num(d: &[u8]) -> Option<u64> {
+    if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(d.iter().fold(0, |n, &b| n * 10 + (b - b'0') as u64))
+}
+
+fn month(m: &[u8]) -> Option<u32> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    MONTHS.iter().position(|&x| x == m).map(|i| i as u32 + 1)
+}
+
+/// (year, month 1..=12, day 1..=31) to days since 1970-01-01; Howard
+/// Hinnant's `days_from_civil`, the inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn two(out: &mut [u8], v: u64) {
     out[0] = b'0' + (v / 10 % 10) as u8;
     out[1] = b'0' + (v % 10) as u8;
@@ -167,6 +275,20 @@ mod tests {
             &format_imf_fixdate(4_102_444_800),
             b"Fri, 01 Jan 2100 00:00:00 GMT"
         );
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        for secs in [0u64, 784_111_777, 951_782_400, 1_735_689_599, 4_102_444_800] {
+            assert_eq!(parse_http_date(&format_imf_fixdate(secs)), Some(secs));
+        }
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 UTC"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 25:49:37 GMT"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Foo 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1969 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date(b"Sun, +6 Nov 1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date(b""), None);
+        assert_eq!(parse_http_date(b","), None);
     }
 
     #[test]

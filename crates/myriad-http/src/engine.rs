@@ -49,28 +49,31 @@ pub fn now() -> Now {
     Now::new(instant, date)
 }
 
-/// Timer token of the codec deadline.
-const TOKEN_DEADLINE: u64 = 1;
+/// Timer token of the codec deadline. Distinctive rather than small: after
+/// a WebSocket upgrade the connection's timers belong to the new handler,
+/// and a deadline timer armed before the upgrade must be told apart from
+/// the new handler's own tokens (see `service::HttpConn`).
+pub(crate) const TOKEN_DEADLINE: u64 = 0x6874_7470_dead_0001;
 
 /// The engine side of one codec connection: deadline timers and the close.
 /// Engine timers cannot be cancelled, so a timer is armed only when the
 /// codec's deadline is earlier than the one already armed; one that fires
 /// early (the deadline moved) is re-armed.
 #[derive(Debug)]
-struct Glue {
-    armed: Option<Instant>,
-    closing: bool,
+pub(crate) struct Glue {
+    pub(crate) armed: Option<Instant>,
+    pub(crate) closing: bool,
 }
 
 impl Glue {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Glue {
             armed: None,
             closing: false,
         }
     }
 
-    fn arm(&mut self, conn: &ServerConn, cx: &mut Ctx<'_>, now: Now) {
+    pub(crate) fn arm(&mut self, conn: &ServerConn, cx: &mut Ctx<'_>, now: Now) {
         let Some(d) = conn.deadline() else { return };
         if self.armed.is_some_and(|a| a <= d) {
             return;
@@ -87,12 +90,12 @@ impl Glue {
     /// input) until the peer's FIN or the service's linger time: closing
     /// with unread input would make the kernel send a reset, which can
     /// destroy the answer before the client reads it (RFC 9112 §9.6).
-    fn close(&mut self, cx: &mut Ctx<'_>) {
+    pub(crate) fn close(&mut self, cx: &mut Ctx<'_>) {
         self.closing = true;
         cx.close();
     }
 
-    fn on_timer(&mut self, conn: &mut ServerConn, cx: &mut Ctx<'_>, token: u64) {
+    pub(crate) fn on_timer(&mut self, conn: &mut ServerConn, cx: &mut Ctx<'_>, token: u64) {
         if token != TOKEN_DEADLINE || self.closing {
             return;
         }

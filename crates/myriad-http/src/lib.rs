@@ -77,14 +77,34 @@ mod date;
 #[cfg(feature = "engine")]
 pub mod engine;
 mod error;
+mod mime;
+mod path;
+mod range;
 mod request;
+#[cfg(feature = "engine")]
+mod router;
+#[cfg(feature = "engine")]
+mod service;
 mod sink;
+#[cfg(feature = "engine")]
+mod statics;
 
 pub use crate::conn::{reason, BodySize, Config, Event, MinRate, Response, ServerConn, Timeout};
-pub use crate::date::{HttpDate, Now, DATE_LEN};
+pub use crate::date::{parse_http_date, HttpDate, Now, DATE_LEN};
 pub use crate::error::{RequestError, ResponseError};
+pub use crate::mime::content_type;
+pub use crate::path::{percent_decode, sanitize_path, split_target, PathError};
+pub use crate::range::{parse_range, ByteRange};
 pub use crate::request::{BodyKind, Headers, Request, Version, MAX_HEADERS};
+#[cfg(feature = "engine")]
+pub use crate::router::{Params, Route, RouteError, Router, MAX_PARAMS};
+#[cfg(feature = "engine")]
+pub use crate::service::{
+    BodyHandler, BodySource, BodyWriter, Fill, HttpConn, Req, Responder, STREAM_WINDOW,
+};
 pub use crate::sink::Sink;
+#[cfg(feature = "engine")]
+pub use crate::statics::{StaticDir, StaticError};
 
 #[cfg(test)]
 mod tests;

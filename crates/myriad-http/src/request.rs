@@ -121,6 +121,69 @@ impl<'d> Request<'d> {
     }
 }
 
+/// Where a [`Request`]'s parts lie relative to the first byte of its head:
+/// lets the engine glue keep a head (in the receive buffer, or copied when
+/// the body arrives over several reads) and view it again later without
+/// parsing it twice.
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadSpan {
+    method: (u32, u32),
+    target: (u32, u32),
+    fields: (u32, u32),
+    version: Version,
+    body: BodyKind,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
+impl<'d> Request<'d> {
+    /// The span of this view, its head starting at address `base`.
+    pub(crate) fn span(&self, base: usize) -> HeadSpan {
+        // Address arithmetic only (no pointer is dereferenced): every slice
+        // of the view lies in the head that starts at `base`.
+        let at = |s: &[u8]| {
+            (
+                (s.as_ptr() as usize).wrapping_sub(base) as u32,
+                s.len() as u32,
+            )
+        };
+        HeadSpan {
+            method: at(self.method.as_bytes()),
+            target: at(self.target.as_bytes()),
+            fields: at(self.fields),
+            version: self.version,
+            body: self.body,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+        }
+    }
+}
+
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
+impl HeadSpan {
+    /// The view again, over `head` (the bytes the span was taken from, or
+    /// a copy of them). Out-of-range parts come out empty rather than
+    /// panicking.
+    pub(crate) fn view<'a>(&self, head: &'a [u8]) -> Request<'a> {
+        let get = |(at, len): (u32, u32)| {
+            let (at, len) = (at as usize, len as usize);
+            head.get(at..at.saturating_add(len)).unwrap_or(&[])
+        };
+        let text = |r| std::str::from_utf8(get(r)).unwrap_or("");
+        Request {
+            method: text(self.method),
+            target: text(self.target),
+            version: self.version,
+            fields: get(self.fields),
+            body: self.body,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+        }
+    }
+}
+
 /// Iterator over a request's header fields: `(name, value)`.
 #[derive(Debug, Clone)]
 pub struct Headers<'d> {
