@@ -371,6 +371,22 @@ fn routes_params_methods() {
         // HEAD on a GET route: the GET head, no body.
         let r = request(addr, "HEAD /users/42 HTTP/1.1\r\nHost: x\r\n\r\n", true);
         assert_eq!((r.status, r.header("content-length")), (200, Some("8")));
+        // HEAD on a streamed route: the head, and the connection goes on.
+        let mut s = connect(addr);
+        let mut buf = Vec::new();
+        s.write_all(
+            b"HEAD /lines/5 HTTP/1.1\r\nHost: x\r\n\r\nGET /lines/2 HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .unwrap();
+        let r = read_response(&mut s, &mut buf, true);
+        assert_eq!(
+            (r.status, r.header("transfer-encoding")),
+            (200, Some("chunked"))
+        );
+        assert_eq!(
+            read_response(&mut s, &mut buf, false).text(),
+            "line 2\nline 1\n"
+        );
         // A handler that does not answer: 500.
         assert_eq!(get(addr, "/forgot", "").status, 500);
         // Absolute-form target.
