@@ -29,12 +29,30 @@ pub enum Scheme {
     Tls,
     /// `wss://`: WebSocket over TLS.
     Wss,
+    /// `http://`: HTTP/1.1 requests on keep-alive connections.
+    Http,
+    /// `https://`: the same over TLS.
+    Https,
 }
 
 impl Scheme {
     /// Whether the scheme runs over TLS.
     pub fn is_tls(self) -> bool {
-        matches!(self, Scheme::Tls | Scheme::Wss)
+        matches!(self, Scheme::Tls | Scheme::Wss | Scheme::Https)
+    }
+
+    /// Whether the scheme speaks HTTP/1.1.
+    pub fn is_http(self) -> bool {
+        matches!(self, Scheme::Http | Scheme::Https)
+    }
+
+    /// The port of a URL without one (`None`: the URL must name it).
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            Scheme::Ws | Scheme::Http => Some(80),
+            Scheme::Wss | Scheme::Https => Some(443),
+            Scheme::Tcp | Scheme::Tls => None,
+        }
     }
 
     /// Whether the scheme speaks WebSocket.
@@ -50,11 +68,12 @@ pub struct Target {
     pub url: String,
     /// Protocol.
     pub scheme: Scheme,
-    /// Host as written (for the WebSocket `Host` header).
+    /// Host as written, without the brackets of an IPv6 address.
     pub host: String,
     /// Port.
     pub port: u16,
-    /// Path (WebSocket request target), `/` if none.
+    /// Path (WebSocket or HTTP request target, query included, fragment
+    /// dropped), `/` if none.
     pub path: String,
     /// Resolved address.
     pub addr: SocketAddr,
@@ -86,18 +105,23 @@ pub enum BackendArg {
 pub struct SourceIps(pub Vec<IpAddr>);
 
 /// myriad-load: load generator and echo verifier for Myriad (and any echo
-/// server).
+/// or HTTP/1.1 server).
 ///
 /// Opens many connections to an echo server over Myriad's own connector,
 /// sends messages whose every byte is checked when it comes back, and reports
 /// messages/s, MB/s, latency percentiles (HDR histograms) and errors by kind.
-/// Exit status: 0 ok, 1 errors (more than --allow-errors), 2 bad usage.
+/// With an http:// target, a message is a request on a keep-alive
+/// connection (--window of them pipelined), its response checked for status
+/// and body. Exit status: 0 ok, 1 errors (more than --allow-errors), 2 bad
+/// usage.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "myriad-load", version, max_term_width = 100)]
 pub struct Args {
     /// Target: tcp://HOST:PORT (raw echo), ws://HOST[:PORT][/PATH]
-    /// (WebSocket echo), and the same over TLS: tls://HOST:PORT,
-    /// wss://HOST[:PORT][/PATH] (see --ca, --insecure, --sni).
+    /// (WebSocket echo), http://HOST[:PORT][/PATH] (HTTP/1.1 requests, see
+    /// --method and --expect-echo), and the same over TLS: tls://HOST:PORT,
+    /// wss://HOST[:PORT][/PATH], https://HOST[:PORT][/PATH] (see --ca,
+    /// --insecure, --sni).
     #[arg(value_name = "URL", value_parser = parse_target)]
     pub target: Target,
 
@@ -137,7 +161,8 @@ pub struct Args {
     pub warmup: Duration,
 
     /// Message payload size in bytes (suffixes k, m), or a range MIN..MAX
-    /// drawn per message.
+    /// drawn per message (HTTP: the request body of a method that sends
+    /// one).
     #[arg(short = 's', long, value_name = "B|MIN..MAX", default_value = "64", value_parser = parse_size_range)]
     pub size: SizeRange,
 
@@ -211,6 +236,33 @@ pub struct Args {
     /// An echo not back within this long is an error (timeout).
     #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// HTTP: request method. GET and HEAD send no body; any other method
+    /// sends a body of --size bytes with Content-Length.
+    #[arg(long, value_name = "METHOD", default_value = "GET", value_parser = parse_method, help_heading = "HTTP")]
+    pub method: String,
+
+    /// HTTP: the status every response must have; another status counts
+    /// as an `http_status` error (the connection goes on).
+    #[arg(long, value_name = "CODE", default_value = "200", value_parser = parse_status, help_heading = "HTTP")]
+    pub expect_status: u16,
+
+    /// HTTP: the response body must be the request body (an echo server,
+    /// e.g. myriad-http's http_echo), checked byte by byte. Default: any
+    /// body (its length still checked against Content-Length or the
+    /// chunked framing).
+    #[arg(long, help_heading = "HTTP")]
+    pub expect_echo: bool,
+
+    /// HTTP: largest response head (status line and header fields)
+    /// accepted.
+    #[arg(long, value_name = "B", default_value = "16k", value_parser = parse_max_head, help_heading = "HTTP")]
+    pub max_head: u64,
+
+    /// HTTP: largest response body accepted (bodies are checked as they
+    /// arrive, never stored).
+    #[arg(long, value_name = "B", default_value = "64m", value_parser = parse_max_body, help_heading = "HTTP")]
+    pub max_body: u64,
 
     /// Spread the connections over P child processes (each its own engine
     /// and open-files limit) and merge their results.
@@ -331,16 +383,19 @@ pub struct Args {
 /// Parses a target URL.
 pub fn parse_target(s: &str) -> Result<Target, String> {
     let (scheme, rest) = s.split_once("://").ok_or_else(|| {
-        "expected SCHEME://HOST:PORT (tcp://, ws://, tls:// or wss://)".to_string()
+        "expected SCHEME://HOST:PORT (tcp://, ws://, http://, tls://, wss:// or https://)"
+            .to_string()
     })?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "tcp" => Scheme::Tcp,
         "ws" => Scheme::Ws,
         "tls" => Scheme::Tls,
         "wss" => Scheme::Wss,
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
         other => {
             return Err(format!(
-                "unknown scheme `{other}` (expected tcp, ws, tls or wss)"
+                "unknown scheme `{other}` (expected tcp, ws, http, tls, wss or https)"
             ))
         }
     };
@@ -348,10 +403,14 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if !scheme.is_ws() && path != "/" {
+    // A fragment is not part of the request target.
+    let path = path.split_once('#').map_or(path, |(p, _)| p);
+    let path = if path.is_empty() { "/" } else { path };
+    if scheme.default_port().is_none() && path != "/" {
         return Err("a tcp:// or tls:// URL has no path".into());
     }
-    if authority.contains('@') || path.contains(char::is_whitespace) {
+    // The path goes into a request line as it is: visible ASCII only.
+    if authority.contains('@') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("unexpected characters in URL".into());
     }
     let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
@@ -378,9 +437,9 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
             .ok()
             .filter(|&p| p != 0)
             .ok_or_else(|| format!("invalid port `{p}` (1..65535)"))?,
-        None if scheme == Scheme::Ws => 80,
-        None if scheme == Scheme::Wss => 443,
-        None => return Err("missing port (tcp://HOST:PORT, tls://HOST:PORT)".into()),
+        None => scheme
+            .default_port()
+            .ok_or("missing port (tcp://HOST:PORT, tls://HOST:PORT)")?,
     };
     let addr = match host.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
@@ -451,6 +510,52 @@ fn parse_window(s: &str) -> Result<u64, String> {
         n if n > 65_536 => Err("at most 65536 messages in flight per connection".into()),
         n => Ok(n),
     }
+}
+
+/// Parses `--method`: an HTTP token (RFC 9110), at most 32 characters.
+pub fn parse_method(s: &str) -> Result<String, String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(tchar) {
+        return Err(format!("`{s}` is not an HTTP method (GET, POST, PUT, ...)"));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_status(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .ok_or_else(|| format!("`{s}` is not a final status code (200..599)"))
+}
+
+/// Parses a byte limit like [`parse_size`] (suffixes k, m, g) within
+/// `min..=max`.
+fn parse_limit(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let (num, suf) = split_suffix(s.trim());
+    let mult: u64 = match suf.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("`{s}` is not a size (examples: 16k, 64m)")),
+    };
+    let v = num
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a whole number of bytes"))?;
+    if !(min..=max).contains(&v) {
+        return Err(format!("`{s}` is outside {min}..{max} bytes"));
+    }
+    Ok(v)
+}
+
+fn parse_max_head(s: &str) -> Result<u64, String> {
+    parse_limit(s, 64, 1 << 20)
+}
+
+fn parse_max_body(s: &str) -> Result<u64, String> {
+    parse_limit(s, 1, 1 << 40)
 }
 
 fn parse_processes(s: &str) -> Result<u32, String> {
@@ -668,7 +773,21 @@ mod tests {
         assert!(parse_target("tcp://127.0.0.1:99999").is_err());
         assert!(parse_target("tcp://127.0.0.1:0").is_err());
         assert!(parse_target("127.0.0.1:80").is_err());
-        assert!(parse_target("http://x:1").is_err());
+        assert!(parse_target("ftp://x:1").is_err());
+        let t = parse_target("http://127.0.0.1/a/b?c=d#frag").unwrap();
+        assert_eq!(
+            (t.scheme, t.port, t.path.as_str()),
+            (Scheme::Http, 80, "/a/b?c=d")
+        );
+        let t = parse_target("https://[::1]:8443").unwrap();
+        assert_eq!(
+            (t.scheme, t.port, t.path.as_str()),
+            (Scheme::Https, 8443, "/")
+        );
+        assert_eq!(t.host, "::1");
+        assert_eq!(parse_target("https://127.0.0.1").unwrap().port, 443);
+        assert!(parse_target("http://127.0.0.1/a\u{7f}").is_err());
+        assert!(parse_target("http://127.0.0.1/caf\u{e9}").is_err());
         let t = parse_target("wss://127.0.0.1/chat").unwrap();
         assert_eq!(
             (t.scheme, t.port, t.path.as_str()),
@@ -678,6 +797,22 @@ mod tests {
         assert_eq!((t.scheme, t.port), (Scheme::Tls, 8443));
         assert!(parse_target("tls://127.0.0.1").is_err());
         assert!(parse_target("tls://127.0.0.1:1/x").is_err());
+    }
+
+    #[test]
+    fn http_values() {
+        assert_eq!(parse_method("POST").unwrap(), "POST");
+        for bad in ["", "GE T", "GET\r\n", "P/OST"] {
+            assert!(parse_method(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_status("404"), Ok(404));
+        for bad in ["100", "600", "2xx", "-1"] {
+            assert!(parse_status(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_max_head("16k"), Ok(16 << 10));
+        assert_eq!(parse_max_body("2g"), Ok(2 << 30));
+        assert!(parse_max_head("2m").is_err());
+        assert!(parse_max_body("0").is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ use hdrhistogram::Histogram;
 use myriad::{CloseReason, ConnectOptions, Ctx, Handler, LoopCx};
 use myriad_ws::{ClientConfig, ClientConnection, CloseCode, DeflateConfig, Event, Sink};
 
+use crate::http::{Eof, Ev, HttpPlan, Rx};
 use crate::payload::{append_payload, key, mix64, verify_payload, SizeRange, Wire};
 
 /// Highest latency the histograms hold (one hour, in microseconds); larger
@@ -81,11 +82,17 @@ pub enum ErrorKind {
     /// TLS: a failure after the handshake (a bad record, a failed
     /// decryption, an alert).
     Tls,
+    /// HTTP: a response with another status than `--expect-status` (the
+    /// connection goes on; the response is not counted as a message).
+    HttpStatus,
+    /// HTTP: a response that cannot be decoded (garbled head, bad
+    /// framing, a head or body over its limit).
+    HttpProtocol,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
         ErrorKind::ConnectNoPorts,
@@ -103,6 +110,8 @@ impl ErrorKind {
         ErrorKind::TlsHandshake,
         ErrorKind::TlsHandshakeTimeout,
         ErrorKind::Tls,
+        ErrorKind::HttpStatus,
+        ErrorKind::HttpProtocol,
     ];
 
     /// The kind's name in reports.
@@ -125,6 +134,8 @@ impl ErrorKind {
             ErrorKind::TlsHandshake => "tls_handshake",
             ErrorKind::TlsHandshakeTimeout => "tls_handshake_timeout",
             ErrorKind::Tls => "tls_error",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::HttpProtocol => "http_protocol",
         }
     }
 
@@ -194,6 +205,8 @@ pub enum Proto {
         /// Text messages instead of binary.
         text: bool,
     },
+    /// HTTP/1.1 requests ([`Plan::http`] says which).
+    Http,
 }
 
 /// Everything a loop needs to know about the run (immutable, shared).
@@ -208,6 +221,8 @@ pub struct Plan {
     pub tls_connector: Option<myriad_tls::TlsConnector>,
     /// WebSocket `Host` header.
     pub ws_host: String,
+    /// HTTP: the requests and what their responses must be.
+    pub http: Option<HttpPlan>,
     /// WebSocket request path.
     pub ws_path: String,
     /// WebSocket: offer permessage-deflate.
@@ -369,6 +384,9 @@ counters! {
     checks_ok,
     /// Hold re-verifications that failed (the connection erred).
     checks_failed,
+    /// HTTP: connections the server closed (`Connection: close`, or idle)
+    /// that were reopened to go on.
+    reconnects,
 }
 
 impl Snapshot {
@@ -522,11 +540,7 @@ impl LoopState {
         {
             self.pending.set(self.pending.get() - 1);
             let id = self.plan.conn_base + self.shared.next_conn.fetch_add(1, Relaxed);
-            let mut opts = self.plan.connect_opts.clone();
-            if !self.plan.source_ips.is_empty() {
-                let n = self.plan.source_ips.len() as u64;
-                opts.source = Some(self.plan.source_ips[(id % n) as usize]);
-            }
+            let opts = self.connect_opts(id);
             bump(&self.ctr.attempted, 1);
             let client = Client::new(self.clone(), id, self.now());
             match lcx.connect(self.plan.addr, &opts, Box::new(client)) {
@@ -539,6 +553,16 @@ impl LoopState {
                 }
             }
         }
+    }
+
+    /// The connect options of connection `id` (its source address).
+    fn connect_opts(&self, id: u64) -> ConnectOptions {
+        let mut opts = self.plan.connect_opts.clone();
+        if !self.plan.source_ips.is_empty() {
+            let n = self.plan.source_ips.len() as u64;
+            opts.source = Some(self.plan.source_ips[(id % n) as usize]);
+        }
+        opts
     }
 
     fn error(&self, kind: ErrorKind, conn: u64, detail: impl FnOnce() -> String) {
@@ -573,16 +597,39 @@ enum Phase {
     HoldCheck,
     Done,
     Failed,
+    /// HTTP: the server closed; a new connection carries on with this
+    /// one's state, and this one only has to go.
+    Handed,
 }
 
 const TIMER_RATE: u64 = 1;
 const TIMER_THINK: u64 = 2;
 const TIMER_HOLD: u64 = 3;
 
+/// The HTTP state of a connection (boxed: the other protocols do not pay
+/// for it in every connection).
+struct HttpConn {
+    rx: Rx,
+    /// Requests below this sequence number were sent on a connection the
+    /// server closed before answering them: they go again, keeping their
+    /// first send time (their latency includes the reconnect).
+    resend_until: u64,
+    /// The response being received has the expected status.
+    status_ok: bool,
+    /// This connection continues one the server closed: it is not a new
+    /// connection of the run (not counted as established, no connect
+    /// time).
+    continued: bool,
+}
+
+/// Why a connection's HTTP input failed.
+type HttpFail = (ErrorKind, String);
+
 /// One connection of the load.
 struct Client {
     st: Rc<LoopState>,
     ws: Option<Box<ClientConnection>>,
+    http: Option<Box<HttpConn>>,
     /// Send (closed loop) or due (open loop) time of the messages in
     /// flight, by sequence number modulo the window.
     times: Box<[u64]>,
@@ -606,9 +653,18 @@ struct Client {
 
 impl Client {
     fn new(st: Rc<LoopState>, id: u64, now: u64) -> Self {
+        let http = st.plan.http.as_ref().map(|p| {
+            Box::new(HttpConn {
+                rx: Rx::new(p),
+                resend_until: 0,
+                status_ok: false,
+                continued: false,
+            })
+        });
         Client {
             st,
             ws: None,
+            http,
             times: Box::new([]),
             id,
             t_connect: now,
@@ -671,18 +727,26 @@ impl Client {
     fn begin(&mut self, cx: &mut Ctx<'_>, now: u64) {
         let plan = self.st.plan.clone();
         self.phase = Phase::Running;
-        self.times = vec![0u64; (plan.window as usize).next_power_of_two()].into_boxed_slice();
+        let continued = self.http.as_ref().is_some_and(|h| h.continued);
+        let slots = (plan.window as usize).next_power_of_two();
+        if self.times.len() != slots {
+            // (A continued HTTP connection keeps the stamps of the
+            // requests it sends again.)
+            self.times = vec![0u64; slots].into_boxed_slice();
+        }
         match plan.mode {
             Mode::Echo => {
-                bump(&self.st.ctr.ready, 1);
-                self.settle();
+                if !continued {
+                    bump(&self.st.ctr.ready, 1);
+                    self.settle();
+                }
                 let gap = match (plan.interval_ns, plan.think) {
                     (Some(i), _) => Duration::from_nanos(i),
                     (None, Some(t)) => t,
                     _ => Duration::ZERO,
                 };
                 cx.set_idle_timeout(Some(plan.timeout + gap));
-                if let Some(interval) = plan.interval_ns {
+                if let Some(interval) = plan.interval_ns.filter(|_| !continued) {
                     // Spread the connections' schedules over one interval.
                     self.next_due = now + mix64(self.id) % interval.max(1);
                 }
@@ -735,6 +799,10 @@ impl Client {
                 self.write_tcp(cx, wire, first, total);
                 return;
             }
+            Proto::Http => {
+                self.send_http(cx, now, window);
+                return;
+            }
             Proto::Ws { text } => text,
         };
         let (mut out, mut scratch) = (self.st.out.take(), self.st.scratch.take());
@@ -759,6 +827,16 @@ impl Client {
                 let first = self.sent;
                 let total = wire.header_len() + self.claim(stamp);
                 self.write_tcp(cx, wire, first, total);
+                return;
+            }
+            Proto::Http => {
+                let st = self.st.clone();
+                let Some(hp) = st.plan.http.as_ref() else {
+                    return;
+                };
+                let first = self.sent;
+                let total = hp.request_len(self.claim(stamp));
+                self.write_http(cx, hp, first, total);
                 return;
             }
             Proto::Ws { text } => text,
@@ -794,6 +872,53 @@ impl Client {
             for seq in first..last {
                 let size = sizes.size_of(id, seq);
                 off += wire.write_to(key(id, seq), size, &mut buf[off..]);
+            }
+            off
+        });
+    }
+
+    /// HTTP: sends what the window allows, requests to send again first,
+    /// all with one write (pipelined when the window is above 1).
+    fn send_http(&mut self, cx: &mut Ctx<'_>, now: u64, window: u64) {
+        let st = self.st.clone();
+        let Some(hp) = st.plan.http.as_ref() else {
+            return;
+        };
+        let resend = self.http.as_ref().map_or(0, |h| h.resend_until);
+        let first = self.sent;
+        let mut total = 0;
+        // Bounded by the window.
+        while self.sent - self.recvd < window {
+            let size = if self.sent < resend {
+                // Stamped when first sent: only the sequence number moves.
+                self.sent += 1;
+                st.plan.size.size_of(self.id, self.sent - 1)
+            } else {
+                if !self.can_send() {
+                    break;
+                }
+                let Some(stamp) = self.next_stamp(cx, now) else {
+                    break;
+                };
+                self.claim(stamp)
+            };
+            total += hp.request_len(size);
+        }
+        self.write_http(cx, hp, first, total);
+    }
+
+    /// Writes requests `first..sent` (`total` bytes) with one write,
+    /// encoded straight into the outbound buffer.
+    fn write_http(&mut self, cx: &mut Ctx<'_>, hp: &HttpPlan, first: u64, total: usize) {
+        if total == 0 {
+            return;
+        }
+        let (id, sizes, last) = (self.id, self.st.plan.size, self.sent);
+        cx.write_with(total, |buf| {
+            let mut off = 0;
+            // Bounded by the window; `total` covers every request.
+            for seq in first..last {
+                off += hp.write_request(key(id, seq), sizes.size_of(id, seq), &mut buf[off..]);
             }
             off
         });
@@ -987,6 +1112,206 @@ impl Client {
         self.after_receive(cx, now);
     }
 
+    /// HTTP: decodes the responses in `data`; returns the bytes consumed
+    /// (an incomplete head or chunk-size line stays with the engine, which
+    /// shows it again with the next bytes: no copy of it is kept here).
+    fn on_http_data(&mut self, cx: &mut Ctx<'_>, data: &[u8], now: u64) -> usize {
+        let Some(mut h) = self.http.take() else {
+            return data.len();
+        };
+        let mut pos = 0;
+        let res = self.http_events(&mut h, data, &mut pos, now);
+        self.http = Some(h);
+        match res {
+            Err((kind, detail)) => {
+                self.fail(cx, kind, || detail);
+                data.len()
+            }
+            Ok(true) => {
+                // Whatever follows the last response is not looked at.
+                self.http_closed(cx, now);
+                data.len()
+            }
+            Ok(false) => {
+                self.after_receive(cx, now);
+                pos
+            }
+        }
+    }
+
+    /// Runs the decoder over `data[*pos..]`; `Ok(true)` when a response
+    /// that ends the connection (`Connection: close`) is complete.
+    fn http_events(
+        &mut self,
+        h: &mut HttpConn,
+        data: &[u8],
+        pos: &mut usize,
+        now: u64,
+    ) -> Result<bool, HttpFail> {
+        let st = self.st.clone();
+        let Some(hp) = st.plan.http.as_ref() else {
+            return Ok(false);
+        };
+        let verify = hp.echo && st.plan.verify;
+        let mut close = false;
+        // Bounded by the input: every event but the last consumes bytes or
+        // ends a response (see `Rx::next`).
+        loop {
+            let seq = self.recvd;
+            let ev =
+                h.rx.next(data, pos)
+                    .map_err(|e| (ErrorKind::HttpProtocol, format!("response {seq}: {e}")))?;
+            match ev {
+                Ev::NeedMore => return Ok(false),
+                Ev::Head {
+                    status,
+                    length,
+                    close: c,
+                } => {
+                    if self.recvd >= self.sent {
+                        return Err((
+                            ErrorKind::UnexpectedData,
+                            "a response arrived with no request in flight".into(),
+                        ));
+                    }
+                    close = c;
+                    h.status_ok = status == hp.expect_status;
+                    if !h.status_ok {
+                        // Counted, and the connection goes on (a server
+                        // answering 503 under load is measured, not
+                        // stopped at the first one).
+                        st.error(ErrorKind::HttpStatus, self.id, || {
+                            format!(
+                                "response {seq}: status {status}, expected {}",
+                                hp.expect_status
+                            )
+                        });
+                    } else if let (true, Some(n)) = (verify, length) {
+                        let size = st.plan.size.size_of(self.id, seq);
+                        if n != size as u64 {
+                            return Err((
+                                ErrorKind::Mismatch,
+                                format!("response {seq}: Content-Length {n}, request body {size}"),
+                            ));
+                        }
+                    }
+                }
+                Ev::Body { off, bytes } => {
+                    if h.status_ok && verify {
+                        let size = st.plan.size.size_of(self.id, seq);
+                        if off + bytes.len() as u64 > size as u64 {
+                            return Err((
+                                ErrorKind::Mismatch,
+                                format!("response {seq}: body longer than the {size}-byte request"),
+                            ));
+                        }
+                        if let Some(i) =
+                            verify_payload(key(self.id, seq), off as usize, bytes, false)
+                        {
+                            let at = off + i as u64;
+                            return Err((
+                                ErrorKind::Mismatch,
+                                format!("response {seq} ({size} bytes): body byte {at} differs"),
+                            ));
+                        }
+                    }
+                }
+                Ev::End { len } => {
+                    self.http_end(h, len, now)?;
+                    if close {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A response of `len` body bytes is complete.
+    fn http_end(&mut self, h: &HttpConn, len: u64, now: u64) -> Result<(), HttpFail> {
+        let seq = self.recvd;
+        if !h.status_ok {
+            // Answered, but not a success: no latency, not a message.
+            self.recvd += 1;
+            return Ok(());
+        }
+        let plan = &self.st.plan;
+        if plan.verify && plan.http.as_ref().is_some_and(|p| p.echo) {
+            let size = plan.size.size_of(self.id, seq);
+            if len != size as u64 {
+                return Err((
+                    ErrorKind::Mismatch,
+                    format!("response {seq}: body of {len} bytes, request body {size}"),
+                ));
+            }
+        }
+        self.completed(seq, len as usize, now);
+        Ok(())
+    }
+
+    /// HTTP: the server ends the connection after the responses so far
+    /// (`Connection: close`, a body delimited by the close, or an idle
+    /// keep-alive connection closed). In echo mode the run goes on over a
+    /// new connection (counted in `reconnects`), as HTTP clients do; a held
+    /// connection that the server closes is an `early_close`.
+    fn http_closed(&mut self, cx: &mut Ctx<'_>, now: u64) {
+        if self.recvd > 0 && self.st.plan.mode != Mode::ConnectOnly {
+            self.release_slot(cx);
+        }
+        match (self.phase, self.st.plan.mode) {
+            (Phase::Running, Mode::Echo) => {
+                if !self.maybe_finish(cx) {
+                    self.reconnect(cx, now);
+                }
+            }
+            (Phase::Running, Mode::ConnectOnly) if self.recvd >= 1 => {
+                bump(&self.st.ctr.ready, 1);
+                self.finish(cx);
+            }
+            _ => {
+                let n = self.recvd;
+                self.fail(cx, ErrorKind::EarlyClose, || {
+                    format!("server closed the connection after {n} responses")
+                });
+            }
+        }
+    }
+
+    /// Opens a new connection that carries on with this one's state:
+    /// requests sent here and not answered go again there.
+    fn reconnect(&mut self, cx: &mut Ctx<'_>, now: u64) {
+        if self.st.shared.stopping.load(Relaxed) {
+            self.phase = Phase::Done;
+            cx.abort();
+            return;
+        }
+        let st = self.st.clone();
+        let mut next = Client::new(st.clone(), self.id, now);
+        next.times = std::mem::take(&mut self.times);
+        next.next_due = self.next_due;
+        next.sent = self.recvd;
+        next.recvd = self.recvd;
+        next.settled = self.settled;
+        next.holds_slot = self.holds_slot;
+        if let Some(h) = next.http.as_mut() {
+            h.resend_until = self.sent;
+            h.continued = true;
+        }
+        let opts = st.connect_opts(self.id);
+        match cx.loop_cx().connect(st.plan.addr, &opts, Box::new(next)) {
+            Ok(_) => {
+                bump(&st.ctr.reconnects, 1);
+                // The slot (if still held) went with the new connection.
+                self.holds_slot = false;
+                self.phase = Phase::Handed;
+                cx.close();
+            }
+            Err(e) => {
+                let kind = ErrorKind::of_connect(&e);
+                self.fail(cx, kind, || format!("reconnect: {e}"));
+            }
+        }
+    }
+
     fn on_ws_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8], text: bool, now: u64) -> usize {
         let Some(mut ws) = self.ws.take() else {
             return data.len();
@@ -1096,18 +1421,24 @@ impl Handler for Client {
     fn on_open(&mut self, cx: &mut Ctx<'_>) {
         let now = self.st.now();
         let us = ((now.saturating_sub(self.t_connect)) / 1000).clamp(1, HIST_MAX_US);
-        let _ = self.st.hists.borrow_mut().connect.record(us);
-        bump(&self.st.ctr.established, 1);
+        if !self.http.as_ref().is_some_and(|h| h.continued) {
+            let _ = self.st.hists.borrow_mut().connect.record(us);
+        }
+        if !self.http.as_ref().is_some_and(|h| h.continued) {
+            bump(&self.st.ctr.established, 1);
+        }
         bump(&self.st.ctr.open, 1);
         // An open-loop connection may not send for a while: it frees its
         // connect slot now. Others free it when the server has answered
         // (first echo, WebSocket upgrade), so that no more than the
         // in-flight limit wait in the server's accept queue.
-        if self.st.plan.interval_ns.is_some() && matches!(self.st.plan.proto, Proto::Tcp(_)) {
+        if self.st.plan.interval_ns.is_some()
+            && matches!(self.st.plan.proto, Proto::Tcp(_) | Proto::Http)
+        {
             self.release_slot(cx);
         }
         match self.st.plan.proto {
-            Proto::Tcp(_) => self.begin(cx, now),
+            Proto::Tcp(_) | Proto::Http => self.begin(cx, now),
             Proto::Ws { .. } => {
                 let plan = &self.st.plan;
                 let cfg = ClientConfig {
@@ -1126,7 +1457,7 @@ impl Handler for Client {
     }
 
     fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
-        if matches!(self.phase, Phase::Failed) {
+        if matches!(self.phase, Phase::Failed | Phase::Handed) {
             return data.len();
         }
         let now = self.st.now();
@@ -1139,6 +1470,12 @@ impl Handler for Client {
                 data.len()
             }
             Proto::Ws { text } => self.on_ws_data(cx, data, text, now),
+            Proto::Http => {
+                if self.phase == Phase::Done {
+                    return data.len();
+                }
+                self.on_http_data(cx, data, now)
+            }
         }
     }
 
@@ -1146,6 +1483,36 @@ impl Handler for Client {
         if self.phase == Phase::Done {
             cx.close();
             return;
+        }
+        if self.phase == Phase::Handed {
+            return;
+        }
+        let live = matches!(
+            self.phase,
+            Phase::Running | Phase::Holding | Phase::HoldCheck
+        );
+        if let Some(mut h) = self.http.take_if(|_| live) {
+            let now = self.st.now();
+            let eof = h.rx.eof();
+            let res = match eof {
+                Eof::Complete { len } => self.http_end(&h, len, now).map(|_| true),
+                Eof::Clean => Ok(self.recvd == self.sent
+                    && self.phase == Phase::Running
+                    && self.st.plan.mode == Mode::Echo),
+                Eof::Truncated => Ok(false),
+            };
+            self.http = Some(h);
+            match res {
+                Err((kind, detail)) => {
+                    self.fail(cx, kind, || detail);
+                    return;
+                }
+                Ok(true) => {
+                    self.http_closed(cx, now);
+                    return;
+                }
+                Ok(false) => {}
+            }
         }
         let (sent, recvd) = (self.sent, self.recvd);
         self.fail(cx, ErrorKind::EarlyClose, || {
@@ -1189,6 +1556,7 @@ impl Handler for Client {
             Phase::Handshake => {
                 self.fail(cx, ErrorKind::WsHandshake, || "no upgrade response".into());
             }
+            Phase::Handed => cx.abort(),
             Phase::Running | Phase::HoldCheck if overdue => {
                 let n = self.sent - self.recvd;
                 self.fail(cx, ErrorKind::Timeout, || {
@@ -1204,6 +1572,11 @@ impl Handler for Client {
 
     fn on_close(&mut self, cx: &mut Ctx<'_>, reason: CloseReason) {
         let st = self.st.clone();
+        if self.phase == Phase::Handed {
+            // Its successor carries the connection on (and counts its end).
+            drop1(&st.ctr.open);
+            return;
+        }
         bump(&st.ctr.closed, 1);
         if self.phase != Phase::Connecting {
             drop1(&st.ctr.open);

@@ -46,8 +46,16 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Checks the flags together and builds the run.
 pub fn setup(args: &Args) -> Result<Setup, UsageError> {
     let scheme = args.target.scheme;
+    let http = http_plan(args)?;
     let proto = match (scheme.is_ws(), args.framing, args.text) {
         (false, _, true) => return Err(usage("--text", "needs a ws:// or wss:// target")),
+        (false, Framing::Lp32, false) if http.is_some() => {
+            return Err(usage(
+                "--framing",
+                "lp32 applies to tcp:// and tls:// targets only",
+            ))
+        }
+        (false, Framing::None, false) if http.is_some() => Proto::Http,
         (false, Framing::None, false) => Proto::Tcp(Wire::Raw),
         (false, Framing::Lp32, false) => Proto::Tcp(Wire::Lp32),
         (true, Framing::Lp32, _) => {
@@ -135,11 +143,8 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
         addr: args.target.addr,
         proto,
         tls_connector,
-        ws_host: if args.target.port == if scheme.is_tls() { 443 } else { 80 } {
-            args.target.host.clone()
-        } else {
-            format!("{}:{}", args.target.host, args.target.port)
-        },
+        ws_host: host_header(args),
+        http,
         ws_path: args.target.path.clone(),
         ws_deflate: args.deflate,
         mode,
@@ -178,7 +183,54 @@ pub fn setup(args: &Args) -> Result<Setup, UsageError> {
     })
 }
 
-/// The TLS filter factory of a tls:// or wss:// target (`None` for the
+/// The `Host` header of the target: the host as written (IPv6 in
+/// brackets), with the port unless it is the scheme's default.
+fn host_header(args: &Args) -> String {
+    let t = &args.target;
+    let host = if t.host.contains(':') {
+        format!("[{}]", t.host)
+    } else {
+        t.host.clone()
+    };
+    if t.scheme.default_port() == Some(t.port) {
+        host
+    } else {
+        format!("{host}:{}", t.port)
+    }
+}
+
+/// The request and response plan of an http:// or https:// target
+/// (`None` for the others); HTTP flags without an HTTP target are a usage
+/// error.
+fn http_plan(args: &Args) -> Result<Option<crate::http::HttpPlan>, UsageError> {
+    if !args.target.scheme.is_http() {
+        let given = [
+            ("--method", args.method != "GET"),
+            ("--expect-status", args.expect_status != 200),
+            ("--expect-echo", args.expect_echo),
+            ("--max-head", args.max_head != 16 << 10),
+            ("--max-body", args.max_body != 64 << 20),
+        ];
+        if let Some((flag, _)) = given.iter().find(|g| g.1) {
+            return Err(usage(flag, "needs an http:// or https:// target"));
+        }
+        return Ok(None);
+    }
+    let mut plan = crate::http::HttpPlan::new(&args.method, &args.target.path, &host_header(args));
+    if args.expect_echo && !plan.body {
+        return Err(usage(
+            "--expect-echo",
+            format!("{} sends no body to echo (use --method POST)", args.method),
+        ));
+    }
+    plan.expect_status = args.expect_status;
+    plan.echo = args.expect_echo;
+    plan.max_head = args.max_head as usize;
+    plan.max_body = args.max_body;
+    Ok(Some(plan))
+}
+
+/// The TLS filter factory of a tls://, wss:// or https:// target (`None` for the
 /// others); TLS flags without a TLS target are a usage error.
 fn tls_filter(
     args: &Args,
@@ -194,7 +246,7 @@ fn tls_filter(
             ("--client-cert", args.client_cert.is_some()),
         ];
         if let Some((flag, _)) = given.iter().find(|g| g.1) {
-            return Err(usage(flag, "needs a tls:// or wss:// target"));
+            return Err(usage(flag, "needs a tls://, wss:// or https:// target"));
         }
         return Ok(None);
     }
@@ -220,10 +272,17 @@ fn tls_filter(
             format!("{p:?} is not a protocol name (1..255 bytes)"),
         ));
     }
+    // An https:// target offers http/1.1 unless told otherwise, as HTTP
+    // clients do (a server that insists on ALPN then agrees).
+    let alpn = if args.alpn.is_empty() && args.target.scheme.is_http() {
+        vec!["http/1.1".to_string()]
+    } else {
+        args.alpn.clone()
+    };
     let opts = TlsOpts {
         trust,
         server_name: args.sni.clone().unwrap_or_else(|| args.target.host.clone()),
-        alpn: args.alpn.clone(),
+        alpn,
         resume: args.tls_resume,
         tickets: usize::try_from(args.connections)
             .unwrap_or(usize::MAX)
@@ -383,6 +442,19 @@ mod tests {
         assert!(setup_of(&["tcp://127.0.0.1:1", "--think", "1ms", "-w", "4"]).is_err());
         assert!(setup_of(&["tcp://127.0.0.1:1", "-c", "2", "-p", "3"]).is_err());
         assert!(setup_of(&["tcp://127.0.0.1:1", "--source-ips", "::1"]).is_err());
+        assert!(setup_of(&["tcp://127.0.0.1:1", "--method", "POST"]).is_err());
+        assert!(setup_of(&["ws://127.0.0.1:1", "--expect-echo"]).is_err());
+        assert!(setup_of(&["http://127.0.0.1:1", "--expect-echo"]).is_err());
+        assert!(setup_of(&["http://127.0.0.1:1", "--framing", "lp32"]).is_err());
+        assert!(setup_of(&["http://127.0.0.1:1", "--text"]).is_err());
+        let s = setup_of(&["http://[::1]:81/x", "--method", "PUT", "--expect-echo"]).unwrap();
+        assert_eq!(s.plan.proto, Proto::Http);
+        let h = s.plan.http.expect("http plan");
+        assert!(h.echo && h.body);
+        assert_eq!(h.prefix, b"PUT /x HTTP/1.1\r\nHost: [::1]:81\r\n");
+        let s = setup_of(&["http://localhost/", "--method", "HEAD"]).unwrap();
+        assert!(s.plan.http.is_some_and(|h| h.head_method && !h.body));
+        assert_eq!(s.plan.ws_host, "localhost");
         let s = setup_of(&["tcp://127.0.0.1:1", "-c", "100", "--rate", "1000"]).unwrap();
         assert_eq!(s.plan.interval_ns, Some(100_000_000));
         assert_eq!(s.duration, Some(DEFAULT_DURATION));

@@ -78,6 +78,9 @@ pub struct RawReport {
     /// TLS handshakes completed by resuming a session.
     #[serde(default)]
     pub tls_resumed: u64,
+    /// HTTP: connections closed by the server and reopened.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Hold re-verifications sent.
     pub checks_sent: u64,
     /// Hold re-verifications verified.
@@ -187,6 +190,7 @@ impl Final {
             m.connections_per_sec += p.connections_per_sec;
             m.tls_full += p.tls_full;
             m.tls_resumed += p.tls_resumed;
+            m.reconnects += p.reconnects;
             m.checks_sent += p.checks_sent;
             m.checks_ok += p.checks_ok;
             for (k, v) in &p.errors {
@@ -280,6 +284,7 @@ impl Final {
             "duration_secs": round2(r.window_secs),
             "connect_secs": round2(r.connect_secs),
             "hold_checks": { "sent": r.checks_sent, "verified": r.checks_ok },
+            "reconnects": r.reconnects,
             "tls_handshakes": { "full": r.tls_full, "resumed": r.tls_resumed },
             "cpu_secs": round2(r.cpu_secs),
             "cpu_us_per_message": round2(self.cpu_us_per_message()),
@@ -322,7 +327,9 @@ impl Final {
         );
         // Connect time runs from the connect call to `on_open`: over TLS
         // that includes the handshake.
-        let tls = r.target.starts_with("tls://") || r.target.starts_with("wss://");
+        let tls = ["tls://", "wss://", "https://"]
+            .iter()
+            .any(|p| r.target.starts_with(p));
         let label = if tls { "connect+TLS" } else { "connect    " };
         let _ = writeln!(s, "  {label}  {}", pct_line(&self.connect));
         if tls {
@@ -332,14 +339,28 @@ impl Final {
                 r.tls_full, r.tls_resumed
             );
         }
+        // HTTP: a message is a request and its response.
+        let http = r.target.starts_with("http://") || r.target.starts_with("https://");
         if r.mode != "connect-only" {
+            let (label, unit) = if http {
+                ("requests", "req/s")
+            } else {
+                ("messages", "msg/s")
+            };
             let _ = writeln!(
                 s,
-                "  messages     {} in {:.2} s: {:.0} msg/s, {:.2} MB/s",
+                "  {label:<12} {} in {:.2} s: {:.0} {unit}, {:.2} MB/s",
                 r.messages,
                 r.window_secs,
                 r.messages_per_sec,
                 r.bytes_per_sec / 1e6
+            );
+        }
+        if http {
+            let _ = writeln!(
+                s,
+                "  reconnects   {} (the server closed: Connection: close, or idle)",
+                r.reconnects
             );
         }
         let _ = writeln!(s, "  latency      {}", pct_line(&self.latency));

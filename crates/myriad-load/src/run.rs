@@ -484,6 +484,7 @@ pub fn run(opts: RunOpts, obs: &mut dyn Observer) -> Result<Final> {
         } else {
             per_sec(snap.established, connect_secs)
         },
+        reconnects: snap.reconnects,
         checks_sent: snap.checks_sent,
         checks_ok: snap.checks_ok,
         tls_full: tls.full,

@@ -12,6 +12,8 @@ use std::time::Duration;
 use myriad::{Ctx, Engine, Handler, Service};
 use myriad_ws::{Event, ServerConnection, Sink};
 
+pub mod http;
+
 /// Tests that start many connections or processes run one at a time (two
 /// cores, shared).
 static SERIAL: Mutex<()> = Mutex::new(());
