@@ -284,7 +284,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
 
-    /// TLS (tls://, wss://): trust the CA certificates in this PEM file
+    /// TLS (tls://, wss://, https://): trust the CA certificates in this PEM file
     /// (default: the system's CA bundle).
     #[arg(long, value_name = "FILE", help_heading = "TLS")]
     pub ca: Option<PathBuf>,

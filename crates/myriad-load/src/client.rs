@@ -21,6 +21,11 @@
 //! * hold: one echo, then idle; a sampled connection echoes once more at a
 //!   point of the hold picked from its id;
 //! * connect-only: one echo, then close.
+//!
+//! Over HTTP a message is a request and its response (pipelined when the
+//! window is above one); a server that ends the connection
+//! (`Connection: close`) has it reopened by [`Client::reconnect`], which
+//! hands the connection's state to the new one.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};

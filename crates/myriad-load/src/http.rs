@@ -263,9 +263,14 @@ impl Rx {
                         return Ok(self.need_more(buf));
                     };
                     self.scanned = 0;
-                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    let mut resp = httparse::Response::new(&mut headers);
-                    match resp.parse(&buf[..end]) {
+                    // Left uninitialised: httparse writes the fields it
+                    // found, and zeroing 2 KiB per response would cost
+                    // more than parsing a small head.
+                    let mut headers = [std::mem::MaybeUninit::uninit(); MAX_HEADERS];
+                    let mut resp = httparse::Response::new(&mut []);
+                    let parsed = httparse::ParserConfig::default()
+                        .parse_response_with_uninit_headers(&mut resp, &buf[..end], &mut headers);
+                    match parsed {
                         Ok(httparse::Status::Complete(_)) => {}
                         // The scan found the end of the head: a partial
                         // parse means the head is not what it seems.

@@ -8,6 +8,8 @@
 //! myriad-load tcp://127.0.0.1:7000 -c 50k --connect-only
 //! myriad-load tls://localhost:7443 --ca ca.pem -c 100 -w 4 -d 10s
 //! myriad-load wss://127.0.0.1:8443/echo --insecure -c 100 --connect-only
+//! myriad-load http://127.0.0.1:8080/ -c 256 -w 16 -d 10s
+//! myriad-load http://127.0.0.1:8080/ --method POST --expect-echo -s 1..4k
 //! ```
 //!
 //! Exit status: 0 when the run had at most `--allow-errors` errors, 1 when it
@@ -18,8 +20,9 @@
 //! and their verification), [`client`] (the per-connection handler on
 //! Myriad's connector), [`run`] (one process's phases), [`multi`] (child
 //! processes and merging), [`report`] (summary, JSON), [`html`] (the HTML
-//! report) and [`tls`] (the rustls client configuration of tls:// and
-//! wss:// targets).
+//! report), [`http`] (HTTP/1.1 requests and the response decoder) and
+//! [`tls`] (the rustls client configuration of tls://, wss:// and https://
+//! targets).
 
 mod cli;
 mod client;
