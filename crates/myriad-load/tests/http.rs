@@ -91,6 +91,56 @@ fn connection_close_reconnects_and_resends_the_pipelined_rest() {
 }
 
 #[test]
+fn body_until_close_and_idle_close_reconnect() {
+    let _g = serial();
+    let s = HttpServer::start();
+    let r = load(&[
+        &s.url("/until-close"),
+        "--method",
+        "POST",
+        "--expect-echo",
+        "-s",
+        "1..500",
+        "-c",
+        "2",
+        "-m",
+        "5",
+        "-q",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(r.u("messages"), 10);
+    assert_eq!(r.u("reconnects"), 8, "{}", r.show());
+    // Closed while idle (thinking): reopened; the last response ends the
+    // run first.
+    let r = load(&[
+        &s.url("/silent-close"),
+        "--think",
+        "50ms",
+        "-c",
+        "2",
+        "-m",
+        "3",
+        "-q",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(r.u("messages"), 6);
+    assert_eq!(r.u("reconnects"), 4, "{}", r.show());
+    // Closed with a request in flight and no warning: an error.
+    let r = load(&[
+        &s.url("/silent-close"),
+        "-w",
+        "2",
+        "-c",
+        "2",
+        "-m",
+        "3",
+        "-q",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.show());
+    assert_eq!(r.err("early_close"), 2, "{}", r.show());
+}
+
+#[test]
 fn wrong_status_is_its_own_error_kind_and_the_connection_goes_on() {
     let _g = serial();
     let s = HttpServer::start();

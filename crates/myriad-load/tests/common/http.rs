@@ -20,6 +20,10 @@
 //! * `/cut/N`: the N-th response stops in the middle of its head, then the
 //!   server closes.
 //! * `/flip/N`: the N-th response's body has its last byte changed.
+//! * `/until-close`: HTTP/1.0-style responses, the body delimited by the
+//!   end of the connection.
+//! * `/silent-close`: the server closes after every response without
+//!   saying so (an idle keep-alive connection closed).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -105,6 +109,11 @@ pub fn serve(buf: &[u8], k: &mut u64, out: &mut Vec<u8>) -> (usize, bool) {
         };
         let close = every(&path, "/close/", n);
         let conn = if close { "Connection: close\r\n" } else { "" };
+        if path == "/until-close" {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+            out.extend_from_slice(body);
+            return (pos, true);
+        }
         if path == "/chunked" {
             out.extend_from_slice(
                 format!("HTTP/1.1 {status}\r\n{conn}Transfer-Encoding: chunked\r\n\r\n").as_bytes(),
@@ -133,7 +142,7 @@ pub fn serve(buf: &[u8], k: &mut u64, out: &mut Vec<u8>) -> (usize, bool) {
                 *b ^= 0x20;
             }
         }
-        if close || short {
+        if close || short || path == "/silent-close" {
             return (pos, true);
         }
     }
