@@ -100,7 +100,7 @@ pub use crate::request::{BodyKind, Headers, Request, Version, MAX_HEADERS};
 pub use crate::router::{Params, Route, RouteError, Router, MAX_PARAMS};
 #[cfg(feature = "engine")]
 pub use crate::service::{
-    BodyHandler, BodySource, BodyWriter, Fill, HttpConn, Req, Responder, STREAM_WINDOW,
+    BodyHandler, BodySource, BodyWriter, Deferred, Fill, HttpConn, Req, Responder, STREAM_WINDOW,
 };
 pub use crate::sink::Sink;
 #[cfg(feature = "engine")]

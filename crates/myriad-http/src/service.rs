@@ -10,9 +10,11 @@ use crate::error::ResponseError;
 use crate::path::split_target;
 use crate::request::{BodyKind, HeadSpan, Headers, Request, Version};
 use crate::router::{Kind, Lookup, Params, Router};
-use myriad::{CloseReason, Ctx, Handler};
+use myriad::{CloseReason, ConnId, Ctx, Handler, LoopHandle};
+use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How many bytes a streamed response keeps queued ahead of the socket:
 /// a [`BodySource`] is asked for more only below it, and again when the
@@ -254,6 +256,7 @@ pub struct Responder<'a, 'c> {
     now: Now,
     is_head: bool,
     source: &'a mut Option<Box<dyn BodySource>>,
+    deferred: &'a mut bool,
 }
 
 impl std::fmt::Debug for Responder<'_, '_> {
@@ -262,6 +265,7 @@ impl std::fmt::Debug for Responder<'_, '_> {
             .field("conn", &self.conn)
             .field("is_head", &self.is_head)
             .field("streaming", &self.source.is_some())
+            .field("deferred", &*self.deferred)
             .finish()
     }
 }
@@ -363,6 +367,51 @@ impl<'c> Responder<'_, 'c> {
         Ok(())
     }
 
+    /// Answers later, from any thread: the request stays open (pipelined
+    /// requests behind it wait, reading is paused) until the returned
+    /// [`Deferred`] is completed ([`Deferred::send`]) — typically from a
+    /// `myriad::Pool` job, so that slow work stays off the event loop.
+    /// A `Deferred` dropped without an answer answers 500. Answer only
+    /// through the `Deferred` once this is called.
+    ///
+    /// # Errors
+    ///
+    /// [`ResponseError::AlreadyStarted`] when a response was begun (or
+    /// already deferred).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use myriad_http::Router;
+    /// let r = Router::new().get("/slow", |_req, res| {
+    ///     if let Ok(later) = res.defer() {
+    ///         std::thread::spawn(move || {
+    ///             let body = "computed elsewhere\n".to_string(); // a slow computation
+    ///             later.send(200, &[("Content-Type", b"text/plain")], body.into_bytes());
+    ///         });
+    ///     }
+    /// });
+    /// assert!(r.is_ok());
+    /// ```
+    pub fn defer(&mut self) -> Result<Deferred, ResponseError> {
+        if *self.deferred || !self.conn.awaits_response() {
+            return Err(ResponseError::AlreadyStarted);
+        }
+        let id = self.cx.id();
+        let home = self
+            .cx
+            .loop_cx()
+            .loops()
+            .get(id.loop_index())
+            .cloned()
+            .ok_or(ResponseError::AlreadyStarted)?;
+        *self.deferred = true;
+        Ok(Deferred {
+            id,
+            home: Some(home),
+        })
+    }
+
     /// Whether the request is `HEAD` (the body written is dropped: a
     /// handler may skip producing it).
     pub fn is_head(&self) -> bool {
@@ -381,6 +430,107 @@ impl<'c> Responder<'_, 'c> {
     /// response stream.
     pub fn ctx(&mut self) -> &mut Ctx<'c> {
         self.cx
+    }
+}
+
+/// A response that comes later, from any thread ([`Responder::defer`]).
+/// [`Deferred::send`] posts the answer to the connection's loop, where the
+/// connection writes it as if the handler had answered then. Dropped
+/// without an answer, it answers 500. If the connection closed meanwhile,
+/// the answer is dropped.
+pub struct Deferred {
+    id: ConnId,
+    /// `None` once answered.
+    home: Option<LoopHandle>,
+}
+
+/// An answer on its way from another thread to its connection.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+thread_local! {
+    /// Answers of deferred responses that reached this loop, until their
+    /// connection's zero-delay timer ([`TOKEN_DEFERRED`]) takes them. The
+    /// engine hands another thread only a connection's `Ctx`, not its
+    /// handler: the answer waits here and the timer brings the handler.
+    static INBOX: RefCell<Vec<(ConnId, Answer)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Timer token that delivers a deferred answer (distinctive, like
+/// `TOKEN_DEADLINE`).
+const TOKEN_DEFERRED: u64 = 0x6874_7470_dead_0002;
+
+fn take_answer(id: ConnId) -> Option<Answer> {
+    INBOX.with(|b| {
+        let mut b = b.borrow_mut();
+        let i = b.iter().position(|(c, _)| *c == id)?;
+        Some(b.swap_remove(i).1)
+    })
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred")
+            .field("id", &self.id)
+            .field("answered", &self.home.is_none())
+            .finish()
+    }
+}
+
+impl Deferred {
+    /// The connection this answer goes to.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Answers with `status`, `headers` and `body` (`Content-Length`; the
+    /// codec adds `Date` and `Connection`, and drops the body for `HEAD`).
+    /// Returns `false` when the connection's loop has exited. A header the
+    /// codec refuses (invalid name or value) makes the answer a 500.
+    pub fn send(
+        mut self,
+        status: u16,
+        headers: &[(&str, &[u8])],
+        body: impl Into<Vec<u8>>,
+    ) -> bool {
+        let answer = Answer {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_string(), v.to_vec()))
+                .collect(),
+            body: body.into(),
+        };
+        self.deliver(answer)
+    }
+
+    fn deliver(&mut self, answer: Answer) -> bool {
+        let Some(home) = self.home.take() else {
+            return false;
+        };
+        let id = self.id;
+        home.post(move |lcx| {
+            INBOX.with(|b| b.borrow_mut().push((id, answer)));
+            // Closed meanwhile: nobody will take it.
+            if !lcx.with_conn(id, |cx| cx.set_timer(Duration::ZERO, TOKEN_DEFERRED)) {
+                let _ = take_answer(id);
+            }
+        })
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if self.home.is_some() {
+            let _ = self.deliver(Answer {
+                status: 500,
+                headers: vec![("Content-Type".into(), b"text/plain; charset=utf-8".to_vec())],
+                body: b"Internal Server Error\n".to_vec(),
+            });
+        }
     }
 }
 
@@ -413,8 +563,11 @@ struct Http {
     body: Vec<u8>,
     /// The body of the response being streamed.
     source: Option<Box<dyn BodySource>>,
-    /// The peer sent its FIN during a streamed response: close after it.
+    /// The peer sent its FIN during a streamed or deferred response:
+    /// close after it.
     eof: bool,
+    /// The current request is answered later ([`Responder::defer`]).
+    deferred: bool,
 }
 
 /// The engine handler of one HTTP/1.1 connection served by a [`Router`]:
@@ -491,6 +644,7 @@ impl HttpConn {
                 body: Vec::new(),
                 source: None,
                 eof: false,
+                deferred: false,
             })),
         }
     }
@@ -513,6 +667,7 @@ impl Http {
         now: Now,
         is_head: bool,
         source: &'a mut Option<Box<dyn BodySource>>,
+        deferred: &'a mut bool,
     ) -> Responder<'a, 'c> {
         Responder {
             conn,
@@ -520,6 +675,7 @@ impl Http {
             now,
             is_head,
             source,
+            deferred,
         }
     }
 
@@ -527,9 +683,9 @@ impl Http {
         if self.glue.closing {
             return Flow::Consumed(data.len());
         }
-        if self.source.is_some() {
-            // A response is streaming: pipelined input waits (reading is
-            // paused until it is done).
+        if self.source.is_some() || self.deferred {
+            // A response is streaming or deferred: pipelined input waits
+            // (reading is paused until it is done).
             return Flow::Consumed(0);
         }
         let now = now();
@@ -579,6 +735,11 @@ impl Http {
             if self.glue.closing {
                 return Flow::Consumed(data.len());
             }
+            if self.deferred {
+                // The rest (pipelined requests) stays with the engine and
+                // comes again when reading resumes after the answer.
+                return Flow::Consumed(at);
+            }
             if self.source.is_some() {
                 cx.pause_reading();
                 self.pump(cx);
@@ -606,7 +767,14 @@ impl Http {
         let (path, query) = split_target(req.target());
         let is_head = req.method() == "HEAD";
         let upgrade = wants_websocket(&req);
-        let mut res = Self::responder(&mut self.conn, cx, now, is_head, &mut self.source);
+        let mut res = Self::responder(
+            &mut self.conn,
+            cx,
+            now,
+            is_head,
+            &mut self.source,
+            &mut self.deferred,
+        );
         let (route, params, tail) = match router.lookup(req.method(), path, upgrade) {
             Lookup::Route(i, p, t) => (i, p, t),
             Lookup::NotFound => {
@@ -699,7 +867,14 @@ impl Http {
             }
             Pending::Buffered { kept: None, .. } => self.body.extend_from_slice(chunk),
             Pending::Streaming(h) => {
-                let mut res = Self::responder(&mut self.conn, cx, now, false, &mut self.source);
+                let mut res = Self::responder(
+                    &mut self.conn,
+                    cx,
+                    now,
+                    false,
+                    &mut self.source,
+                    &mut self.deferred,
+                );
                 h.on_chunk(chunk, &mut res);
             }
             Pending::Idle => {}
@@ -732,7 +907,14 @@ impl Http {
                     body,
                 };
                 let is_head = head.method() == "HEAD";
-                let mut res = Self::responder(&mut self.conn, cx, now, is_head, &mut self.source);
+                let mut res = Self::responder(
+                    &mut self.conn,
+                    cx,
+                    now,
+                    is_head,
+                    &mut self.source,
+                    &mut self.deferred,
+                );
                 if let Kind::Buffered(handler) = &r.kind {
                     handler(&view, &mut res);
                 }
@@ -742,7 +924,14 @@ impl Http {
                 self.after_handler(cx, now);
             }
             Pending::Streaming(mut h) => {
-                let mut res = Self::responder(&mut self.conn, cx, now, false, &mut self.source);
+                let mut res = Self::responder(
+                    &mut self.conn,
+                    cx,
+                    now,
+                    false,
+                    &mut self.source,
+                    &mut self.deferred,
+                );
                 h.on_end(&mut res);
                 self.after_handler(cx, now);
             }
@@ -754,6 +943,10 @@ impl Http {
     /// an answer gets 500; a body written without `finish` (and no
     /// source) is finished.
     fn after_handler(&mut self, cx: &mut Ctx<'_>, now: Now) {
+        if self.deferred {
+            cx.pause_reading();
+            return;
+        }
         if self.conn.awaits_response() {
             let res =
                 Response::new(500).with_headers(&[("Content-Type", b"text/plain; charset=utf-8")]);
@@ -765,6 +958,39 @@ impl Http {
         }
         if self.conn.is_closed() && self.source.is_none() {
             self.glue.close(cx);
+        }
+    }
+
+    /// A deferred answer arrived on this loop: write it and carry on as
+    /// after any answer (close, or resume reading for the requests that
+    /// waited behind it).
+    fn answer_deferred(&mut self, cx: &mut Ctx<'_>) {
+        let Some(a) = take_answer(cx.id()) else {
+            return;
+        };
+        if !self.deferred || self.glue.closing {
+            return;
+        }
+        self.deferred = false;
+        let now = now();
+        let headers: Vec<(&str, &[u8])> = a
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        let res = Response::new(a.status).with_headers(&headers);
+        if self.conn.respond_full(&res, &a.body, now, cx).is_err() {
+            // An invalid header: answered 500 by after_handler below.
+        }
+        self.after_handler(cx, now);
+        if self.glue.closing {
+            return;
+        }
+        if self.eof {
+            self.glue.close(cx);
+        } else {
+            cx.resume_reading();
+            self.glue.arm(&self.conn, cx, now);
         }
     }
 
@@ -854,7 +1080,7 @@ impl Handler for HttpConn {
         match &mut self.state {
             // A client may half-close after its request: finish a streamed
             // answer first (closing now would cut it).
-            State::Http(h) if h.source.is_some() => h.eof = true,
+            State::Http(h) if h.source.is_some() || h.deferred => h.eof = true,
             State::Http(h) => h.glue.close(cx),
             State::Upgraded { handler, .. } => handler.on_eof(cx),
         }
@@ -862,6 +1088,7 @@ impl Handler for HttpConn {
 
     fn on_timer(&mut self, cx: &mut Ctx<'_>, token: u64) {
         match &mut self.state {
+            State::Http(h) if token == TOKEN_DEFERRED => h.answer_deferred(cx),
             State::Http(h) => {
                 let Http { conn, glue, .. } = &mut **h;
                 glue.on_timer(conn, cx, token);
@@ -889,8 +1116,11 @@ impl Handler for HttpConn {
     }
 
     fn on_close(&mut self, cx: &mut Ctx<'_>, reason: CloseReason) {
-        if let State::Upgraded { handler, .. } = &mut self.state {
-            handler.on_close(cx, reason);
+        match &mut self.state {
+            // An answer may have arrived after its timer was set.
+            State::Http(h) if h.deferred => drop(take_answer(cx.id())),
+            State::Http(_) => {}
+            State::Upgraded { handler, .. } => handler.on_close(cx, reason),
         }
     }
 }

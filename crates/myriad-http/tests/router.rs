@@ -190,6 +190,30 @@ fn router(site: &Site, ready: Arc<AtomicBool>) -> Router {
         .unwrap()
         .get("/forgot", |_, _| {})
         .unwrap()
+        // Answered later from another thread (a pool job in real use).
+        .get("/later/:ms", |req, res| {
+            let ms = req.param("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
+            let Ok(later) = res.defer() else { return };
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                later.send(200, &[("X-Later", b"yes")], format!("after {ms} ms\n"));
+            });
+        })
+        .unwrap()
+        // Deferred, then dropped unanswered: 500.
+        .get("/dropped", |_, res| {
+            let later = res.defer();
+            std::thread::spawn(move || drop(later));
+        })
+        .unwrap()
+        .post("/later-echo", |req, res| {
+            let body = req.body().to_vec();
+            let Ok(later) = res.defer() else { return };
+            std::thread::spawn(move || {
+                later.send(200, &[], body);
+            });
+        })
+        .unwrap()
         .upgrade("/shout", |req| {
             (req.header("x-allow") != Some(b"no"))
                 .then(|| Box::new(Shout { head_done: false }) as Box<dyn Handler>)
@@ -440,6 +464,57 @@ fn bodies_keep_alive_and_pipelining() {
         assert!(text.starts_with("line 20000\n") && text.ends_with("line 1\n"));
         assert_eq!(read_response(&mut s, &mut buf, false).body, b"xyz");
         assert_eq!(read_response(&mut s, &mut buf, false).text(), "user 2\n");
+        stop(engine);
+    }
+}
+
+#[test]
+fn deferred_answers_keep_order() {
+    let site = Site::new();
+    for kind in KINDS {
+        let (engine, addr) = start(kind, router(&site, Arc::new(AtomicBool::new(true))));
+        let r = get(addr, "/later/10", "");
+        assert_eq!((r.status, r.text().as_str()), (200, "after 10 ms\n"));
+        assert_eq!(r.header("x-later"), Some("yes"));
+        assert_eq!(get(addr, "/dropped", "").status, 500);
+        // Pipelined behind slow deferred answers: answered in order, and
+        // a HEAD gets no body.
+        let mut s = connect(addr);
+        let mut buf = Vec::new();
+        s.write_all(
+            b"GET /later/100 HTTP/1.1\r\nHost: x\r\n\r\nGET /users/1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /later-echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcHEAD /later/30 HTTP/1.1\r\nHost: x\r\n\r\nGET /later/0 HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_response(&mut s, &mut buf, false).text(),
+            "after 100 ms\n"
+        );
+        assert_eq!(read_response(&mut s, &mut buf, false).text(), "user 1\n");
+        assert_eq!(read_response(&mut s, &mut buf, false).body, b"abc");
+        let h = read_response(&mut s, &mut buf, true);
+        assert_eq!((h.status, h.header("content-length")), (200, Some("12")));
+        assert_eq!(
+            read_response(&mut s, &mut buf, false).text(),
+            "after 0 ms\n"
+        );
+        // The client closes before the answer: nothing breaks.
+        let mut s = connect(addr);
+        s.write_all(b"GET /later/100 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        drop(s);
+        // A client that half-closes after its request still gets it.
+        let mut s = connect(addr);
+        s.write_all(b"GET /later/50 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        assert!(
+            all.starts_with("HTTP/1.1 200") && all.ends_with("after 50 ms\n"),
+            "{all}"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(get(addr, "/users/3", "").text(), "user 3\n");
         stop(engine);
     }
 }
