@@ -383,17 +383,30 @@ impl WsServer {
         F: Fn() -> H + Send + Sync + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        Service::new(name, addr, move || ServerHandler {
-            ws: ServerConnection::new(Arc::clone(&shared.config)),
-            shared: Arc::clone(&shared),
-            user: factory(),
-            flags: 0,
-            bucket: Bucket {
-                // a new connection starts with a full burst
-                milli: burst_milli(&shared),
-                at_ms: 0,
-            },
-        })
+        Service::new(name, addr, move || ServerHandler::new(&shared, factory()))
+    }
+
+    /// The engine handler of one WebSocket connection driven by `user`,
+    /// with this server's settings and counters: for a connection that
+    /// another handler accepted and hands over, such as an HTTP router's
+    /// upgrade route (several paths of one port, each with its own
+    /// [`WsHandler`]). The returned handler expects the upgrade request
+    /// from its first byte (it answers `101` itself); `on_open` arms the
+    /// handshake timeout as for [`WsServer::service`] connections.
+    ///
+    /// ```
+    /// use myriad_ws::{server::WsServer, Message, WsCtx, WsHandler};
+    /// struct Echo;
+    /// impl WsHandler for Echo {
+    ///     fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, m: Message<'_>) { let _ = cx.send(m); }
+    /// }
+    /// let ws = WsServer::builder().build();
+    /// // e.g. in `myriad_http::Router::upgrade("/echo", move |_req| Some(ws.connection_handler(Echo)))`
+    /// let handler: Box<dyn myriad::Handler> = ws.connection_handler(Echo);
+    /// # drop(handler);
+    /// ```
+    pub fn connection_handler<H: WsHandler>(&self, user: H) -> Box<dyn Handler> {
+        Box::new(ServerHandler::new(&self.shared, user))
     }
 
     /// The counters so far.
@@ -747,6 +760,20 @@ impl Bucket {
 }
 
 impl<H: WsHandler> ServerHandler<H> {
+    fn new(shared: &Arc<Shared>, user: H) -> Self {
+        ServerHandler {
+            ws: ServerConnection::new(Arc::clone(&shared.config)),
+            shared: Arc::clone(shared),
+            user,
+            flags: 0,
+            bucket: Bucket {
+                // a new connection starts with a full burst
+                milli: burst_milli(shared),
+                at_ms: 0,
+            },
+        }
+    }
+
     fn ctx<'a, 'c>(&'a mut self, cx: &'a mut Ctx<'c>) -> (WsCtx<'a, 'c>, &'a mut H) {
         (
             WsCtx {
