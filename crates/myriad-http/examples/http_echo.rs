@@ -88,9 +88,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(t) = args.threads {
         b = b.threads(t);
     }
-    // Unconsumed input is at most a head or a chunk-size line; keep the
-    // engine's own bound just above it.
-    let service = Echo::service(args.addr, cfg).max_input(cfg.max_head + 64 * 1024);
+    // The engine's own bound on unconsumed input stays at its default
+    // (16 MiB): besides a head or a chunk-size line, it holds what arrives
+    // while reading is paused by back-pressure, and on io_uring the
+    // receives in flight when the pause takes effect can bring a whole
+    // socket buffer (megabytes). A bound of a head plus 64 KiB reset
+    // clients that pipeline 2 MiB uploads (found by myriad-load -w 2).
+    let service = Echo::service(args.addr, cfg);
     let engine = b.service(service).start()?;
     eprintln!(
         "http_echo: listening on {} ({} backend, {} threads)",
