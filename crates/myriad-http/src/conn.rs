@@ -366,7 +366,9 @@ impl ServerConn {
                 self.keep_alive = req.keep_alive;
                 self.expect_continue = req.expect_continue;
                 self.resp = RespState::Waiting;
-                self.close_after = false;
+                // close_after stays: false after a kept-alive exchange,
+                // true when a shutdown asked for it while this head was
+                // still arriving (its answer must then close).
                 self.body_read = 0;
                 self.since = Some(now.instant());
                 self.req = match req.body {

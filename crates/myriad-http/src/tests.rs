@@ -623,6 +623,24 @@ fn shutdown_closes_idle_and_marks_busy() {
         .unwrap()
         .contains("Connection: close\r\n"));
     assert!(c.is_closed());
+    // Asked while a head is still arriving: kept when the head completes.
+    let mut c = ServerConn::new(Config::default(), t);
+    let mut out = Vec::new();
+    let mut part = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    assert!(matches!(
+        c.feed(&mut part, now, &mut out),
+        Ok((0, Event::NeedData))
+    ));
+    c.close_after_response();
+    assert!(!c.is_closed());
+    let mut whole = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+    c.feed(&mut whole, now, &mut out).unwrap();
+    c.respond_full(&Response::new(200), b"", now, &mut out)
+        .unwrap();
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .contains("Connection: close\r\n"));
+    assert!(c.is_closed());
 }
 
 #[test]
