@@ -99,7 +99,8 @@ struct RawService {
     /// One address or an array of addresses.
     listen: Spanned<toml::Value>,
     stack: Spanned<String>,
-    handler: Spanned<String>,
+    /// Required on tcp/tls/ws/wss; on http/https absent or "router".
+    handler: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
     client_ca: Option<Spanned<String>>,
@@ -131,6 +132,33 @@ struct RawService {
     framing: Option<Spanned<String>>,
     /// Handed to the plugin's `init` as JSON.
     plugin_config: Option<toml::Table>,
+    /// http/https: `[[service.route]]` tables.
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+}
+
+/// One `[[service.route]]`: a path and exactly one kind (`static`, `ws`,
+/// `health`, `redirect`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: Spanned<String>,
+    /// A directory served under `path` (a prefix).
+    #[serde(rename = "static")]
+    static_dir: Option<Spanned<String>>,
+    /// A WebSocket handler: "ws-echo", "ws-chat" or "plugin".
+    ws: Option<Spanned<String>>,
+    /// "alive" (200 while the process answers) or "ready" (200 when every
+    /// service is up, 503 while starting, reloading or draining).
+    health: Option<Spanned<String>>,
+    /// Where to send the client.
+    redirect: Option<Spanned<String>>,
+    /// The redirect's status (301 by default).
+    status: Option<Spanned<u16>>,
+    /// `ws = "plugin"`: the shared library.
+    plugin: Option<Spanned<String>>,
+    /// Handed to that plugin's `init` as JSON.
+    plugin_config: Option<toml::Table>,
 }
 
 /// Transport/protocol stack of a service.
@@ -140,6 +168,22 @@ pub enum Stack {
     Tls,
     Ws,
     Wss,
+    /// HTTP/1.1 with routes (`[[service.route]]`).
+    Http,
+    /// The same over TLS.
+    Https,
+}
+
+impl Stack {
+    /// Whether the stack has a TLS filter (needs cert and key).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Stack::Tls | Stack::Wss | Stack::Https)
+    }
+
+    /// Whether the stack is HTTP with routes.
+    pub fn is_http(self) -> bool {
+        matches!(self, Stack::Http | Stack::Https)
+    }
 }
 
 /// Built-in handlers.
@@ -151,6 +195,52 @@ pub enum HandlerKind {
     WsChat,
     /// A native plugin ([`PluginSpec`]).
     Plugin,
+    /// http/https stacks: the routes decide ([`RouteConfig`]).
+    Router,
+}
+
+/// One route of an http/https service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// The route pattern: exact (`/about`), with `:param` segments, or a
+    /// prefix (`/static/*`); a static route's path is always a prefix.
+    pub path: String,
+    pub kind: RouteKind,
+    /// Where the route's `path` key is, as `file:line:col`.
+    pub location: String,
+}
+
+/// What answers on a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKind {
+    /// The files under this directory.
+    Static(PathBuf),
+    /// An upgrade to WebSocket, driven by this handler.
+    Ws(WsRoute),
+    /// A health check.
+    Health(Health),
+    /// A redirect to `to` with `status` (301, 302, 303, 307, 308).
+    Redirect { to: String, status: u16 },
+}
+
+/// The WebSocket handler of a `ws` route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsRoute {
+    Echo,
+    /// The chat room (one room per route); `GET` without an upgrade
+    /// serves the demo page.
+    Chat,
+    Plugin(PluginSpec),
+}
+
+/// What a health route reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// 200 as long as the process answers.
+    Alive,
+    /// 200 when every service is up, 503 while starting, reloading or
+    /// draining (the state sd_notify reports).
+    Ready,
 }
 
 /// How a message plugin's messages are cut on a tcp/tls stack.
@@ -224,6 +314,8 @@ pub struct ServiceConfig {
     pub backlog: i32,
     /// `handler = "plugin"`.
     pub plugin: Option<PluginSpec>,
+    /// http/https: the routes, in the file's order.
+    pub routes: Vec<RouteConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +433,205 @@ fn digest(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A plugin library's spec: read (for the digest) and located.
+fn plugin_spec(
+    cx: &Ctx<'_>,
+    path: PathBuf,
+    key: &Spanned<String>,
+    framing: Option<Framing>,
+    config: Option<&toml::Table>,
+) -> Result<PluginSpec, ConfigError> {
+    let bytes = std::fs::read(&path)
+        .map_err(|e| cx.err(key.span(), format!("cannot read {}: {e}", path.display())))?;
+    let config_json = serde_json::to_string(config.unwrap_or(&toml::Table::new()))
+        .map_err(|e| cx.err(key.span(), format!("plugin_config: {e}")))?;
+    let (line, col) = locate(cx.text, key.span().start);
+    Ok(PluginSpec {
+        path,
+        digest: digest(&bytes),
+        framing,
+        config_json,
+        location: format!("{}:{line}:{col}", cx.file),
+    })
+}
+
+/// A path from the config, relative to the config file's folder.
+fn relative(base: Option<&Path>, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    match base {
+        Some(b) if path.is_relative() => b.join(path),
+        _ => path,
+    }
+}
+
+/// The `[[service.route]]` tables of an http/https service: each with a
+/// valid path and exactly one kind, no path twice.
+fn parse_routes(
+    cx: &Ctx<'_>,
+    base: Option<&Path>,
+    raw: &[RawRoute],
+) -> Result<Vec<RouteConfig>, ConfigError> {
+    let mut out: Vec<RouteConfig> = Vec::new();
+    // Normalised pattern → where it was declared.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for r in raw {
+        let path = r.path.get_ref();
+        let at = |sp: Range<usize>| {
+            let (line, col) = locate(cx.text, sp.start);
+            format!("{}:{line}:{col}", cx.file)
+        };
+        let kinds: Vec<(&str, Range<usize>)> = [
+            ("static", r.static_dir.as_ref().map(|v| v.span())),
+            ("ws", r.ws.as_ref().map(|v| v.span())),
+            ("health", r.health.as_ref().map(|v| v.span())),
+            ("redirect", r.redirect.as_ref().map(|v| v.span())),
+        ]
+        .into_iter()
+        .filter_map(|(k, sp)| sp.map(|sp| (k, sp)))
+        .collect();
+        match kinds.as_slice() {
+            [] => {
+                return Err(cx.err(
+                    r.path.span(),
+                    format!("route {path:?}: give it one of static, ws, health or redirect"),
+                ))
+            }
+            [_] => {}
+            [(first, _), (second, sp), ..] => {
+                return Err(cx.err(
+                    sp.clone(),
+                    format!(
+                        "route {path:?}: {second} and {first} in one route (one kind per route)"
+                    ),
+                ))
+            }
+        }
+        // Checked by the same parser the server's router uses.
+        if let Err(e) = myriad_http::Router::new().route(None, path, |_, _| {}) {
+            return Err(cx.err(r.path.span(), format!("route path: {e}")));
+        }
+        if let Some(st) = &r.status {
+            if r.redirect.is_none() {
+                return Err(cx.err(st.span(), "status is only valid on a redirect route"));
+            }
+        }
+        if r.plugin.is_some() != r.ws.as_ref().is_some_and(|w| w.get_ref() == "plugin") {
+            let sp = r
+                .plugin
+                .as_ref()
+                .or(r.ws.as_ref())
+                .map_or(r.path.span(), |v| v.span());
+            return Err(cx.err(
+                sp,
+                "a plugin route takes both ws = \"plugin\" and plugin = \"PATH\"",
+            ));
+        }
+        if r.plugin_config.is_some() && r.plugin.is_none() {
+            return Err(cx.err(
+                r.path.span(),
+                format!("route {path:?}: plugin_config is only valid with ws = \"plugin\""),
+            ));
+        }
+        let (pattern, kind) = if let Some(d) = &r.static_dir {
+            if path.contains(':') {
+                return Err(cx.err(
+                    r.path.span(),
+                    format!("route {path:?}: a static route's path is a prefix (no :params)"),
+                ));
+            }
+            let dir = relative(base, d.get_ref());
+            if !dir.is_dir() {
+                return Err(cx.err(d.span(), format!("directory not found: {}", dir.display())));
+            }
+            // "/static", "/static/" and "/static/*" all mean the prefix.
+            let prefix = path
+                .strip_suffix("/*")
+                .unwrap_or(path)
+                .trim_end_matches('/');
+            (format!("{prefix}/*"), RouteKind::Static(dir))
+        } else if let Some(w) = &r.ws {
+            let kind = match w.get_ref().as_str() {
+                "ws-echo" => WsRoute::Echo,
+                "ws-chat" => WsRoute::Chat,
+                "plugin" => {
+                    let Some(p) = &r.plugin else {
+                        return Err(cx.err(w.span(), "ws = \"plugin\" needs plugin = \"PATH\""));
+                    };
+                    let lib = relative(base, p.get_ref());
+                    if !lib.is_file() {
+                        return Err(cx.err(p.span(), format!("file not found: {}", lib.display())));
+                    }
+                    WsRoute::Plugin(plugin_spec(cx, lib, p, None, r.plugin_config.as_ref())?)
+                }
+                other => {
+                    return Err(cx.err(
+                        w.span(),
+                        format!("unknown ws handler {other:?} (ws-echo, ws-chat, plugin)"),
+                    ))
+                }
+            };
+            (path.clone(), RouteKind::Ws(kind))
+        } else if let Some(h) = &r.health {
+            let kind = match h.get_ref().as_str() {
+                "alive" => Health::Alive,
+                "ready" => Health::Ready,
+                other => {
+                    return Err(cx.err(
+                        h.span(),
+                        format!("unknown health check {other:?} (alive: /healthz style, ready: /readyz style)"),
+                    ))
+                }
+            };
+            (path.clone(), RouteKind::Health(kind))
+        } else if let Some(to) = &r.redirect {
+            let t = to.get_ref();
+            // A Location value: no spaces or control characters.
+            if t.is_empty() || t.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(cx.err(
+                    to.span(),
+                    "redirect target must be a non-empty URL or path without spaces or control characters",
+                ));
+            }
+            let status = match &r.status {
+                None => 301,
+                Some(st) if [301, 302, 303, 307, 308].contains(st.get_ref()) => *st.get_ref(),
+                Some(st) => {
+                    return Err(cx.err(
+                        st.span(),
+                        format!(
+                            "redirect status {} (301, 302, 303, 307 or 308)",
+                            st.get_ref()
+                        ),
+                    ))
+                }
+            };
+            (
+                path.clone(),
+                RouteKind::Redirect {
+                    to: t.clone(),
+                    status,
+                },
+            )
+        } else {
+            // Not reached: exactly one kind was checked above.
+            return Err(cx.err(r.path.span(), format!("route {path:?}: no kind")));
+        };
+        if let Some((_, first)) = seen.iter().find(|(p, _)| *p == pattern) {
+            return Err(cx.err(
+                r.path.span(),
+                format!("duplicate route path {path:?} (first at {first})"),
+            ));
+        }
+        seen.push((pattern.clone(), at(r.path.span())));
+        out.push(RouteConfig {
+            path: pattern,
+            kind,
+            location: at(r.path.span()),
+        });
+    }
+    Ok(out)
 }
 
 /// Reads and validates a configuration file.
@@ -462,34 +753,58 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             "tls" => Stack::Tls,
             "ws" => Stack::Ws,
             "wss" => Stack::Wss,
+            "http" => Stack::Http,
+            "https" => Stack::Https,
             other => {
                 return Err(cx.err(
                     s.stack.span(),
-                    format!("unknown stack {other:?} (tcp, tls, ws, wss)"),
+                    format!("unknown stack {other:?} (tcp, tls, ws, wss, http, https)"),
                 ))
             }
         };
-        let handler = match s.handler.get_ref().as_str() {
-            "echo" => HandlerKind::Echo,
-            "discard" => HandlerKind::Discard,
-            "ws-echo" => HandlerKind::WsEcho,
-            "ws-chat" => HandlerKind::WsChat,
-            "plugin" => HandlerKind::Plugin,
-            other => {
+        let handler = match (&s.handler, stack.is_http()) {
+            // On http stacks the routes decide; "router" says so explicitly.
+            (None, true) => HandlerKind::Router,
+            (None, false) => {
                 return Err(cx.err(
-                    s.handler.span(),
-                    format!("unknown handler {other:?} (echo, discard, ws-echo, ws-chat, plugin)"),
+                    s.name.span(),
+                    format!(
+                        "service {name:?}: missing handler (echo, discard, ws-echo, ws-chat, plugin)"
+                    ),
                 ))
             }
+            (Some(h), _) => match h.get_ref().as_str() {
+                "echo" => HandlerKind::Echo,
+                "discard" => HandlerKind::Discard,
+                "ws-echo" => HandlerKind::WsEcho,
+                "ws-chat" => HandlerKind::WsChat,
+                "plugin" => HandlerKind::Plugin,
+                "router" => HandlerKind::Router,
+                other => {
+                    return Err(cx.err(
+                        h.span(),
+                        format!(
+                            "unknown handler {other:?} (echo, discard, ws-echo, ws-chat, plugin, router)"
+                        ),
+                    ))
+                }
+            },
         };
         let ws_stack = matches!(stack, Stack::Ws | Stack::Wss);
         let ws_handler = matches!(handler, HandlerKind::WsEcho | HandlerKind::WsChat);
-        if handler != HandlerKind::Plugin && ws_stack != ws_handler {
+        let fits = match handler {
+            HandlerKind::Router => stack.is_http(),
+            _ if stack.is_http() => false,
+            HandlerKind::Plugin => true,
+            _ => ws_stack == ws_handler,
+        };
+        if !fits {
+            let span = s.handler.as_ref().map_or(s.stack.span(), |h| h.span());
             return Err(cx.err(
-                s.handler.span(),
+                span,
                 format!(
-                    "handler {:?} does not fit stack {:?} (ws/wss stacks take ws-echo or ws-chat; tcp/tls take echo or discard)",
-                    s.handler.get_ref(),
+                    "handler {:?} does not fit stack {:?} (ws/wss stacks take ws-echo or ws-chat; tcp/tls take echo or discard; http/https take routes, handler \"router\" or none)",
+                    s.handler.as_ref().map_or("", |h| h.get_ref().as_str()),
                     s.stack.get_ref()
                 ),
             ));
@@ -505,7 +820,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             }
             Ok(path)
         };
-        let tls = matches!(stack, Stack::Tls | Stack::Wss);
+        let tls = stack.is_tls();
         let (cert, key) = match (tls, &s.cert, &s.key) {
             (true, Some(c), Some(k)) => (Some(resolve(c)?), Some(resolve(k)?)),
             (true, _, _) => {
@@ -518,16 +833,19 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                 ))
             }
             (false, Some(c), _) => {
-                return Err(cx.err(c.span(), "cert is only valid with stack tls or wss"))
+                return Err(cx.err(c.span(), "cert is only valid with stack tls, wss or https"))
             }
             (false, _, Some(k)) => {
-                return Err(cx.err(k.span(), "key is only valid with stack tls or wss"))
+                return Err(cx.err(k.span(), "key is only valid with stack tls, wss or https"))
             }
             (false, None, None) => (None, None),
         };
         let client_ca = match &s.client_ca {
             Some(c) if !tls => {
-                return Err(cx.err(c.span(), "client_ca is only valid with stack tls or wss"))
+                return Err(cx.err(
+                    c.span(),
+                    "client_ca is only valid with stack tls, wss or https",
+                ))
             }
             Some(c) => Some(resolve(c)?),
             None => None,
@@ -545,9 +863,6 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
         let plugin = match (&s.plugin, handler) {
             (Some(p), HandlerKind::Plugin) => {
                 let path = resolve(p)?;
-                let bytes = std::fs::read(&path).map_err(|e| {
-                    cx.err(p.span(), format!("cannot read {}: {e}", path.display()))
-                })?;
                 let framing = match &s.framing {
                     None => None,
                     Some(f) if ws_stack => return Err(cx.err(
@@ -564,22 +879,18 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                         }
                     }),
                 };
-                let config_json =
-                    serde_json::to_string(s.plugin_config.as_ref().unwrap_or(&toml::Table::new()))
-                        .map_err(|e| cx.err(p.span(), format!("plugin_config: {e}")))?;
-                let (line, col) = locate(text, p.span().start);
-                Some(PluginSpec {
-                    path,
-                    digest: digest(&bytes),
-                    framing,
-                    config_json,
-                    location: format!("{file}:{line}:{col}"),
-                })
+                Some(plugin_spec(&cx, path, p, framing, s.plugin_config.as_ref())?)
             }
             (None, HandlerKind::Plugin) => {
                 return Err(cx.err(
-                    s.handler.span(),
+                    s.handler.as_ref().map_or(s.name.span(), |h| h.span()),
                     format!("service {name:?}: handler \"plugin\" needs plugin = \"PATH\""),
+                ))
+            }
+            (Some(p), HandlerKind::Router) => {
+                return Err(cx.err(
+                    p.span(),
+                    "on http/https stacks a plugin goes in a route: [[service.route]] with ws = \"plugin\" and plugin = \"PATH\"",
                 ))
             }
             (Some(p), _) => {
@@ -600,6 +911,27 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                 ));
             }
         }
+        let routes = match (stack.is_http(), s.routes.first()) {
+            (true, None) => {
+                return Err(cx.err(
+                    s.stack.span(),
+                    format!(
+                        "service {name:?}: stack {:?} needs at least one [[service.route]]",
+                        s.stack.get_ref()
+                    ),
+                ))
+            }
+            (false, Some(r)) => {
+                return Err(cx.err(
+                    r.path.span(),
+                    "routes are only valid with stack http or https",
+                ))
+            }
+            _ => parse_routes(&cx, base, &s.routes)?,
+        };
+        let chat_route = routes
+            .iter()
+            .any(|r| r.kind == RouteKind::Ws(WsRoute::Chat));
         let public = listen.iter().any(|a| !a.ip().is_loopback());
         if public {
             let mut unsafe_ = Vec::new();
@@ -609,7 +941,9 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             if s.idle_timeout.is_none() && !ws_stack {
                 unsafe_.push("idle_timeout (default: none)");
             }
-            if ws_stack && s.allowed_origins.is_empty() && handler == HandlerKind::WsChat {
+            if s.allowed_origins.is_empty()
+                && ((ws_stack && handler == HandlerKind::WsChat) || chat_route)
+            {
                 unsafe_.push("allowed_origins (any web page may connect its visitors)");
             }
             if !unsafe_.is_empty() {
@@ -655,6 +989,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             pool_queue: s.pool_queue.unwrap_or(1024),
             backlog: s.backlog.unwrap_or(4096).max(1),
             plugin,
+            routes,
         });
     }
     if services.is_empty() {

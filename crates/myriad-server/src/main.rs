@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use config::Config;
 use services::Running;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -204,6 +205,20 @@ fn check_plugins(cfg: &Config) -> Result<(), String> {
             plugin::start(s, None)
                 .map_err(|e| format!("{}: service {:?}: {e:#}", spec.location, s.name))?;
         }
+        // ws = "plugin" routes of http services, checked as on a ws stack
+        for r in &s.routes {
+            if let config::RouteKind::Ws(config::WsRoute::Plugin(spec)) = &r.kind {
+                let as_ws = config::ServiceConfig {
+                    stack: config::Stack::Ws,
+                    handler: config::HandlerKind::Plugin,
+                    plugin: Some(spec.clone()),
+                    routes: Vec::new(),
+                    ..s.clone()
+                };
+                plugin::start(&as_ws, None)
+                    .map_err(|e| format!("{}: service {:?}: {e:#}", spec.location, s.name))?;
+            }
+        }
     }
     Ok(())
 }
@@ -271,6 +286,10 @@ fn monotonic_usec() -> u64 {
 
 struct Server {
     registry: metrics::Registry,
+    /// Readiness, as sd_notify says it: set right after READY=1, cleared
+    /// while a reload is in progress and when shutdown begins. `/readyz`
+    /// (health routes, metrics listener) answers from it.
+    ready: Arc<AtomicBool>,
     metrics: Option<myriad::Engine>,
     /// Engines that stopped accepting and drain until their last connection
     /// is gone.
@@ -279,10 +298,10 @@ struct Server {
     draining: Vec<(Arc<Running>, Instant)>,
 }
 
-fn start_all(cfg: &Config) -> Result<Vec<Arc<Running>>> {
+fn start_all(cfg: &Config, ready: &Arc<AtomicBool>) -> Result<Vec<Arc<Running>>> {
     let mut out = Vec::new();
     for s in &cfg.services {
-        out.push(Arc::new(services::start(cfg, s, Vec::new())?));
+        out.push(Arc::new(services::start(cfg, s, Vec::new(), ready)?));
         tracing::info!(service = %s.name, listen = ?s.listen, stack = ?s.stack, handler = ?s.handler, "service started");
     }
     Ok(out)
@@ -298,34 +317,31 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     // serving, never the default action (death). READY=1 comes after this.
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let registry: metrics::Registry = Arc::new(RwLock::new(start_all(&cfg)?));
+    // Not ready until every service is up and READY=1 is sent.
+    let ready = Arc::new(AtomicBool::new(false));
+    let registry: metrics::Registry = Arc::new(RwLock::new(start_all(&cfg, &ready)?));
     let metrics = match cfg.metrics {
         Some(addr) => {
-            let reg = registry.clone();
             // one thread renders (a scrape asks every service loop); a
             // few scrapes may wait, more get 503
             let pool = myriad::Pool::new(1, 16);
+            let svc = metrics::service(addr, registry.clone(), pool, ready.clone())?
+                .idle_timeout(Some(Duration::from_secs(10)))
+                .max_connections(4096);
             let e = myriad::Engine::builder()
                 .threads(1)
                 .backend(cfg.backend)
-                .service(
-                    myriad::Service::new("metrics", addr, move || metrics::MetricsHttp {
-                        registry: reg.clone(),
-                        pool: pool.clone(),
-                        state: 0,
-                    })
-                    .idle_timeout(Some(Duration::from_secs(10)))
-                    .max_connections(4096),
-                )
+                .service(svc)
                 .start()
                 .context("metrics listener")?;
-            tracing::info!(listen = %e.local_addrs(0)[0], "metrics at /metrics");
+            tracing::info!(listen = %e.local_addrs(0)[0], "metrics at /metrics, health at /healthz and /readyz");
             Some(e)
         }
         None => None,
     };
     let mut server = Server {
         registry,
+        ready,
         metrics,
         draining: Vec::new(),
     };
@@ -334,6 +350,7 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
     ]);
+    server.ready.store(true, Ordering::Release);
     // As sd_watchdog_enabled: a worker has WATCHDOG_USEC without WATCHDOG_PID.
     let watchdog = myriad::workers::watchdog_usec();
     let mut last_summary = Instant::now();
@@ -414,6 +431,9 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Draining from here on: load balancers polling /readyz stop sending
+    // new clients while the grace period lets the current ones finish.
+    server.ready.store(false, Ordering::Release);
     notify(&[sd_notify::NotifyState::Stopping]);
     let all: Vec<Arc<Running>> = match server.registry.read() {
         Ok(g) => g.clone(),
@@ -448,6 +468,16 @@ fn total(s: &Server) -> myriad::Stats {
         .fold(myriad::Stats::default(), |a, r| a + r.engine.stats())
 }
 
+/// Sets readiness again when a reload ends, on every path out of it (each
+/// of which sends READY=1 first).
+struct ReadyAgain<'a>(&'a AtomicBool);
+
+impl Drop for ReadyAgain<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// Generations of replaced engines that may drain at once.
 const MAX_DRAINING: usize = 4;
 
@@ -479,6 +509,11 @@ fn inherited(old: &[Arc<Running>], new: &Config, s: &config::ServiceConfig) -> s
 /// ones get a new engine on the same port (`SO_REUSEPORT`) while the old
 /// one stops accepting and drains; removed ones drain; new ones start.
 fn reload(server: &mut Server, cfg: &mut Config, path: Option<&std::path::Path>) {
+    // Not ready while reloading (as RELOADING=1 says); ready again with
+    // READY=1 whatever the outcome.
+    server.ready.store(false, Ordering::Release);
+    let ready = Arc::clone(&server.ready);
+    let _ready_again = ReadyAgain(&ready);
     notify(&[
         sd_notify::NotifyState::Reloading,
         sd_notify::NotifyState::Custom(&format!("MONOTONIC_USEC={}", monotonic_usec())),
@@ -506,7 +541,7 @@ fn reload(server: &mut Server, cfg: &mut Config, path: Option<&std::path::Path>)
                 }
                 next.push(r.clone());
             }
-            _ => match services::start(&new, s, inherited(&old, &new, s)) {
+            _ => match services::start(&new, s, inherited(&old, &new, s), &server.ready) {
                 Ok(r) => {
                     let r = Arc::new(r);
                     started.push(r.clone());

@@ -1,16 +1,18 @@
-//! Prometheus text exposition at `/metrics`, served by Myriad's own engine.
+//! Prometheus text exposition at `/metrics` (and `/healthz`, `/readyz`),
+//! served by Myriad's own engine and HTTP layer.
 //!
 //! Counters live per loop in each engine and are summed only here, when
 //! scraped: the data path takes no lock for them.
 
 use crate::services::Running;
-use myriad::{ConnId, Ctx, Handler};
-use myriad_server::metrics_request::{parse_request, Request};
+use myriad::{ConnId, Ctx, Handler, Service};
+use myriad_http::HttpConn;
+use myriad_server::metrics_request;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The services whose counters are exported.
 pub type Registry = Arc<RwLock<Vec<Arc<Running>>>>;
@@ -219,7 +221,7 @@ pub fn render(reg: &Registry) -> String {
     // escaped.
     let plugins: Vec<_> = services
         .iter()
-        .filter_map(|r| r.plugin.as_ref().map(|p| (r.config.name.as_str(), p)))
+        .flat_map(|r| r.plugins.iter().map(|p| (r.config.name.as_str(), p)))
         .collect();
     header(
         &mut out,
@@ -263,17 +265,14 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Requests waiting for their header, most recent last: with more than
-/// this many, the oldest is dropped, so that half-sent requests
-/// (slowloris) cannot lock scrapes out.
+/// Connections waiting for their first request head, most recent last:
+/// with more than this many, the oldest is dropped, so that half-sent
+/// requests (slowloris) cannot lock scrapes out. The codec's head deadline
+/// ([`metrics_request::REQUEST_DEADLINE`]) bounds how long each may wait.
 const MAX_PENDING: usize = 64;
-/// How long a request may take to arrive, whatever it trickles.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-/// The deadline's timer token.
-const DEADLINE: u64 = 1;
 
 thread_local! {
-    /// This loop's connections still waiting for a whole request.
+    /// This loop's connections still waiting for a whole first request.
     static PENDING: RefCell<VecDeque<ConnId>> = const { RefCell::new(VecDeque::new()) };
 }
 
@@ -281,41 +280,66 @@ fn done(id: ConnId) {
     PENDING.with(|p| p.borrow_mut().retain(|&x| x != id));
 }
 
-/// A minimal HTTP/1.1 handler: `GET /metrics` answers the exposition,
-/// anything else 404; one request per connection. A request must arrive
-/// whole within [`REQUEST_DEADLINE`], and only [`MAX_PENDING`] may be
-/// waiting at once (the oldest goes first). The exposition is rendered on
-/// a pool thread: summing the write-queue histograms asks every service
-/// loop, and the metrics loop must not wait for them.
-pub struct MetricsHttp {
-    pub registry: Registry,
-    pub pool: myriad::Pool,
-    pub state: u8,
+/// The metrics listener: `GET /metrics` (the exposition), `/healthz` and
+/// `/readyz`, served by myriad-http ([`metrics_request::router`] with
+/// [`metrics_request::config`]: strict parsing, keep-alive, a 5 s head
+/// deadline). The exposition is rendered on `pool` and answered later
+/// (`Responder::defer`): summing the write-queue histograms asks every
+/// service loop, and the metrics loop must not wait for them. A full pool
+/// answers 503.
+pub fn service(
+    addr: std::net::SocketAddr,
+    registry: Registry,
+    pool: myriad::Pool,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<Service> {
+    let router = metrics_request::router(
+        move |_, res| {
+            let Ok(later) = res.defer() else { return };
+            // Shared with the job, so that a refused job can still answer.
+            let slot = Arc::new(Mutex::new(Some(later)));
+            let job_slot = Arc::clone(&slot);
+            let reg = registry.clone();
+            let queued = pool.submit(move || {
+                let body = render(&reg);
+                if let Some(later) = take(&job_slot) {
+                    later.send(
+                        200,
+                        &[("Content-Type", b"text/plain; version=0.0.4")],
+                        body.into_bytes(),
+                    );
+                }
+            });
+            if queued.is_err() {
+                if let Some(later) = take(&slot) {
+                    later.send(503, &[("Content-Type", b"text/plain")], &b"busy\n"[..]);
+                }
+            }
+        },
+        move || ready.load(Ordering::Acquire),
+    )?;
+    let router = Arc::new(router);
+    let cfg = metrics_request::config();
+    Ok(Service::new("metrics", addr, move || MetricsConn {
+        http: HttpConn::new(Arc::clone(&router), cfg),
+    }))
 }
 
-const WAITING: u8 = 0;
-const ANSWERED: u8 = 1;
-
-impl MetricsHttp {
-    fn reply(cx: &mut Ctx<'_>, status: &str, ctype: &str, body: &[u8]) {
-        let head = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        cx.write_vectored(&[head.as_bytes(), body]);
-        cx.close();
-    }
-
-    fn answer(&mut self, cx: &mut Ctx<'_>, status: &str) {
-        self.state = ANSWERED;
-        done(cx.id());
-        Self::reply(cx, status, "text/plain", b"");
+fn take(slot: &Mutex<Option<myriad_http::Deferred>>) -> Option<myriad_http::Deferred> {
+    match slot.lock() {
+        Ok(mut g) => g.take(),
+        Err(p) => p.into_inner().take(),
     }
 }
 
-impl Handler for MetricsHttp {
+/// One metrics connection: the HTTP handler, plus the bookkeeping of
+/// connections that have not sent a whole request yet ([`MAX_PENDING`]).
+pub struct MetricsConn {
+    http: HttpConn,
+}
+
+impl Handler for MetricsConn {
     fn on_open(&mut self, cx: &mut Ctx<'_>) {
-        cx.set_timer(REQUEST_DEADLINE, DEADLINE);
         let id = cx.id();
         let evict = PENDING.with(|p| {
             let mut p = p.borrow_mut();
@@ -325,54 +349,37 @@ impl Handler for MetricsHttp {
         if let Some(old) = evict {
             cx.loop_cx().close(old);
         }
-    }
-
-    fn on_timer(&mut self, cx: &mut Ctx<'_>, _token: u64) {
-        if self.state == WAITING {
-            self.answer(cx, "408 Request Timeout");
-        }
-    }
-
-    fn on_close(&mut self, cx: &mut Ctx<'_>, _reason: myriad::CloseReason) {
-        done(cx.id());
+        self.http.on_open(cx);
     }
 
     fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
-        if self.state != WAITING {
-            return data.len();
+        let n = self.http.on_data(cx, data);
+        // The codec consumes nothing of an incomplete head: anything
+        // consumed means a whole request arrived (or it was refused).
+        if n > 0 {
+            done(cx.id());
         }
-        match parse_request(data) {
-            Request::Partial => 0,
-            Request::TooLarge => {
-                self.answer(cx, "431 Request Header Fields Too Large");
-                data.len()
-            }
-            Request::Bad => {
-                self.answer(cx, "400 Bad Request");
-                data.len()
-            }
-            Request::NotFound => {
-                self.state = ANSWERED;
-                done(cx.id());
-                Self::reply(cx, "404 Not Found", "text/plain", b"not found\n");
-                data.len()
-            }
-            Request::Metrics => {
-                self.state = ANSWERED;
-                done(cx.id());
-                let reg = self.registry.clone();
-                let r = cx.spawn_blocking(
-                    &self.pool,
-                    move || render(&reg),
-                    |cx, body| {
-                        Self::reply(cx, "200 OK", "text/plain; version=0.0.4", body.as_bytes())
-                    },
-                );
-                if r.is_err() {
-                    Self::reply(cx, "503 Service Unavailable", "text/plain", b"busy\n");
-                }
-                data.len()
-            }
-        }
+        n
+    }
+
+    fn on_drain(&mut self, cx: &mut Ctx<'_>) {
+        self.http.on_drain(cx);
+    }
+
+    fn on_eof(&mut self, cx: &mut Ctx<'_>) {
+        self.http.on_eof(cx);
+    }
+
+    fn on_timer(&mut self, cx: &mut Ctx<'_>, token: u64) {
+        self.http.on_timer(cx, token);
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Ctx<'_>) {
+        self.http.on_shutdown(cx);
+    }
+
+    fn on_close(&mut self, cx: &mut Ctx<'_>, reason: myriad::CloseReason) {
+        done(cx.id());
+        self.http.on_close(cx, reason);
     }
 }

@@ -1,16 +1,18 @@
 //! Turning a service's configuration into a running engine, and the
 //! built-in handlers.
 
-use crate::config::{Config, HandlerKind, ServiceConfig, Stack};
+use crate::config::{Config, HandlerKind, Health, RouteKind, ServiceConfig, Stack, WsRoute};
 use crate::plugin::{PluginService, TcpPlugin, WsPlugin};
 use anyhow::{Context, Result};
 use myriad::{Ctx, Engine, Handler, Service};
+use myriad_http::Router;
 use myriad_tls::{ClientAuth, ServerTlsConfig, TlsAcceptor};
 use myriad_ws::server::{HttpResponse, WsServer};
 use myriad_ws::{
     CloseCode, DeflateConfig, Handshake, Message, MessageKind, PreparedMessage, Room, WsCtx,
     WsHandler,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// TCP echo.
@@ -73,7 +75,7 @@ const CHAT_PAGE: &str = r#"<!doctype html>
 <form id="f"><input id="msg" autocomplete="off" style="width:80%"><button>Send</button></form>
 <script>
 const log = document.getElementById('log');
-const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/');
+const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + location.pathname);
 ws.onmessage = (e) => { const p = document.createElement('div'); p.textContent = e.data; log.appendChild(p); log.scrollTop = log.scrollHeight; };
 document.getElementById('f').onsubmit = (e) => { e.preventDefault(); const m = document.getElementById('msg'); if (m.value) ws.send(m.value); m.value = ''; };
 </script>
@@ -89,10 +91,12 @@ pub struct Running {
     /// The service's business pool (for handlers that block; the built-in
     /// ones never do, plugins may).
     pub pool: Option<myriad::Pool>,
-    /// The service's plugin (`handler = "plugin"`).
-    pub plugin: Option<Arc<PluginService>>,
-    /// The chat room (`handler = "ws-chat"`).
-    pub room: Option<Room>,
+    /// The service's plugins (`handler = "plugin"`, or each `ws =
+    /// "plugin"` route of an http service).
+    pub plugins: Vec<Arc<PluginService>>,
+    /// The chat rooms (`handler = "ws-chat"`, or one per `ws = "ws-chat"`
+    /// route).
+    pub rooms: Vec<Room>,
 }
 
 impl Running {
@@ -100,11 +104,12 @@ impl Running {
     /// flight reached: slow members miss messages rather than grow
     /// memory), for services that broadcast (chat, plugin topics).
     pub fn broadcast_dropped(&self) -> Option<u64> {
-        match (&self.room, &self.plugin) {
-            (Some(r), _) => Some(r.dropped()),
-            (None, Some(p)) => Some(p.broadcast_dropped()),
-            (None, None) => None,
+        if self.rooms.is_empty() && self.plugins.is_empty() {
+            return None;
         }
+        let rooms: u64 = self.rooms.iter().map(Room::dropped).sum();
+        let plugins: u64 = self.plugins.iter().map(|p| p.broadcast_dropped()).sum();
+        Some(rooms + plugins)
     }
 }
 
@@ -141,13 +146,23 @@ pub type Inherited = Vec<(std::net::SocketAddr, Vec<std::os::fd::OwnedFd>)>;
 
 /// Starts one service on its own engine; `inherit` are listening sockets
 /// of an engine it replaces (see [`myriad::Service::inherit`]).
-pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<Running> {
+///
+/// `ready` is the server's readiness (true once every service is up, false
+/// while starting, reloading or draining): the `/readyz`-style health
+/// routes of http services answer from it.
+pub fn start(
+    global: &Config,
+    s: &ServiceConfig,
+    inherit: Inherited,
+    ready: &Arc<AtomicBool>,
+) -> Result<Running> {
     let tls = match tls_config(s)? {
         Some(cfg) => Some(TlsAcceptor::new(&cfg).with_context(|| format!("service {:?}", s.name))?),
         None => None,
     };
     let mut ws = None;
-    let mut room = None;
+    let mut rooms = Vec::new();
+    let mut plugins = Vec::new();
     let addrs = &s.listen;
     let pool = s.pool_threads.map(|n| myriad::Pool::new(n, s.pool_queue));
     let plugin = match s.handler {
@@ -167,23 +182,7 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
             _ => Service::new(&s.name, addrs[0], || Discard),
         },
         Stack::Ws | Stack::Wss => {
-            let mut b = WsServer::builder()
-                .max_message_size(s.max_message)
-                .deflate_config(s.deflate.then(|| DeflateConfig {
-                    threshold: s.deflate_threshold,
-                    ..DeflateConfig::default()
-                }))
-                .legacy_drafts(s.legacy_drafts)
-                .handshake_timeout(Some(s.handshake_timeout))
-                .message_rate(s.max_message_rate, s.message_burst)
-                .keepalive(s.ping_interval, s.pong_timeout);
-            if !s.subprotocols.is_empty() {
-                b = b.protocols(s.subprotocols.clone());
-            }
-            if !s.allowed_origins.is_empty() {
-                let allowed = s.allowed_origins.clone();
-                b = b.origin_check(move |o| o.is_some_and(|o| allowed.iter().any(|a| a == o)));
-            }
+            let mut b = ws_builder(s);
             if s.handler == HandlerKind::WsChat {
                 let page = HttpResponse::new(200, "text/html; charset=utf-8", CHAT_PAGE.as_bytes());
                 b = b.http(move |req| {
@@ -198,13 +197,24 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
                 }
                 (HandlerKind::WsChat, _) => {
                     let r = Room::new();
-                    room = Some(r.clone());
+                    rooms.push(r.clone());
                     server.service(&s.name, addrs[0], move || ChatMember { room: r.clone() })
                 }
                 _ => server.service(&s.name, addrs[0], || WsEcho),
             };
             ws = Some(server);
             svc
+        }
+        Stack::Http | Stack::Https => {
+            let server = ws_builder(s).build();
+            let router = router(s, &server, ready, pool.as_ref(), &mut rooms, &mut plugins)?;
+            if s.routes.iter().any(|r| matches!(r.kind, RouteKind::Ws(_))) {
+                ws = Some(server);
+            }
+            let mut cfg = myriad_http::Config::default();
+            // the slow-client bound of the handshake applies to heads
+            cfg.header_timeout = Some(s.handshake_timeout);
+            router.service(&s.name, addrs[0], cfg)
         }
     };
     for a in &addrs[1..] {
@@ -232,13 +242,149 @@ pub fn start(global: &Config, s: &ServiceConfig, inherit: Inherited) -> Result<R
         .service(svc)
         .start()
         .with_context(|| format!("service {:?}", s.name))?;
+    plugins.extend(plugin);
     Ok(Running {
         config: s.clone(),
         engine: Arc::new(engine),
         tls,
         ws,
         pool,
-        plugin,
-        room,
+        plugins,
+        rooms,
     })
+}
+
+/// The WebSocket settings of a service (ws/wss stacks, and the ws routes
+/// of http stacks).
+fn ws_builder(s: &ServiceConfig) -> myriad_ws::server::WsServerBuilder {
+    let mut b = WsServer::builder()
+        .max_message_size(s.max_message)
+        .deflate_config(s.deflate.then(|| DeflateConfig {
+            threshold: s.deflate_threshold,
+            ..DeflateConfig::default()
+        }))
+        .legacy_drafts(s.legacy_drafts)
+        .handshake_timeout(Some(s.handshake_timeout))
+        .message_rate(s.max_message_rate, s.message_burst)
+        .keepalive(s.ping_interval, s.pong_timeout);
+    if !s.subprotocols.is_empty() {
+        b = b.protocols(s.subprotocols.clone());
+    }
+    if !s.allowed_origins.is_empty() {
+        let allowed = s.allowed_origins.clone();
+        b = b.origin_check(move |o| o.is_some_and(|o| allowed.iter().any(|a| a == o)));
+    }
+    b
+}
+
+const NO_STORE: (&str, &[u8]) = ("Cache-Control", b"no-store");
+const TEXT: (&str, &[u8]) = ("Content-Type", b"text/plain; charset=utf-8");
+
+/// The router of an http/https service, from its routes. Rooms and
+/// plugins the routes make are added to `rooms` and `plugins` (metrics,
+/// reload).
+fn router(
+    s: &ServiceConfig,
+    ws: &WsServer,
+    ready: &Arc<AtomicBool>,
+    pool: Option<&myriad::Pool>,
+    rooms: &mut Vec<Room>,
+    plugins: &mut Vec<Arc<PluginService>>,
+) -> Result<Router> {
+    let mut r = Router::new();
+    for route in &s.routes {
+        let path = route.path.as_str();
+        let at = || format!("{}: route {path:?}", route.location);
+        r = match &route.kind {
+            RouteKind::Static(dir) => {
+                let prefix = path.strip_suffix("/*").unwrap_or(path);
+                r.static_dir(prefix, dir).with_context(at)?
+            }
+            RouteKind::Health(Health::Alive) => r
+                .get(path, |_, res| {
+                    let _ = res.send(200, &[TEXT, NO_STORE], b"ok\n");
+                })
+                .with_context(at)?,
+            RouteKind::Health(Health::Ready) => {
+                let ready = Arc::clone(ready);
+                r.get(path, move |_, res| {
+                    let _ = if ready.load(Ordering::Acquire) {
+                        res.send(200, &[TEXT, NO_STORE], b"ready\n")
+                    } else {
+                        res.send(503, &[TEXT, NO_STORE], b"not ready\n")
+                    };
+                })
+                .with_context(at)?
+            }
+            RouteKind::Redirect { to, status } => {
+                let (to, status) = (to.clone(), *status);
+                let prefix = path.ends_with("/*");
+                // Any method: 307/308 keep it, which is their point.
+                r.route(None, path, move |req, res| {
+                    let mut loc = to.clone();
+                    // A prefix route carries what followed the prefix over.
+                    if prefix && !req.tail().is_empty() {
+                        if !loc.ends_with('/') {
+                            loc.push('/');
+                        }
+                        loc.push_str(req.tail());
+                    }
+                    if let Some(q) = req.query().filter(|_| !to.contains('?')) {
+                        loc.push('?');
+                        loc.push_str(q);
+                    }
+                    let _ = res.send(
+                        status,
+                        &[TEXT, ("Location", loc.as_bytes())],
+                        format!("{loc}\n").as_bytes(),
+                    );
+                })
+                .with_context(at)?
+            }
+            RouteKind::Ws(kind) => {
+                let ws = ws.clone();
+                let r = match kind {
+                    WsRoute::Echo => r.upgrade(path, move |_| Some(ws.connection_handler(WsEcho))),
+                    WsRoute::Plugin(spec) => {
+                        // The plugin host checks and runs a route's plugin
+                        // as it would a ws service's.
+                        let as_ws = ServiceConfig {
+                            stack: Stack::Ws,
+                            handler: HandlerKind::Plugin,
+                            plugin: Some(spec.clone()),
+                            routes: Vec::new(),
+                            ..s.clone()
+                        };
+                        let p = crate::plugin::start(&as_ws, pool.cloned()).map_err(|e| {
+                            PluginFailed(format!("{}: service {:?}: {e:#}", route.location, s.name))
+                        })?;
+                        plugins.push(Arc::clone(&p));
+                        r.upgrade(path, move |_| {
+                            Some(ws.connection_handler(WsPlugin::new(&p)))
+                        })
+                    }
+                    WsRoute::Chat => {
+                        let room = Room::new();
+                        rooms.push(room.clone());
+                        r.upgrade(path, move |_| {
+                            Some(ws.connection_handler(ChatMember { room: room.clone() }))
+                        })
+                        .and_then(|r| {
+                            // GET without the upgrade: the demo page, which
+                            // connects back to the same path.
+                            r.get(path, |_, res| {
+                                let _ = res.send(
+                                    200,
+                                    &[("Content-Type", b"text/html; charset=utf-8"), NO_STORE],
+                                    CHAT_PAGE.as_bytes(),
+                                );
+                            })
+                        })
+                    }
+                };
+                r.with_context(at)?
+            }
+        };
+    }
+    Ok(r)
 }
