@@ -172,6 +172,15 @@ mod tests {
         assert_eq!(parse_request(&head), Request::Refused(431));
     }
 
+    /// Blank lines before a request are bounded too (the fuzz target's
+    /// bound on `Partial`).
+    #[test]
+    fn leading_blank_lines_are_bounded() {
+        let blank = b"\r\n".repeat(MAX_REQUEST);
+        let r = parse_request(&blank);
+        assert!(r != Request::Partial, "{r:?}");
+    }
+
     /// What the fuzz target checks, on a few inputs: every prefix of a
     /// request waits or gets the same answer (or both are refused).
     #[test]

@@ -26,7 +26,14 @@ fuzz_target!(|data: &[u8]| {
                 assert!(names.insert(s.name.as_str()), "duplicate {:?}", s.name);
                 assert!(!s.listen.is_empty());
                 assert!(s.backlog >= 1);
-                let tls = matches!(s.stack, Stack::Tls | Stack::Wss);
+                // routes exactly on http stacks, never a path twice
+                assert_eq!(s.stack.is_http(), !s.routes.is_empty());
+                let mut paths = std::collections::HashSet::new();
+                for r in &s.routes {
+                    assert!(r.path.starts_with('/'), "{:?}", r.path);
+                    assert!(paths.insert(r.path.as_str()), "duplicate {:?}", r.path);
+                }
+                let tls = matches!(s.stack, Stack::Tls | Stack::Wss | Stack::Https);
                 assert_eq!(tls, s.cert.is_some() && s.key.is_some());
                 assert!(s.send_timeout.is_none_or(|d| !d.is_zero()));
                 assert!(s.linger.is_none_or(|d| !d.is_zero()));
