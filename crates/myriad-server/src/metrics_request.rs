@@ -34,10 +34,14 @@ const NO_STORE: (&str, &[u8]) = ("Cache-Control", b"no-store");
 /// `Content-Type` of the health answers.
 const TEXT: (&str, &[u8]) = ("Content-Type", b"text/plain; charset=utf-8");
 
-/// The routes of the metrics listener: `GET /metrics` answered by
-/// `metrics`, `GET /healthz` (200 while the process answers) and
-/// `GET /readyz` (200 when `ready()`, else 503). Anything else is 404
-/// (405 for another method on these paths).
+/// The live dashboard: one self-contained page (no network needed to open
+/// it) that reads `/metrics` every 2 s and charts the last 10 minutes.
+pub const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+/// The routes of the metrics listener: `GET /` (the dashboard),
+/// `GET /metrics` answered by `metrics`, `GET /healthz` (200 while the
+/// process answers) and `GET /readyz` (200 when `ready()`, else 503).
+/// Anything else is 404 (405 for another method on these paths).
 ///
 /// # Errors
 ///
@@ -48,6 +52,10 @@ where
     R: Fn() -> bool + Send + Sync + 'static,
 {
     Router::new()
+        .get("/", |_, res| {
+            let html = ("Content-Type", &b"text/html; charset=utf-8"[..]);
+            let _ = res.send(200, &[html, NO_STORE], DASHBOARD.as_bytes());
+        })?
         .get("/metrics", metrics)?
         .get("/healthz", |_, res| {
             let _ = res.send(200, &[TEXT, NO_STORE], b"ok\n");
@@ -66,8 +74,8 @@ where
 pub enum Request {
     /// The head is incomplete: wait for more bytes.
     Partial,
-    /// A route of [`router`], by its pattern (`/metrics`, `/healthz`,
-    /// `/readyz`).
+    /// A route of [`router`], by its pattern (`/`, `/metrics`,
+    /// `/healthz`, `/readyz`).
     Route(&'static str),
     /// A path with routes, but not for this method: 405.
     MethodNotAllowed,
@@ -96,6 +104,7 @@ pub fn parse_request(data: &[u8]) -> Request {
             let (path, _) = myriad_http::split_target(req.target());
             match router.find(req.method(), path) {
                 Some((route, _, _)) => match route.pattern() {
+                    "/" => Request::Route("/"),
                     "/metrics" => Request::Route("/metrics"),
                     "/healthz" => Request::Route("/healthz"),
                     "/readyz" => Request::Route("/readyz"),
@@ -124,7 +133,8 @@ mod tests {
         assert_eq!(route("/healthz"), Request::Route("/healthz"));
         assert_eq!(route("/readyz"), Request::Route("/readyz"));
         assert_eq!(route("/metricsx"), Request::NotFound);
-        assert_eq!(route("/"), Request::NotFound);
+        assert_eq!(route("/"), Request::Route("/"));
+        assert_eq!(route("/dashboard"), Request::NotFound);
         assert_eq!(
             parse_request(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
             Request::Route("/metrics")

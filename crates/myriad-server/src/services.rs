@@ -9,8 +9,8 @@ use myriad_http::Router;
 use myriad_tls::{ClientAuth, ServerTlsConfig, TlsAcceptor};
 use myriad_ws::server::{HttpResponse, WsServer};
 use myriad_ws::{
-    CloseCode, DeflateConfig, Handshake, Message, MessageKind, PreparedMessage, Room, WsCtx,
-    WsHandler,
+    CloseCode, DeflateConfig, Handshake, Message, MessageKind, PreparedMessage, Room, Upgrade,
+    UpgradeInfo, WsCtx, WsHandler,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,22 +40,126 @@ impl WsHandler for WsEcho {
     }
 }
 
-/// A member of the chat room: every text message goes to everyone, framed
-/// once.
-pub struct ChatMember {
-    room: Room,
+/// A chat room: plain WebSocket clients get every text message as it was
+/// sent; clients that offer the `myriad-chat` subprotocol (the demo page)
+/// get JSON events instead: a welcome with their name and the number of
+/// members, every message with its sender's name, and the member count
+/// when someone joins or leaves. Each kind of member is a `Room` of its
+/// own, so every message is still framed once per kind.
+#[derive(Clone, Default)]
+pub struct Chat(Arc<ChatRooms>);
+
+#[derive(Default)]
+pub struct ChatRooms {
+    plain: Room,
+    json: Room,
+    guests: std::sync::atomic::AtomicU64,
 }
-impl WsHandler for ChatMember {
-    fn on_open(&mut self, cx: &mut WsCtx<'_, '_>, _hs: &Handshake<'_>) {
-        if !self.room.join(cx) {
-            let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "legacy protocol");
+
+/// The subprotocol of the JSON events.
+pub const CHAT_PROTOCOL: &str = "myriad-chat";
+
+impl Chat {
+    /// Its rooms (for the broadcast drop counters).
+    pub fn rooms(&self) -> [Room; 2] {
+        [self.0.plain.clone(), self.0.json.clone()]
+    }
+
+    /// A new member's handler.
+    pub fn member(&self) -> ChatMember {
+        ChatMember {
+            chat: self.clone(),
+            json: false,
+            name: None,
         }
+    }
+
+    fn members(&self) -> usize {
+        self.0.plain.len() + self.0.json.len()
+    }
+
+    /// Tells the JSON members how many there are.
+    fn presence(&self, lcx: &mut myriad::LoopCx<'_>) {
+        let ev = serde_json::json!({"type": "members", "count": self.members()}).to_string();
+        let m = PreparedMessage::new(MessageKind::Text, ev.as_bytes());
+        self.0.json.broadcast(lcx, &m);
+    }
+}
+
+/// A member of a chat room (see [`Chat`]).
+pub struct ChatMember {
+    chat: Chat,
+    json: bool,
+    name: Option<Box<str>>,
+}
+
+/// A name from `?name=` as the page sends it: letters, digits, spaces,
+/// `-`, `_` and `.`, at most 24 characters; anything else is refused and
+/// the member gets a guest name.
+fn chat_name(query: &str) -> Option<Box<str>> {
+    let raw = query.split('&').find_map(|kv| kv.strip_prefix("name="))?;
+    let spaced = raw.replace('+', " ");
+    let decoded = myriad_http::percent_decode(&spaced).ok()?;
+    let decoded = std::str::from_utf8(&decoded).ok()?;
+    let name = decoded.trim();
+    let ok = !name.is_empty()
+        && name.chars().count() <= 24
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'));
+    ok.then(|| name.into())
+}
+
+impl WsHandler for ChatMember {
+    fn on_upgrade(&mut self, req: &UpgradeInfo<'_>) -> Upgrade {
+        match req.protocols().iter().position(|p| p == CHAT_PROTOCOL) {
+            Some(i) => {
+                self.json = true;
+                self.name = chat_name(req.query());
+                Upgrade::AcceptProtocol(Some(i))
+            }
+            None => Upgrade::Accept,
+        }
+    }
+    fn on_open(&mut self, cx: &mut WsCtx<'_, '_>, _hs: &Handshake<'_>) {
+        let room = if self.json {
+            &self.chat.0.json
+        } else {
+            &self.chat.0.plain
+        };
+        if !room.join(cx) {
+            let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "legacy protocol");
+            return;
+        }
+        if self.name.is_none() {
+            let n = self.chat.0.guests.fetch_add(1, Ordering::Relaxed) + 1;
+            self.name = Some(format!("guest-{n}").into());
+        }
+        if self.json {
+            let hello = serde_json::json!({
+                "type": "welcome",
+                "name": self.name.as_deref().unwrap_or(""),
+                "count": self.chat.members(),
+            });
+            let _ = cx.send_text(&hello.to_string());
+        }
+        self.chat.presence(cx.loop_cx());
     }
     fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
         match msg {
             Message::Text(t) => {
-                let m = PreparedMessage::new(MessageKind::Text, t.as_bytes());
-                self.room.broadcast(cx.loop_cx(), &m);
+                let plain = PreparedMessage::new(MessageKind::Text, t.as_bytes());
+                self.chat.0.plain.broadcast(cx.loop_cx(), &plain);
+                if !self.chat.0.json.is_empty() {
+                    let ev = serde_json::json!({
+                        "type": "message",
+                        "from": self.name.as_deref().unwrap_or(""),
+                        "text": t,
+                    })
+                    .to_string();
+                    let m = PreparedMessage::new(MessageKind::Text, ev.as_bytes());
+                    self.chat.0.json.broadcast(cx.loop_cx(), &m);
+                }
             }
             Message::Binary(_) => {
                 let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "text only");
@@ -63,24 +167,18 @@ impl WsHandler for ChatMember {
         }
     }
     fn on_close(&mut self, cx: &mut WsCtx<'_, '_>, _code: CloseCode, _reason: &str) {
-        self.room.leave(cx);
+        let room = if self.json {
+            &self.chat.0.json
+        } else {
+            &self.chat.0.plain
+        };
+        if room.leave(cx) {
+            self.chat.presence(cx.loop_cx());
+        }
     }
 }
 
-const CHAT_PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>Myriad chat</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
-<h1>Myriad chat</h1>
-<div id="log" style="border:1px solid #ccc; height:20em; overflow:auto; padding:.5em"></div>
-<form id="f"><input id="msg" autocomplete="off" style="width:80%"><button>Send</button></form>
-<script>
-const log = document.getElementById('log');
-const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + location.pathname);
-ws.onmessage = (e) => { const p = document.createElement('div'); p.textContent = e.data; log.appendChild(p); log.scrollTop = log.scrollHeight; };
-document.getElementById('f').onsubmit = (e) => { e.preventDefault(); const m = document.getElementById('msg'); if (m.value) ws.send(m.value); m.value = ''; };
-</script>
-</body></html>
-"#;
+const CHAT_PAGE: &str = include_str!("../assets/chat.html");
 
 /// A running service: its engine and what reload needs.
 pub struct Running {
@@ -196,9 +294,9 @@ pub fn start(
                     server.service(&s.name, addrs[0], move || WsPlugin::new(&p))
                 }
                 (HandlerKind::WsChat, _) => {
-                    let r = Room::new();
-                    rooms.push(r.clone());
-                    server.service(&s.name, addrs[0], move || ChatMember { room: r.clone() })
+                    let chat = Chat::default();
+                    rooms.extend(chat.rooms());
+                    server.service(&s.name, addrs[0], move || chat.member())
                 }
                 _ => server.service(&s.name, addrs[0], || WsEcho),
             };
@@ -364,22 +462,20 @@ fn router(
                         })
                     }
                     WsRoute::Chat => {
-                        let room = Room::new();
-                        rooms.push(room.clone());
-                        r.upgrade(path, move |_| {
-                            Some(ws.connection_handler(ChatMember { room: room.clone() }))
-                        })
-                        .and_then(|r| {
-                            // GET without the upgrade: the demo page, which
-                            // connects back to the same path.
-                            r.get(path, |_, res| {
-                                let _ = res.send(
-                                    200,
-                                    &[("Content-Type", b"text/html; charset=utf-8"), NO_STORE],
-                                    CHAT_PAGE.as_bytes(),
-                                );
+                        let chat = Chat::default();
+                        rooms.extend(chat.rooms());
+                        r.upgrade(path, move |_| Some(ws.connection_handler(chat.member())))
+                            .and_then(|r| {
+                                // GET without the upgrade: the demo page, which
+                                // connects back to the same path.
+                                r.get(path, |_, res| {
+                                    let _ = res.send(
+                                        200,
+                                        &[("Content-Type", b"text/html; charset=utf-8"), NO_STORE],
+                                        CHAT_PAGE.as_bytes(),
+                                    );
+                                })
                             })
-                        })
                     }
                 };
                 r.with_context(at)?

@@ -151,8 +151,14 @@ struct Ws {
 
 impl Ws {
     fn open(addr: &str, path: &str) -> Ws {
+        Ws::open_with(addr, path, "").0
+    }
+
+    /// With `extra` header lines (each ending in CRLF); also returns the
+    /// 101 answer.
+    fn open_with(addr: &str, path: &str, extra: &str) -> (Ws, Resp) {
         let mut s = connect(addr);
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
         let resp = read_resp(&mut r, true);
         assert_eq!(resp.status, 101, "{path}: {resp:?}");
@@ -160,7 +166,7 @@ impl Ws {
             resp.header("sec-websocket-accept").as_deref(),
             Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
         );
-        Ws { s, r }
+        (Ws { s, r }, resp)
     }
 
     fn send(&mut self, text: &str) {
@@ -314,6 +320,54 @@ status = 308
     b.send("from b");
     assert_eq!(a.recv(), "from b");
     assert_eq!(b.recv(), "from b");
+    // The demo page's protocol: offering `myriad-chat` gets JSON events
+    // (a welcome with the name and the member count, messages with their
+    // sender, the count on joins and leaves); plain members are unchanged.
+    let (mut j, resp) = Ws::open_with(
+        &addr,
+        "/chat?name=Ada%20L",
+        "Sec-WebSocket-Protocol: other, myriad-chat\r\n",
+    );
+    assert_eq!(
+        resp.header("sec-websocket-protocol").as_deref(),
+        Some("myriad-chat")
+    );
+    let json = |t: String| -> serde_json::Value { serde_json::from_str(&t).expect("JSON") };
+    let w = json(j.recv());
+    assert_eq!(
+        (w["type"].as_str(), w["name"].as_str(), w["count"].as_u64()),
+        (Some("welcome"), Some("Ada L"), Some(3))
+    );
+    assert_eq!(json(j.recv())["count"], 3, "its own arrival");
+    let (mut k, _) = Ws::open_with(
+        &addr,
+        "/chat?name=../x",
+        "Sec-WebSocket-Protocol: myriad-chat\r\n",
+    );
+    let w = json(k.recv());
+    assert!(
+        w["name"].as_str().is_some_and(|n| n.starts_with("guest-")),
+        "{w}"
+    );
+    assert_eq!(json(j.recv())["count"], 4);
+    assert_eq!(json(k.recv())["count"], 4);
+    a.send("to all");
+    assert_eq!(a.recv(), "to all");
+    assert_eq!(b.recv(), "to all");
+    let m = json(j.recv());
+    assert_eq!(
+        (m["type"].as_str(), m["text"].as_str()),
+        (Some("message"), Some("to all"))
+    );
+    assert!(m["from"].as_str().is_some_and(|n| n.starts_with("guest-")));
+    assert_eq!(json(k.recv())["text"], "to all");
+    j.send("hi from Ada");
+    assert_eq!(a.recv(), "hi from Ada", "plain members get the text alone");
+    assert_eq!(b.recv(), "hi from Ada");
+    assert_eq!(json(j.recv())["from"], "Ada L");
+    assert_eq!(json(k.recv())["from"], "Ada L");
+    drop(k);
+    assert_eq!(json(j.recv())["count"], 3, "a member left");
     // Without the upgrade: the chat page on /chat (its script connects
     // back to the same path), 426 on /echo.
     let page = get(&addr, "/chat", "");
@@ -349,7 +403,7 @@ status = 308
     assert_eq!(m.status, 200);
     let text = m.text();
     assert!(
-        text.contains("myriad_ws_events_total{service=\"web\",event=\"handshakes\"} 3\n"),
+        text.contains("myriad_ws_events_total{service=\"web\",event=\"handshakes\"} 5\n"),
         "{text}"
     );
     assert!(
@@ -357,6 +411,22 @@ status = 308
         "{text}"
     );
     assert_eq!(get(&maddr, "/nope", "").status, 404);
+    // the live dashboard: one page, no network needed, reading /metrics
+    let d = get(&maddr, "/", "");
+    assert_eq!(d.status, 200);
+    assert_eq!(
+        d.header("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    let page = d.text();
+    assert!(
+        page.contains("fetch(\"metrics\""),
+        "the page reads /metrics"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://") && !page.contains("src=\""),
+        "nothing loaded from the network"
+    );
     // Two scrapes on one kept-alive connection, the second pipelined.
     let mut s = connect(&maddr);
     s.write_all(
