@@ -410,6 +410,28 @@ status = 308
         text.contains("myriad_broadcast_dropped_total{service=\"web\"} 0\n"),
         "{text}"
     );
+    // every metric the Grafana dashboard charts is one the server exports
+    let grafana = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/grafana/myriad.json"),
+    )
+    .expect("contrib/grafana/myriad.json");
+    let mut charted = 0;
+    for (i, _) in grafana.match_indices("myriad_") {
+        let name: String = grafana[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name == "myriad_err_" || name == "myriad_write_queue_bytes_bucket" {
+            // a name pattern; a histogram's series
+            continue;
+        }
+        charted += 1;
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "the dashboard charts {name}, which /metrics does not export"
+        );
+    }
+    assert!(charted > 10);
     assert_eq!(get(&maddr, "/nope", "").status, 404);
     // the live dashboard: one page, no network needed, reading /metrics
     let d = get(&maddr, "/", "");
