@@ -225,7 +225,8 @@ fn check_plugins(cfg: &Config) -> Result<(), String> {
 
 /// With `workers > 1`, this process supervises that many worker copies of
 /// itself (each a full server on the same ports; worker `i` serves metrics
-/// on the metrics port + `i`).
+/// on the metrics port + `i`, and worker 0's listener, on the metrics port
+/// itself, answers for all of them).
 fn serve_or_supervise(mut cfg: Config, path: Option<PathBuf>) -> Result<()> {
     match myriad::workers::worker_index() {
         Some(i) => {
@@ -325,7 +326,25 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
             // one thread renders (a scrape asks every service loop); a
             // few scrapes may wait, more get 503
             let pool = myriad::Pool::new(1, 16);
-            let svc = metrics::service(addr, registry.clone(), pool, ready.clone())?
+            // worker 0 answers for every worker (see metrics::Peers)
+            let peers = match myriad::workers::worker_index() {
+                Some(0) if cfg.workers > 1 => (1..cfg.workers)
+                    .map(|i| {
+                        let mut a = addr;
+                        if a.ip().is_unspecified() {
+                            a.set_ip(if a.is_ipv4() {
+                                std::net::Ipv4Addr::LOCALHOST.into()
+                            } else {
+                                std::net::Ipv6Addr::LOCALHOST.into()
+                            });
+                        }
+                        a.set_port(a.port().saturating_add(i as u16));
+                        a
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let svc = metrics::service(addr, registry.clone(), pool, ready.clone(), peers)?
                 .idle_timeout(Some(Duration::from_secs(10)))
                 .max_connections(4096);
             let e = myriad::Engine::builder()

@@ -9,10 +9,11 @@ use myriad::{ConnId, Ctx, Handler, Service};
 use myriad_http::HttpConn;
 use myriad_server::metrics_request;
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// The services whose counters are exported.
 pub type Registry = Arc<RwLock<Vec<Arc<Running>>>>;
@@ -292,7 +293,10 @@ pub fn service(
     registry: Registry,
     pool: myriad::Pool,
     ready: Arc<AtomicBool>,
+    peers: Vec<std::net::SocketAddr>,
 ) -> anyhow::Result<Service> {
+    let peers = Arc::new(Peers::new(peers));
+    let ready_peers = Arc::clone(&peers);
     let router = metrics_request::router(
         move |_, res| {
             let Ok(later) = res.defer() else { return };
@@ -300,8 +304,9 @@ pub fn service(
             let slot = Arc::new(Mutex::new(Some(later)));
             let job_slot = Arc::clone(&slot);
             let reg = registry.clone();
+            let peers = Arc::clone(&peers);
             let queued = pool.submit(move || {
-                let body = render(&reg);
+                let body = peers.aggregate(render(&reg));
                 if let Some(later) = take(&job_slot) {
                     later.send(
                         200,
@@ -316,13 +321,158 @@ pub fn service(
                 }
             }
         },
-        move || ready.load(Ordering::Acquire),
+        move || ready.load(Ordering::Acquire) && ready_peers.ready(),
     )?;
     let router = Arc::new(router);
     let cfg = metrics_request::config();
     Ok(Service::new("metrics", addr, move || MetricsConn {
         http: HttpConn::new(Arc::clone(&router), cfg),
     }))
+}
+
+/// With `workers > 1`, worker 0's metrics listener answers for the whole
+/// server: `/metrics` merges the other workers' expositions (fetched from
+/// their own listeners, the metrics port + i, over loopback) into its own,
+/// each sample labelled `worker`, grouped by metric family as the text
+/// format requires, plus `myriad_worker_up{worker}`; `/readyz` is 200 only
+/// while every worker's is (polled twice a second by a thread of its own,
+/// so that the listener's loop never waits on the network).
+pub struct Peers {
+    addrs: Vec<std::net::SocketAddr>,
+    ready: Arc<AtomicBool>,
+}
+
+/// How long a worker's listener may take to answer the aggregator.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Peers {
+    fn new(addrs: Vec<std::net::SocketAddr>) -> Peers {
+        let ready = Arc::new(AtomicBool::new(addrs.is_empty()));
+        if !addrs.is_empty() {
+            let (flag, addrs) = (Arc::downgrade(&ready), addrs.clone());
+            let _ = std::thread::Builder::new()
+                .name("myriad-readyz".into())
+                .spawn(move || {
+                    // ends with the listener (the flag's last owner)
+                    while let Some(flag) = flag.upgrade() {
+                        let all = addrs
+                            .iter()
+                            .all(|a| fetch(*a, "/readyz").is_some_and(|(status, _)| status == 200));
+                        flag.store(all, Ordering::Release);
+                        drop(flag);
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                });
+        }
+        Peers { addrs, ready }
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// `own` alone without peers; else the merged exposition.
+    fn aggregate(&self, own: String) -> String {
+        if self.addrs.is_empty() {
+            return own;
+        }
+        let mut bodies = vec![(0usize, Some(own))];
+        for (i, a) in self.addrs.iter().enumerate() {
+            let body = fetch(*a, "/metrics")
+                .filter(|(status, _)| *status == 200)
+                .map(|(_, b)| b);
+            bodies.push((i + 1, body));
+        }
+        merge(&bodies)
+    }
+}
+
+/// One GET over a fresh loopback connection: (status, body).
+fn fetch(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, PEER_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(PEER_TIMEOUT)).ok()?;
+    s.set_write_timeout(Some(PEER_TIMEOUT)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: myriad\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    // bounded: an exposition is kilobytes to a few megabytes
+    s.take(64 << 20).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8(buf).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// Merges expositions by metric family (in the order families first
+/// appear), each sample labelled with its worker; a worker whose body is
+/// missing shows only as `myriad_worker_up{worker} 0`.
+fn merge(bodies: &[(usize, Option<String>)]) -> String {
+    // family name -> (HELP/TYPE lines, samples)
+    let mut order: Vec<String> = Vec::new();
+    let mut families: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+    for (worker, body) in bodies {
+        let Some(body) = body else { continue };
+        let mut family = String::new();
+        for line in body.lines() {
+            if let Some(rest) = line.strip_prefix("# ") {
+                // "# HELP name ..." / "# TYPE name ..."
+                let name = rest.split(' ').nth(1).unwrap_or("").to_owned();
+                if name.is_empty() {
+                    continue;
+                }
+                family = name.clone();
+                let f = families.entry(name.clone()).or_insert_with(|| {
+                    order.push(name);
+                    (Vec::new(), Vec::new())
+                });
+                if !f.0.iter().any(|l| l == line) {
+                    f.0.push(line.to_owned());
+                }
+            } else if !line.is_empty() {
+                let labelled = match line.find('{') {
+                    Some(i) if line[..i].find(' ').is_none() => {
+                        format!("{}{{worker=\"{worker}\",{}", &line[..i], &line[i + 1..])
+                    }
+                    _ => match line.split_once(' ') {
+                        Some((name, v)) => format!("{name}{{worker=\"{worker}\"}} {v}"),
+                        None => continue,
+                    },
+                };
+                let f = families.entry(family.clone()).or_insert_with(|| {
+                    order.push(family.clone());
+                    (Vec::new(), Vec::new())
+                });
+                f.1.push(labelled);
+            }
+        }
+    }
+    let mut out = String::with_capacity(bodies.len() * 8192);
+    for name in &order {
+        if let Some((meta, samples)) = families.get(name) {
+            for l in meta.iter().chain(samples) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    header(
+        &mut out,
+        "myriad_worker_up",
+        "gauge",
+        "Whether the worker's metrics were read for this scrape.",
+    );
+    for (worker, body) in bodies {
+        let _ = writeln!(
+            out,
+            "myriad_worker_up{{worker=\"{worker}\"}} {}",
+            u8::from(body.is_some())
+        );
+    }
+    out
 }
 
 fn take(slot: &Mutex<Option<myriad_http::Deferred>>) -> Option<myriad_http::Deferred> {
@@ -381,5 +531,42 @@ impl Handler for MetricsConn {
     fn on_close(&mut self, cx: &mut Ctx<'_>, reason: myriad::CloseReason) {
         done(cx.id());
         self.http.on_close(cx, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W0: &str = "# HELP a_total A.\n# TYPE a_total counter\na_total{service=\"s\",loop=\"0\"} 1\n# HELP q Q.\n# TYPE q histogram\nq_bucket{service=\"s\",le=\"+Inf\"} 2\nq_count{service=\"s\"} 2\n# TYPE plain gauge\nplain 7\n";
+    const W1: &str = "# HELP a_total A.\n# TYPE a_total counter\na_total{service=\"s\",loop=\"0\"} 3\n# HELP q Q.\n# TYPE q histogram\nq_bucket{service=\"s\",le=\"+Inf\"} 5\nq_count{service=\"s\"} 5\n# TYPE plain gauge\nplain 8\n";
+
+    #[test]
+    fn merged_by_family_with_worker_labels() {
+        let m = merge(&[(0, Some(W0.into())), (1, Some(W1.into())), (2, None)]);
+        let expect = "# HELP a_total A.\n# TYPE a_total counter\n\
+            a_total{worker=\"0\",service=\"s\",loop=\"0\"} 1\n\
+            a_total{worker=\"1\",service=\"s\",loop=\"0\"} 3\n\
+            # HELP q Q.\n# TYPE q histogram\n\
+            q_bucket{worker=\"0\",service=\"s\",le=\"+Inf\"} 2\n\
+            q_count{worker=\"0\",service=\"s\"} 2\n\
+            q_bucket{worker=\"1\",service=\"s\",le=\"+Inf\"} 5\n\
+            q_count{worker=\"1\",service=\"s\"} 5\n\
+            # TYPE plain gauge\n\
+            plain{worker=\"0\"} 7\n\
+            plain{worker=\"1\"} 8\n\
+            # HELP myriad_worker_up Whether the worker's metrics were read for this scrape.\n\
+            # TYPE myriad_worker_up gauge\n\
+            myriad_worker_up{worker=\"0\"} 1\n\
+            myriad_worker_up{worker=\"1\"} 1\n\
+            myriad_worker_up{worker=\"2\"} 0\n";
+        assert_eq!(m, expect);
+    }
+
+    #[test]
+    fn no_peers_no_change() {
+        let p = Peers::new(Vec::new());
+        assert!(p.ready());
+        assert_eq!(p.aggregate(W0.into()), W0);
     }
 }

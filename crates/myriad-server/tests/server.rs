@@ -527,15 +527,41 @@ fn workers_share_the_port_and_are_restarted() {
     let conns: Vec<TcpStream> = (0..30)
         .map(|i| echo(&a, format!("w{i}").as_bytes()))
         .collect();
-    // Every worker exposes its own metrics endpoint; together they saw all 30.
-    let mut accepted = 0.0;
-    for i in 0..3u16 {
-        let m = http_get(&format!("127.0.0.1:{}", pm + i), "/metrics");
-        for line in m.lines().filter(|l| l.starts_with("myriad_accepted_total")) {
-            accepted += line.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap();
-        }
+    // Every worker exposes its own metrics endpoint (worker i on pm + i);
+    // together they saw all 30. Worker 0's, on pm itself, answers for the
+    // whole server: every worker's samples, labelled by worker.
+    let accepted_in = |m: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with("myriad_accepted_total"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+            .sum()
+    };
+    let own: f64 = (1..3u16)
+        .map(|i| accepted_in(&http_get(&format!("127.0.0.1:{}", pm + i), "/metrics")))
+        .sum();
+    let all = http_get(&format!("127.0.0.1:{pm}"), "/metrics");
+    assert_eq!(accepted_in(&all), 30.0, "{all}");
+    assert!(own <= 30.0);
+    for w in 0..3 {
+        assert!(
+            all.contains(&format!("myriad_worker_up{{worker=\"{w}\"}} 1")),
+            "{all}"
+        );
+        assert!(all.contains(&format!(
+            "myriad_accepted_total{{worker=\"{w}\",service=\"e\""
+        )));
     }
-    assert_eq!(accepted, 30.0);
+    assert_eq!(
+        all.matches("# TYPE myriad_accepted_total counter").count(),
+        1,
+        "one family, all workers' samples in it"
+    );
+    // ready only while every worker is (each checked by worker 0)
+    let t0 = Instant::now();
+    while !http_get(&format!("127.0.0.1:{pm}"), "/readyz").starts_with("HTTP/1.1 200") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "readyz never 200");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(conns);
     // Kill one worker: the supervisor starts another.
     let kids = children(srv.0.id());
