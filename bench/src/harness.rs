@@ -500,8 +500,10 @@ pub fn wait_for_port(
 // Loads
 
 /// A load generator or idle holder run: one of this crate's programs
-/// (`loadgen`, `ws-loadgen`, `tls-load`, `idle-conns`, `ws-idle`) and its
-/// arguments (`{addr}` and `{port}` are replaced by the server's address).
+/// (`loadgen`, `ws-loadgen`, `tls-load`, `idle-conns`, `ws-idle`), or an
+/// outside client (`myriad-load`, `wrk`) with [`Window::Process`] and a
+/// [`Load::parse`] function, and its arguments (`{addr}` and `{port}` are
+/// replaced by the server's address).
 #[derive(Debug, Clone)]
 pub struct Load {
     /// The program.
@@ -510,6 +512,30 @@ pub struct Load {
     pub args: Vec<String>,
     /// It is killed if it has not finished within this time.
     pub timeout: Duration,
+    /// Where the measured window starts and ends.
+    pub window: Window,
+    /// Turns the program's stdout (every line but the markers) into the
+    /// fields of its [`Run`] (merged over those of a `RESULT` line), for
+    /// programs that print no `RESULT` line. It should set `msgs` (the
+    /// operations completed in the window) and `msgs_per_sec`.
+    pub parse: Option<ParseOutput>,
+}
+
+/// See [`Load::parse`].
+pub type ParseOutput = fn(&[String]) -> Result<BTreeMap<String, String>>;
+
+/// Where the measured window of a [`Load`] run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Window {
+    /// Between the `MEASURE_START` and `MEASURE_END` lines the program
+    /// prints (this crate's load generators: the warm-up is left out).
+    #[default]
+    Markers,
+    /// From the start of the program to the end of its output (clients
+    /// that print no markers): the whole run is measured, connection set-up
+    /// included, so [`Load::parse`] should count every operation of the
+    /// run in `msgs`.
+    Process,
 }
 
 impl Load {
@@ -523,7 +549,17 @@ impl Load {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
             timeout: Duration::from_secs(600),
+            window: Window::Markers,
+            parse: None,
         }
+    }
+
+    /// An outside client measured over its whole run ([`Window::Process`]),
+    /// its output turned into fields by `parse`.
+    pub fn process(mut self, parse: ParseOutput) -> Self {
+        self.window = Window::Process;
+        self.parse = Some(parse);
+        self
     }
 
     /// A closed-loop echo load (`loadgen`, `ws-loadgen`) of scenario `sc`,
@@ -762,16 +798,30 @@ impl Rig {
         let mut start: Option<Sample> = None;
         let mut end: Option<Sample> = None;
         let mut fields: Option<BTreeMap<String, String>> = None;
-        let status = self.client(load, &args, false, |line, lpid, _| {
-            if line == "MEASURE_START" {
-                start = Some(sample(lpid)?);
-            } else if line == "MEASURE_END" {
-                end = Some(sample(lpid)?);
-            } else if let Some(rest) = line.strip_prefix("RESULT") {
-                fields = Some(parse_fields(rest));
+        let mut output = Vec::new();
+        let by_markers = load.window == Window::Markers;
+        let status = self.client(load, &args, false, |out, lpid, _| {
+            match out {
+                Output::Started if !by_markers => start = Some(sample(lpid)?),
+                Output::Eof if !by_markers => end = Some(sample(lpid)?),
+                Output::Line("MEASURE_START") if by_markers => start = Some(sample(lpid)?),
+                Output::Line("MEASURE_END") if by_markers => end = Some(sample(lpid)?),
+                Output::Line(line) => {
+                    if let Some(rest) = line.strip_prefix("RESULT") {
+                        fields = Some(parse_fields(rest));
+                    } else if load.parse.is_some() {
+                        output.push(line.to_string());
+                    }
+                }
+                _ => {}
             }
             Ok(())
         })?;
+        if let Some(parse) = load.parse {
+            let parsed =
+                parse(&output).with_context(|| format!("{} output ({status})", load.name()))?;
+            fields.get_or_insert_with(BTreeMap::new).extend(parsed);
+        }
         let (Some(s), Some(e), Some(fields)) = (start, end, fields) else {
             bail!(
                 "{} exited ({status}) without a complete report",
@@ -955,8 +1005,8 @@ impl Rig {
         }
         let rss_before = server.rss_bytes()?;
         let mut rss_after = None;
-        let status = self.client(holder, &args(holder), true, |line, _, stdin| {
-            if line.starts_with("READY") {
+        let status = self.client(holder, &args(holder), true, |out, _, stdin| {
+            if matches!(out, Output::Line(line) if line.starts_with("READY")) {
                 std::thread::sleep(Duration::from_secs(1));
                 server.check_alive()?;
                 rss_after = Some(server.rss_bytes()?);
@@ -983,15 +1033,17 @@ impl Rig {
         })
     }
 
-    /// Runs a client program pinned to the client CPU, feeding each stdout
-    /// line to `on_line` (with its pid and stdin); kills it if it has not
-    /// finished within `load.timeout` or if `on_line` fails.
+    /// Runs a client program pinned to the client CPU, telling `on_line`
+    /// (with its pid and stdin) that it started, each stdout line, and the
+    /// end of its output (before it is reaped, so its `/proc` entry is
+    /// still there); kills it if it has not finished within `load.timeout`
+    /// or if `on_line` fails.
     fn client(
         &self,
         load: &Load,
         args: &[String],
         piped_stdin: bool,
-        mut on_line: impl FnMut(&str, u32, &mut Option<ChildStdin>) -> Result<()>,
+        mut on_line: impl FnMut(Output<'_>, u32, &mut Option<ChildStdin>) -> Result<()>,
     ) -> Result<ExitStatus> {
         let mut cmd = Command::new(&load.program);
         cmd.args(args)
@@ -1025,7 +1077,10 @@ impl Rig {
             false
         });
 
-        let mut result = Ok(());
+        let mut result = on_line(Output::Started, pid, &mut stdin);
+        if result.is_err() {
+            kill();
+        }
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         for _ in 0..1_000_000 {
@@ -1034,7 +1089,7 @@ impl Rig {
                 Ok(0) => break,
                 Ok(_) => {
                     if result.is_ok() {
-                        result = on_line(line.trim_end(), pid, &mut stdin);
+                        result = on_line(Output::Line(line.trim_end()), pid, &mut stdin);
                         if result.is_err() {
                             // Stop the client; the loop then sees EOF.
                             kill();
@@ -1046,6 +1101,9 @@ impl Rig {
                     break;
                 }
             }
+        }
+        if result.is_ok() {
+            result = on_line(Output::Eof, pid, &mut stdin);
         }
         drop(stdin);
         drop(tx);
@@ -1061,6 +1119,17 @@ impl Rig {
         }
         Ok(status)
     }
+}
+
+/// What a client run tells [`Rig::client`]'s callback.
+#[derive(Debug, Clone, Copy)]
+enum Output<'a> {
+    /// The program was started.
+    Started,
+    /// One line of its stdout, without the line end.
+    Line(&'a str),
+    /// Its stdout ended (it has exited or is exiting, not yet reaped).
+    Eof,
 }
 
 /// CPU counters at one edge of a measured window.
