@@ -5,58 +5,15 @@
 //! routes, and config errors for bad routes.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_myriad");
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+mod common;
 
-/// Tests that start servers take this lock (one server at a time keeps
-/// the timing assertions honest on a 2-core machine).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("myriad-http-test-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A free port below the ephemeral range (as server.rs's workers test
-/// does: client sockets in TIME-WAIT never hold those).
-fn free_port() -> u16 {
-    static NEXT: Mutex<u16> = Mutex::new(0);
-    let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
-    if *next == 0 {
-        *next = 20000 + (std::process::id() % 5000) as u16 * 2;
-    }
-    loop {
-        *next += 1;
-        if *next >= 32000 {
-            *next = 20000;
-        }
-        if TcpListener::bind(("127.0.0.1", *next)).is_ok() {
-            return *next;
-        }
-    }
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::*;
 
 fn serve(cfg: &Path, notify: Option<&Path>) -> Server {
     let mut c = Command::new(BIN);
@@ -65,17 +22,6 @@ fn serve(cfg: &Path, notify: Option<&Path>) -> Server {
         c.env("NOTIFY_SOCKET", n);
     }
     Server(c.spawn().unwrap())
-}
-
-fn wait_port(addr: &str) {
-    let t0 = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{addr} never came up"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn connect(addr: &str) -> TcpStream {
@@ -479,25 +425,6 @@ status = 308
         (0x88, 1001)
     );
     assert!(srv.0.wait().unwrap().success());
-}
-
-fn signal(child: &Child, sig: &str) {
-    Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-}
-
-fn check(config: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
-    )
 }
 
 /// A stream plugin whose `init` takes 1.5 s: a service that is slow to

@@ -5,63 +5,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_myriad");
+mod common;
 
-/// Tests that start servers take this lock (the default config uses fixed
-/// ports).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("myriad-server-test-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        // A SIGKILLed supervisor leaves its relay directory behind.
-        remove_relay_dir(self.0.id());
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-}
-
-fn wait_port(addr: &str) {
-    let t0 = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{addr} never came up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::*;
 
 fn echo(addr: &str, msg: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -86,18 +35,6 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
-}
-
-fn check(config: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
-    )
 }
 
 #[test]
@@ -812,17 +749,6 @@ fn wait_children(sup: u32, n: usize) -> Vec<u32> {
 }
 
 /// Removes the relay directory a SIGKILLed supervisor leaves behind.
-fn remove_relay_dir(sup: u32) {
-    let prefix = format!("myriad-supervisor-{sup}-");
-    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-}
-
 #[test]
 fn supervisor_feeds_the_watchdog_and_replaces_a_hung_worker() {
     let _g = serial();
