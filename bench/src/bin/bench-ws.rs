@@ -16,12 +16,14 @@
 //! opens `--idle` WebSocket connections (`ws-idle`) on a fresh server
 //! process and divides the growth of its `VmRSS` by their number (measured
 //! from after a warm-up of 100 connections, so that code pages and the
-//! loop's first allocations are not counted per connection).
+//! loop's first allocations are not counted per connection); idle-deflate
+//! does the same with clients that offer permessage-deflate as browsers do
+//! (Myriad only: the baselines do not implement the extension).
 //!
 //! ```text
 //! cargo run --release -p myriad-bench --bin bench-ws -- [--duration 3] [--warmup 1] \
 //!     [--repeat 3] [--idle 19000] [--servers myriad,tungstenite,fastwebsockets] \
-//!     [--scenarios pp64,pipe64,pp16k,idle] [--no-build] [--json FILE]
+//!     [--scenarios pp64,pipe64,pp16k,idle,idle-deflate] [--no-build] [--json FILE]
 //! ```
 //!
 //! Unless `--no-build`, it first builds `ws_echo` (`cargo build --release -p
@@ -63,7 +65,11 @@ struct Args {
     )]
     servers: Vec<String>,
     /// Scenarios to run.
-    #[arg(long, default_value = "pp64,pipe64,pp16k,idle", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "pp64,pipe64,pp16k,idle,idle-deflate",
+        value_delimiter = ','
+    )]
     scenarios: Vec<String>,
     /// CPU for the servers.
     #[arg(long, default_value_t = 0)]
@@ -291,8 +297,15 @@ fn main() -> Result<()> {
         }
     }
     let mut idle: Vec<(String, f64)> = Vec::new();
-    if args.scenarios.iter().any(|s| s == "idle") {
+    // idle: clients offering no extension; idle-deflate: clients offering
+    // permessage-deflate as browsers do (Myriad only: the baselines do not
+    // implement the extension, so they would measure the plain case again).
+    for (scenario, deflate) in [("idle", false), ("idle-deflate", true)] {
+        if !args.scenarios.iter().any(|s| s == scenario) {
+            continue;
+        }
         let ws_idle = rig.bin("ws-idle");
+        let extra: &[&str] = if deflate { &["--deflate"] } else { &[] };
         let warm = Load::new(
             &ws_idle,
             [
@@ -302,37 +315,49 @@ fn main() -> Result<()> {
                 "100",
                 "--hold-secs",
                 "0",
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied()),
         );
         let n = args.idle.to_string();
         let holder = Load::new(
             &ws_idle,
-            ["--addr", "{addr}", "--connections", &n, "--hold-secs", "60"],
+            ["--addr", "{addr}", "--connections", &n, "--hold-secs", "60"]
+                .into_iter()
+                .chain(extra.iter().copied()),
         );
         for s in &specs {
+            if deflate && !s.name.starts_with("myriad") {
+                continue;
+            }
             rig.check_stop()?;
             match rig.idle(s, &holder, args.idle, Some(&warm)) {
                 Ok(r) => {
                     let per = r.bytes_per_conn;
-                    eprintln!("bench-ws: idle {:<15} {per:>10.0} B/connection", s.name);
+                    eprintln!(
+                        "bench-ws: {scenario} {:<15} {per:>10.0} B/connection",
+                        s.name
+                    );
                     table.line(format!(
-                        "{:<8} {:<15} {per:>12.0} B per idle connection",
-                        "idle", s.name
+                        "{:<12} {:<15} {per:>12.0} B per idle connection",
+                        scenario, s.name
                     ));
-                    json_idle.push(serde_json::json!({"scenario": "idle", "server": s.name,
+                    json_idle.push(serde_json::json!({"scenario": scenario, "server": s.name,
                         "bytes_per_conn": per}));
                     results.push(result_line(&[
                         ("bench", "ws".into()),
-                        ("scenario", "idle".into()),
+                        ("scenario", scenario.into()),
                         ("server", s.name.clone()),
                         ("connections", r.connections.to_string()),
                         ("bytes_per_conn", num(Some(per), 1)),
                     ]));
-                    idle.push((s.name.clone(), per));
+                    if !deflate {
+                        idle.push((s.name.clone(), per));
+                    }
                 }
                 Err(e) => {
-                    eprintln!("bench-ws: idle {:<15} FAILED: {e:#}", s.name);
-                    table.line(format!("{:<8} {:<15} {:>12}", "idle", s.name, "FAILED"));
+                    eprintln!("bench-ws: {scenario} {:<15} FAILED: {e:#}", s.name);
+                    table.line(format!("{:<12} {:<15} {:>12}", scenario, s.name, "FAILED"));
                 }
             }
         }
