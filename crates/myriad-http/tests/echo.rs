@@ -3,6 +3,9 @@
 //! pipelining, chunked uploads, 100-continue, HEAD, HTTP/1.0 and the 408
 //! deadlines work. Every read has a timeout and every loop a bound.
 
+mod common;
+
+use common::{start_service, stop};
 use myriad::{BackendKind, Engine};
 use myriad_http::engine::Echo;
 use myriad_http::{Config, MinRate};
@@ -13,27 +16,11 @@ use std::time::{Duration, Instant};
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn start(kind: BackendKind, cfg: Config) -> (Engine, SocketAddr) {
-    let engine = Engine::builder()
-        .threads(1)
-        .backend(kind)
-        .service(Echo::service("127.0.0.1:0".parse().unwrap(), cfg))
-        .start()
-        .expect("engine starts");
-    let addr = engine.local_addrs(0)[0];
-    (engine, addr)
-}
-
-fn stop(engine: Engine) {
-    engine.shutdown(Duration::from_millis(200));
-    engine.wait().unwrap();
+    start_service(kind, Echo::service("127.0.0.1:0".parse().unwrap(), cfg))
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
+    common::connect(addr, IO_TIMEOUT)
 }
 
 /// Everything until the server closes (EOF); panics past the timeout.

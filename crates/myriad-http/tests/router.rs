@@ -2,6 +2,9 @@
 //! engine, over loopback, on both backends. Every read has a timeout and
 //! every loop a bound.
 
+mod common;
+
+use common::{start_service, stop};
 use myriad::{BackendKind, Ctx, Engine, Handler, QUEUE_BUCKETS};
 use myriad_http::{
     BodyHandler, BodySize, BodySource, BodyWriter, Config, Fill, Responder, Response, Router,
@@ -226,27 +229,14 @@ fn router(site: &Site, ready: Arc<AtomicBool>) -> Router {
 }
 
 fn start(kind: BackendKind, router: Router) -> (Engine, SocketAddr) {
-    let engine = Engine::builder()
-        .threads(1)
-        .backend(kind)
-        .service(router.service("web", "127.0.0.1:0".parse().unwrap(), Config::default()))
-        .start()
-        .expect("engine starts");
-    let addr = engine.local_addrs(0)[0];
-    (engine, addr)
-}
-
-fn stop(engine: Engine) {
-    engine.shutdown(Duration::from_millis(200));
-    engine.wait().unwrap();
+    start_service(
+        kind,
+        router.service("web", "127.0.0.1:0".parse().unwrap(), Config::default()),
+    )
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
+    common::connect(addr, IO_TIMEOUT)
 }
 
 #[derive(Debug)]
