@@ -1337,7 +1337,9 @@ impl Core {
                 for slot in 0..self.conns.len() as u32 {
                     let f = self.conns[slot as usize].flags;
                     if f & OPEN == 0 {
-                    } else if is_lingering(f) {
+                        continue;
+                    }
+                    if is_lingering(f) {
                         // closed by its handler, everything sent: only
                         // the wait for the peer's FIN is cut short
                         self.finalize(slot, CloseReason::Local);
