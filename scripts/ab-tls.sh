@@ -54,8 +54,8 @@ run() { # name load-binary server-command...
     wait $lp || true
     kill $sp; wait $sp 2>/dev/null || true
     local ops ccpu
-    ops=$(grep -o "ops_per_sec=[0-9.]*" "$OUT" | head -1 | cut -d= -f2)
-    ccpu=$(grep -o "client_cpu=[0-9.]*" "$OUT" | head -1 | cut -d= -f2)
+    ops=$(grep -o "ops_per_sec=[0-9.]*" "$OUT" | sed -n 1p | cut -d= -f2)
+    ccpu=$(grep -o "client_cpu=[0-9.]*" "$OUT" | sed -n 1p | cut -d= -f2)
     awk -v n="$name" -v o="${ops:-0}" -v d="$ticks" -v t="$(getconf CLK_TCK)" -v c="${ccpu:-0}" \
         'BEGIN { printf "%-6s %9.0f ops/s  %8s us/op server  server busy %3.0f%%  client busy %3.0f%%\n",
                  n, o, (o > 0 ? sprintf("%.2f", d / t * 1e6 / (o * 3)) : "nan"), d / t / 3 * 100, c * 100 }'

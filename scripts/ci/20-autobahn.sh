@@ -48,7 +48,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 grep -q "listening on" "$OUT/ws_echo.log" || { cat "$OUT/ws_echo.log"; echo "ws_echo did not start"; exit 1; }
-ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$OUT/ws_echo.log" | head -n 1)
+ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$OUT/ws_echo.log" | sed -n 1p)
 echo "autobahn: ws_echo on $ADDR"
 
 # kosoku is a single-threaded asyncio program and, with the server's

@@ -48,7 +48,7 @@ for _ in $(seq 1 100); do
 done
 
 grep -q "listening on" "$WORK/ws_chat.log" || { cat "$WORK/ws_chat.log"; echo "ws_chat did not start"; exit 1; }
-ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$WORK/ws_chat.log" | head -n 1)
+ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$WORK/ws_chat.log" | sed -n 1p)
 echo "e2e: ws_chat on $ADDR"
 
 rc=0
