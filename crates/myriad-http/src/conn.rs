@@ -3,7 +3,7 @@
 use crate::date::Now;
 use crate::error::{RequestError, ResponseError};
 use crate::request::{parse_head, trim_ows, BodyKind, Request, Version};
-use crate::sink::{decimal, hex_line, HeadBuf, Sink};
+use crate::sink::{hex_line, Digits, Head, Sink};
 use std::time::{Duration, Instant};
 
 /// Longest chunk-size line (size, extensions, CRLF) accepted. Extensions are
@@ -527,26 +527,18 @@ impl ServerConn {
             body[..body_len].copy_from_slice(&reason[..body_len]);
             body[body_len..body_len + 1].copy_from_slice(b"\n");
             let body = &body[..body_len + 1];
-            let mut st = [0; 20];
-            let mut cl = [0; 20];
-            let mut h = HeadBuf::new();
-            h.push_all(&[
-                self.version.as_bytes(),
-                b" ",
-                decimal(status as u64, &mut st),
-                b" ",
+            let (line, digits) = status_line(self.version, status);
+            let h = Head {
+                line,
+                digits,
                 reason,
-                b"\r\nDate: ",
-                now.date(),
-                b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ",
-                decimal(body.len() as u64, &mut cl),
-                b"\r\nConnection: close\r\n\r\n",
-            ]);
-            if self.is_head {
-                out.write(h.as_slice());
-            } else {
-                out.write_vectored(&[h.as_slice(), body]);
-            }
+                date: now.date(),
+                headers: &[("Content-Type", b"text/plain; charset=utf-8")],
+                framing: b"\r\nContent-Length: ",
+                length: Digits::of(body.len() as u64),
+                connection: b"\r\nConnection: close",
+            };
+            h.write_to(if self.is_head { b"" } else { body }, out);
         }
         self.req = ReqState::Closed;
         self.resp = RespState::Done;
@@ -579,8 +571,8 @@ impl ServerConn {
         now: Now,
         out: &mut S,
     ) -> Result<(), ResponseError> {
-        let head = self.encode_head(res, body, now)?;
-        out.write(head.as_slice());
+        let head = self.encode_head(res, body, &now)?;
+        head.write_to(b"", out);
         Ok(())
     }
 
@@ -598,13 +590,12 @@ impl ServerConn {
         now: Now,
         out: &mut S,
     ) -> Result<(), ResponseError> {
-        let head = self.encode_head(res, BodySize::Known(body.len() as u64), now)?;
-        match self.resp {
-            RespState::Sending(Out::Length(_)) if !body.is_empty() => {
-                out.write_vectored(&[head.as_slice(), body]);
-            }
-            _ => out.write(head.as_slice()),
-        }
+        let head = self.encode_head(res, BodySize::Known(body.len() as u64), &now)?;
+        let body = match self.resp {
+            RespState::Sending(Out::Length(_)) => body,
+            _ => b"",
+        };
+        head.write_to(body, out);
         self.finish_exchange(now);
         Ok(())
     }
@@ -701,12 +692,12 @@ impl ServerConn {
         }
     }
 
-    fn encode_head(
+    fn encode_head<'a>(
         &mut self,
-        res: &Response<'_>,
+        res: &Response<'a>,
         body: BodySize,
-        now: Now,
-    ) -> Result<HeadBuf, ResponseError> {
+        now: &'a Now,
+    ) -> Result<Head<'a>, ResponseError> {
         match self.req {
             ReqState::Closed => return Err(ResponseError::Closed),
             ReqState::Idle | ReqState::Head => return Err(ResponseError::NoRequest),
@@ -733,9 +724,8 @@ impl ServerConn {
             close = true;
             self.expect_continue = false;
         }
-        let mut num = [0; 20];
-        let (framing, framing_header): (Out, &[&[u8]]) = if no_body {
-            (Out::Empty, &[])
+        let (framing, framing_header, length): (Out, &'static [u8], Digits) = if no_body {
+            (Out::Empty, b"", Digits::NONE)
         } else {
             match body {
                 BodySize::Known(n) => (
@@ -744,7 +734,8 @@ impl ServerConn {
                     } else {
                         Out::Length(n)
                     },
-                    &[b"\r\nContent-Length: ", decimal(n, &mut num)],
+                    b"\r\nContent-Length: ",
+                    Digits::of(n),
                 ),
                 BodySize::Streamed if self.version == Version::Http11 => (
                     if self.is_head {
@@ -752,44 +743,41 @@ impl ServerConn {
                     } else {
                         Out::Chunked
                     },
-                    &[b"\r\nTransfer-Encoding: chunked"],
+                    b"\r\nTransfer-Encoding: chunked",
+                    Digits::NONE,
                 ),
                 _ => {
                     // HTTP/1.0 knows no chunked coding: the end of the body
                     // is the end of the connection.
                     if self.is_head {
-                        (Out::Drop, &[])
+                        (Out::Drop, b"", Digits::NONE)
                     } else {
                         close = true;
-                        (Out::Raw, &[])
+                        (Out::Raw, b"", Digits::NONE)
                     }
                 }
             }
         };
-        let mut st = [0; 20];
-        let mut h = HeadBuf::new();
-        h.push_all(&[
-            self.version.as_bytes(),
-            b" ",
-            decimal(res.status as u64, &mut st),
-            b" ",
-            reason(res.status),
-            b"\r\nDate: ",
-            now.date(),
-        ]);
-        for (name, value) in res.headers {
-            h.push_all(&[b"\r\n", name.as_bytes(), b": ", value]);
-        }
-        h.push_all(framing_header);
-        if close {
-            h.push(b"\r\nConnection: close");
+        let (line, digits) = status_line(self.version, res.status);
+        let connection: &'static [u8] = if close {
+            b"\r\nConnection: close"
         } else if self.version == Version::Http10 {
-            h.push(b"\r\nConnection: keep-alive");
-        }
-        h.push(b"\r\n\r\n");
+            b"\r\nConnection: keep-alive"
+        } else {
+            b""
+        };
         self.close_after = close;
         self.resp = RespState::Sending(framing);
-        Ok(h)
+        Ok(Head {
+            line,
+            digits,
+            reason: reason(res.status),
+            date: now.date(),
+            headers: res.headers,
+            framing: framing_header,
+            length,
+            connection,
+        })
     }
 
     /// Asks to close after the current exchange (a graceful shutdown): the
@@ -939,73 +927,121 @@ fn check_response_header(name: &str, value: &[u8]) -> Result<(), ResponseError> 
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(ResponseError::BadHeader);
     }
-    for reserved in ["content-length", "transfer-encoding", "connection", "date"] {
-        if name.eq_ignore_ascii_case(reserved) {
-            return Err(ResponseError::ReservedHeader);
-        }
+    // Compare only names of a reserved name's length (most are not).
+    let reserved = match name.len() {
+        4 => "date",
+        10 => "connection",
+        14 => "content-length",
+        17 => "transfer-encoding",
+        _ => return Ok(()),
+    };
+    if name.eq_ignore_ascii_case(reserved) {
+        return Err(ResponseError::ReservedHeader);
     }
     Ok(())
 }
 
+/// RFC 9110 token characters, as a table: one load per byte instead of a
+/// chain of comparisons (names are checked on every response).
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 /// RFC 9110 token characters.
+#[inline]
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    TCHAR[b as usize]
 }
 
-/// The reason phrase of `status` (empty for unknown codes, which RFC 9112
-/// allows).
-pub fn reason(status: u16) -> &'static [u8] {
-    match status {
-        100 => b"Continue",
-        101 => b"Switching Protocols",
-        200 => b"OK",
-        201 => b"Created",
-        202 => b"Accepted",
-        204 => b"No Content",
-        206 => b"Partial Content",
-        301 => b"Moved Permanently",
-        302 => b"Found",
-        303 => b"See Other",
-        304 => b"Not Modified",
-        307 => b"Temporary Redirect",
-        308 => b"Permanent Redirect",
-        400 => b"Bad Request",
-        401 => b"Unauthorized",
-        403 => b"Forbidden",
-        404 => b"Not Found",
-        405 => b"Method Not Allowed",
-        408 => b"Request Timeout",
-        411 => b"Length Required",
-        413 => b"Content Too Large",
-        414 => b"URI Too Long",
-        416 => b"Range Not Satisfiable",
-        417 => b"Expectation Failed",
-        426 => b"Upgrade Required",
-        429 => b"Too Many Requests",
-        431 => b"Request Header Fields Too Large",
-        500 => b"Internal Server Error",
-        501 => b"Not Implemented",
-        502 => b"Bad Gateway",
-        503 => b"Service Unavailable",
-        504 => b"Gateway Timeout",
-        505 => b"HTTP Version Not Supported",
-        _ => b"",
-    }
+/// Defines [`reason`] and [`status_line`] from one list.
+macro_rules! statuses {
+    ($($code:literal $text:literal,)*) => {
+        /// The reason phrase of `status` (empty for unknown codes, which RFC 9112
+        /// allows).
+        pub fn reason(status: u16) -> &'static [u8] {
+            match status {
+                $($code => $text.as_bytes(),)*
+                _ => b"",
+            }
+        }
+
+        /// The status line of `status`: one constant slice (`HTTP/1.1 200
+        /// OK`) for a known status, else `HTTP/1.x ` and the digits (the
+        /// reason then follows them).
+        fn status_line(version: Version, status: u16) -> (&'static [u8], Digits) {
+            let line: &'static [u8] = match (version, status) {
+                $(
+                    (Version::Http11, $code) => concat!("HTTP/1.1 ", $code, " ", $text).as_bytes(),
+                    (Version::Http10, $code) => concat!("HTTP/1.0 ", $code, " ", $text).as_bytes(),
+                )*
+                (Version::Http11, _) => b"HTTP/1.1 ",
+                (Version::Http10, _) => b"HTTP/1.0 ",
+            };
+            if line.len() > 9 {
+                (line, Digits::NONE)
+            } else {
+                (line, Digits::of(u64::from(status)))
+            }
+        }
+    };
+}
+
+statuses! {
+    100 "Continue",
+    101 "Switching Protocols",
+    200 "OK",
+    201 "Created",
+    202 "Accepted",
+    204 "No Content",
+    206 "Partial Content",
+    301 "Moved Permanently",
+    302 "Found",
+    303 "See Other",
+    304 "Not Modified",
+    307 "Temporary Redirect",
+    308 "Permanent Redirect",
+    400 "Bad Request",
+    401 "Unauthorized",
+    403 "Forbidden",
+    404 "Not Found",
+    405 "Method Not Allowed",
+    408 "Request Timeout",
+    411 "Length Required",
+    413 "Content Too Large",
+    414 "URI Too Long",
+    416 "Range Not Satisfiable",
+    417 "Expectation Failed",
+    426 "Upgrade Required",
+    429 "Too Many Requests",
+    431 "Request Header Fields Too Large",
+    500 "Internal Server Error",
+    501 "Not Implemented",
+    502 "Bad Gateway",
+    503 "Service Unavailable",
+    504 "Gateway Timeout",
+    505 "HTTP Version Not Supported",
 }

@@ -20,6 +20,23 @@ impl Sink for Ctx<'_> {
     fn write_vectored(&mut self, parts: &[&[u8]]) {
         Ctx::write_vectored(self, parts);
     }
+
+    /// A response head and a small body are written straight into the
+    /// outbound chunk (one copy, one queue update, and one encode over
+    /// TLS); past 4 KiB through a temporary buffer.
+    #[inline]
+    fn write_exact(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) {
+        if len > 4096 {
+            let mut tmp = vec![0; len];
+            fill(&mut tmp);
+            Ctx::write(self, &tmp);
+            return;
+        }
+        self.write_with(len, |buf| {
+            fill(&mut buf[..len]);
+            len
+        });
+    }
 }
 
 thread_local! {

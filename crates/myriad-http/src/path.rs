@@ -66,9 +66,16 @@ pub fn split_target(target: &str) -> (&str, Option<&str>) {
             }
         }
     }
-    let t = t.split('#').next().unwrap_or("");
-    match t.find('?') {
-        Some(i) => (&t[..i], Some(&t[i + 1..])),
+    // One SIMD search for the end of the path (runs on every request),
+    // instead of a char search for '#' and another for '?'.
+    let b = t.as_bytes();
+    match memchr::memchr2(b'?', b'#', b) {
+        Some(i) if b[i] == b'?' => {
+            let q = &t[i + 1..];
+            let q = memchr::memchr(b'#', q.as_bytes()).map_or(q, |j| &q[..j]);
+            (&t[..i], Some(q))
+        }
+        Some(i) => (&t[..i], None),
         None => (t, None),
     }
 }

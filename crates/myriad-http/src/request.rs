@@ -73,6 +73,9 @@ pub struct Request<'d> {
     pub(crate) body: BodyKind,
     pub(crate) keep_alive: bool,
     pub(crate) expect_continue: bool,
+    /// `Upgrade` lists `websocket` (noted while parsing, so that routing
+    /// does not scan the fields again).
+    pub(crate) upgrade_websocket: bool,
 }
 
 impl<'d> Request<'d> {
@@ -135,6 +138,7 @@ pub(crate) struct HeadSpan {
     body: BodyKind,
     keep_alive: bool,
     expect_continue: bool,
+    upgrade_websocket: bool,
 }
 
 #[cfg_attr(not(feature = "engine"), allow(dead_code))]
@@ -157,6 +161,7 @@ impl<'d> Request<'d> {
             body: self.body,
             keep_alive: self.keep_alive,
             expect_continue: self.expect_continue,
+            upgrade_websocket: self.upgrade_websocket,
         }
     }
 }
@@ -180,6 +185,7 @@ impl HeadSpan {
             body: self.body,
             keep_alive: self.keep_alive,
             expect_continue: self.expect_continue,
+            upgrade_websocket: self.upgrade_websocket,
         }
     }
 }
@@ -196,7 +202,7 @@ impl<'d> Iterator for Headers<'d> {
     fn next(&mut self) -> Option<Self::Item> {
         // The head was validated strictly before this view was made: every
         // line is `token ":" OWS value OWS CRLF`, so splitting is enough.
-        let nl = self.rest.iter().position(|&b| b == b'\n')?;
+        let nl = memchr::memchr(b'\n', self.rest)?;
         let line = &self.rest[..nl.saturating_sub(1)];
         self.rest = &self.rest[nl + 1..];
         let colon = line.iter().position(|&b| b == b':')?;
@@ -233,7 +239,8 @@ pub(crate) fn parse_head<'d>(
     if end > cfg.max_head {
         return Err(RequestError::HeadTooLarge);
     }
-    let minor_fixed = fix_minor_version(&mut buf[..end]);
+    let (line_start, line_end) = request_line(&buf[..end]);
+    let minor_fixed = fix_minor_version(&mut buf[line_start..line_end]);
     let buf: &'d [u8] = buf;
     let head = &buf[..end];
 
@@ -269,8 +276,14 @@ pub(crate) fn parse_head<'d>(
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
+    let mut upgrade_websocket = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
+        // Only a name of one of these lengths can be one of them: most
+        // fields are compared once, not five times.
+        if !matches!(name.len(), 4 | 6 | 7 | 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             if content_length.is_some() {
                 return Err(RequestError::RepeatedContentLength);
@@ -310,6 +323,11 @@ pub(crate) fn parse_head<'d>(
                     keep_alive_token = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_websocket |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| trim_ows(t).eq_ignore_ascii_case(b"websocket"));
         } else if name.eq_ignore_ascii_case(b"expect") {
             if h.value.eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -352,14 +370,7 @@ pub(crate) fn parse_head<'d>(
         Version::Http10 => keep_alive_token && !close,
     };
     // The header lines: after the request line, before the final CRLF.
-    let line_start = head
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(0);
-    let fields_start = head[line_start..]
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map_or(end, |i| line_start + i + 2);
+    let fields_start = (line_end + 2).min(end);
     let fields = head.get(fields_start..end - 2).unwrap_or(&[]);
     Ok(Some(Head {
         is_head: method == "HEAD",
@@ -374,6 +385,7 @@ pub(crate) fn parse_head<'d>(
             expect_continue: expect_continue
                 && version == Version::Http11
                 && body != BodyKind::None,
+            upgrade_websocket,
         },
         len: end,
     }))
@@ -382,12 +394,11 @@ pub(crate) fn parse_head<'d>(
 /// Finds the end of the head (just past CRLF CRLF), checking every LF seen
 /// for its CR. Continues from `*scanned`.
 fn find_head_end(buf: &[u8], scanned: &mut usize) -> Result<Option<usize>, RequestError> {
-    let mut i = *scanned;
-    while let Some(off) = buf
-        .get(i..)
-        .and_then(|s| s.iter().position(|&b| b == b'\n'))
-    {
-        let nl = i + off;
+    let from = (*scanned).min(buf.len());
+    // memchr: a SIMD search from LF to LF instead of a byte loop (the
+    // head scan ran at three instructions a byte).
+    for off in memchr::memchr_iter(b'\n', &buf[from..]) {
+        let nl = from + off;
         if nl == 0 || buf[nl - 1] != b'\r' {
             return Err(RequestError::BareLf);
         }
@@ -396,7 +407,6 @@ fn find_head_end(buf: &[u8], scanned: &mut usize) -> Result<Option<usize>, Reque
         if nl >= 3 && &buf[nl - 3..nl - 1] == b"\r\n" {
             return Ok(Some(nl + 1));
         }
-        i = nl + 1;
     }
     // Every LF so far is checked; the next call starts after them (its LF
     // check and end check look back into bytes that stay in place, since
@@ -409,15 +419,7 @@ fn find_head_end(buf: &[u8], scanned: &mut usize) -> Result<Option<usize>, Reque
 /// `httparse` knows only 1.0 and 1.1, so the minor digit is rewritten in
 /// place (the engine hands the receive buffer over mutably for this kind
 /// of thing). Returns whether it did.
-fn fix_minor_version(head: &mut [u8]) -> bool {
-    let start = head
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(0);
-    let Some(off) = head[start..].iter().position(|&b| b == b'\r') else {
-        return false;
-    };
-    let line = &mut head[start..start + off];
+fn fix_minor_version(line: &mut [u8]) -> bool {
     let n = line.len();
     if n > 9 && line[n - 9] == b' ' && &line[n - 8..n - 1] == b"HTTP/1." {
         let d = line[n - 1];
@@ -427,6 +429,17 @@ fn fix_minor_version(head: &mut [u8]) -> bool {
         }
     }
     false
+}
+
+/// Where the request line starts (after leading empty lines) and ends (its
+/// CR) in a complete head.
+fn request_line(head: &[u8]) -> (usize, usize) {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
+    let end = memchr::memchr(b'\r', &head[start..]).map_or(head.len(), |i| start + i);
+    (start, end)
 }
 
 /// Maps an `httparse` error to ours, looking at the bytes where the error
@@ -523,8 +536,17 @@ fn parse_content_length(v: &[u8]) -> Result<u64, RequestError> {
 /// `uri-host [ ":" port ]`: reg-name, IPv4 or bracketed IP literal
 /// characters. Empty is allowed (RFC 9112 §3.2).
 fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
+    v.iter().all(|&b| HOST_CHAR[b as usize])
+}
+
+/// The bytes of a `Host` value (RFC 3986 reg-name, IP literal and port
+/// characters, percent-encoding), as a table: one load a byte.
+const HOST_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.'
@@ -545,9 +567,11 @@ fn valid_host(v: &[u8]) -> bool {
                     | b'['
                     | b']'
                     | b'%'
-            )
-    })
-}
+            );
+        i += 1;
+    }
+    t
+};
 
 pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {

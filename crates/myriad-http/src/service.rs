@@ -650,14 +650,10 @@ impl HttpConn {
     }
 }
 
-/// Whether the request asks for a WebSocket (`Upgrade` lists `websocket`).
+/// Whether the request asks for a WebSocket (`Upgrade` lists `websocket`;
+/// noted by the parser).
 fn wants_websocket(req: &Request<'_>) -> bool {
-    req.headers()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("upgrade"))
-        .any(|(_, v)| {
-            v.split(|&b| b == b',')
-                .any(|t| crate::request::trim_ows(t).eq_ignore_ascii_case(b"websocket"))
-        })
+    req.upgrade_websocket
 }
 
 impl Http {

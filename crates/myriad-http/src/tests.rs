@@ -232,6 +232,49 @@ fn early_final_answer_to_expect_closes() {
     assert!(c.is_closed());
 }
 
+/// Status lines from the table of known statuses and for unknown ones
+/// (digits, then the empty reason), in both versions, with header fields.
+#[test]
+fn status_lines_and_fields() {
+    for (req, version) in [
+        (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], "HTTP/1.1"),
+        (
+            &b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"[..],
+            "HTTP/1.0",
+        ),
+    ] {
+        for (status, line) in [
+            (200, "200 OK"),
+            (404, "404 Not Found"),
+            (505, "505 HTTP Version Not Supported"),
+            (299, "299 "),
+            (999, "999 "),
+        ] {
+            let mut h = Harness::new(Config::default());
+            let now = h.at(0);
+            let mut input = req.to_vec();
+            let (_, ev) = h.conn.feed(&mut input, now, &mut h.out).unwrap();
+            assert!(matches!(ev, Event::Head(_)));
+            let (_, ev) = h.conn.feed(&mut [], now, &mut h.out).unwrap();
+            assert!(matches!(ev, Event::End));
+            let res = Response::new(status)
+                .with_headers(&[("X-A", b"1"), ("Content-Type", b"text/plain")]);
+            h.conn.respond_full(&res, b"hey", now, &mut h.out).unwrap();
+            let keep = if version == "HTTP/1.0" {
+                "Connection: keep-alive\r\n"
+            } else {
+                ""
+            };
+            assert_eq!(
+                h.out_str(),
+                format!(
+                    "{version} {line}\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-A: 1\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n{keep}\r\nhey"
+                )
+            );
+        }
+    }
+}
+
 #[test]
 fn head_has_no_body() {
     let h = run(b"HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
