@@ -19,7 +19,9 @@
 //!   an engine service, [`client::WsClient`] is an outbound connection,
 //!   [`WsCtx`] sends into the engine's pooled out-queue (the engine context
 //!   implements [`Sink`]) and [`Room`] fans a message out to connections on
-//!   every loop without copying it per recipient.
+//!   every loop without copying it per recipient; [`Topics`] is the same
+//!   for many named topics, published to from any thread, with a
+//!   slow-subscriber policy.
 //!
 //! # Contract with the engine
 //!
@@ -88,6 +90,8 @@ mod room;
 #[cfg(feature = "engine")]
 pub mod server;
 mod sink;
+#[cfg(feature = "engine")]
+mod topic;
 mod utf8;
 
 pub use connection::{
@@ -110,3 +114,5 @@ pub use utf8::Utf8Validator;
 pub use app::{send_prepared_to, Handshake, Message, Upgrade, UpgradeInfo, WsCtx, WsHandler};
 #[cfg(feature = "engine")]
 pub use room::Room;
+#[cfg(feature = "engine")]
+pub use topic::{Change, SlowPolicy, TopicError, TopicStats, TopicTable, Topics, TopicsConfig};

@@ -1,15 +1,13 @@
 //! Fan-out: one message to many connections on every loop, encoded once and
 //! never copied per recipient.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 
-use myriad::{ConnId, LoopCx};
+use myriad::LoopCx;
 
 use crate::app::WsCtx;
 use crate::encoder::PreparedMessage;
+use crate::topic::{SlowPolicy, Topics, TopicsConfig};
 
 /// A set of server connections spread over the engine's loops, to broadcast
 /// to (a chat room, a topic).
@@ -19,6 +17,10 @@ use crate::encoder::PreparedMessage;
 /// which writes to its own members), so the locks are never contended. The
 /// message is a [`PreparedMessage`]: framed once, its bytes shared by every
 /// recipient's send queue by reference. Hixie-76 connections cannot join.
+///
+/// A room is a [`Topics`] with one topic, and no per-member queue limit of
+/// its own (the engine's `write_hard_limit` and per-loop cap bound a slow
+/// member): use [`Topics`] for many topics or a slow-subscriber policy.
 ///
 /// ```
 /// use myriad_ws::{Handshake, Message, MessageKind, PreparedMessage, Room, WsCtx, WsHandler};
@@ -38,22 +40,27 @@ use crate::encoder::PreparedMessage;
 ///     }
 /// }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Room {
-    inner: Arc<Inner>,
+    topics: Topics,
 }
 
-#[derive(Default)]
-struct Inner {
-    lists: OnceLock<Lists>,
-    /// Bytes of broadcasts posted to each loop and not yet written there.
-    in_flight: OnceLock<Box<[AtomicU64]>>,
-    /// Broadcasts not delivered to a loop because it was behind.
-    dropped: AtomicU64,
-}
+/// The one topic of a room.
+const TOPIC: &str = "room";
 
-/// One member list per loop.
-type Lists = Box<[Mutex<HashSet<ConnId>>]>;
+impl Default for Room {
+    fn default() -> Self {
+        Room {
+            topics: Topics::new(TopicsConfig {
+                max_queued: usize::MAX,
+                slow: SlowPolicy::Drop,
+                max_topics_per_subscriber: 1,
+                max_topic_len: TOPIC.len(),
+                max_in_flight: MAX_IN_FLIGHT,
+            }),
+        }
+    }
+}
 
 /// How many bytes of broadcasts may wait for one loop: past it, that loop's
 /// members miss the message (counted in [`Room::dropped`]) rather than the
@@ -79,18 +86,6 @@ impl Room {
         Self::default()
     }
 
-    fn lists(&self, loops: usize) -> &[Mutex<HashSet<ConnId>>] {
-        self.inner
-            .lists
-            .get_or_init(|| (0..loops.max(1)).map(|_| Mutex::default()).collect())
-    }
-
-    fn in_flight(&self, loops: usize) -> &[AtomicU64] {
-        self.inner
-            .in_flight
-            .get_or_init(|| (0..loops.max(1)).map(|_| AtomicU64::new(0)).collect())
-    }
-
     /// Broadcasts a loop missed because more than [`MAX_IN_FLIGHT`] bytes
     /// of earlier ones were still waiting for it.
     ///
@@ -98,18 +93,7 @@ impl Room {
     /// assert_eq!(myriad_ws::Room::new().dropped(), 0);
     /// ```
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
-    }
-
-    fn with_list<R>(
-        &self,
-        lcx: &LoopCx<'_>,
-        f: impl FnOnce(&mut HashSet<ConnId>) -> R,
-    ) -> Option<R> {
-        let lists = self.lists(lcx.loop_count());
-        let list = lists.get(lcx.loop_index())?;
-        let mut guard = list.lock().unwrap_or_else(|p| p.into_inner());
-        Some(f(&mut guard))
+        self.topics.stats().dropped_behind
     }
 
     /// Adds the connection (call it from `on_open`). Returns `false` for a
@@ -121,12 +105,7 @@ impl Room {
     /// # }
     /// ```
     pub fn join(&self, cx: &mut WsCtx<'_, '_>) -> bool {
-        if cx.is_hixie76() {
-            return false;
-        }
-        let id = cx.id();
-        self.with_list(cx.loop_cx(), |l| l.insert(id))
-            .unwrap_or(false)
+        self.topics.subscribe(cx, TOPIC).unwrap_or(false)
     }
 
     /// Removes the connection (call it from `on_close`).
@@ -137,9 +116,7 @@ impl Room {
     /// # }
     /// ```
     pub fn leave(&self, cx: &mut WsCtx<'_, '_>) -> bool {
-        let id = cx.id();
-        self.with_list(cx.loop_cx(), |l| l.remove(&id))
-            .unwrap_or(false)
+        self.topics.unsubscribe(cx, TOPIC)
     }
 
     /// Members on all loops right now.
@@ -148,12 +125,7 @@ impl Room {
     /// assert_eq!(myriad_ws::Room::new().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
-        self.inner.lists.get().map_or(0, |lists| {
-            lists
-                .iter()
-                .map(|l| l.lock().map_or_else(|p| p.into_inner().len(), |g| g.len()))
-                .sum()
-        })
+        self.topics.stats().subscriptions as usize
     }
 
     /// Whether the room has no member.
@@ -178,40 +150,6 @@ impl Room {
     /// # }
     /// ```
     pub fn broadcast(&self, lcx: &mut LoopCx<'_>, msg: &PreparedMessage) -> usize {
-        let here = lcx.loop_index();
-        let n = self.lists(lcx.loop_count()).len();
-        let len = msg.shared_bytes().len() as u64;
-        for i in (0..n).filter(|&i| i != here) {
-            // Bounded: a loop that is behind (its task queue holds this
-            // many bytes of our broadcasts already) misses this one.
-            let pending = &self.in_flight(n)[i];
-            if pending.load(Ordering::Relaxed) + len > MAX_IN_FLIGHT {
-                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            pending.fetch_add(len, Ordering::Relaxed);
-            let room = self.clone();
-            let bytes = Arc::clone(msg.shared_bytes());
-            let posted = lcx.post(i, move |other| {
-                room.write_local(other, &bytes);
-                room.in_flight(other.loop_count())[other.loop_index()]
-                    .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
-            });
-            if !posted {
-                pending.fetch_sub(len, Ordering::Relaxed);
-            }
-        }
-        self.write_local(lcx, msg.shared_bytes())
-    }
-
-    /// Queues `bytes` on this loop's members; drops members that are gone.
-    fn write_local(&self, lcx: &mut LoopCx<'_>, bytes: &Arc<[u8]>) -> usize {
-        let lists = self.lists(lcx.loop_count());
-        let Some(list) = lists.get(lcx.loop_index()) else {
-            return 0;
-        };
-        let mut guard = list.lock().unwrap_or_else(|p| p.into_inner());
-        guard.retain(|&id| lcx.write_shared_to(id, bytes));
-        guard.len()
+        self.topics.publish_from(lcx, TOPIC, msg)
     }
 }
