@@ -584,6 +584,91 @@ plugin = "{}"
     }
 }
 
+/// A SIGHUP that changes the http service itself (a new engine on the same
+/// port while the old one drains): `/readyz` is polled all along, on the
+/// service and on the metrics listener, and every poll gets an answer —
+/// 200, or 503 inside the reload window (RELOADING=1 ... READY=1) — never
+/// a refused or cut connection; afterwards the new route answers and both
+/// say 200 again.
+#[test]
+fn readyz_answers_through_a_reload_of_its_own_service() {
+    let _g = serial();
+    let d = tmpdir("ready-reload");
+    let (p, pm) = (free_port(), free_port());
+    let cfg = d.join("myriad.toml");
+    let config = |extra: &str| {
+        format!(
+            r#"io_threads = 1
+[metrics]
+listen = "127.0.0.1:{pm}"
+
+[[service]]
+name = "web"
+listen = "127.0.0.1:{p}"
+stack = "http"
+handler = "router"
+[[service.route]]
+path = "/readyz"
+health = "ready"
+{extra}"#
+        )
+    };
+    std::fs::write(&cfg, config("")).unwrap();
+    let sock = d.join("notify.sock");
+    let notify = UnixDatagram::bind(&sock).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let srv = serve(&cfg, Some(&sock));
+    let addr = format!("127.0.0.1:{p}");
+    let maddr = format!("127.0.0.1:{pm}");
+    wait_port(&addr);
+    wait_notify(&notify, "READY=1");
+    assert_eq!(get(&addr, "/readyz", "").status, 200);
+    assert_eq!(get(&addr, "/new", "").status, 404);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (stop, addr, maddr) = (stop.clone(), addr.clone(), maddr.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            // Bounded: at most 20 s of polling.
+            let t0 = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Acquire)
+                && t0.elapsed() < Duration::from_secs(20)
+            {
+                for a in [&addr, &maddr] {
+                    // `get` panics on a refused or cut connection.
+                    seen.push(get(a, "/readyz", "").status);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::write(
+        &cfg,
+        config("[[service.route]]\npath = \"/new\"\nhealth = \"alive\"\n"),
+    )
+    .unwrap();
+    signal(&srv.0, "-HUP");
+    wait_notify(&notify, "RELOADING=1");
+    wait_notify(&notify, "READY=1");
+    // The new engine serves the new route.
+    let t0 = Instant::now();
+    while get(&addr, "/new", "").status != 200 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no new route");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let seen = poller.join().expect("a poll failed: refused or cut");
+    assert!(seen.len() > 20, "{} polls", seen.len());
+    assert!(seen.iter().all(|s| *s == 200 || *s == 503), "{seen:?}");
+    assert_eq!(seen[seen.len() - 2..], [200, 200], "{seen:?}");
+}
+
 #[test]
 fn https_stack_with_the_tls_filter() {
     let _g = serial();
