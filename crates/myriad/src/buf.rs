@@ -10,20 +10,32 @@
 //! Leftover input (bytes a handler did not consume yet) goes into a pooled
 //! `Vec<u8>` that is returned to the pool as soon as it is empty.
 
+use std::fs::File;
 use std::io::IoSlice;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 pub(crate) const NIL: u32 = u32::MAX;
 
 struct Chunk {
     buf: Box<[u8]>,
-    /// A shared, immutable buffer queued by reference (fan-out: one encoded
-    /// message written to many connections without a copy each). When set,
-    /// `buf` is empty and the bytes are `shared[start..end]`.
-    shared: Option<Arc<[u8]>>,
+    /// Bytes queued by reference instead of in `buf` (then empty).
+    by_ref: ByRef,
     start: u32,
     end: u32,
     next: u32,
+}
+
+/// What a chunk that holds no bytes of its own refers to.
+enum ByRef {
+    /// Nothing: the bytes are `buf[start..end]`.
+    None,
+    /// A shared, immutable buffer (fan-out: one encoded message written to
+    /// many connections without a copy each): `shared[start..end]`.
+    Bytes(Arc<[u8]>),
+    /// A file's bytes `offset + start .. offset + end`, sent by the kernel
+    /// (`sendfile`) without passing through user space.
+    File { file: Arc<File>, offset: u64 },
 }
 
 /// Size of the small chunk class: a queue that starts with a small write
@@ -100,7 +112,7 @@ impl ChunkPool {
             self.bare = c.next;
             *c = Chunk {
                 buf,
-                shared: None,
+                by_ref: ByRef::None,
                 start: 0,
                 end: 0,
                 next: NIL,
@@ -110,7 +122,7 @@ impl ChunkPool {
             let i = self.chunks.len() as u32;
             self.chunks.push(Chunk {
                 buf,
-                shared: None,
+                by_ref: ByRef::None,
                 start: 0,
                 end: 0,
                 next: NIL,
@@ -119,14 +131,14 @@ impl ChunkPool {
         }
     }
 
-    /// An arena slot without memory of its own, holding `shared`.
-    fn alloc_shared(&mut self, shared: Arc<[u8]>) -> u32 {
-        let end = shared.len().min(u32::MAX as usize) as u32;
+    /// An arena slot without memory of its own, holding `len` bytes of
+    /// `by_ref`.
+    fn alloc_by_ref(&mut self, by_ref: ByRef, len: u32) -> u32 {
         let chunk = Chunk {
             buf: Box::new([]),
-            shared: Some(shared),
+            by_ref,
             start: 0,
-            end,
+            end: len,
             next: NIL,
         };
         if self.bare != NIL {
@@ -141,9 +153,9 @@ impl ChunkPool {
     }
 
     fn release(&mut self, i: u32) {
-        if self.chunks[i as usize].shared.is_some() {
+        if !matches!(self.chunks[i as usize].by_ref, ByRef::None) {
             let c = &mut self.chunks[i as usize];
-            c.shared = None;
+            c.by_ref = ByRef::None;
             c.next = self.bare;
             self.bare = i;
             return;
@@ -309,13 +321,69 @@ impl OutQueue {
             .len
             .saturating_add(shared.len().min(u32::MAX as usize) as u32);
         self.set_len(pool, len);
-        let i = pool.alloc_shared(shared);
+        let n = shared.len().min(u32::MAX as usize) as u32;
+        let i = pool.alloc_by_ref(ByRef::Bytes(shared), n);
+        self.link(pool, i);
+    }
+
+    fn link(&mut self, pool: &mut ChunkPool, i: u32) {
         if self.tail == NIL {
             self.head = i;
         } else {
             pool.chunks[self.tail as usize].next = i;
         }
         self.tail = i;
+    }
+
+    /// Appends `len` bytes of `file` from `offset`, by reference: they are
+    /// sent with `sendfile` when they reach the front. They count as queued
+    /// bytes like any other (high-water mark, limits), so a sender queues
+    /// a file a window at a time.
+    pub(crate) fn push_file(
+        &mut self,
+        pool: &mut ChunkPool,
+        file: &Arc<File>,
+        offset: u64,
+        len: u64,
+    ) {
+        // Pieces that keep the queue's u32 length and offsets in range.
+        const PIECE: u64 = 1 << 30;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(PIECE);
+            let total = self.len.saturating_add(n as u32);
+            self.set_len(pool, total);
+            let i = pool.alloc_by_ref(
+                ByRef::File {
+                    file: Arc::clone(file),
+                    offset: offset + done,
+                },
+                n as u32,
+            );
+            self.link(pool, i);
+            done += n;
+        }
+    }
+
+    /// The file bytes at the front of the queue, if the front is a file
+    /// segment: descriptor, offset and length.
+    pub(crate) fn front_file(&self, pool: &ChunkPool) -> Option<(RawFd, u64, usize)> {
+        let mut i = self.head;
+        while i != NIL {
+            let c = &pool.chunks[i as usize];
+            if c.end > c.start {
+                return match &c.by_ref {
+                    ByRef::File { file, offset } => Some((
+                        file.as_raw_fd(),
+                        offset + u64::from(c.start),
+                        (c.end - c.start) as usize,
+                    )),
+                    _ => None,
+                };
+            }
+            i = c.next;
+        }
+        None
     }
 
     /// The unsent bytes as up to `out.len()` slices; returns how many.
@@ -325,9 +393,11 @@ impl OutQueue {
         while i != NIL && n < out.len() {
             let c = &pool.chunks[i as usize];
             if c.end > c.start {
-                let bytes: &[u8] = match &c.shared {
-                    Some(s) => s,
-                    None => &c.buf,
+                let bytes: &[u8] = match &c.by_ref {
+                    ByRef::Bytes(s) => s,
+                    ByRef::None => &c.buf,
+                    // Sent by `sendfile` once it is at the front.
+                    ByRef::File { .. } => break,
                 };
                 out[n] = IoSlice::new(&bytes[c.start as usize..c.end as usize]);
                 n += 1;

@@ -1601,10 +1601,14 @@ impl Core {
             }
             let out = c.out;
             let (fd, tok) = (c.fd, token(slot, c.gen));
-            let outcome = {
-                let mut iov = [IoSlice::new(&[]); 16];
-                let n = out.slices(&self.pool, &mut iov);
-                be.send(tok, fd, &iov[..n])
+            let outcome = match out.front_file(&self.pool) {
+                Some((file, offset, len)) => be.send_file(tok, fd, file, offset, len),
+                None => {
+                    // Slices up to the next file segment, if any.
+                    let mut iov = [IoSlice::new(&[]); 16];
+                    let n = out.slices(&self.pool, &mut iov);
+                    be.send(tok, fd, &iov[..n])
+                }
             };
             match outcome {
                 SendOutcome::InFlight => {
@@ -1652,6 +1656,7 @@ impl Core {
                     recv: c.flags & RECV_ACTIVE != 0,
                     send: c.flags & SEND_INFLIGHT != 0,
                     connect: c.flags & CONNECT_INFLIGHT != 0,
+                    writable: c.flags & WAIT_WRITABLE != 0,
                 };
                 if be.cancel_all(tok, c.fd, ops) {
                     c.flags &= !(INFLIGHT | WAIT_WRITABLE | RECV_CANCEL);
@@ -1838,6 +1843,18 @@ impl Core {
         }
         c.out.push_shared(&mut self.pool, bytes.clone());
         self.after_write(slot);
+    }
+
+    fn send_file(&mut self, slot: u32, file: &Arc<std::fs::File>, offset: u64, len: u64) -> bool {
+        let c = &mut self.conns[slot as usize];
+        if refuses_writes(c.flags) || c.filter.is_some() {
+            return false;
+        }
+        if len > 0 {
+            c.out.push_file(&mut self.pool, file, offset, len);
+            self.after_write(slot);
+        }
+        true
     }
 
     fn set_flag(&mut self, slot: u32, flag: u32) {
@@ -2214,6 +2231,41 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn write_shared(&mut self, bytes: &Arc<[u8]>) {
         self.lcx.core.write_shared(self.slot, bytes);
+    }
+
+    /// Queues `len` bytes of `file` from `offset`, to be sent by the kernel
+    /// (`sendfile(2)`: from the page cache to the socket, no copy through
+    /// user space) after what is queued before them. Returns `false`, with
+    /// nothing queued, over a filter (TLS encrypts in user space: read the
+    /// bytes and [`Ctx::write`] them instead) or once the connection is
+    /// closing.
+    ///
+    /// The bytes count as queued like any others (high-water mark, limits),
+    /// so queue a big file a window at a time from
+    /// [`Handler::on_drain`](crate::Handler::on_drain). The file must not
+    /// shrink meanwhile: bytes past its end are not sent, the connection
+    /// then ends with an error. A cold file is read from disk in the loop
+    /// thread, as with any `sendfile` server.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # use std::sync::Arc;
+    /// # struct H { file: Arc<std::fs::File>, len: u64 }
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// cx.write(b"here it comes\n");
+    /// if !cx.send_file(&self.file, 0, self.len) {
+    ///     // over TLS: read and write the bytes
+    /// }
+    /// # d.len() } }
+    /// ```
+    pub fn send_file(&mut self, file: &Arc<std::fs::File>, offset: u64, len: u64) -> bool {
+        self.lcx.core.send_file(self.slot, file, offset, len)
+    }
+
+    /// Whether [`Ctx::send_file`] can be used on this connection (no
+    /// filter: plain TCP).
+    pub fn can_send_file(&self) -> bool {
+        self.lcx.core.conns[self.slot as usize].filter.is_none()
     }
 
     /// Bytes queued and not yet sent.

@@ -38,6 +38,7 @@ both_backends!(
     a_dead_loop_closes_its_listener,
     connections_per_source_address,
     lingering_close_keeps_the_last_reply,
+    send_file_between_writes,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -1225,4 +1226,77 @@ fn lingering_close_keeps_the_last_reply(kind: BackendKind) {
         }
     }
     assert_eq!(engine.stats().open, 0);
+}
+
+/// Sends `<`, the first half of a file, `|`, the second half, `>` on "go",
+/// then closes; on anything else, the whole file and stays open.
+struct FileReply {
+    file: Arc<std::fs::File>,
+    len: u64,
+}
+
+impl Handler for FileReply {
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        assert!(cx.can_send_file());
+        if data.starts_with(b"go") {
+            let half = self.len / 2;
+            cx.write(b"<");
+            assert!(cx.send_file(&self.file, 0, half));
+            cx.write(b"|");
+            assert!(cx.send_file(&self.file, half, self.len - half));
+            cx.write(b">");
+            cx.close();
+        } else {
+            assert!(cx.send_file(&self.file, 0, self.len));
+        }
+        data.len()
+    }
+}
+
+/// `Ctx::send_file` (sendfile(2), no user-space copy) in order with
+/// ordinary writes, through a socket buffer that fills (the peer reads
+/// late: the send would block and waits for writability), and a peer that
+/// resets while the server waits: one connection lost, the loop serves on.
+fn send_file_between_writes(kind: BackendKind) {
+    let path =
+        std::env::temp_dir().join(format!("myriad-sendfile-{}-{kind:?}", std::process::id()));
+    let len: u64 = 6 << 20;
+    let bytes: Vec<u8> = (0..len).map(|i| pattern(3, i)).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let file = Arc::new(std::fs::File::open(&path).unwrap());
+    let _ = std::fs::remove_file(&path);
+    let svc = Service::new("file", localhost(), move || FileReply {
+        file: Arc::clone(&file),
+        len,
+    });
+    let (engine, addr) = start(kind, 1, svc);
+
+    // A peer that asks, then resets without reading while the send waits.
+    let mut r = connect(addr);
+    r.write_all(b"xx").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    socket2::SockRef::from(&r)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(r);
+
+    for _ in 0..2 {
+        let mut s = connect(addr);
+        s.write_all(b"go").unwrap();
+        // Late reader: the server's sends fill the buffers and wait.
+        std::thread::sleep(Duration::from_millis(300));
+        let (back, clean) = read_to_end(&mut s);
+        assert!(clean, "reset after {} bytes", back.len());
+        assert_eq!(back.len() as u64, len + 3);
+        let half = (len / 2) as usize;
+        assert_eq!(back[0], b'<');
+        assert!(back[1..1 + half] == bytes[..half], "first half");
+        assert_eq!(back[1 + half], b'|');
+        assert!(
+            back[2 + half..back.len() - 1] == bytes[half..],
+            "second half"
+        );
+        assert_eq!(back[back.len() - 1], b'>');
+    }
+    eventually("all closed", || engine.stats().open == 0);
 }

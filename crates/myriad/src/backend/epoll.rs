@@ -207,6 +207,26 @@ impl Backend for EpollBackend {
         }
     }
 
+    fn send_file(
+        &mut self,
+        token: u64,
+        fd: RawFd,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+    ) -> SendOutcome {
+        match sys::sendfile(fd, file, offset, len) {
+            Ok(n) => SendOutcome::Done(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let b = self.bits(token);
+                self.set(token, fd, b | WRITE);
+                SendOutcome::WouldBlock
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => SendOutcome::Done(Ok(0)),
+            Err(e) => SendOutcome::Done(Err(e)),
+        }
+    }
+
     fn remove_conn(&mut self, token: u64, _fd: RawFd) {
         // Closing the descriptor removes it from the epoll set; no syscall.
         let (slot, _) = untoken(token);

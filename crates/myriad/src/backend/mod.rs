@@ -129,7 +129,8 @@ pub(crate) enum Event<'a> {
     RecvEnd { token: u64, how: RecvEnd },
     /// An asynchronous send finished (`res` = bytes or `-errno`).
     Sent { token: u64, res: i32 },
-    /// epoll only: a connection that had to wait is writable again.
+    /// A connection that had to wait is writable again (epoll after any
+    /// send; io_uring after a file send that would have blocked).
     Writable { token: u64 },
     /// An outbound connect resolved (check `SO_ERROR`); `res < 0` = `-errno`
     /// (for example `-ECANCELED`).
@@ -145,7 +146,8 @@ pub(crate) enum SendOutcome {
     /// Submitted (io_uring): an [`Event::Sent`] follows; the buffer must
     /// stay put until then.
     InFlight,
-    /// Would block (epoll): an [`Event::Writable`] follows.
+    /// Would block (epoll; a file send on either backend): an
+    /// [`Event::Writable`] follows.
     WouldBlock,
 }
 
@@ -168,6 +170,9 @@ pub(crate) struct InFlight {
     pub send: bool,
     /// A connect (waiting for writability).
     pub connect: bool,
+    /// A wait for writability after a file send would have blocked
+    /// ([`Backend::send_file`]).
+    pub writable: bool,
 }
 
 /// The backend contract. Each loop owns one backend; nothing here is shared
@@ -202,6 +207,18 @@ pub(crate) trait Backend {
     /// Sends from `bufs` (io_uring sends only `bufs[0]`, whose memory must
     /// stay put until the completion).
     fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome;
+    /// Sends up to `len` bytes of the file `file` from `offset`
+    /// (`sendfile(2)`, no user-space copy). Synchronous on both backends:
+    /// [`SendOutcome::Done`], or [`SendOutcome::WouldBlock`] with an
+    /// [`Event::Writable`] to follow.
+    fn send_file(
+        &mut self,
+        token: u64,
+        fd: RawFd,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+    ) -> SendOutcome;
     /// Forgets a connection whose descriptor is about to be closed.
     fn remove_conn(&mut self, token: u64, fd: RawFd);
     /// Submits what is queued, waits up to `timeout` for at least one

@@ -253,6 +253,24 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Res
     }
 }
 
+/// `sendfile(2)`: up to `len` bytes of `file` from `offset` to the socket
+/// `fd`, copied inside the kernel (page cache to socket buffers, no
+/// user-space copy). The socket is non-blocking: a full send buffer gives
+/// `WouldBlock`. A cold file is read from disk synchronously here, as
+/// every `sendfile` server does without a thread pool.
+pub(crate) fn sendfile(fd: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: plain syscall on two descriptors; `off` is a local the kernel
+    // updates.
+    let n = unsafe { libc::sendfile(fd, file, &mut off, len) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// A non-blocking, close-on-exec eventfd used to wake a loop from other
 /// threads.
 #[derive(Debug)]

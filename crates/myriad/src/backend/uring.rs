@@ -31,6 +31,8 @@ const K_CONNECT: u64 = 3;
 const K_ACCEPT: u64 = 4;
 const K_WAKE: u64 = 5;
 const K_IGNORE: u64 = 6;
+/// A one-shot poll for writability after a file send would have blocked.
+const K_WRITABLE: u64 = 7;
 const KIND_SHIFT: u32 = 56;
 const TOKEN_MASK: u64 = (1 << KIND_SHIFT) - 1;
 const BGID: u16 = 0;
@@ -511,6 +513,9 @@ impl UringBackend {
                     }
                 }
                 K_SEND => f(Event::Sent { token, res }),
+                // Ready, failed or cancelled: the core retries the send
+                // (and finds the error there) or drops a stale token.
+                K_WRITABLE => f(Event::Writable { token }),
                 K_CONNECT => f(Event::Connected { token, res }),
                 K_ACCEPT => {
                     let idx = token as usize;
@@ -647,6 +652,9 @@ impl Backend for UringBackend {
         if ops.connect {
             self.cancel_ud(ud(K_CONNECT, token));
         }
+        if ops.writable {
+            self.cancel_ud(ud(K_WRITABLE, token));
+        }
         false
     }
 
@@ -664,6 +672,32 @@ impl Backend for UringBackend {
         .user_data(ud(K_SEND, token));
         self.push(e);
         SendOutcome::InFlight
+    }
+
+    /// `sendfile(2)` right away: io_uring has no sendfile operation, and
+    /// splicing through a pipe would cost two descriptors per connection
+    /// sending a file. The socket is non-blocking; when its buffer is full
+    /// a one-shot poll waits for room.
+    fn send_file(
+        &mut self,
+        token: u64,
+        fd: RawFd,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+    ) -> SendOutcome {
+        match sys::sendfile(fd, file, offset, len) {
+            Ok(n) => SendOutcome::Done(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+                    .build()
+                    .user_data(ud(K_WRITABLE, token));
+                self.push(e);
+                SendOutcome::WouldBlock
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => SendOutcome::Done(Ok(0)),
+            Err(e) => SendOutcome::Done(Err(e)),
+        }
     }
 
     fn remove_conn(&mut self, _token: u64, _fd: RawFd) {}
