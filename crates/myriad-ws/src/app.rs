@@ -592,7 +592,8 @@ impl<'a, 'c> WsCtx<'a, 'c> {
         self.tx.sink().id()
     }
 
-    /// The peer's address.
+    /// The peer's address: the client's, from the PROXY header, on a
+    /// listener behind a load balancer ([`myriad::proxy::client_addr`]).
     ///
     /// ```
     /// # fn f(cx: &mut myriad_ws::WsCtx<'_, '_>) {
@@ -600,7 +601,8 @@ impl<'a, 'c> WsCtx<'a, 'c> {
     /// # }
     /// ```
     pub fn peer_addr(&mut self) -> io::Result<SocketAddr> {
-        self.tx.sink().peer_addr()
+        // Behind a PROXY-protocol listener, the client from the header.
+        myriad::proxy::client_addr(self.tx.sink())
     }
 
     /// Bytes queued on the connection and not yet sent (to shed load from

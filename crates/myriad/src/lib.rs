@@ -39,6 +39,7 @@ mod engine;
 mod filter;
 mod handler;
 mod pool;
+pub mod proxy;
 mod stats;
 mod timer;
 pub mod workers;
