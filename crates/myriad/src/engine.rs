@@ -159,6 +159,25 @@ impl Service {
         self
     }
 
+    /// Wraps the handler of every connection: `wrap` gets the one the
+    /// service's factory made and returns the handler the engine drives (a
+    /// protocol layer in front of it, such as
+    /// [`crate::proxy::ProxyProtocol`]).
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler, Service};
+    /// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+    /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E).wrap_handlers(|h| h);
+    /// ```
+    pub fn wrap_handlers(
+        mut self,
+        wrap: impl Fn(Box<dyn Handler>) -> Box<dyn Handler> + Send + Sync + 'static,
+    ) -> Self {
+        let inner = self.factory;
+        self.factory = Arc::new(move || wrap(inner()));
+        self
+    }
+
     /// Close connections whose filter handshake takes longer than this
     /// (default 10 s).
     ///
