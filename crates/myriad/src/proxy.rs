@@ -20,6 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::core::{ConnId, Ctx};
+use crate::engine::Service;
 use crate::handler::{CloseReason, Handler};
 
 /// The 12-byte signature that starts a version 2 header.
@@ -416,6 +417,49 @@ impl<H: Handler> Handler for ProxyProtocol<H> {
         if self.open {
             self.inner.on_close(cx, reason);
         }
+    }
+}
+
+/// Makes every connection of `service` go through a [`ProxyProtocol`]
+/// with the given header deadline. Only for services without a filter: a
+/// TLS filter would see the header first.
+///
+/// # Examples
+///
+/// ```
+/// # use myriad::{Ctx, Handler, Service};
+/// # struct E; impl Handler for E { fn on_data(&mut self, _: &mut Ctx<'_>, d: &mut [u8]) -> usize { d.len() } }
+/// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E);
+/// let s = myriad::proxy::proxied(s, myriad::proxy::DEFAULT_HEADER_TIMEOUT);
+/// ```
+pub fn proxied(service: Service, timeout: Duration) -> Service {
+    service.wrap_handlers(move |h| Box::new(ProxyProtocol::with_timeout(Dyn(h), timeout)))
+}
+
+/// A boxed handler as a handler.
+struct Dyn(Box<dyn Handler>);
+
+impl Handler for Dyn {
+    fn on_open(&mut self, cx: &mut Ctx<'_>) {
+        self.0.on_open(cx)
+    }
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        self.0.on_data(cx, data)
+    }
+    fn on_drain(&mut self, cx: &mut Ctx<'_>) {
+        self.0.on_drain(cx)
+    }
+    fn on_eof(&mut self, cx: &mut Ctx<'_>) {
+        self.0.on_eof(cx)
+    }
+    fn on_timer(&mut self, cx: &mut Ctx<'_>, token: u64) {
+        self.0.on_timer(cx, token)
+    }
+    fn on_shutdown(&mut self, cx: &mut Ctx<'_>) {
+        self.0.on_shutdown(cx)
+    }
+    fn on_close(&mut self, cx: &mut Ctx<'_>, reason: CloseReason) {
+        self.0.on_close(cx, reason)
     }
 }
 
