@@ -613,28 +613,47 @@ impl ServerConn {
         data: &[u8],
         out: &mut S,
     ) -> Result<(), ResponseError> {
+        self.send_body_by(data.len() as u64, out, |out| out.write(data))
+    }
+
+    /// [`ServerConn::send_body`] for `len` bytes that `put` queues itself
+    /// (a file segment the engine sends with `sendfile`): the codec
+    /// accounts for them and frames them; `put` is not called when the
+    /// bytes are to be dropped (the answer to `HEAD`).
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerConn::send_body`]; `put` is then not called.
+    pub(crate) fn send_body_by<S: Sink + ?Sized>(
+        &mut self,
+        len: u64,
+        out: &mut S,
+        put: impl FnOnce(&mut S),
+    ) -> Result<(), ResponseError> {
         let RespState::Sending(framing) = self.resp else {
             return Err(self.not_sending());
         };
         match framing {
             Out::Length(left) => {
-                if data.len() as u64 > left {
+                if len > left {
                     return Err(ResponseError::BodyTooLong);
                 }
-                out.write(data);
-                self.resp = RespState::Sending(Out::Length(left - data.len() as u64));
+                put(out);
+                self.resp = RespState::Sending(Out::Length(left - len));
             }
             Out::Chunked => {
                 // An empty chunk would end the body.
-                if !data.is_empty() {
+                if len > 0 {
                     let mut hex = [0; 18];
-                    out.write_vectored(&[hex_line(data.len() as u64, &mut hex), data, b"\r\n"]);
+                    out.write(hex_line(len, &mut hex));
+                    put(out);
+                    out.write(b"\r\n");
                 }
             }
-            Out::Raw => out.write(data),
+            Out::Raw => put(out),
             Out::Drop => {}
             Out::Empty => {
-                if !data.is_empty() {
+                if len > 0 {
                     return Err(ResponseError::BodyNotAllowed);
                 }
             }

@@ -150,6 +150,32 @@ impl BodyWriter<'_, '_> {
         Ok(())
     }
 
+    /// Appends `len` bytes of `file` from `offset` without reading them:
+    /// the engine sends them with `sendfile(2)`, from the page cache to the
+    /// socket. Returns `Ok(false)`, with nothing written, where that is not
+    /// possible (over TLS): read and [`BodyWriter::write`] the bytes then.
+    ///
+    /// # Errors
+    ///
+    /// [`ResponseError::BodyTooLong`] past the announced length (nothing
+    /// is written).
+    pub fn send_file(
+        &mut self,
+        file: &Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) -> Result<bool, ResponseError> {
+        if !self.cx.can_send_file() {
+            return Ok(false);
+        }
+        self.conn.send_body_by(len, self.cx, |cx| {
+            // `false` only once the connection is closing: nothing to add.
+            let _ = cx.send_file(file, offset, len);
+        })?;
+        self.written += len as usize;
+        Ok(true)
+    }
+
     /// How many more bytes the window takes before [`BodyWriter::is_full`].
     pub fn room(&self) -> usize {
         if self.cx.is_backpressured() {

@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 use thiserror::Error;
 
@@ -365,23 +366,40 @@ fn send_file(req: &Req<'_>, res: &mut Responder<'_, '_>, file: File, meta: &Meta
     }
     if res.start(&head, BodySize::Known(count)).is_ok() {
         let _ = res.stream(FileBody {
-            file,
+            file: Arc::new(file),
             offset: start,
             left: count,
         });
     }
 }
 
-/// A file's bytes as a streamed body: read a chunk at a time, only while
-/// the connection's window has room.
+/// A file's bytes as a streamed body, a window at a time: sent by the
+/// kernel (`sendfile`) on plain TCP, read a chunk at a time over TLS.
 struct FileBody {
-    file: File,
+    file: Arc<File>,
     offset: u64,
     left: u64,
 }
 
 impl BodySource for FileBody {
     fn fill(&mut self, out: &mut BodyWriter<'_, '_>) -> io::Result<Fill> {
+        while self.left > 0 && !out.is_full() {
+            let n = self.left.min(out.room() as u64);
+            if !out
+                .send_file(&self.file, self.offset, n)
+                .map_err(io::Error::other)?
+            {
+                break;
+            }
+            self.offset += n;
+            self.left -= n;
+        }
+        if self.left == 0 {
+            return Ok(Fill::Done);
+        }
+        if out.is_full() {
+            return Ok(Fill::More);
+        }
         READ_BUF.with(|b| {
             let Ok(mut b) = b.try_borrow_mut() else {
                 return Err(io::Error::other("read buffer busy"));

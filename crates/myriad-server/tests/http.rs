@@ -152,7 +152,16 @@ fn site(d: &Path) -> PathBuf {
     std::fs::write(www.join("index.html"), b"<h1>home</h1>\n").unwrap();
     std::fs::write(www.join("app.js"), b"console.log(1)\n").unwrap();
     std::fs::write(d.join("secret.txt"), b"TOP SECRET\n").unwrap();
+    // Over 64 KiB: streamed (sendfile on plain TCP, reads over TLS).
+    std::fs::write(www.join("big.bin"), big_file()).unwrap();
     www
+}
+
+/// 3 MiB of a pattern that shows misplaced bytes.
+fn big_file() -> Vec<u8> {
+    (0..3u32 << 20)
+        .map(|i| (i % 253) as u8 ^ (i >> 12) as u8)
+        .collect()
 }
 
 #[test]
@@ -218,6 +227,9 @@ status = 308
     assert_eq!((r.status, r.text().as_str()), (200, "console.log(1)\n"));
     assert!(r.header("content-type").unwrap().contains("javascript"));
     let etag = r.header("etag").expect("an ETag");
+    let big = get(&addr, "/static/big.bin", "");
+    assert_eq!(big.status, 200);
+    assert!(big.body == big_file(), "a streamed file differs");
     let r = get(
         &addr,
         "/static/app.js",
@@ -714,6 +726,15 @@ while True:
     if not b: break
     r += b
 print("GET", r.split(b"\r\n")[0].decode(), r.split(b"\r\n\r\n", 1)[1].decode().strip())
+s = conn()
+s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+r = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    r += b
+want = bytes(((i % 253) ^ (i >> 12)) & 0xff for i in range(3 << 20))
+print("BIG", r.split(b"\r\n")[0].decode(), r.split(b"\r\n\r\n", 1)[1] == want)
 w = conn()
 w.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 r = b""
@@ -736,6 +757,7 @@ print("WSS", head.split(b"\r\n")[0].decode(), rest[2:2 + len(p)].decode())
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(text.contains("BIG HTTP/1.1 200 OK True"), "{text}");
     assert!(
         text.contains("WSS HTTP/1.1 101 Switching Protocols over wss"),
         "{text}"
@@ -749,7 +771,7 @@ print("WSS", head.split(b"\r\n")[0].decode(), rest[2:2 + len(p)].decode())
     let m = get(&format!("127.0.0.1:{pm}"), "/metrics", "");
     assert!(
         m.text()
-            .contains("myriad_tls_handshakes_total{service=\"s\",kind=\"full\"} 2\n"),
+            .contains("myriad_tls_handshakes_total{service=\"s\",kind=\"full\"} 3\n"),
         "{}",
         m.text()
     );

@@ -266,6 +266,9 @@ pub(crate) fn sendfile(fd: RawFd, file: RawFd, offset: u64, len: usize) -> io::R
     let n = unsafe { libc::sendfile(fd, file, &mut off, len) };
     if n < 0 {
         Err(io::Error::last_os_error())
+    } else if n == 0 && len > 0 {
+        // The file ended before the queued range: it shrank underneath.
+        Err(io::ErrorKind::UnexpectedEof.into())
     } else {
         Ok(n as usize)
     }
