@@ -119,6 +119,8 @@ struct RawService {
     deflate: Option<bool>,
     deflate_threshold: Option<Spanned<String>>,
     legacy_drafts: Option<bool>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header.
+    proxy_protocol: Option<Spanned<bool>>,
     #[serde(default)]
     subprotocols: Vec<String>,
     #[serde(default)]
@@ -304,6 +306,10 @@ pub struct ServiceConfig {
     /// uncompressed (default 64 bytes).
     pub deflate_threshold: usize,
     pub legacy_drafts: bool,
+    /// Every connection starts with a PROXY protocol header (behind a
+    /// load balancer); one without a valid header is closed. tcp, ws and
+    /// http stacks only (the header would reach the TLS filter first).
+    pub proxy_protocol: bool,
     pub subprotocols: Vec<String>,
     pub allowed_origins: Vec<String>,
     /// Business-pool threads for this service's handlers (0 = cores).
@@ -821,6 +827,19 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             Ok(path)
         };
         let tls = stack.is_tls();
+        let proxy_protocol = match &s.proxy_protocol {
+            Some(p) if *p.get_ref() && tls => {
+                return Err(cx.err(
+                    p.span(),
+                    format!(
+                        "service {name:?}: proxy_protocol is not supported on stack {:?} yet (the header would reach the TLS filter first); use tcp, ws or http",
+                        s.stack.get_ref()
+                    ),
+                ))
+            }
+            Some(p) => *p.get_ref(),
+            None => false,
+        };
         let (cert, key) = match (tls, &s.cert, &s.key) {
             (true, Some(c), Some(k)) => (Some(resolve(c)?), Some(resolve(k)?)),
             (true, _, _) => {
@@ -983,6 +1002,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             deflate: s.deflate.unwrap_or(true),
             deflate_threshold: size(&s.deflate_threshold)?.unwrap_or(64),
             legacy_drafts: s.legacy_drafts.unwrap_or(false),
+            proxy_protocol,
             subprotocols: s.subprotocols.clone(),
             allowed_origins: s.allowed_origins.clone(),
             pool_threads: s.pool_threads,
@@ -1140,6 +1160,20 @@ mod tests {
         assert!(e.contains("does not fit"), "{e}");
         let e = err("[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\nidle_timeout = \"5 fortnights\"\n");
         assert!(e.starts_with("test.toml:6:16:"), "{e}");
+    }
+
+    #[test]
+    fn proxy_protocol_key() {
+        let base = "[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nstack = \"ws\"\nhandler = \"ws-echo\"\n";
+        let c = parse("test.toml", &format!("{base}proxy_protocol = true\n"), None).unwrap();
+        assert!(c.services[0].proxy_protocol);
+        let c = parse("test.toml", base, None).unwrap();
+        assert!(!c.services[0].proxy_protocol);
+        let e = err(&format!("{base}proxy_protocol = \"yes\"\n"));
+        assert!(e.starts_with("test.toml:6:18:"), "{e}");
+        let e = err("[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nstack = \"tls\"\nhandler = \"echo\"\nproxy_protocol = true\n");
+        assert!(e.starts_with("test.toml:6:18:"), "{e}");
+        assert!(e.contains("not supported on stack \"tls\""), "{e}");
     }
 
     #[test]

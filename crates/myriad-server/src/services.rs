@@ -333,6 +333,11 @@ pub fn start(
     if let Some(t) = &tls {
         svc = svc.filter(t.factory());
     }
+    if s.proxy_protocol {
+        // The header must arrive within the handshake timeout, like a
+        // request head or a TLS handshake.
+        svc = myriad::proxy::proxied(svc, s.handshake_timeout);
+    }
     let engine = Engine::builder()
         .threads(global.io_threads)
         .max_queued_per_loop(global.max_queued_per_loop)
