@@ -471,7 +471,14 @@ struct Conn {
     idle_ms: u32,
     limits: u16,
     service: u16,
+    /// The pending deadline ([`Ctx::set_deadline`]): [`DEADLINE_SET`] plus
+    /// the sequence number of its timer entry; without that bit, the last
+    /// sequence number used.
+    deadline: u16,
 }
+
+/// Bit of [`Conn::deadline`] set while a deadline is pending.
+const DEADLINE_SET: u16 = 1 << 15;
 
 impl Conn {
     /// Bytes of leftover input.
@@ -652,6 +659,7 @@ impl Core {
             c.idle_ms = idle_ms;
             c.limits = limits;
             c.service = service;
+            c.deadline = 0;
             slot
         } else {
             let slot = self.conns.len() as u32;
@@ -667,6 +675,7 @@ impl Core {
                 idle_ms,
                 limits,
                 service,
+                deadline: 0,
             });
             slot
         }
@@ -1255,6 +1264,9 @@ impl Core {
         let conns = &self.conns;
         self.timers.maybe_compact(|t| match t.kind {
             TimerKind::AcceptRetry | TimerKind::ShutdownDeadline => true,
+            TimerKind::Deadline { seq, .. } => conns.get(t.slot as usize).is_some_and(|c| {
+                c.flags & OPEN != 0 && c.gen == t.gen && c.deadline == DEADLINE_SET | seq
+            }),
             _ => conns
                 .get(t.slot as usize)
                 .is_some_and(|c| c.flags & OPEN != 0 && c.gen == t.gen),
@@ -1323,6 +1335,19 @@ impl Core {
                 if self.conns[slot as usize].flags & HANDSHAKING != 0 {
                     LoopCounters::add(&self.shared.counters.err_handshake_timeout, 1);
                     self.finalize(slot, CloseReason::HandshakeTimeout);
+                }
+            }
+            TimerKind::Deadline { token, seq } => {
+                let Some(slot) = self.timer_target(&t) else {
+                    return;
+                };
+                let c = &mut self.conns[slot as usize];
+                if c.deadline != DEADLINE_SET | seq {
+                    return;
+                }
+                c.deadline = seq;
+                if c.flags & CLOSING == 0 {
+                    self.call(slot, |h, cx| h.on_timer(cx, token));
                 }
             }
             TimerKind::User(token) => {
@@ -2494,6 +2519,71 @@ impl<'a> Ctx<'a> {
             gen: self.gen,
             kind: TimerKind::User(token),
         });
+    }
+
+    /// Calls [`Handler::on_timer`] with `token` after `after`, unless
+    /// [`Ctx::clear_deadline`] comes first: the connection's one deadline
+    /// (a new one replaces it), such as a protocol's handshake timeout.
+    /// Unlike a [`Ctx::set_timer`] timer, which stays in the loop's timer
+    /// heap until it is due, a cleared deadline leaves nothing behind: its
+    /// entry is dropped when the heap is next compacted. So a deadline
+    /// that is almost always cleared long before it is due (a 10 s
+    /// handshake timeout of a connection that upgrades at once) costs an
+    /// idle connection nothing.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # use std::time::Duration;
+    /// # struct H { greeted: bool }
+    /// # impl Handler for H {
+    /// fn on_open(&mut self, cx: &mut Ctx<'_>) {
+    ///     cx.set_deadline(Duration::from_secs(5), 1);
+    /// }
+    /// fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    ///     if !self.greeted && d.starts_with(b"HELLO") {
+    ///         self.greeted = true;
+    ///         cx.clear_deadline();
+    ///     }
+    ///     d.len()
+    /// }
+    /// fn on_timer(&mut self, cx: &mut Ctx<'_>, token: u64) {
+    ///     if token == 1 { cx.close(); } // no greeting in time
+    /// }
+    /// # }
+    /// ```
+    pub fn set_deadline(&mut self, after: Duration, token: u64) {
+        let core = &mut *self.lcx.core;
+        let c = &mut core.conns[self.slot as usize];
+        if c.flags & OPEN == 0 {
+            return;
+        }
+        // 15-bit sequence numbers: a stale entry could only match again
+        // after 32,768 deadlines set within one timeout.
+        let seq = (c.deadline.wrapping_add(1)) & !DEADLINE_SET;
+        c.deadline = DEADLINE_SET | seq;
+        let at = core.now_ms + after.as_millis() as u64;
+        core.timers.push(TimerEntry {
+            at_ms: at,
+            slot: self.slot,
+            gen: self.gen,
+            kind: TimerKind::Deadline { token, seq },
+        });
+    }
+
+    /// Cancels the deadline set with [`Ctx::set_deadline`], if pending.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H {
+    /// # fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// cx.clear_deadline();
+    /// # d.len() }
+    /// # }
+    /// ```
+    pub fn clear_deadline(&mut self) {
+        let c = &mut self.lcx.core.conns[self.slot as usize];
+        c.deadline &= !DEADLINE_SET;
     }
 
     /// The loop-level context: write to other connections of this loop,

@@ -15,6 +15,12 @@ pub(crate) enum TimerKind {
     Connect,
     Handshake,
     User(u64),
+    /// A connection's deadline (`Ctx::set_deadline`): live while the slot's
+    /// `deadline` equals `seq`, so a cleared one is dropped by compaction.
+    Deadline {
+        token: u64,
+        seq: u16,
+    },
     /// Send progress (see `Limits::send_ms`).
     Send,
     AcceptRetry,

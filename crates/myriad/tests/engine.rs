@@ -39,6 +39,7 @@ both_backends!(
     connections_per_source_address,
     lingering_close_keeps_the_last_reply,
     send_file_between_writes,
+    cleared_deadlines_leave_nothing_behind,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -1299,4 +1300,68 @@ fn send_file_between_writes(kind: BackendKind) {
         assert_eq!(back[back.len() - 1], b'>');
     }
     eventually("all closed", || engine.stats().open == 0);
+}
+
+/// Sets a deadline at open (token 9); a connection whose first bytes are
+/// `ok` clears it, one whose first bytes are `set` sets a 30 ms one again,
+/// and the deadline's timer closes the connection after writing `late`.
+struct Deadline(Duration);
+
+impl Handler for Deadline {
+    fn on_open(&mut self, cx: &mut Ctx<'_>) {
+        cx.set_deadline(self.0, 9);
+    }
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        if data.starts_with(b"ok") {
+            cx.clear_deadline();
+        } else if data.starts_with(b"set") {
+            cx.set_deadline(Duration::from_millis(30), 9);
+        }
+        cx.write(data);
+        data.len()
+    }
+    fn on_timer(&mut self, cx: &mut Ctx<'_>, token: u64) {
+        assert_eq!(token, 9);
+        cx.write(b"late");
+        cx.close();
+    }
+}
+
+/// A cleared deadline never fires and its timer entry does not stay in the
+/// heap until it is due (5,000 connections that clear an hour-long
+/// deadline at once leave fewer entries than the compaction floor); one
+/// that is not cleared fires, and setting one again replaces it.
+fn cleared_deadlines_leave_nothing_behind(kind: BackendKind) {
+    let _g = heavy();
+    let (engine, addr) = start(
+        kind,
+        1,
+        Service::new("deadline", localhost(), || {
+            Deadline(Duration::from_secs(3600))
+        }),
+    );
+    let mut buf = [0u8; 8];
+    let mut keep = Vec::new();
+    for _ in 0..5000 {
+        let mut s = connect(addr);
+        roundtrip(&mut s, b"ok", &mut buf);
+        keep.push(s);
+    }
+    let timers = engine.stats().timers;
+    assert!(
+        timers <= 4096,
+        "{timers} timer entries for 5,000 cleared deadlines"
+    );
+    // Replaced by a 30 ms one: fires, writes `late` and closes.
+    let mut s = connect(addr);
+    roundtrip(&mut s, b"set", &mut buf);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut late = Vec::new();
+    s.read_to_end(&mut late).unwrap();
+    assert_eq!(late, b"late");
+    drop(s);
+    eventually("the late one closed", || engine.stats().open == 5000);
+    // Cleared ones stay quiet.
+    roundtrip(&mut keep[0], b"still", &mut buf);
+    assert_eq!(engine.stats().open, 5000);
 }
