@@ -26,7 +26,9 @@ pub struct Encoder {
     role: Role,
     masks: MaskGen,
     deflater: Option<Box<Deflater>>,
-    max_fragment_size: usize,
+    /// 32 bits (a larger limit is no limit in practice): the encoder lives
+    /// in every connection's state, idle ones too.
+    max_fragment_size: u32,
 }
 
 impl Encoder {
@@ -88,7 +90,8 @@ impl Encoder {
     }
 
     /// Splits outgoing data messages into frames of at most this many
-    /// payload bytes (0, the default: never split).
+    /// payload bytes (0, the default: never split; values above
+    /// `u32::MAX` count as `u32::MAX`).
     ///
     /// ```
     /// use myriad_ws::{Encoder, Role};
@@ -99,7 +102,7 @@ impl Encoder {
     /// assert_eq!(out, [0x02, 2, b'a', b'b', 0x80, 1, b'c']);
     /// ```
     pub fn set_max_fragment_size(&mut self, size: usize) {
-        self.max_fragment_size = size;
+        self.max_fragment_size = size.min(u32::MAX as usize) as u32;
     }
 
     fn mask(&mut self) -> Option<[u8; 4]> {
@@ -149,7 +152,7 @@ impl Encoder {
         if let Some(d) = self.deflater.as_mut() {
             let compressed = match d.compress(payload) {
                 Some(z) => {
-                    write_fragments(sink, masks, kind, z, true, self.max_fragment_size);
+                    write_fragments(sink, masks, kind, z, true, self.max_fragment_size as usize);
                     true
                 }
                 None => false,
@@ -164,10 +167,24 @@ impl Encoder {
                 Role::Server => None,
                 Role::Client => Some(&mut self.masks),
             };
-            write_fragments(sink, masks, kind, payload, false, self.max_fragment_size);
+            write_fragments(
+                sink,
+                masks,
+                kind,
+                payload,
+                false,
+                self.max_fragment_size as usize,
+            );
             return;
         }
-        write_fragments(sink, masks, kind, payload, false, self.max_fragment_size);
+        write_fragments(
+            sink,
+            masks,
+            kind,
+            payload,
+            false,
+            self.max_fragment_size as usize,
+        );
     }
 
     /// Writes a text message.

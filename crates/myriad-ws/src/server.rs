@@ -849,6 +849,7 @@ impl<H: WsHandler> ServerHandler<H> {
             Ok(0) => Step::Incomplete,
             Ok(n) => {
                 inc(&self.shared.counters.handshakes);
+                cx.clear_deadline();
                 self.flags |= OPENED;
                 let mut headers = [httparse::EMPTY_HEADER; 64];
                 let mut req = httparse::Request::new(&mut headers);
@@ -970,7 +971,9 @@ impl<H: WsHandler> ServerHandler<H> {
 impl<H: WsHandler> Handler for ServerHandler<H> {
     fn on_open(&mut self, cx: &mut Ctx<'_>) {
         if let Some(t) = self.shared.handshake_timeout {
-            cx.set_timer(t, TIMER_HANDSHAKE);
+            // a deadline, cleared at the upgrade: an open connection keeps
+            // no timer entry for it
+            cx.set_deadline(t, TIMER_HANDSHAKE);
         }
     }
 
@@ -1081,7 +1084,8 @@ mod tests {
     #[test]
     fn idle_connection_state_is_small() {
         let size = std::mem::size_of::<ServerHandler<Echo>>();
-        assert!(size <= 96, "ServerHandler<Echo> is {size} bytes");
+        // 88 bytes: a 96-byte allocation with glibc's header and rounding
+        assert!(size <= 88, "ServerHandler<Echo> is {size} bytes");
     }
 
     #[test]
