@@ -1,0 +1,651 @@
+//! WebAssembly plugins for the Myriad server: the wasmtime host of the
+//! component world `wit/myriad-plugin.wit`.
+//!
+//! - **One instance per (plugin, event loop).** [`WasmPlugin::call`] runs
+//!   on a loop thread and uses that thread's instance of the plugin, made
+//!   on first use from an [`InstancePre`](wasmtime::component::InstancePre)
+//!   (linking done once) with copy-on-write memory images (wasmtime's
+//!   default). The guest keeps each connection's state itself, keyed by
+//!   the connection id the host passes.
+//! - **Host calls are queued.** A guest's `write`, `send`, `close`,
+//!   timers, rooms, logs and counters are recorded as [`HostCall`]s and
+//!   returned with the call's [`Outcome`]; the server applies them through
+//!   the same host interface as native plugins once the guest returned.
+//!   So no host state is borrowed across the guest's code, and a guest can
+//!   never re-enter itself. Queues are bounded ([`MAX_CALLS`],
+//!   [`MAX_QUEUED_BYTES`]).
+//! - **Sandbox.** The linker offers the `host` interface and nothing else:
+//!   no WASI, so no filesystem, network, clock or environment. Each
+//!   instance's linear memory is capped ([`Limits::memory`]); each call has
+//!   a deadline ([`Limits::deadline`]) enforced by epoch interruption (one
+//!   process-wide ticker thread, [`TICK`]).
+//! - **Faults.** A trap or an interrupted call poisons the loop's instance:
+//!   it is dropped and the generation of the loop's slot moves on. Every
+//!   connection opened on the old generation is then told
+//!   [`CallError::Lost`] at its next event (its state died with the
+//!   instance); new connections get a fresh instance.
+//! - **Precompiled artifacts.** [`precompile`] writes a `.cwasm` that
+//!   [`WasmPlugin::load`] uses instead of compiling when it was made from
+//!   the same `.wasm` bytes by this wasmtime version for this CPU.
+
+#![warn(missing_docs)]
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+pub use wasmtime;
+
+/// The bindings wasmtime generates from the WIT world.
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/myriad-plugin.wit",
+        world: "myriad-plugin",
+    });
+}
+
+use bindings::myriad::plugin::host::Host;
+pub use bindings::myriad::plugin::host::{LogLevel, MsgKind};
+pub use bindings::{CloseReason, Shape};
+use bindings::{MyriadPlugin, MyriadPluginPre};
+
+/// The granularity of deadlines: the epoch ticker's period.
+pub const TICK: Duration = Duration::from_millis(1);
+/// Host calls one guest call may queue.
+pub const MAX_CALLS: usize = 4096;
+/// Bytes of host calls one guest call may queue.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+/// The deadline of `describe` and `init` (a JS engine's start-up is slow).
+pub const INIT_DEADLINE: Duration = Duration::from_secs(5);
+/// What precompiled artifacts start with (then the source's length and
+/// hash, then wasmtime's serialization).
+const CWASM_MAGIC: &[u8; 8] = b"MYRWASM1";
+
+/// The C ABI's status codes, as the WIT world's calls return them.
+pub mod status {
+    /// Done.
+    pub const OK: i32 = 0;
+    /// A bad argument.
+    pub const INVALID: i32 = -2;
+    /// The call does not apply here (another connection, or none).
+    pub const UNSUPPORTED: i32 = -3;
+    /// A bound was reached.
+    pub const LIMIT: i32 = -4;
+}
+
+/// Errors of loading a plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WasmError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The engine could not be made.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    /// Not a component of the `myriad-plugin` world, or it failed to
+    /// compile or link.
+    #[error("{path}: {reason}")]
+    Component {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The guest's `init` refused, trapped or timed out.
+    #[error("{path}: init failed: {reason}")]
+    Init {
+        /// The file.
+        path: PathBuf,
+        /// The guest's reason, or the trap.
+        reason: String,
+    },
+}
+
+/// The sandbox's limits of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most linear memory one instance may have, in bytes.
+    pub memory: usize,
+    /// How long one call into the guest may run.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    /// 256 MiB and 10 ms.
+    fn default() -> Self {
+        Limits {
+            memory: 256 << 20,
+            deadline: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A host call a guest made during one call, to be applied by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostCall {
+    /// Raw bytes.
+    Write(Vec<u8>),
+    /// One message.
+    Send(MsgKind, Vec<u8>),
+    /// Close with a code and a reason.
+    Close(u16, String),
+    /// Arm a timer: (after ms, token).
+    SetTimer(u64, u64),
+    /// Cancel a timer.
+    CancelTimer(u64),
+    /// Join (`true`) or leave a room.
+    Subscribe(String, bool),
+    /// Broadcast to a room.
+    Publish(String, MsgKind, Vec<u8>),
+    /// A log line.
+    Log(LogLevel, String),
+    /// Add to a counter.
+    CounterAdd(String, u64),
+}
+
+/// Why a call did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The guest trapped (the instance is poisoned).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// The guest ran past the deadline (the instance is poisoned).
+    #[error("interrupted at the deadline")]
+    Timeout,
+    /// The connection's state lived in an instance poisoned since.
+    #[error("the connection's instance was poisoned")]
+    Lost,
+    /// A fresh instance could not be made.
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+}
+
+/// One event for the guest.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A connection opened.
+    Open,
+    /// Bytes arrived (stream plugins).
+    Data(&'a [u8]),
+    /// A message arrived (message plugins).
+    Message(MsgKind, &'a [u8]),
+    /// The send queue drained.
+    Drain,
+    /// A timer fired.
+    Timer(u64),
+    /// The connection closed.
+    Close(CloseReason, u16),
+}
+
+/// What a call did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Bytes consumed (`Event::Data`).
+    pub consumed: u32,
+    /// The host calls, in order.
+    pub calls: Vec<HostCall>,
+    /// The generation of the instance that ran the call ([`Event::Open`]:
+    /// the connection's from now on).
+    pub generation: u64,
+}
+
+/// The store's data: limits and the current call's queue.
+pub struct HostState {
+    limits: StoreLimits,
+    conn: u64,
+    calls: Vec<HostCall>,
+    queued: usize,
+}
+
+impl HostState {
+    fn push(&mut self, conn: u64, bytes: usize, c: HostCall) -> i32 {
+        if conn == 0 || conn != self.conn {
+            return status::UNSUPPORTED;
+        }
+        self.push_any(bytes, c)
+    }
+
+    fn push_any(&mut self, bytes: usize, c: HostCall) -> i32 {
+        if self.calls.len() >= MAX_CALLS || self.queued.saturating_add(bytes) > MAX_QUEUED_BYTES {
+            return status::LIMIT;
+        }
+        self.queued += bytes;
+        self.calls.push(c);
+        status::OK
+    }
+}
+
+impl Host for HostState {
+    fn write(&mut self, conn: u64, data: Vec<u8>) -> i32 {
+        self.push(conn, data.len(), HostCall::Write(data))
+    }
+
+    fn send(&mut self, conn: u64, kind: MsgKind, data: Vec<u8>) -> i32 {
+        self.push(conn, data.len(), HostCall::Send(kind, data))
+    }
+
+    fn close(&mut self, conn: u64, code: u16, reason: String) -> i32 {
+        self.push(conn, reason.len(), HostCall::Close(code, reason))
+    }
+
+    fn set_timer(&mut self, conn: u64, after_ms: u64, token: u64) -> i32 {
+        self.push(conn, 0, HostCall::SetTimer(after_ms, token))
+    }
+
+    fn cancel_timer(&mut self, conn: u64, token: u64) -> i32 {
+        self.push(conn, 0, HostCall::CancelTimer(token))
+    }
+
+    fn subscribe(&mut self, conn: u64, topic: String) -> i32 {
+        self.push(conn, topic.len(), HostCall::Subscribe(topic, true))
+    }
+
+    fn unsubscribe(&mut self, conn: u64, topic: String) -> i32 {
+        self.push(conn, topic.len(), HostCall::Subscribe(topic, false))
+    }
+
+    fn publish(&mut self, conn: u64, topic: String, kind: MsgKind, data: Vec<u8>) -> i32 {
+        let n = topic.len() + data.len();
+        self.push(conn, n, HostCall::Publish(topic, kind, data))
+    }
+
+    fn log(&mut self, level: LogLevel, msg: String) {
+        let _ = self.push_any(msg.len(), HostCall::Log(level, msg));
+    }
+
+    fn counter_add(&mut self, name: String, n: u64) -> i32 {
+        self.push_any(name.len(), HostCall::CounterAdd(name, n))
+    }
+}
+
+/// The engine's configuration: the same for the server and for
+/// [`precompile`], or artifacts would not match.
+fn config() -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    // copy-on-write memory images: a new instance maps its initial memory
+    // instead of copying it
+    c.memory_init_cow(true);
+    c
+}
+
+/// The process's engine, with its epoch ticker thread.
+///
+/// # Errors
+///
+/// [`WasmError::Engine`] if wasmtime refuses the configuration here.
+pub fn engine() -> Result<&'static Engine, WasmError> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    let r = ENGINE.get_or_init(|| {
+        let e = Engine::new(&config()).map_err(|e| format!("{e:#}"))?;
+        let weak = e.weak();
+        std::thread::Builder::new()
+            .name("myriad-wasm-epoch".into())
+            .spawn(move || {
+                // ends when the engine is gone (never, for the static one)
+                while let Some(e) = weak.upgrade() {
+                    e.increment_epoch();
+                    drop(e);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| format!("epoch thread: {e}"))?;
+        Ok(e)
+    });
+    r.as_ref().map_err(|e| WasmError::Engine(e.clone()))
+}
+
+/// FNV-1a over the source: ties an artifact to the bytes it came from.
+fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The artifact's path for `wasm`: the same name with `.cwasm`.
+pub fn artifact_path(wasm: &Path) -> PathBuf {
+    wasm.with_extension("cwasm")
+}
+
+/// Compiles the component `wasm` for this host and returns the artifact's
+/// bytes (write them to [`artifact_path`]).
+///
+/// # Errors
+///
+/// [`WasmError`] if the file cannot be read or compiled.
+pub fn precompile(wasm: &Path) -> Result<Vec<u8>, WasmError> {
+    let src = std::fs::read(wasm).map_err(|source| WasmError::Read {
+        path: wasm.into(),
+        source,
+    })?;
+    let code = engine()?
+        .precompile_component(&src)
+        .map_err(|e| WasmError::Component {
+            path: wasm.into(),
+            reason: format!("{e:#}"),
+        })?;
+    let mut out = Vec::with_capacity(24 + code.len());
+    out.extend_from_slice(CWASM_MAGIC);
+    out.extend_from_slice(&(src.len() as u64).to_le_bytes());
+    out.extend_from_slice(&fnv1a(&src).to_le_bytes());
+    out.extend_from_slice(&code);
+    Ok(out)
+}
+
+/// How [`WasmPlugin::load`] got its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// From the precompiled artifact.
+    Precompiled,
+    /// Compiled now (no artifact, or one of another source, wasmtime
+    /// version or CPU).
+    Compiled,
+}
+
+/// The artifact's code if it was made from `src` (and deserializes here).
+fn from_artifact(engine: &Engine, wasm: &Path, src: &[u8]) -> Option<Component> {
+    let art = std::fs::read(artifact_path(wasm)).ok()?;
+    if art.len() < 24 || &art[..8] != CWASM_MAGIC {
+        return None;
+    }
+    let len = u64::from_le_bytes(art[8..16].try_into().ok()?);
+    let hash = u64::from_le_bytes(art[16..24].try_into().ok()?);
+    if len != src.len() as u64 || hash != fnv1a(src) {
+        return None;
+    }
+    // SAFETY: wasmtime checks that the bytes are an artifact of this
+    // wasmtime version and configuration for this CPU, and refuses one
+    // that is not; beyond that it trusts them, as we trust the plugin
+    // directory (the same trust as loading a native plugin).
+    match unsafe { Component::deserialize(engine, &art[24..]) } {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::info!(file = %wasm.display(), "precompiled artifact not usable here ({e:#}); compiling");
+            None
+        }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+struct Inner {
+    id: u64,
+    path: PathBuf,
+    pre: MyriadPluginPre<HostState>,
+    limits: Limits,
+    name: String,
+    shape: Shape,
+    /// The service name and config JSON `init` gets.
+    init: OnceLock<(String, String)>,
+}
+
+/// A loop's instance of a plugin.
+struct Instance {
+    store: Store<HostState>,
+    bindings: MyriadPlugin,
+}
+
+/// A loop's slot of one plugin: its instance and generation.
+struct Slot {
+    plugin: Weak<Inner>,
+    id: u64,
+    inst: Option<Instance>,
+    generation: u64,
+}
+
+thread_local! {
+    /// This loop's instances, one per plugin.
+    static SLOTS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A loaded WebAssembly plugin: compiled and linked once, instantiated
+/// once per event loop.
+#[derive(Clone)]
+pub struct WasmPlugin {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WasmPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmPlugin")
+            .field("path", &self.inner.path)
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmPlugin {
+    /// Loads the component `path` (its precompiled artifact if it matches),
+    /// links it and asks it for its name and shape.
+    ///
+    /// # Errors
+    ///
+    /// [`WasmError`] if it cannot be read, compiled, linked or described.
+    pub fn load(path: &Path, limits: Limits) -> Result<(WasmPlugin, Origin), WasmError> {
+        let engine = engine()?;
+        let src = std::fs::read(path).map_err(|source| WasmError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let bad = |e: wasmtime::Error| WasmError::Component {
+            path: path.into(),
+            reason: format!("{e:#}"),
+        };
+        let (component, origin) = match from_artifact(engine, path, &src) {
+            Some(c) => (c, Origin::Precompiled),
+            None => (Component::new(engine, &src).map_err(bad)?, Origin::Compiled),
+        };
+        let mut linker = Linker::<HostState>::new(engine);
+        MyriadPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(bad)?;
+        let pre =
+            MyriadPluginPre::new(linker.instantiate_pre(&component).map_err(bad)?).map_err(bad)?;
+        let mut store = new_store(engine, limits);
+        store.set_epoch_deadline(ticks(INIT_DEADLINE));
+        let b = pre.instantiate(&mut store).map_err(bad)?;
+        let (name, shape) = b.call_describe(&mut store).map_err(bad)?;
+        let inner = Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            path: path.into(),
+            pre,
+            limits,
+            name,
+            shape,
+            init: OnceLock::new(),
+        };
+        Ok((
+            WasmPlugin {
+                inner: Arc::new(inner),
+            },
+            origin,
+        ))
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The plugin's shape.
+    pub fn shape(&self) -> Shape {
+        self.inner.shape
+    }
+
+    /// The sandbox's limits.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// Sets what every instance's `init` gets and makes this thread's
+    /// instance (so that a refusing `init` refuses the service at start).
+    ///
+    /// # Errors
+    ///
+    /// [`WasmError::Init`] with the guest's reason.
+    pub fn init(&self, service: &str, config: &str) -> Result<(), WasmError> {
+        let _ = self.inner.init.set((service.into(), config.into()));
+        // a trial instance, dropped: the loops make their own
+        instantiate(&self.inner).map_err(|e| WasmError::Init {
+            path: self.inner.path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// Runs `ev` for connection `conn` (never 0) on this thread's instance.
+    /// `generation` is the connection's (from its [`Event::Open`]'s
+    /// outcome); `None` for `Open`.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`]: the host calls made before a trap are dropped.
+    pub fn call(
+        &self,
+        conn: u64,
+        generation: Option<u64>,
+        ev: Event<'_>,
+    ) -> Result<Outcome, CallError> {
+        let inner = &self.inner;
+        // The instance is taken out of its slot for the call, so that
+        // nothing borrows the slots while the guest runs.
+        let (inst, gen) = SLOTS.with(|s| {
+            let mut s = s.borrow_mut();
+            let slot = match s.iter().position(|x| x.id == inner.id) {
+                Some(i) => &mut s[i],
+                None => {
+                    // a new plugin on this loop: forget slots of dropped ones
+                    s.retain(|x| x.plugin.strong_count() > 0);
+                    s.push(Slot {
+                        plugin: Arc::downgrade(inner),
+                        id: inner.id,
+                        inst: None,
+                        generation: 0,
+                    });
+                    let n = s.len();
+                    &mut s[n - 1]
+                }
+            };
+            if generation.is_some_and(|g| g != slot.generation) {
+                return Err(CallError::Lost);
+            }
+            Ok((slot.inst.take(), slot.generation))
+        })?;
+        let mut inst = match inst {
+            Some(i) => i,
+            None if generation.is_some() => return Err(CallError::Lost),
+            None => instantiate(inner)?,
+        };
+        let r = run(&mut inst, inner.limits.deadline, conn, ev);
+        SLOTS.with(|s| {
+            let mut s = s.borrow_mut();
+            if let Some(slot) = s.iter_mut().find(|x| x.id == inner.id) {
+                if r.is_ok() {
+                    slot.inst = Some(inst);
+                } else {
+                    // poisoned: its connections are lost with it
+                    slot.generation += 1;
+                }
+            }
+        });
+        r.map(|(consumed, calls)| Outcome {
+            consumed,
+            calls,
+            generation: gen,
+        })
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / TICK.as_micros()).max(1) as u64 + 1
+}
+
+fn new_store(engine: &Engine, limits: Limits) -> Store<HostState> {
+    let state = HostState {
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build(),
+        conn: 0,
+        calls: Vec::new(),
+        queued: 0,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store
+}
+
+fn instantiate(inner: &Inner) -> Result<Instance, CallError> {
+    let engine = engine().map_err(|e| CallError::Instantiate(e.to_string()))?;
+    let mut store = new_store(engine, inner.limits);
+    store.set_epoch_deadline(ticks(INIT_DEADLINE));
+    let bindings = inner
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+    let (service, config) = inner
+        .init
+        .get()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .unwrap_or(("", "{}"));
+    match bindings.call_init(&mut store, service, config) {
+        Ok(Ok(())) => Ok(Instance { store, bindings }),
+        Ok(Err(reason)) => Err(CallError::Instantiate(reason)),
+        Err(e) => Err(CallError::Instantiate(format!("{e:#}"))),
+    }
+}
+
+fn run(
+    inst: &mut Instance,
+    deadline: Duration,
+    conn: u64,
+    ev: Event<'_>,
+) -> Result<(u32, Vec<HostCall>), CallError> {
+    let Instance { store, bindings } = inst;
+    {
+        let d = store.data_mut();
+        d.conn = conn;
+        d.calls.clear();
+        d.queued = 0;
+    }
+    store.set_epoch_deadline(ticks(deadline));
+    let r = match ev {
+        Event::Open => bindings.call_on_open(&mut *store, conn).map(|()| 0),
+        Event::Data(b) => bindings.call_on_data(&mut *store, conn, b),
+        Event::Message(k, b) => bindings
+            .call_on_message(&mut *store, conn, k, b)
+            .map(|()| 0),
+        Event::Drain => bindings.call_on_drain(&mut *store, conn).map(|()| 0),
+        Event::Timer(t) => bindings.call_on_timer(&mut *store, conn, t).map(|()| 0),
+        Event::Close(r, c) => bindings.call_on_close(&mut *store, conn, r, c).map(|()| 0),
+    };
+    let calls = std::mem::take(&mut store.data_mut().calls);
+    match r {
+        Ok(n) => Ok((n, calls)),
+        Err(e) => match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Err(CallError::Timeout),
+            _ => Err(CallError::Trap(format!("{e:#}"))),
+        },
+    }
+}
