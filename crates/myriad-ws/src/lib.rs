@@ -115,4 +115,6 @@ pub use app::{send_prepared_to, Handshake, Message, Upgrade, UpgradeInfo, WsCtx,
 #[cfg(feature = "engine")]
 pub use room::Room;
 #[cfg(feature = "engine")]
-pub use topic::{Change, SlowPolicy, TopicError, TopicStats, TopicTable, Topics, TopicsConfig};
+pub use topic::{
+    Change, SlowPolicy, TopicError, TopicStats, TopicTable, Topics, TopicsConfig, Uplink,
+};

@@ -610,6 +610,25 @@ struct Inner {
     dropped_slow: AtomicU64,
     closed_slow: AtomicU64,
     dropped_behind: AtomicU64,
+    uplink: OnceLock<Arc<dyn Uplink>>,
+}
+
+/// The link of a node's [`Topics`] to the other nodes of a cluster (a
+/// broker, see the `myriad-pubsub` crate), set with [`Topics::set_uplink`].
+///
+/// Both methods are called on the engine's loops (or a publishing
+/// thread) and must not block: hand the work to the broker's own thread.
+pub trait Uplink: Send + Sync + 'static {
+    /// A loop got its first subscriber of `topic` (`on`), or lost its
+    /// last (`!on`). Per loop, calls alternate; summed over loops they say
+    /// whether the node has subscribers of the topic.
+    fn interest(&self, topic: &str, on: bool);
+
+    /// A message was published on this node: `frame` is the framed
+    /// WebSocket message (as queued on the local subscribers), to be sent
+    /// once to the other nodes, which deliver it with
+    /// [`Topics::deliver_local`].
+    fn publish(&self, topic: &str, frame: &Arc<[u8]>);
 }
 
 impl fmt::Debug for Topics {
@@ -665,6 +684,31 @@ impl Topics {
     /// ```
     pub fn attach(&self, loops: impl IntoIterator<Item = LoopHandle>) {
         let _ = self.inner.loops.set(loops.into_iter().collect());
+    }
+
+    /// Links these topics to a cluster: subscription changes and local
+    /// publishes go to `uplink` from now on. Set it before the first
+    /// subscription (interest already there is not replayed). Returns
+    /// `false` if one was set already.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// struct Nowhere;
+    /// impl myriad_ws::Uplink for Nowhere {
+    ///     fn interest(&self, _topic: &str, _on: bool) {}
+    ///     fn publish(&self, _topic: &str, _frame: &Arc<[u8]>) {}
+    /// }
+    /// let topics = myriad_ws::Topics::default();
+    /// assert!(topics.set_uplink(Arc::new(Nowhere)));
+    /// ```
+    pub fn set_uplink(&self, uplink: Arc<dyn Uplink>) -> bool {
+        self.inner.uplink.set(uplink).is_ok()
+    }
+
+    fn interest(&self, topic: &str, on: bool) {
+        if let Some(u) = self.inner.uplink.get() {
+            u.interest(topic, on);
+        }
     }
 
     fn learn(&self, lcx: &LoopCx<'_>) {
@@ -749,6 +793,9 @@ impl Topics {
         if added {
             self.inner.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
+        if change == Change::AddedFirst {
+            self.interest(topic, true);
+        }
         Ok(added)
     }
 
@@ -769,6 +816,9 @@ impl Topics {
         if removed {
             self.inner.subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
+        if change == Change::RemovedLast {
+            self.interest(topic, false);
+        }
         removed
     }
 
@@ -783,7 +833,9 @@ impl Topics {
     pub fn unsubscribe_all(&self, cx: &mut WsCtx<'_, '_>) -> usize {
         let id = cx.id();
         let n = self
-            .with_table(cx.loop_cx(), |t| t.remove_subscriber(id, |_| {}))
+            .with_table(cx.loop_cx(), |t| {
+                t.remove_subscriber(id, |topic| self.interest(topic, false))
+            })
             .unwrap_or(0);
         self.inner.subscriptions.fetch_sub(n, Ordering::Relaxed);
         n
@@ -829,6 +881,9 @@ impl Topics {
                     me.deliver(other, &t, &bytes);
                 });
             }
+        }
+        if let Some(u) = self.inner.uplink.get() {
+            u.publish(topic, msg.shared_bytes());
         }
         self.deliver(lcx, topic, msg.shared_bytes())
     }
@@ -877,6 +932,40 @@ impl Topics {
         msg: &PreparedMessage,
         done: impl FnOnce(u64) + Send + 'static,
     ) -> Result<usize, TopicError> {
+        let posted = self.fan_out(topic, msg.shared_bytes(), done)?;
+        if let Some(u) = self.inner.uplink.get() {
+            u.publish(topic, msg.shared_bytes());
+        }
+        Ok(posted)
+    }
+
+    /// Queues an already framed message (from another node, through the
+    /// [`Uplink`]) on this node's subscribers of `topic`, on every loop,
+    /// without sending it to the uplink again. Returns how many loops it
+    /// was posted to.
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError::NotAttached`] if no loop is known yet.
+    ///
+    /// ```no_run
+    /// # fn f(topics: &myriad_ws::Topics) {
+    /// use myriad_ws::{MessageKind, PreparedMessage};
+    /// let frame = PreparedMessage::new(MessageKind::Text, b"from node B").shared_bytes().clone();
+    /// let _ = topics.deliver_local("news", &frame);
+    /// # }
+    /// ```
+    pub fn deliver_local(&self, topic: &str, frame: &Arc<[u8]>) -> Result<usize, TopicError> {
+        self.fan_out(topic, frame, |_| {})
+    }
+
+    /// Posts the delivery of `bytes` to every loop; `done` gets the count.
+    fn fan_out(
+        &self,
+        topic: &str,
+        bytes: &Arc<[u8]>,
+        done: impl FnOnce(u64) + Send + 'static,
+    ) -> Result<usize, TopicError> {
         let loops = self.inner.loops.get().ok_or(TopicError::NotAttached)?;
         let n = loops.len();
         let join = Arc::new(Join {
@@ -891,11 +980,7 @@ impl Topics {
         let topic: Arc<str> = Arc::from(topic);
         let mut posted = 0;
         for i in 0..n {
-            let (t, bytes, me) = (
-                Arc::clone(&topic),
-                Arc::clone(msg.shared_bytes()),
-                self.clone(),
-            );
+            let (t, bytes, me) = (Arc::clone(&topic), Arc::clone(bytes), self.clone());
             // Reports when run, or (zero) when dropped unrun.
             let mut part = JoinPart {
                 join: Arc::clone(&join),
@@ -976,7 +1061,7 @@ impl Topics {
                 });
                 alive
             },
-            |_| {},
+            |topic| self.interest(topic, false),
         );
         let removed = before - guard.subscriptions();
         drop(guard);

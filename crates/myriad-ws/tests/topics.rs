@@ -5,14 +5,14 @@
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use myriad::{BackendKind, Engine};
 use myriad_ws::server::WsServer;
 use myriad_ws::{
     ClientConfig, ClientConnection, CloseCode, Event, Handshake, Message, MessageKind,
-    PreparedMessage, SlowPolicy, Topics, TopicsConfig, WsCtx, WsHandler,
+    PreparedMessage, SlowPolicy, Topics, TopicsConfig, Uplink, WsCtx, WsHandler,
 };
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,6 +35,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    uplink_sees_interest_and_local_publishes,
     fanout_across_loops_and_threads,
     slow_subscriber_misses_messages,
     slow_subscriber_is_closed
@@ -329,4 +330,61 @@ fn slow_subscriber_is_closed(kind: BackendKind) {
     eventually("its subscription removed", || {
         topics.stats().subscriptions == 0
     });
+}
+
+/// Records what the topics hand to their uplink.
+#[derive(Default)]
+struct Recorder {
+    /// Interest per topic summed over loops.
+    interest: Mutex<std::collections::HashMap<String, i64>>,
+    published: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+impl Uplink for Recorder {
+    fn interest(&self, topic: &str, on: bool) {
+        let mut m = self.interest.lock().unwrap();
+        *m.entry(topic.to_owned()).or_default() += if on { 1 } else { -1 };
+    }
+    fn publish(&self, topic: &str, frame: &Arc<[u8]>) {
+        self.published
+            .lock()
+            .unwrap()
+            .push((topic.to_owned(), frame.to_vec()));
+    }
+}
+
+fn uplink_sees_interest_and_local_publishes(kind: BackendKind) {
+    let topics = Topics::default();
+    let rec = Arc::new(Recorder::default());
+    assert!(topics.set_uplink(rec.clone()));
+    let (_engine, addr) = start(kind, &topics);
+    let interest = |t: &str| rec.interest.lock().unwrap().get(t).copied().unwrap_or(0);
+    let mut a = Blocking::connect(addr);
+    let mut b = Blocking::connect(addr);
+    assert_eq!(a.command("sub news"), "ok sub true");
+    assert_eq!(b.command("sub news"), "ok sub true");
+    // one per loop that has subscribers: 1 or 2
+    let same_loop = a.loop_index == b.loop_index;
+    assert_eq!(interest("news"), if same_loop { 1 } else { 2 });
+    // A local publish reaches the uplink once, framed.
+    a.text("pub news local");
+    assert_eq!(a.next(), "local");
+    assert_eq!(b.next(), "local");
+    {
+        let p = rec.published.lock().unwrap();
+        let want = PreparedMessage::new(MessageKind::Text, b"local");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0], ("news".to_owned(), want.bytes().to_vec()));
+    }
+    // A message from another node is delivered here, and not sent back.
+    let remote = PreparedMessage::new(MessageKind::Text, b"remote");
+    assert_eq!(topics.deliver_local("news", remote.shared_bytes()), Ok(2));
+    assert_eq!(a.next(), "remote");
+    assert_eq!(b.next(), "remote");
+    assert_eq!(rec.published.lock().unwrap().len(), 1);
+    // Interest ends with the last subscriber: by unsubscribe, and by close.
+    assert_eq!(a.command("unsub news"), "ok unsub true");
+    drop(b);
+    eventually("no interest left", || interest("news") == 0);
+    assert_eq!(topics.stats().subscriptions, 0);
 }
