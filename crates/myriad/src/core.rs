@@ -459,7 +459,8 @@ struct Conn {
     /// that the slot holds a thin pointer (filtered connections pay one
     /// more small allocation, plain ones 8 bytes less).
     filter: Option<Box<Box<dyn Filter>>>,
-    /// Leftover input (see [`Conn::take_input`]).
+    /// Leftover input (see [`Conn::take_input`]); boxed for a thin pointer.
+    #[allow(clippy::box_collection)]
     input: Option<Box<Vec<u8>>>,
     out: OutQueue,
     fd: RawFd,
