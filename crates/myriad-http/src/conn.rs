@@ -2,7 +2,7 @@
 
 use crate::date::Now;
 use crate::error::{RequestError, ResponseError};
-use crate::request::{parse_head, trim_ows, BodyKind, Request, Version};
+use crate::request::{parse_head, BodyKind, Request, Version};
 use crate::sink::{hex_line, Digits, Head, Sink};
 use std::time::{Duration, Instant};
 
@@ -907,15 +907,62 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, RequestError> {
             .and_then(|v| v.checked_add(d))
             .ok_or(RequestError::BadChunk)?;
     }
-    // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ):
-    // ignored, but it must start with ';' and hold no control characters.
-    let ext = trim_ows(&line[digits..]);
-    if !ext.is_empty()
-        && (ext[0] != b';' || ext.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f))
-    {
-        return Err(RequestError::BadChunk);
-    }
+    check_chunk_ext(&line[digits..])?;
     Ok(v)
+}
+
+/// RFC 9112 §7.1.1: `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "="
+/// BWS chunk-ext-val ] )`, a name a token, a value a token or a
+/// quoted-string. Extensions are ignored, but checked to the letter: a
+/// size line another parser reads differently (`5 `, `5;`, a bare CR, an
+/// open quote hiding a `;`) is a smuggling vector. Chunked bodies only,
+/// once per chunk line.
+fn check_chunk_ext(mut s: &[u8]) -> Result<(), RequestError> {
+    fn skip_ws(s: &[u8]) -> &[u8] {
+        let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        &s[n..]
+    }
+    fn token(s: &[u8]) -> Result<&[u8], RequestError> {
+        let n = s.iter().take_while(|&&b| is_tchar(b)).count();
+        if n == 0 {
+            return Err(RequestError::BadChunk);
+        }
+        Ok(&s[n..])
+    }
+    // Bounded by the line: every turn consumes at least the ';'.
+    while !s.is_empty() {
+        // BWS is allowed before a ';' only: "5 " and "5;a " are refused.
+        let [b';', rest @ ..] = skip_ws(s) else {
+            return Err(RequestError::BadChunk);
+        };
+        s = token(skip_ws(rest))?;
+        if let [b'=', rest @ ..] = skip_ws(s) {
+            s = match skip_ws(rest) {
+                [b'"', q @ ..] => quoted_string_tail(q)?,
+                v => token(v)?,
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The rest of a quoted-string after its opening quote (RFC 9110 §5.6.4):
+/// `*( qdtext / quoted-pair ) DQUOTE`. Returns what follows the closing
+/// quote.
+fn quoted_string_tail(q: &[u8]) -> Result<&[u8], RequestError> {
+    // qdtext and the escaped octet of a quoted-pair: HTAB, SP, VCHAR,
+    // obs-text; never CR, LF, NUL or another control.
+    let text = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut i = 0;
+    while let Some(&b) = q.get(i) {
+        match b {
+            b'"' => return Ok(&q[i + 1..]),
+            b'\\' if q.get(i + 1).is_some_and(|&e| text(e)) => i += 2,
+            b if b != b'\\' && text(b) => i += 1,
+            _ => return Err(RequestError::BadChunk),
+        }
+    }
+    Err(RequestError::BadChunk)
 }
 
 /// A trailer field line: `token ":" OWS value OWS`, as strict as a header.

@@ -19,9 +19,18 @@ pub enum RequestError {
     /// made only of empty lines).
     #[error("malformed request line")]
     BadRequestLine,
-    /// The request target has no valid form for its method (RFC 9112 §3.2).
+    /// The request target has no valid form for its method (RFC 9112 §3.2),
+    /// or holds a fragment or a raw non-ASCII octet (RFC 3986).
     #[error("invalid request target")]
     BadTarget,
+    /// The request target alone fills the head limit (answered 414, RFC
+    /// 9112 §3).
+    #[error("request target too long")]
+    UriTooLong,
+    /// `CONNECT`: the codec has no tunnel mode, and a 2xx answer would
+    /// announce one (RFC 9110 §9.3.6); answered 501.
+    #[error("method not implemented")]
+    UnsupportedMethod,
     /// Not `HTTP/<digit>.<digit>`.
     #[error("malformed HTTP version")]
     BadVersion,
@@ -62,7 +71,11 @@ pub enum RequestError {
     /// More than one `Host` field.
     #[error("repeated Host")]
     RepeatedHost,
-    /// A `Host` value that is not a valid authority.
+    /// More than one `Content-Type` field (a singleton, RFC 9110 §5.3).
+    #[error("repeated Content-Type")]
+    RepeatedContentType,
+    /// A `Host` value that is not a valid authority, or an empty one where
+    /// the target does not carry the authority (RFC 9110 §4.2.1).
     #[error("invalid Host")]
     BadHost,
     /// An `Expect` other than `100-continue` (answered 417).
@@ -99,7 +112,8 @@ impl RequestError {
         use RequestError::*;
         match self {
             UnsupportedVersion => 505,
-            UnsupportedTransferCoding => 501,
+            UnsupportedTransferCoding | UnsupportedMethod => 501,
+            UriTooLong => 414,
             ExpectationFailed => 417,
             HeadTooLarge | TooManyHeaders | TrailersTooLarge => 431,
             BodyTooLarge => 413,
@@ -117,6 +131,7 @@ impl RequestError {
             | BadTransferEncoding
             | MissingHost
             | RepeatedHost
+            | RepeatedContentType
             | BadHost
             | BadChunk => 400,
         }

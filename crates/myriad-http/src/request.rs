@@ -232,12 +232,12 @@ pub(crate) fn parse_head<'d>(
 ) -> Result<Option<Head<'d>>, RequestError> {
     let Some(end) = find_head_end(buf, scanned)? else {
         if buf.len() >= cfg.max_head {
-            return Err(RequestError::HeadTooLarge);
+            return Err(head_too_large(buf, cfg.max_head));
         }
         return Ok(None);
     };
     if end > cfg.max_head {
-        return Err(RequestError::HeadTooLarge);
+        return Err(head_too_large(buf, cfg.max_head));
     }
     let (line_start, line_end) = request_line(&buf[..end]);
     let minor_fixed = fix_minor_version(&mut buf[line_start..line_end]);
@@ -273,6 +273,7 @@ pub(crate) fn parse_head<'d>(
     let mut te_chunked_last = false;
     let mut te_bad = false;
     let mut hosts = 0u32;
+    let mut content_types = 0u32;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
@@ -281,7 +282,7 @@ pub(crate) fn parse_head<'d>(
         let name = h.name.as_bytes();
         // Only a name of one of these lengths can be one of them: most
         // fields are compared once, not five times.
-        if !matches!(name.len(), 4 | 6 | 7 | 10 | 14 | 17) {
+        if !matches!(name.len(), 4 | 6 | 7 | 10 | 12 | 14 | 17) {
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -311,8 +312,21 @@ pub(crate) fn parse_head<'d>(
             }
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
-            if !valid_host(h.value) {
+            // Empty is what a client sends when the target URI has no
+            // authority (RFC 9112 §3.2); for origin and asterisk form the
+            // authority comes from Host, and an http URI with an empty host
+            // is invalid (RFC 9110 §4.2.1). Absolute form carries its own.
+            if !valid_host(h.value)
+                || (h.value.is_empty() && matches!(target.as_bytes().first(), Some(b'/' | b'*')))
+            {
                 return Err(RequestError::BadHost);
+            }
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            // A singleton (RFC 9110 §5.3): two media types are two readings
+            // of one body, for whatever reads it after us.
+            content_types += 1;
+            if content_types > 1 {
+                return Err(RequestError::RepeatedContentType);
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for opt in h.value.split(|&b| b == b',') {
@@ -351,11 +365,14 @@ pub(crate) fn parse_head<'d>(
         if version == Version::Http10 {
             return Err(RequestError::BadTransferEncoding);
         }
-        if te_unknown {
-            return Err(RequestError::UnsupportedTransferCoding);
-        }
+        // RFC 9112 §6.3 (4): chunked not last leaves the length unknown,
+        // 400 (a MUST); only with chunked last is an unknown coding before
+        // it the 501 of §6.1.
         if te_bad || !te_chunked_last {
             return Err(RequestError::BadTransferEncoding);
+        }
+        if te_unknown {
+            return Err(RequestError::UnsupportedTransferCoding);
         }
         BodyKind::Chunked
     } else {
@@ -413,6 +430,21 @@ fn find_head_end(buf: &[u8], scanned: &mut usize) -> Result<Option<usize>, Reque
     // nothing of an incomplete head is consumed).
     *scanned = buf.len();
     Ok(None)
+}
+
+/// The head limit is reached. When the request line has not ended within
+/// it, say what is too long: with no space yet it is no request line (400);
+/// past the method it is the target, which RFC 9112 §3 answers 414.
+/// Only on this error path: the first line is searched once.
+fn head_too_large(buf: &[u8], max_head: usize) -> RequestError {
+    let within = &buf[..buf.len().min(max_head)];
+    if memchr::memchr(b'\n', within).is_some() {
+        return RequestError::HeadTooLarge;
+    }
+    match memchr::memchr(b' ', within) {
+        None => RequestError::BadRequestLine,
+        Some(_) => RequestError::UriTooLong,
+    }
 }
 
 /// RFC 9112 §2.3: a 1.x version with x above 1 is processed as HTTP/1.1.
@@ -492,12 +524,28 @@ fn classify_version(head: &[u8]) -> RequestError {
 
 /// RFC 9112 §3.2: origin form for everything, absolute form for
 /// everything, authority form for CONNECT only, `*` for OPTIONS only.
+/// A well-formed CONNECT is refused as not implemented: there is no tunnel
+/// mode, and a 2xx would announce one (RFC 9110 §9.3.6).
+///
+/// `httparse` lets through two things RFC 3986 does not: raw octets above
+/// 0x7F (which must be percent-encoded) and a fragment (`#`, never part of
+/// a request target). A route or a file path must not see either, so both
+/// are 400 here; `is_ascii` goes a word at a time and `memchr` by SIMD, on
+/// the target only.
 fn check_target(method: &str, target: &str) -> Result<(), RequestError> {
     let t = target.as_bytes();
+    if !t.is_ascii() || memchr::memchr(b'#', t).is_some() {
+        return Err(RequestError::BadTarget);
+    }
     let ok = match t.first() {
         Some(b'/') => method != "CONNECT",
         Some(b'*') => t.len() == 1 && method == "OPTIONS",
-        Some(_) if method == "CONNECT" => !t.contains(&b'/') && t.contains(&b':'),
+        Some(_) if method == "CONNECT" => {
+            if !t.contains(&b'/') && t.contains(&b':') {
+                return Err(RequestError::UnsupportedMethod);
+            }
+            false
+        }
         Some(c) if c.is_ascii_alphabetic() => {
             // absolute-form: scheme ":" ...
             let scheme_end = t.iter().position(|&b| b == b':');
@@ -516,10 +564,13 @@ fn check_target(method: &str, target: &str) -> Result<(), RequestError> {
     }
 }
 
-/// `1*DIGIT`, nothing else (no sign, no list, no whitespace inside).
+/// `1*DIGIT`, nothing else (no sign, no list, no whitespace inside), and
+/// no leading zero: `0200` is valid 1*DIGIT but octal 128 to some parsers,
+/// and a length must have one reading only (strict choice; no client
+/// sends one).
 fn parse_content_length(v: &[u8]) -> Result<u64, RequestError> {
     let v = trim_ows(v);
-    if v.is_empty() || v.len() > 19 {
+    if v.is_empty() || v.len() > 19 || (v.len() > 1 && v[0] == b'0') {
         return Err(RequestError::BadContentLength);
     }
     let mut n: u64 = 0;

@@ -371,9 +371,14 @@ fn strictness_table() {
         (b"GET / HTTP/1.1\r\nHost: a\r\nX Y: a\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX : a\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\n: a\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
+        // RFC 9112 §6.3 (4): chunked not last means the length cannot be
+        // known: 400 (a MUST, over §6.1's 501 for an unknown coding).
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 400),
+        // Chunked last, the framing is known, a coding before it is not.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n", 400),
@@ -391,6 +396,25 @@ fn strictness_table() {
         (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (b"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        // No tunnel mode: a 2xx to CONNECT would promise one (RFC 9110
+        // §9.3.6), so 501 whatever the handler.
+        (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
+        // RFC 3986 / RFC 9112 §3.2: no raw non-ASCII octets, no fragment.
+        (b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET /a?b=\x80 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET /path#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET http://a/#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        // RFC 9110 §4.2.1: an http URI with an empty host is invalid, and
+        // an origin-form target URI takes its authority from Host.
+        (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", 400),
+        (b"OPTIONS * HTTP/1.1\r\nHost:\r\n\r\n", 400),
+        (b"GET / HTTP/1.0\r\nHost: \r\n\r\n", 400),
+        // Leading zeros: valid 1*DIGIT, but octal to some parsers (strict
+        // choice, no second reading of the length).
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n1234567", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00\r\n\r\n", 400),
+        // RFC 9110 §5.3: Content-Type is a singleton field.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Type: a/b\r\ncontent-type: c/d\r\n\r\nx", 400),
         (b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
         // Chunked body errors.
@@ -398,6 +422,19 @@ fn strictness_table() {
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\r\n0\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy\r\n0\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 x\r\nx\r\n0\r\n\r\n", 400),
+        // RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS
+        // value ] ), name a token, value a token or quoted-string; BWS
+        // only before a ';'.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 \r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;\r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1; \r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;bad[=x\r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"x\r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"x\"y\r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a b\r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a;\r\nx\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b \r\nx\r\n0\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\n\r\n", 400),
@@ -427,15 +464,17 @@ fn strictness_table() {
 fn accepted_variants() {
     let ok: &[&[u8]] = &[
         b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET http://a/b HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET /caf%C3%A9?q=a/b?c HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
         b"GET http://a/b HTTP/1.1\r\nHost: a\r\n\r\n",
         b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
         b"GET / HTTP/1.0\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nX: \xff\xfe obs-text \t ok\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \tChunked \r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:  007 \r\n\r\n1234567",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:  7 \r\n\r\n1234567",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Type: a/b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 ; a=\"x;\\\"y\" ;b= c\t;d\r\nx\r\n0\r\n\r\n",
     ];
     for req in ok {
         let h = run(req);
@@ -467,6 +506,27 @@ fn header_limits() {
     h.push(&[b'y'; 80]);
     assert_eq!(h.err, Some(RequestError::HeadTooLarge));
     assert_eq!(h.statuses(), [431]);
+    // RFC 9112 §3: a request-target longer than the server parses is 414
+    // (a MUST); a first line with no space is no request line at all: 400.
+    let mut h = Harness::new(cfg);
+    h.push(b"GET /");
+    h.push(&[b'a'; 120]);
+    assert_eq!(h.err, Some(RequestError::UriTooLong));
+    assert_eq!(h.statuses(), [414]);
+    let mut h = Harness::new(cfg);
+    h.push(&[b'A'; 120]);
+    assert_eq!(h.err, Some(RequestError::BadRequestLine));
+    assert_eq!(h.statuses(), [400]);
+    let mut h = Harness::new(cfg);
+    h.push(
+        &[
+            b"GET /".as_slice(),
+            &[b'a'; 120],
+            b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        ]
+        .concat(),
+    );
+    assert_eq!(h.statuses(), [414]);
     // Complete but over.
     let mut h = Harness::new(cfg);
     h.push(
