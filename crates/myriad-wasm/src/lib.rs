@@ -23,7 +23,9 @@
 //!   it is dropped and the generation of the loop's slot moves on. Every
 //!   connection opened on the old generation is then told
 //!   [`CallError::Lost`] at its next event (its state died with the
-//!   instance); new connections get a fresh instance.
+//!   instance), unless the plugin's `info.reopen` says its connections may
+//!   start afresh: then the connection is opened again on a fresh instance
+//!   (`on-open`, then its event). New connections get a fresh instance.
 //! - **Precompiled artifacts.** [`precompile`] writes a `.cwasm` that
 //!   [`WasmPlugin::load`] uses instead of compiling when it was made from
 //!   the same `.wasm` bytes by this wasmtime version for this CPU.
@@ -198,8 +200,9 @@ pub struct Outcome {
     pub consumed: u32,
     /// The host calls, in order.
     pub calls: Vec<HostCall>,
-    /// The generation of the instance that ran the call ([`Event::Open`]:
-    /// the connection's from now on).
+    /// The generation of the instance that ran the call: the connection's
+    /// from now on (it changes when a plugin with `info.reopen` reopened
+    /// the connection on a fresh instance).
     pub generation: u64,
 }
 
@@ -394,6 +397,8 @@ struct Inner {
     limits: Limits,
     name: String,
     shape: Shape,
+    /// The plugin's `info.reopen`.
+    reopen: bool,
     /// The service name and config JSON `init` gets.
     init: OnceLock<(String, String)>,
 }
@@ -462,14 +467,15 @@ impl WasmPlugin {
         let mut store = new_store(engine, limits);
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
         let b = pre.instantiate(&mut store).map_err(bad)?;
-        let (name, shape) = b.call_describe(&mut store).map_err(bad)?;
+        let info = b.call_describe(&mut store).map_err(bad)?;
         let inner = Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path: path.into(),
             pre,
             limits,
-            name,
-            shape,
+            name: info.name,
+            shape: info.shape,
+            reopen: info.reopen,
             init: OnceLock::new(),
         };
         Ok((
@@ -527,7 +533,7 @@ impl WasmPlugin {
         let inner = &self.inner;
         // The instance is taken out of its slot for the call, so that
         // nothing borrows the slots while the guest runs.
-        let (inst, gen) = SLOTS.with(|s| {
+        let found = SLOTS.with(|s| {
             let mut s = s.borrow_mut();
             let slot = match s.iter().position(|x| x.id == inner.id) {
                 Some(i) => &mut s[i],
@@ -544,17 +550,38 @@ impl WasmPlugin {
                     &mut s[n - 1]
                 }
             };
-            if generation.is_some_and(|g| g != slot.generation) {
+            // the connection's state lived in an instance poisoned since
+            let stale = generation.is_some_and(|g| g != slot.generation || slot.inst.is_none());
+            if stale && !inner.reopen {
                 return Err(CallError::Lost);
             }
-            Ok((slot.inst.take(), slot.generation))
+            if stale && matches!(ev, Event::Close(..)) {
+                // nothing of it in the fresh instance to free
+                return Ok(None);
+            }
+            Ok(Some((slot.inst.take(), slot.generation, stale)))
         })?;
+        let Some((inst, gen, stale)) = found else {
+            return Ok(Outcome {
+                generation: generation.unwrap_or_default(),
+                ..Outcome::default()
+            });
+        };
         let mut inst = match inst {
             Some(i) => i,
-            None if generation.is_some() => return Err(CallError::Lost),
             None => instantiate(inner)?,
         };
-        let r = run(&mut inst, inner.limits.deadline, conn, ev);
+        let deadline = inner.limits.deadline;
+        let r = if stale {
+            // reopen: on-open on the fresh instance, then the event
+            run(&mut inst, deadline, conn, Event::Open).and_then(|(_, mut calls)| {
+                let (n, more) = run(&mut inst, deadline, conn, ev)?;
+                calls.extend(more);
+                Ok((n, calls))
+            })
+        } else {
+            run(&mut inst, deadline, conn, ev)
+        };
         SLOTS.with(|s| {
             let mut s = s.borrow_mut();
             if let Some(slot) = s.iter_mut().find(|x| x.id == inner.id) {

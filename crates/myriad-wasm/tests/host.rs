@@ -1,0 +1,199 @@
+//! The wasm host against the C example plugins, built here from source
+//! (scripts/install-wasm-tools installs what is missing, then
+//! scripts/build-wasm-plugin builds each): host calls, per-connection
+//! state in the guest, the deadline, traps and poisoning, the memory cap
+//! and precompiled artifacts.
+
+use myriad_wasm::{CallError, CloseReason, Event, HostCall, Limits, Origin, Shape, WasmPlugin};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn out_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(ROOT);
+        let st = Command::new(root.join("scripts/install-wasm-tools"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("scripts/install-wasm-tools runs");
+        assert!(st.success(), "the wasm tools are installed");
+        let out = root.join("target/wasm-host-tests");
+        std::fs::create_dir_all(&out).unwrap();
+        out
+    })
+}
+
+/// Builds `src` (under examples/plugins) with `flags` into `name`.
+fn build(src: &str, name: &str, flags: &[&str]) -> PathBuf {
+    let out = out_dir().join(name);
+    let st = Command::new(Path::new(ROOT).join("scripts/build-wasm-plugin"))
+        .arg(&out)
+        .arg(Path::new(ROOT).join("examples/plugins").join(src))
+        .args(flags)
+        .status()
+        .expect("scripts/build-wasm-plugin runs");
+    assert!(st.success(), "{src} builds");
+    out
+}
+
+fn load(path: &Path, limits: Limits) -> WasmPlugin {
+    let (p, _) = WasmPlugin::load(path, limits).unwrap();
+    p.init("test", "{}").unwrap();
+    p
+}
+
+#[test]
+fn echo_keeps_per_connection_state_in_the_guest() {
+    let p = load(
+        &build("echo-wasm-c/echo.c", "echo.wasm", &[]),
+        Limits::default(),
+    );
+    assert_eq!((p.name(), p.shape()), ("echo-wasm-c", Shape::Stream));
+    let g1 = p.call(1, None, Event::Open).unwrap().generation;
+    let g2 = p.call(2, None, Event::Open).unwrap().generation;
+    let out = p.call(1, Some(g1), Event::Data(b"hello")).unwrap();
+    assert_eq!(out.consumed, 5);
+    assert_eq!(out.calls, vec![HostCall::Write(b"hello".to_vec())]);
+    p.call(2, Some(g2), Event::Data(b"abc")).unwrap();
+    p.call(1, Some(g1), Event::Data(b"!")).unwrap();
+    // each connection's tally, kept by the guest under its id
+    let c1 = p
+        .call(1, Some(g1), Event::Close(CloseReason::Peer, 0))
+        .unwrap();
+    assert_eq!(c1.calls, vec![HostCall::CounterAdd("bytes".into(), 6)]);
+    let c2 = p
+        .call(2, Some(g2), Event::Close(CloseReason::Peer, 0))
+        .unwrap();
+    assert_eq!(c2.calls, vec![HostCall::CounterAdd("bytes".into(), 3)]);
+}
+
+#[test]
+fn many_connections_share_one_instance() {
+    let p = load(
+        &build("echo-wasm-c/echo.c", "echo-many.wasm", &[]),
+        Limits::default(),
+    );
+    let n = 10_000u64;
+    for id in 1..=n {
+        let g = p.call(id, None, Event::Open).unwrap().generation;
+        assert_eq!(g, 0, "one instance (generation 0) for every connection");
+        p.call(id, Some(g), Event::Data(&id.to_le_bytes())).unwrap();
+    }
+    for id in 1..=n {
+        let c = p
+            .call(id, Some(0), Event::Close(CloseReason::Local, 0))
+            .unwrap();
+        assert_eq!(c.calls, vec![HostCall::CounterAdd("bytes".into(), 8)]);
+    }
+}
+
+#[test]
+fn a_looping_call_is_interrupted_and_the_others_reopen() {
+    let limits = Limits {
+        deadline: Duration::from_millis(10),
+        ..Limits::default()
+    };
+    let p = load(&build("loop-c/loop.c", "loop.wasm", &[]), limits);
+    let a = p.call(1, None, Event::Open).unwrap().generation;
+    let b = p.call(2, None, Event::Open).unwrap().generation;
+    assert_eq!(
+        p.call(1, Some(a), Event::Data(b"LOOP")).unwrap_err(),
+        CallError::Timeout
+    );
+    // b's instance was poisoned; loop-c says reopen: b goes on with a
+    // fresh instance
+    let out = p.call(2, Some(b), Event::Data(b"still here")).unwrap();
+    assert_eq!(out.calls, vec![HostCall::Write(b"still here".to_vec())]);
+    assert_eq!(out.generation, b + 1);
+    // a trap poisons it too
+    assert!(matches!(
+        p.call(2, Some(b + 1), Event::Data(b"TRAP")),
+        Err(CallError::Trap(_))
+    ));
+    let c = p.call(3, None, Event::Open).unwrap().generation;
+    assert_eq!(c, b + 2);
+}
+
+#[test]
+fn without_reopen_the_poisoned_instances_connections_are_lost() {
+    let p = load(
+        &build("loop-c/loop.c", "loop-noreopen.wasm", &["-DNO_REOPEN"]),
+        Limits::default(),
+    );
+    let a = p.call(1, None, Event::Open).unwrap().generation;
+    let b = p.call(2, None, Event::Open).unwrap().generation;
+    assert!(matches!(
+        p.call(1, Some(a), Event::Data(b"TRAP")),
+        Err(CallError::Trap(_))
+    ));
+    assert_eq!(
+        p.call(2, Some(b), Event::Data(b"x")).unwrap_err(),
+        CallError::Lost
+    );
+    // a new connection gets a fresh instance
+    let c = p.call(3, None, Event::Open).unwrap().generation;
+    let out = p.call(3, Some(c), Event::Data(b"y")).unwrap();
+    assert_eq!(out.calls, vec![HostCall::Write(b"y".to_vec())]);
+}
+
+#[test]
+fn the_memory_cap_is_enforced() {
+    let path = build("echo-wasm-c/echo.c", "echo-cap.wasm", &[]);
+    // less than the module's own initial memory: no instance can be made
+    let tiny = Limits {
+        memory: 64 << 10,
+        ..Limits::default()
+    };
+    assert!(WasmPlugin::load(&path, tiny).is_err());
+    // room for the initial memory, not for growing far: the guest's
+    // table of connections stops growing and it closes the connection
+    let small = Limits {
+        memory: 2 << 20,
+        ..Limits::default()
+    };
+    let p = load(&path, small);
+    let mut refused = 0;
+    for id in 1..=200_000u64 {
+        let out = p.call(id, None, Event::Open).unwrap();
+        if out
+            .calls
+            .iter()
+            .any(|c| matches!(c, HostCall::Close(_, r) if r == "out of memory"))
+        {
+            refused = id;
+            break;
+        }
+    }
+    assert!(refused > 0, "the guest ran out of its 2 MiB");
+}
+
+#[test]
+fn precompiled_artifacts_are_used_when_they_match() {
+    let echo = build("echo-wasm-c/echo.c", "echo-pre.wasm", &[]);
+    let art = myriad_wasm::artifact_path(&echo);
+    let _ = std::fs::remove_file(&art);
+    let (_, o) = WasmPlugin::load(&echo, Limits::default()).unwrap();
+    assert_eq!(o, Origin::Compiled);
+    std::fs::write(&art, myriad_wasm::precompile(&echo).unwrap()).unwrap();
+    let (p, o) = WasmPlugin::load(&echo, Limits::default()).unwrap();
+    assert_eq!(o, Origin::Precompiled);
+    p.init("t", "{}").unwrap();
+    let g = p.call(1, None, Event::Open).unwrap().generation;
+    assert_eq!(
+        p.call(1, Some(g), Event::Data(b"ok")).unwrap().calls,
+        vec![HostCall::Write(b"ok".to_vec())]
+    );
+    // an artifact of other source bytes (a rebuilt .wasm) is not used
+    let other = build("loop-c/loop.c", "loop-pre.wasm", &[]);
+    std::fs::write(&art, myriad_wasm::precompile(&other).unwrap()).unwrap();
+    let (p, o) = WasmPlugin::load(&echo, Limits::default()).unwrap();
+    assert_eq!((o, p.name()), (Origin::Compiled, "echo-wasm-c"));
+    // nor a damaged one
+    std::fs::write(&art, b"MYRWASM1 and then nonsense").unwrap();
+    let (_, o) = WasmPlugin::load(&echo, Limits::default()).unwrap();
+    assert_eq!(o, Origin::Compiled);
+}
