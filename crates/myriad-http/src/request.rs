@@ -530,11 +530,19 @@ fn classify_version(head: &[u8]) -> RequestError {
 /// `httparse` lets through two things RFC 3986 does not: raw octets above
 /// 0x7F (which must be percent-encoded) and a fragment (`#`, never part of
 /// a request target). A route or a file path must not see either, so both
-/// are 400 here; `is_ascii` goes a word at a time and `memchr` by SIMD, on
-/// the target only.
+/// are 400 here. The target only, and cheaply: a short target in an
+/// inlined byte loop, a long one a word at a time (`is_ascii`, core's
+/// `contains`); a call into either, or into the `memchr` crate, costs more
+/// setup than a typical path has bytes (callgrind: 17 -> 92 instructions a
+/// request with `memchr` on `/`, 17 -> 22 with this).
 fn check_target(method: &str, target: &str) -> Result<(), RequestError> {
     let t = target.as_bytes();
-    if !t.is_ascii() || memchr::memchr(b'#', t).is_some() {
+    let suspect = if t.len() <= 32 {
+        t.iter().any(|&b| b >= 0x80 || b == b'#')
+    } else {
+        !t.is_ascii() || t.contains(&b'#')
+    };
+    if suspect {
         return Err(RequestError::BadTarget);
     }
     let ok = match t.first() {
