@@ -50,6 +50,21 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+impl ConfigError {
+    /// An error at a `file:line:col` location recorded earlier.
+    fn at(location: &str, reason: impl Into<String>) -> Self {
+        let mut it = location.rsplitn(3, ':');
+        let col = it.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+        let line = it.next().and_then(|l| l.parse().ok()).unwrap_or(1);
+        ConfigError {
+            file: it.next().unwrap_or_default().to_owned(),
+            line,
+            col,
+            reason: reason.into(),
+        }
+    }
+}
+
 fn locate(text: &str, pos: usize) -> (usize, usize) {
     let pos = pos.min(text.len());
     let before = &text[..pos];
@@ -121,6 +136,12 @@ struct RawService {
     legacy_drafts: Option<bool>,
     /// Every connection starts with a PROXY protocol (v1 or v2) header.
     proxy_protocol: Option<Spanned<bool>>,
+    /// `handler = "pubsub"`: clients may publish.
+    pubsub_publish: Option<bool>,
+    /// `handler = "pubsub"`: "nats" or "redis", to span nodes.
+    broker: Option<Spanned<String>>,
+    /// The broker's URL (nats://HOST:PORT, redis://HOST:PORT).
+    broker_url: Option<Spanned<String>>,
     #[serde(default)]
     subprotocols: Vec<String>,
     #[serde(default)]
@@ -161,6 +182,11 @@ struct RawRoute {
     plugin: Option<Spanned<String>>,
     /// Handed to that plugin's `init` as JSON.
     plugin_config: Option<toml::Table>,
+    /// `POST path` publishes its body to the topics of this pubsub service
+    /// (the path has a `:topic` parameter).
+    publish: Option<Spanned<String>>,
+    /// The bearer token a publish route requires.
+    token: Option<Spanned<String>>,
 }
 
 /// Transport/protocol stack of a service.
@@ -195,10 +221,20 @@ pub enum HandlerKind {
     Discard,
     WsEcho,
     WsChat,
+    /// Publish/subscribe over topics (`myriad_server::pubsub`).
+    PubSub,
     /// A native plugin ([`PluginSpec`]).
     Plugin,
     /// http/https stacks: the routes decide ([`RouteConfig`]).
     Router,
+}
+
+/// The broker of a pubsub service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// "nats" or "redis".
+    pub kind: String,
+    pub url: String,
 }
 
 /// One route of an http/https service.
@@ -223,6 +259,9 @@ pub enum RouteKind {
     Health(Health),
     /// A redirect to `to` with `status` (301, 302, 303, 307, 308).
     Redirect { to: String, status: u16 },
+    /// `POST` publishes the body to the `:topic` of pubsub service
+    /// `service`, with `Authorization: Bearer {token}`.
+    Publish { service: String, token: String },
 }
 
 /// The WebSocket handler of a `ws` route.
@@ -310,6 +349,10 @@ pub struct ServiceConfig {
     /// load balancer); one without a valid header is closed. tcp, ws and
     /// http stacks only (the header would reach the TLS filter first).
     pub proxy_protocol: bool,
+    /// `handler = "pubsub"`: clients may publish (default false).
+    pub pubsub_publish: bool,
+    /// `handler = "pubsub"`: the broker spanning nodes.
+    pub broker: Option<BrokerConfig>,
     pub subprotocols: Vec<String>,
     pub allowed_origins: Vec<String>,
     /// Business-pool threads for this service's handlers (0 = cores).
@@ -493,6 +536,7 @@ fn parse_routes(
             ("ws", r.ws.as_ref().map(|v| v.span())),
             ("health", r.health.as_ref().map(|v| v.span())),
             ("redirect", r.redirect.as_ref().map(|v| v.span())),
+            ("publish", r.publish.as_ref().map(|v| v.span())),
         ]
         .into_iter()
         .filter_map(|(k, sp)| sp.map(|sp| (k, sp)))
@@ -501,7 +545,9 @@ fn parse_routes(
             [] => {
                 return Err(cx.err(
                     r.path.span(),
-                    format!("route {path:?}: give it one of static, ws, health or redirect"),
+                    format!(
+                        "route {path:?}: give it one of static, ws, health, redirect or publish"
+                    ),
                 ))
             }
             [_] => {}
@@ -591,6 +637,32 @@ fn parse_routes(
                 }
             };
             (path.clone(), RouteKind::Health(kind))
+        } else if let Some(svc) = &r.publish {
+            if !path.contains(":topic") {
+                return Err(cx.err(
+                    r.path.span(),
+                    format!("route {path:?}: a publish route's path has a :topic parameter"),
+                ));
+            }
+            let token = match &r.token {
+                Some(t) if t.get_ref().len() >= 16 => t.get_ref().clone(),
+                Some(t) => {
+                    return Err(cx.err(t.span(), "a publish token has at least 16 characters"))
+                }
+                None => {
+                    return Err(cx.err(
+                        svc.span(),
+                        format!("route {path:?}: a publish route needs token = \"...\""),
+                    ))
+                }
+            };
+            (
+                path.clone(),
+                RouteKind::Publish {
+                    service: svc.get_ref().clone(),
+                    token,
+                },
+            )
         } else if let Some(to) = &r.redirect {
             let t = to.get_ref();
             // A Location value: no spaces or control characters.
@@ -784,20 +856,24 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                 "discard" => HandlerKind::Discard,
                 "ws-echo" => HandlerKind::WsEcho,
                 "ws-chat" => HandlerKind::WsChat,
+                "pubsub" => HandlerKind::PubSub,
                 "plugin" => HandlerKind::Plugin,
                 "router" => HandlerKind::Router,
                 other => {
                     return Err(cx.err(
                         h.span(),
                         format!(
-                            "unknown handler {other:?} (echo, discard, ws-echo, ws-chat, plugin, router)"
+                            "unknown handler {other:?} (echo, discard, ws-echo, ws-chat, pubsub, plugin, router)"
                         ),
                     ))
                 }
             },
         };
         let ws_stack = matches!(stack, Stack::Ws | Stack::Wss);
-        let ws_handler = matches!(handler, HandlerKind::WsEcho | HandlerKind::WsChat);
+        let ws_handler = matches!(
+            handler,
+            HandlerKind::WsEcho | HandlerKind::WsChat | HandlerKind::PubSub
+        );
         let fits = match handler {
             HandlerKind::Router => stack.is_http(),
             _ if stack.is_http() => false,
@@ -839,6 +915,39 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             }
             Some(p) => *p.get_ref(),
             None => false,
+        };
+        let pubsub = handler == HandlerKind::PubSub;
+        let pubsub_publish = s.pubsub_publish.unwrap_or(false);
+        if s.pubsub_publish.is_some() && !pubsub {
+            return Err(cx.err(
+                s.name.span(),
+                format!("service {name:?}: pubsub_publish is only valid with handler = \"pubsub\""),
+            ));
+        }
+        let broker = match (&s.broker, &s.broker_url) {
+            (None, None) => None,
+            (Some(b), _) if !pubsub => {
+                return Err(cx.err(b.span(), "broker is only valid with handler = \"pubsub\""))
+            }
+            (Some(b), Some(u)) => {
+                let kind = b.get_ref().as_str();
+                if kind != "nats" && kind != "redis" {
+                    return Err(cx.err(b.span(), format!("unknown broker {kind:?} (nats, redis)")));
+                }
+                let url = u.get_ref();
+                if !url.starts_with(&format!("{kind}://")) {
+                    return Err(cx.err(
+                        u.span(),
+                        format!("a {kind} broker_url starts with {kind}://"),
+                    ));
+                }
+                Some(BrokerConfig {
+                    kind: kind.to_owned(),
+                    url: url.clone(),
+                })
+            }
+            (Some(b), None) => return Err(cx.err(b.span(), "broker needs broker_url")),
+            (None, Some(u)) => return Err(cx.err(u.span(), "broker_url needs broker")),
         };
         let (cert, key) = match (tls, &s.cert, &s.key) {
             (true, Some(c), Some(k)) => (Some(resolve(c)?), Some(resolve(k)?)),
@@ -1003,6 +1112,8 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             deflate_threshold: size(&s.deflate_threshold)?.unwrap_or(64),
             legacy_drafts: s.legacy_drafts.unwrap_or(false),
             proxy_protocol,
+            pubsub_publish,
+            broker,
             subprotocols: s.subprotocols.clone(),
             allowed_origins: s.allowed_origins.clone(),
             pool_threads: s.pool_threads,
@@ -1016,6 +1127,22 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
         warnings.push(format!(
             "{file}:1:1: warning: no [[service]]: nothing would be served"
         ));
+    }
+    // A publish route names a pubsub service of the same file.
+    for svc in &services {
+        for r in &svc.routes {
+            if let RouteKind::Publish { service, .. } = &r.kind {
+                let ok = services
+                    .iter()
+                    .any(|o| &o.name == service && o.handler == HandlerKind::PubSub);
+                if !ok {
+                    return Err(ConfigError::at(
+                        &r.location,
+                        format!("publish route: no service {service:?} with handler = \"pubsub\""),
+                    ));
+                }
+            }
+        }
     }
     let shutdown_grace = match &raw.shutdown_grace {
         None => Duration::from_secs(5),
@@ -1174,6 +1301,54 @@ mod tests {
         let e = err("[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nstack = \"tls\"\nhandler = \"echo\"\nproxy_protocol = true\n");
         assert!(e.starts_with("test.toml:6:18:"), "{e}");
         assert!(e.contains("not supported on stack \"tls\""), "{e}");
+    }
+
+    #[test]
+    fn pubsub_keys_and_publish_routes() {
+        let ps = "[[service]]\nname = \"push\"\nlisten = \"127.0.0.1:1\"\nstack = \"ws\"\nhandler = \"pubsub\"\n";
+        let c = parse("test.toml", &format!("{ps}pubsub_publish = true\nbroker = \"nats\"\nbroker_url = \"nats://127.0.0.1:4222\"\n"), None).unwrap();
+        assert_eq!(c.services[0].handler, HandlerKind::PubSub);
+        assert!(c.services[0].pubsub_publish);
+        assert_eq!(
+            c.services[0].broker.as_ref().map(|b| b.kind.as_str()),
+            Some("nats")
+        );
+        let e = err(&format!(
+            "{ps}broker = \"kafka\"\nbroker_url = \"kafka://x\"\n"
+        ));
+        assert!(
+            e.starts_with("test.toml:6:10:") && e.contains("unknown broker"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{ps}broker = \"redis\"\nbroker_url = \"nats://x\"\n"
+        ));
+        assert!(e.starts_with("test.toml:7:14:"), "{e}");
+        let e = err(&format!("{ps}broker = \"redis\"\n"));
+        assert!(e.contains("needs broker_url"), "{e}");
+        let api = "[[service]]\nname = \"api\"\nlisten = \"127.0.0.1:2\"\nstack = \"http\"\n[[service.route]]\npath = \"/publish/:topic\"\npublish = \"push\"\n";
+        let tok = "token = \"0123456789abcdef\"\n";
+        let c = parse("test.toml", &format!("{ps}{api}{tok}"), None).unwrap();
+        assert!(
+            matches!(&c.services[1].routes[0].kind, RouteKind::Publish { service, .. } if service == "push")
+        );
+        let e = err(&format!("{ps}{api}"));
+        assert!(
+            e.starts_with("test.toml:12:11:") && e.contains("needs token"),
+            "{e}"
+        );
+        let e = err(&format!("{ps}{api}token = \"short\"\n"));
+        assert!(e.contains("at least 16"), "{e}");
+        let e = err(&format!("{}{tok}", api.replace("\"push\"", "\"nobody\"")));
+        assert!(
+            e.starts_with("test.toml:6:8:") && e.contains("no service \"nobody\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{ps}{}{tok}",
+            api.replace("/publish/:topic", "/publish")
+        ));
+        assert!(e.contains(":topic parameter"), "{e}");
     }
 
     #[test]

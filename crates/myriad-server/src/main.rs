@@ -11,6 +11,7 @@
 use myriad_server::config;
 mod metrics;
 mod plugin;
+mod pubsub;
 mod services;
 mod stats;
 mod unit;

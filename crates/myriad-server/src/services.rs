@@ -195,6 +195,10 @@ pub struct Running {
     /// The chat rooms (`handler = "ws-chat"`, or one per `ws = "ws-chat"`
     /// route).
     pub rooms: Vec<Room>,
+    /// `handler = "pubsub"`: the topics and, with a broker, the link to
+    /// the other nodes (held for its lifetime: dropping it stops the link).
+    #[allow(dead_code)]
+    pub pubsub: Option<(crate::pubsub::Node, Option<myriad_pubsub::Cluster>)>,
 }
 
 impl Running {
@@ -259,6 +263,7 @@ pub fn start(
         None => None,
     };
     let mut ws = None;
+    let mut pubsub = None;
     let mut rooms = Vec::new();
     let mut plugins = Vec::new();
     let addrs = &s.listen;
@@ -297,6 +302,28 @@ pub fn start(
                     let chat = Chat::default();
                     rooms.extend(chat.rooms());
                     server.service(&s.name, addrs[0], move || chat.member())
+                }
+                (HandlerKind::PubSub, _) => {
+                    let topics = myriad_ws::Topics::default();
+                    let cluster = match &s.broker {
+                        Some(b) => {
+                            let kind = b.kind.parse().map_err(anyhow::Error::from)?;
+                            let cfg = myriad_pubsub::ClusterConfig::new(kind, b.url.clone());
+                            Some(
+                                myriad_pubsub::Cluster::start(&topics, cfg)
+                                    .with_context(|| format!("service {:?}: broker", s.name))?,
+                            )
+                        }
+                        None => None,
+                    };
+                    let node = crate::pubsub::Node {
+                        topics,
+                        cluster: cluster.as_ref().map(|c| c.handle()),
+                        publish: s.pubsub_publish,
+                    };
+                    let n = node.clone();
+                    pubsub = Some((node, cluster));
+                    server.service(&s.name, addrs[0], move || crate::pubsub::Member::new(&n))
                 }
                 _ => server.service(&s.name, addrs[0], || WsEcho),
             };
@@ -346,6 +373,11 @@ pub fn start(
         .start()
         .with_context(|| format!("service {:?}", s.name))?;
     plugins.extend(plugin);
+    if let Some((node, _)) = &pubsub {
+        node.topics
+            .attach((0..engine.loop_count()).map(|i| engine.loop_handle(i).clone()));
+        crate::pubsub::register(&s.name, node);
+    }
     Ok(Running {
         config: s.clone(),
         engine: Arc::new(engine),
@@ -354,6 +386,7 @@ pub fn start(
         pool,
         plugins,
         rooms,
+        pubsub,
     })
 }
 
@@ -382,6 +415,7 @@ fn ws_builder(s: &ServiceConfig) -> myriad_ws::server::WsServerBuilder {
 
 const NO_STORE: (&str, &[u8]) = ("Cache-Control", b"no-store");
 const TEXT: (&str, &[u8]) = ("Content-Type", b"text/plain; charset=utf-8");
+const JSON: (&str, &[u8]) = ("Content-Type", b"application/json");
 
 /// The router of an http/https service, from its routes. Rooms and
 /// plugins the routes make are added to `rooms` and `plugins` (metrics,
@@ -441,6 +475,28 @@ fn router(
                         &[TEXT, ("Location", loc.as_bytes())],
                         format!("{loc}\n").as_bytes(),
                     );
+                })
+                .with_context(at)?
+            }
+            RouteKind::Publish { service, token } => {
+                let (service, token) = (service.clone(), token.clone());
+                r.post(path, move |req, res| {
+                    let topic = req.param("topic").unwrap_or("");
+                    let auth = req.header("authorization");
+                    match crate::pubsub::check_publish(&service, &token, auth, topic, req.body()) {
+                        Err((status, body)) => {
+                            let _ = res.send(status, &[JSON, NO_STORE], body.as_bytes());
+                        }
+                        Ok((node, msg)) => {
+                            let Ok(answer) = res.defer() else { return };
+                            let t = topic.to_owned();
+                            // Answered once every loop has queued it.
+                            let _ = node.topics.publish_counted(topic, &msg, move |n| {
+                                let body = serde_json::json!({"topic": t, "deliveries": n});
+                                answer.send(200, &[JSON, NO_STORE], body.to_string());
+                            });
+                        }
+                    }
                 })
                 .with_context(at)?
             }
