@@ -6,12 +6,17 @@ The client is Python `websockets`, which offers permessage-deflate by
 default like browsers do. Per run: start ws_echo, warm it up with one
 connection, read its RSS, open CONNECTIONS connections (each sends one
 1 KiB text message and waits for the echo), let them sit idle, read the
-RSS again: growth / connections is the figure. Then one connection sends
-CHAT short English messages and counts the bytes on the wire both ways.
+RSS again: growth / connections is the figure. With `--slope-from M`, the
+RSS is also read after the first M connections, and the growth between M
+and CONNECTIONS divided by their difference is printed too: the cost of
+one more idle connection once the server's per-process and per-loop
+pools have warmed up. Then one connection sends CHAT short English
+messages and counts the bytes on the wire both ways.
 
     python3 -m venv /tmp/wsvenv && /tmp/wsvenv/bin/pip install websockets
     cargo build --release -p myriad-ws --example ws_echo
     /tmp/wsvenv/bin/python crates/myriad-ws/scripts/deflate-idle.py --runs 3
+    /tmp/wsvenv/bin/python crates/myriad-ws/scripts/deflate-idle.py --runs 3 --connections 19000 --slope-from 9500
     /tmp/wsvenv/bin/python crates/myriad-ws/scripts/deflate-idle.py -- --deflate-context-takeover
     /tmp/wsvenv/bin/python crates/myriad-ws/scripts/deflate-idle.py -- --no-deflate
 
@@ -147,10 +152,20 @@ async def run(args, binary, extra, rng):
         await asyncio.sleep(0.5)
         before = rss_kib(server.pid)
         t0 = time.monotonic()
-        conns = await hold(uri, args.connections, rng, args.concurrency)
+        first = min(args.slope_from or 0, args.connections)
+        mid = None
+        conns = []
+        if first > 0:
+            conns = await hold(uri, first, rng, args.concurrency)
+            await asyncio.sleep(args.settle)
+            mid = rss_kib(server.pid)
+        conns += await hold(uri, args.connections - first, rng, args.concurrency)
         await asyncio.sleep(args.settle)
         after = rss_kib(server.pid)
         per_conn = (after - before) * 1024 / args.connections
+        slope = None
+        if mid is not None and args.connections > first:
+            slope = (after - mid) * 1024 / (args.connections - first)
         ext_chat, payload, sent, received = await chat(uri, args.chat, rng)
         for ws in conns + warm:
             await ws.close()
@@ -159,6 +174,8 @@ async def run(args, binary, extra, rng):
             "rss_before_kib": before,
             "rss_after_kib": after,
             "bytes_per_conn": per_conn,
+            "slope": slope,
+            "rss_mid_kib": mid,
             "open_s": time.monotonic() - t0,
             "chat_extension": ext_chat,
             "chat_payload": payload,
@@ -182,6 +199,12 @@ def main():
     ap.add_argument("--settle", type=float, default=2.0, help="idle seconds before reading RSS")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument(
+        "--slope-from",
+        type=int,
+        default=0,
+        help="also read RSS after this many connections and print the slope up to --connections",
+    )
+    ap.add_argument(
         "--concurrency",
         type=int,
         default=20,
@@ -202,7 +225,13 @@ def main():
             f"run {i + 1}: {args.connections} connections, extension [{r['extension']}]: "
             f"RSS {r['rss_before_kib']} -> {r['rss_after_kib']} KiB, "
             f"{r['bytes_per_conn']:.0f} B per idle connection; "
-            f"chat {args.chat} messages, {r['chat_payload']} payload bytes each way: "
+            + (
+                f"from {args.slope_from} to {args.connections}: RSS {r['rss_mid_kib']} -> "
+                f"{r['rss_after_kib']} KiB, slope {r['slope']:.0f} B per connection; "
+                if r["slope"] is not None
+                else ""
+            )
+            + f"chat {args.chat} messages, {r['chat_payload']} payload bytes each way: "
             f"server->client {r['chat_down']} wire bytes "
             f"(ratio {r['chat_payload'] / r['chat_down']:.2f}), "
             f"client->server {r['chat_up']} (ratio {r['chat_payload'] / r['chat_up']:.2f})",
