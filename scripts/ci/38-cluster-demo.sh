@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Publish/subscribe across three nodes behind HAProxy (send-proxy-v2), once
+# through NATS and once through Redis: scripts/cluster-demo exits non-zero
+# unless every subscriber got every message of its topic. It installs the
+# broker and haproxy (apt-get) when missing and builds the server.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+for broker in nats redis; do
+    scripts/cluster-demo --broker "$broker"
+done
