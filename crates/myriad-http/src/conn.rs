@@ -240,7 +240,7 @@ enum Out {
 /// * Time is passed in ([`Now`]); the codec reads no clock.
 ///   [`ServerConn::deadline`] says when [`ServerConn::handle_timeout`] must
 ///   be called.
-/// * Malformed requests are answered (400, 413, 417, 431, 501, 505) with
+/// * Malformed requests are answered (400, 413, 414, 417, 431, 501, 505) with
 ///   `Connection: close` by `feed` itself, which then returns the error;
 ///   after that nothing more is read.
 ///
