@@ -597,7 +597,9 @@ def build_cases():
     a(reject_case("NUL-IN-TARGET", MUST, "RFC 9112 §3.2 / RFC 3986", req("GET /\x00test HTTP/1.1\r\nHost: {H}\r\n\r\n")))
     a(reject_case("NON-ASCII-TARGET", MUST, "RFC 9112 §3.2 / RFC 3986: octets > 0x7F must be percent-encoded", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: " + H.encode() + b"\r\n\r\n"))
     a(reject_case("ASTERISK-WITH-GET", MUST, "RFC 9112 §3.2.4: * only for OPTIONS", req("GET * HTTP/1.1\r\nHost: {H}\r\n\r\n")))
-    a(reject_case("CONNECT-ORIGIN", SHOULD, "RFC 9110 §9.3.6: no tunnel here; a 2xx would switch to tunnel mode",
+    # RFC 9110 §9.3.6: a 2xx to CONNECT switches to tunnel mode and MUST
+    # NOT carry Content-Length; a server without tunnels answers 501.
+    a(reject_case("CONNECT-ORIGIN", MUST, "RFC 9110 §9.3.6 / §9.1",
                   req("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"), (400, 405, 501)))
     a(reject_case("VERSION-INVALID-MAJOR", MUST, "RFC 9110 §6.2 / §15.6.6", req("GET / HTTP/9.9\r\nHost: {H}\r\n\r\n"), (400, 505)))
     a(reject_case("VERSION-MISSING-MINOR", MUST, "RFC 9112 §2.3", req("GET / HTTP/1\r\nHost: {H}\r\n\r\n")))
