@@ -9,7 +9,8 @@
 //! Answers every request (any method, any target) with `200 OK` and the
 //! request body, with `Content-Length`; HEAD gets the head only; HTTP/1.0
 //! clients get HTTP/1.0 answers. Malformed requests get their status (400,
-//! 413, 417, 431, 501, 505) and a close; slow heads and bodies get 408.
+//! 413, 414, 417, 431, 501 — an unknown transfer coding, or `CONNECT` —,
+//! 505) and a close; slow heads and bodies get 408.
 //! Serves until SIGINT or SIGTERM, then shuts down gracefully and exits 0.
 //! A bad address or flag prints a one-line error and exits 2.
 

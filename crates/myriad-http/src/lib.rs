@@ -16,9 +16,11 @@
 //! * Strict parsing per RFC 9112, each case answered with its status and a
 //!   close: both `Content-Length` and `Transfer-Encoding`, repeated or
 //!   invalid `Content-Length`, a missing or repeated `Host`, obsolete line
-//!   folding, bare LF, control characters in fields (400); an unknown
-//!   transfer coding (501); an unsupported version (505); header limits
-//!   (431); the body limit (413); slow heads and bodies (408, through
+//!   folding, bare LF, control characters in fields, a fragment or raw
+//!   non-ASCII in the target, malformed chunk lines (400); an unknown
+//!   transfer coding and `CONNECT` (501); an unsupported version (505); a
+//!   target too long for the head limit (414); header limits (431); the
+//!   body limit (413); slow heads and bodies (408, through
 //!   [`ServerConn::deadline`] and [`ServerConn::handle_timeout`]).
 //! * With the `engine` feature (on by default): [`engine`], the glue to the
 //!   Myriad engine and the [`engine::Echo`] handler.
