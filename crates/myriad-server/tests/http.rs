@@ -785,7 +785,7 @@ fn bad_routes_are_config_errors_with_file_line_and_column() {
     std::fs::create_dir_all(d.join("www")).unwrap();
     let head = "[[service]]\nname = \"w\"\nlisten = \"127.0.0.1:1\"\nstack = \"http\"\n";
     let cases: &[(&str, String, &str, &str)] = &[
-        ("nokind", format!("{head}[[service.route]]\npath = \"/x\"\n"), ":6:8:", "one of static, ws, health or redirect"),
+        ("nokind", format!("{head}[[service.route]]\npath = \"/x\"\n"), ":6:8:", "one of static, ws, health, redirect or publish"),
         ("twokinds", format!("{head}[[service.route]]\npath = \"/x\"\nstatic = \"www\"\nredirect = \"/y\"\n"), ":8:12:", "one kind per route"),
         ("nodir", format!("{head}[[service.route]]\npath = \"/s/*\"\nstatic = \"missing\"\n"), ":7:10:", "directory not found"),
         ("badws", format!("{head}[[service.route]]\npath = \"/c\"\nws = \"ws-party\"\n"), ":7:6:", "unknown ws handler"),
