@@ -450,8 +450,11 @@ impl EngineBuilder {
 
     /// io_uring provided-buffer ring per loop: `count` buffers (a power of
     /// two, at most 32768) of `size` bytes. Default 512 × 32 KiB. Pages are
-    /// only touched when data lands in them, and with incremental
-    /// consumption (Linux 6.12+) small receives share a buffer.
+    /// only touched when data lands in them, with incremental consumption
+    /// (Linux 6.12+) small receives share a buffer, and buffers are put
+    /// into circulation as needed (8 first, twice as many each time the
+    /// ring runs dry), so a loop that only sees small messages touches a
+    /// few of them.
     ///
     /// ```
     /// let b = myriad::Engine::builder().recv_buffers(1024, 16 << 10);
