@@ -197,21 +197,27 @@ pub struct Running {
     pub rooms: Vec<Room>,
     /// `handler = "pubsub"`: the topics and, with a broker, the link to
     /// the other nodes (held for its lifetime: dropping it stops the link).
-    #[allow(dead_code)]
     pub pubsub: Option<(crate::pubsub::Node, Option<myriad_pubsub::Cluster>)>,
 }
 
 impl Running {
     /// Broadcast deliveries dropped (a loop's bound on broadcast bytes in
     /// flight reached: slow members miss messages rather than grow
-    /// memory), for services that broadcast (chat, plugin topics).
+    /// memory), for services that broadcast (chat, plugin topics,
+    /// pubsub: also messages a full subscriber queue missed and, with a
+    /// broker, messages for other nodes dropped while it was unreachable).
     pub fn broadcast_dropped(&self) -> Option<u64> {
-        if self.rooms.is_empty() && self.plugins.is_empty() {
+        if self.rooms.is_empty() && self.plugins.is_empty() && self.pubsub.is_none() {
             return None;
         }
         let rooms: u64 = self.rooms.iter().map(Room::dropped).sum();
         let plugins: u64 = self.plugins.iter().map(|p| p.broadcast_dropped()).sum();
-        Some(rooms + plugins)
+        let pubsub = self.pubsub.as_ref().map_or(0, |(node, cluster)| {
+            let t = node.topics.stats();
+            let c = cluster.as_ref().map(|c| c.stats()).unwrap_or_default();
+            t.dropped_slow + t.dropped_behind + c.dropped_down + c.dropped_full
+        });
+        Some(rooms + plugins + pubsub)
     }
 }
 
