@@ -155,6 +155,10 @@ struct RawService {
     framing: Option<Spanned<String>>,
     /// Handed to the plugin's `init` as JSON.
     plugin_config: Option<toml::Table>,
+    /// wasm plugins: the memory cap of each instance ("64MiB").
+    wasm_memory: Option<Spanned<String>>,
+    /// wasm plugins: the deadline of each call ("10ms").
+    wasm_deadline: Option<Spanned<String>>,
     /// http/https: `[[service.route]]` tables.
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
@@ -308,6 +312,11 @@ pub struct PluginSpec {
     pub config_json: String,
     /// Where the service's `plugin` key is, as `file:line:col`.
     pub location: String,
+    /// wasm plugins (a `.wasm` path): `wasm_memory`, the memory cap of
+    /// each instance (None: myriad-wasm's default).
+    pub wasm_memory: Option<usize>,
+    /// wasm plugins: `wasm_deadline`, the deadline of each call.
+    pub wasm_deadline: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -503,6 +512,8 @@ fn plugin_spec(
         framing,
         config_json,
         location: format!("{}:{line}:{col}", cx.file),
+        wasm_memory: None,
+        wasm_deadline: None,
     })
 }
 
@@ -1007,7 +1018,14 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                         }
                     }),
                 };
-                Some(plugin_spec(&cx, path, p, framing, s.plugin_config.as_ref())?)
+                let mut spec = plugin_spec(&cx, path, p, framing, s.plugin_config.as_ref())?;
+                spec.wasm_memory = size(&s.wasm_memory)?;
+                spec.wasm_deadline = s
+                    .wasm_deadline
+                    .as_ref()
+                    .map(|d| parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e)))
+                    .transpose()?;
+                Some(spec)
             }
             (None, HandlerKind::Plugin) => {
                 return Err(cx.err(

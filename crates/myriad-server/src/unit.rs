@@ -33,8 +33,22 @@ fn quote(p: &Path) -> String {
 /// (systemd merges allow-lists; were io_uring blocked, the server would
 /// fall back to epoll and say so in its log). `MemoryDenyWriteExecute` is
 /// fine for native plugins (libraries are mapped from files, never
-/// written and executed).
-pub fn unit_text(exe: &Path, config: Option<&Path>, user: bool, run_as: Option<&str>) -> String {
+/// written and executed), but forbids the executable memory wasmtime
+/// compiles WebAssembly plugins into: with `wasm` (the config uses wasm
+/// plugins) the unit leaves it out and says why.
+pub fn unit_text(
+    exe: &Path,
+    config: Option<&Path>,
+    user: bool,
+    run_as: Option<&str>,
+    wasm: bool,
+) -> String {
+    let mdwe = if wasm {
+        "# MemoryDenyWriteExecute=yes is left out: the config uses WebAssembly\n\
+         # plugins, which wasmtime compiles into executable memory at run time.\n"
+    } else {
+        "MemoryDenyWriteExecute=yes\n"
+    };
     let cfg = config.map_or(String::new(), |c| format!(" --config {}", quote(c)));
     let wanted = if user {
         "default.target"
@@ -94,8 +108,7 @@ RestrictRealtime=yes
 RestrictSUIDSGID=yes
 RemoveIPC=yes
 LockPersonality=yes
-MemoryDenyWriteExecute=yes
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+{mdwe}RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=io_uring_setup io_uring_enter io_uring_register
@@ -107,6 +120,22 @@ WantedBy={wanted}
 ",
         exe = quote(exe)
     )
+}
+
+/// Whether the config at `path` has a wasm plugin (a service's or a ws
+/// route's plugin path ending in `.wasm`). A config that does not load is
+/// `serve`'s to report; the unit then keeps the stricter setting.
+fn uses_wasm(path: &Path) -> bool {
+    let Ok(cfg) = crate::config::load(path) else {
+        return false;
+    };
+    let wasm = |p: &crate::config::PluginSpec| crate::plugin::wasm::is_wasm(&p.path);
+    cfg.services.iter().any(|s| {
+        s.plugin.as_ref().is_some_and(wasm)
+            || s.routes.iter().any(|r| {
+                matches!(&r.kind, crate::config::RouteKind::Ws(crate::config::WsRoute::Plugin(p)) if wasm(p))
+            })
+    })
 }
 
 fn unit_path(user: bool) -> Result<PathBuf> {
@@ -133,7 +162,8 @@ pub fn run(cmd: ServiceCmd) -> Result<()> {
                 }
                 None => None,
             };
-            let text = unit_text(&exe, config.as_deref(), user, run_as.as_deref());
+            let wasm = config.as_deref().is_some_and(uses_wasm);
+            let text = unit_text(&exe, config.as_deref(), user, run_as.as_deref(), wasm);
             if print {
                 print!("{text}");
                 return Ok(());
@@ -174,5 +204,43 @@ pub fn run(cmd: ServiceCmd) -> Result<()> {
                 Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasm_plugins_drop_memory_deny_write_execute() {
+        let exe = Path::new("/usr/bin/myriad");
+        let native = unit_text(exe, None, false, None, false);
+        assert!(native.lines().any(|l| l == "MemoryDenyWriteExecute=yes"));
+        let wasm = unit_text(exe, None, false, None, true);
+        assert!(!wasm
+            .lines()
+            .any(|l| l.starts_with("MemoryDenyWriteExecute")));
+        assert!(
+            wasm.contains("# MemoryDenyWriteExecute=yes is left out: the config uses WebAssembly")
+        );
+        // nothing else changed
+        assert_eq!(native.lines().count() + 1, wasm.lines().count());
+    }
+
+    #[test]
+    fn uses_wasm_reads_the_config() {
+        let dir = std::env::temp_dir().join(format!("myriad-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.wasm"), b"not read by the check").unwrap();
+        std::fs::write(dir.join("libp.so"), b"not read by the check").unwrap();
+        let cfg = |plugin: &str| {
+            format!("[[service]]\nname = \"p\"\nlisten = [\"127.0.0.1:0\"]\nstack = \"tcp\"\nhandler = \"plugin\"\nplugin = \"{plugin}\"\n")
+        };
+        std::fs::write(dir.join("w.toml"), cfg("p.wasm")).unwrap();
+        std::fs::write(dir.join("n.toml"), cfg("libp.so")).unwrap();
+        assert!(uses_wasm(&dir.join("w.toml")));
+        assert!(!uses_wasm(&dir.join("n.toml")));
+        assert!(!uses_wasm(&dir.join("missing.toml")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,6 +15,7 @@
 //! takes its worker process down, and the supervisor starts a new one.
 
 pub mod native;
+pub mod wasm;
 
 use crate::config::{Framing, ServiceConfig};
 use ::myriad_plugin::abi::*;
@@ -29,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use wasm::WasmLib;
 
 /// Timers one connection may have at once.
 const MAX_TIMERS: usize = 64;
@@ -49,17 +51,20 @@ const TASK_TIMER: u64 = 1 << 62;
 const NONSENSE: i32 = i32::MIN;
 
 /// Fault kinds, in `myriad_plugin_faults_total{kind}`.
-pub const FAULT_KINDS: [&str; 4] = [
+pub const FAULT_KINDS: [&str; 7] = [
     "plugin_panic",
     "plugin_error",
     "message_too_large",
     "bad_framing",
+    "plugin_trap",
+    "plugin_timeout",
+    "plugin_lost",
 ];
 
 /// A service's plugin: the library, the plugin's state, its counters and
 /// topics. Shared by the service's loops.
 pub struct PluginService {
-    lib: Arc<Library>,
+    lib: Arc<Code>,
     /// Set once `init` succeeded.
     state: std::sync::OnceLock<ServiceState>,
     service: String,
@@ -101,7 +106,16 @@ pub fn start(s: &ServiceConfig, pool: Option<myriad::Pool>) -> anyhow::Result<Ar
     let Some(spec) = &s.plugin else {
         anyhow::bail!("service {:?} has no plugin", s.name);
     };
-    let lib = Arc::new(Library::load(&spec.path)?);
+    let lib = Arc::new(if wasm::is_wasm(&spec.path) {
+        let d = wasm::Limits::default();
+        let limits = wasm::Limits {
+            memory: spec.wasm_memory.unwrap_or(d.memory),
+            deadline: spec.wasm_deadline.unwrap_or(d.deadline),
+        };
+        Code::Wasm(WasmLib::load(&spec.path, limits)?)
+    } else {
+        Code::Native(Library::load(&spec.path)?)
+    });
     let ws = matches!(
         s.stack,
         crate::config::Stack::Ws | crate::config::Stack::Wss
@@ -241,6 +255,161 @@ impl PluginService {
     fn task_done_without_conn(self: &Arc<Self>, token: u64, arg: TaskArg) {
         let mut hc = HostCx::service(self);
         self.lib.on_task(&mut hc, self.st(), None, token, arg);
+    }
+}
+
+/// A plugin's code: a native library or a wasm component, behind one
+/// interface (the native one's), so that both share this host.
+#[derive(Debug)]
+pub enum Code {
+    /// A shared library (the C ABI).
+    Native(Library),
+    /// A WebAssembly component (`wit/myriad-plugin.wit`).
+    Wasm(WasmLib),
+}
+
+impl Code {
+    fn name(&self) -> &str {
+        match self {
+            Code::Native(l) => l.name(),
+            Code::Wasm(w) => w.name(),
+        }
+    }
+
+    fn minor(&self) -> u32 {
+        match self {
+            Code::Native(l) => l.minor(),
+            Code::Wasm(_) => 0,
+        }
+    }
+
+    fn is_message(&self) -> bool {
+        match self {
+            Code::Native(l) => l.is_message(),
+            Code::Wasm(w) => w.is_message(),
+        }
+    }
+
+    fn has_message_size(&self) -> bool {
+        matches!(self, Code::Native(l) if l.has_message_size())
+    }
+
+    fn has_on_upgrade(&self) -> bool {
+        matches!(self, Code::Native(l) if l.has_on_upgrade())
+    }
+
+    fn init(
+        &self,
+        hc: &mut HostCx<'_>,
+        service: &str,
+        config: &str,
+    ) -> Result<ServiceState, String> {
+        match self {
+            Code::Native(l) => l.init(hc, service, config),
+            Code::Wasm(w) => w.init(service, config),
+        }
+    }
+
+    fn shutdown(&self, s: &ServiceState) {
+        if let Code::Native(l) = self {
+            l.shutdown(s);
+        }
+    }
+
+    fn on_upgrade(
+        &self,
+        hc: &mut HostCx<'_>,
+        s: &ServiceState,
+        req: &UpgradeView<'_>,
+        conn: &mut ConnState,
+    ) -> Result<Option<usize>, i32> {
+        match self {
+            Code::Native(l) => l.on_upgrade(hc, s, req, conn),
+            Code::Wasm(_) => Ok(None),
+        }
+    }
+
+    fn on_open(&self, hc: &mut HostCx<'_>, s: &ServiceState, conn: &mut ConnState) {
+        match self {
+            Code::Native(l) => l.on_open(hc, s, conn),
+            Code::Wasm(w) => w.on_open(hc, conn),
+        }
+    }
+
+    fn on_data(
+        &self,
+        hc: &mut HostCx<'_>,
+        s: &ServiceState,
+        conn: &mut ConnState,
+        data: &mut [u8],
+    ) -> usize {
+        match self {
+            Code::Native(l) => l.on_data(hc, s, conn, data),
+            Code::Wasm(w) => w.on_data(hc, conn, data),
+        }
+    }
+
+    fn message_size(&self, s: &ServiceState, data: &[u8]) -> i64 {
+        match self {
+            Code::Native(l) => l.message_size(s, data),
+            Code::Wasm(_) => -1,
+        }
+    }
+
+    fn on_message(
+        &self,
+        hc: &mut HostCx<'_>,
+        s: &ServiceState,
+        conn: &mut ConnState,
+        kind: u32,
+        data: &[u8],
+    ) {
+        match self {
+            Code::Native(l) => l.on_message(hc, s, conn, kind, data),
+            Code::Wasm(w) => w.on_message(hc, conn, kind, data),
+        }
+    }
+
+    fn on_drain(&self, hc: &mut HostCx<'_>, s: &ServiceState, conn: &mut ConnState) {
+        match self {
+            Code::Native(l) => l.on_drain(hc, s, conn),
+            Code::Wasm(w) => w.on_drain(hc, conn),
+        }
+    }
+
+    fn on_timer(&self, hc: &mut HostCx<'_>, s: &ServiceState, conn: &mut ConnState, token: u64) {
+        match self {
+            Code::Native(l) => l.on_timer(hc, s, conn, token),
+            Code::Wasm(w) => w.on_timer(hc, conn, token),
+        }
+    }
+
+    fn on_close(
+        &self,
+        hc: &mut HostCx<'_>,
+        s: &ServiceState,
+        conn: ConnState,
+        reason: u32,
+        code: u16,
+    ) {
+        match self {
+            Code::Native(l) => l.on_close(hc, s, conn, reason, code),
+            Code::Wasm(w) => w.on_close(hc, conn, reason, code),
+        }
+    }
+
+    fn on_task(
+        &self,
+        hc: &mut HostCx<'_>,
+        s: &ServiceState,
+        conn: Option<&ConnState>,
+        token: u64,
+        arg: TaskArg,
+    ) {
+        // wasm plugins have no spawn_blocking, so no tasks come back
+        if let Code::Native(l) = self {
+            l.on_task(hc, s, conn, token, arg);
+        }
     }
 }
 
@@ -609,7 +778,7 @@ impl TcpPlugin {
     fn with<R>(
         &mut self,
         cx: &mut Ctx<'_>,
-        f: impl FnOnce(&Library, &mut HostCx<'_>, &ServiceState, &mut ConnState) -> R,
+        f: impl FnOnce(&Code, &mut HostCx<'_>, &ServiceState, &mut ConnState) -> R,
     ) -> (R, bool) {
         let svc = &self.svc;
         let mut ops = TcpConn {
@@ -962,7 +1131,7 @@ impl WsPlugin {
     fn with<R>(
         &mut self,
         cx: &mut WsCtx<'_, '_>,
-        f: impl FnOnce(&Library, &mut HostCx<'_>, &ServiceState, &mut ConnState) -> R,
+        f: impl FnOnce(&Code, &mut HostCx<'_>, &ServiceState, &mut ConnState) -> R,
     ) -> R {
         let svc = &self.svc;
         let mut ops = WsConn {

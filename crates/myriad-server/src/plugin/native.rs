@@ -75,6 +75,17 @@ pub struct ConnState(*mut c_void);
 impl ConnState {
     /// No state yet.
     pub const NONE: ConnState = ConnState(std::ptr::null_mut());
+
+    /// A wasm connection's state: a number, not a pointer (the instance
+    /// generation it opened on, plus one).
+    pub fn from_tag(t: u64) -> ConnState {
+        ConnState(std::ptr::without_provenance_mut(t as usize))
+    }
+
+    /// The number of [`ConnState::from_tag`] (0 for none).
+    pub fn tag(&self) -> u64 {
+        self.0.addr() as u64
+    }
 }
 
 /// The plugin's table, with every optional callback the plugin's

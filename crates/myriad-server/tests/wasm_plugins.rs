@@ -1,0 +1,379 @@
+//! WebAssembly plugins in the `myriad` server, end to end: the C example
+//! components built from source here (scripts/install-wasm-tools, then
+//! scripts/build-wasm-plugin), an echo and its per-connection state, the
+//! chat room on a ws stack, the deadline (one looping connection among a
+//! hundred good ones), a trap, two plugins and two versions side by side,
+//! and SIGHUP with a rebuilt `.wasm`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{free_port, serial, tmpdir, BIN, ROOT};
+const IO: Duration = Duration::from_secs(20);
+
+fn out_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(ROOT);
+        let st = Command::new(root.join("scripts/install-wasm-tools"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("scripts/install-wasm-tools runs");
+        assert!(st.success(), "the wasm tools are installed");
+        let out = root.join("target/wasm-plugin-tests");
+        std::fs::create_dir_all(&out).unwrap();
+        out
+    })
+}
+
+/// Builds `src` (under examples/plugins) with `flags` into `out`.
+fn build_to(src: &str, out: &Path, flags: &[&str]) {
+    let st = Command::new(Path::new(ROOT).join("scripts/build-wasm-plugin"))
+        .arg(out)
+        .arg(Path::new(ROOT).join("examples/plugins").join(src))
+        .args(flags)
+        .status()
+        .expect("scripts/build-wasm-plugin runs");
+    assert!(st.success(), "{src} builds");
+}
+
+/// The example plugin `src`, built once per test run.
+fn plugin(src: &str, name: &str) -> String {
+    let out = out_dir().join(name);
+    if !out.exists() {
+        build_to(src, &out, &[]);
+    }
+    out.display().to_string()
+}
+
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(dir: &Path, config: &str, wait: &[u16]) -> Server {
+        let path = dir.join("myriad.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("server.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("MYRIAD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let s = Server { child, log };
+        for p in wait {
+            let t0 = Instant::now();
+            while TcpStream::connect(("127.0.0.1", *p)).is_err() {
+                assert!(t0.elapsed() < IO, "port {p} never came up:\n{}", s.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(IO)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+fn roundtrip(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).unwrap();
+    let mut back = vec![0; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Whether the server closed the connection (EOF or reset).
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+fn metrics(port: u16) -> String {
+    let mut s = connect(port);
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < IO, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tcp_service(name: &str, port: u16, plugin: &str, extra: &str) -> String {
+    format!(
+        "[[service]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nstack = \"tcp\"\nhandler = \"plugin\"\nplugin = \"{plugin}\"\n{extra}\n"
+    )
+}
+
+fn fault_count(m: &str, service: &str, kind: &str) -> u64 {
+    let key = format!("myriad_plugin_faults_total{{service=\"{service}\",");
+    m.lines()
+        .filter(|l| l.starts_with(&key) && l.contains(&format!("kind=\"{kind}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn wasm_echo_serves_and_counts_per_connection_state() {
+    let _g = serial();
+    let d = tmpdir("wasm-echo");
+    let (port, pm) = (free_port(), free_port());
+    let cfg = format!(
+        "io_threads = 1\n[metrics]\nlisten = \"127.0.0.1:{pm}\"\n{}",
+        tcp_service("echo", port, &plugin("echo-wasm-c/echo.c", "echo.wasm"), "")
+    );
+    let srv = Server::start(&d, &cfg, &[port, pm]);
+    let mut conns: Vec<TcpStream> = (0..20).map(|_| connect(port)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        roundtrip(c, format!("hello {i:02}").as_bytes());
+    }
+    drop(conns);
+    // each connection's tally (8 bytes), kept in the guest, is added at close
+    eventually("the guest's per-connection tallies", || {
+        metrics(pm).contains(
+            "myriad_plugin_events_total{service=\"echo\",plugin=\"echo-wasm-c\",name=\"bytes\"} 160",
+        )
+    });
+    assert!(srv.log().contains("wasm plugin loaded"), "{}", srv.log());
+}
+
+#[test]
+fn the_deadline_closes_a_looping_connection_and_the_loop_serves_on() {
+    let _g = serial();
+    let d = tmpdir("wasm-deadline");
+    let (port, pm) = (free_port(), free_port());
+    let cfg = format!(
+        "io_threads = 1\n[metrics]\nlisten = \"127.0.0.1:{pm}\"\n{}",
+        tcp_service(
+            "loop",
+            port,
+            &plugin("loop-c/loop.c", "loop.wasm"),
+            "wasm_deadline = \"10ms\""
+        )
+    );
+    let _srv = Server::start(&d, &cfg, &[port, pm]);
+    // 100 well-behaved connections, open before and after the looping one
+    let mut good: Vec<TcpStream> = (0..50).map(|_| connect(port)).collect();
+    for (i, c) in good.iter_mut().enumerate() {
+        roundtrip(c, format!("before {i:03}").as_bytes());
+    }
+    let mut bad = connect(port);
+    bad.write_all(b"LOOP forever").unwrap();
+    assert!(closed(&mut bad), "the looping connection is closed");
+    good.extend((0..50).map(|_| connect(port)));
+    for (i, c) in good.iter_mut().enumerate() {
+        roundtrip(c, format!("after {i:03}").as_bytes());
+    }
+    let m = metrics(pm);
+    assert_eq!(fault_count(&m, "loop", "plugin_timeout"), 1, "{m}");
+    assert_eq!(fault_count(&m, "loop", "plugin_lost"), 0, "{m}");
+}
+
+#[test]
+fn a_trap_costs_its_connection_or_without_reopen_its_instances() {
+    let _g = serial();
+    let d = tmpdir("wasm-trap");
+    let (pa, pb, pm) = (free_port(), free_port(), free_port());
+    let noreopen = d.join("loop-noreopen.wasm");
+    build_to("loop-c/loop.c", &noreopen, &["-DNO_REOPEN"]);
+    let cfg = format!(
+        "io_threads = 1\n[metrics]\nlisten = \"127.0.0.1:{pm}\"\n{}{}",
+        tcp_service("a", pa, &plugin("loop-c/loop.c", "loop.wasm"), ""),
+        tcp_service("b", pb, &noreopen.display().to_string(), "")
+    );
+    let _srv = Server::start(&d, &cfg, &[pa, pb, pm]);
+    // a says reopen: only the trapping connection is lost
+    let mut others: Vec<TcpStream> = (0..5).map(|_| connect(pa)).collect();
+    for c in &mut others {
+        roundtrip(c, b"x");
+    }
+    let mut t = connect(pa);
+    t.write_all(b"TRAP").unwrap();
+    assert!(closed(&mut t));
+    for c in &mut others {
+        roundtrip(c, b"y");
+    }
+    // b does not: its other connections (state in the poisoned instance)
+    // are closed at their next event; new ones are served
+    let mut others: Vec<TcpStream> = (0..5).map(|_| connect(pb)).collect();
+    for c in &mut others {
+        roundtrip(c, b"x");
+    }
+    let mut t = connect(pb);
+    t.write_all(b"TRAP").unwrap();
+    assert!(closed(&mut t));
+    for c in &mut others {
+        c.write_all(b"y").unwrap();
+        assert!(closed(c));
+    }
+    roundtrip(&mut connect(pb), b"fresh");
+    let m = metrics(pm);
+    assert_eq!(fault_count(&m, "a", "plugin_trap"), 1, "{m}");
+    assert_eq!(fault_count(&m, "a", "plugin_lost"), 0, "{m}");
+    assert_eq!(fault_count(&m, "b", "plugin_trap"), 1, "{m}");
+    assert_eq!(fault_count(&m, "b", "plugin_lost"), 5, "{m}");
+}
+
+fn ask_version(s: &mut TcpStream) -> String {
+    s.write_all(b"x").unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+#[test]
+fn two_plugins_two_versions_side_by_side_and_reload_with_a_rebuilt_wasm() {
+    let _g = serial();
+    let d = tmpdir("wasm-reload");
+    let v1 = d.join("v1.wasm");
+    let v2 = d.join("v2.wasm");
+    build_to("echo-wasm-c/echo.c", &v1, &["-DVERSION=\"v1\""]);
+    build_to("echo-wasm-c/echo.c", &v2, &["-DVERSION=\"v2\""]);
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let live = d.join("live.wasm");
+    std::fs::copy(&v1, &live).unwrap();
+    let cfg = format!(
+        "io_threads = 2\n{}{}{}",
+        tcp_service("a", pa, &live.display().to_string(), ""),
+        tcp_service("b", pb, &v2.display().to_string(), ""),
+        tcp_service("c", pc, &plugin("loop-c/loop.c", "loop.wasm"), "")
+    );
+    let srv = Server::start(&d, &cfg, &[pa, pb, pc]);
+    let mut old = connect(pa);
+    assert_eq!(ask_version(&mut old), "v1:x");
+    assert_eq!(ask_version(&mut connect(pb)), "v2:x");
+    roundtrip(&mut connect(pc), b"another plugin");
+
+    // rebuild a's component (installed by rename) and reload: new
+    // connections get v2, the held one keeps v1
+    let tmp = d.join("live.wasm.new");
+    std::fs::copy(&v2, &tmp).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    common::signal(&srv.child, "-HUP");
+    eventually("new connections get the new code", || {
+        ask_version(&mut connect(pa)) == "v2:x"
+    });
+    assert_eq!(ask_version(&mut old), "v1:x");
+    assert_eq!(ask_version(&mut connect(pb)), "v2:x");
+}
+
+struct Ws(TcpStream);
+
+impl Ws {
+    fn open(port: u16) -> Ws {
+        let mut s = connect(port);
+        s.write_all(
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => break,
+            }
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        Ws(s)
+    }
+
+    fn send(&mut self, opcode: u8, payload: &[u8]) {
+        assert!(payload.len() < 126);
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.0.write_all(&f).unwrap();
+    }
+
+    /// (opcode, payload) of the next frame (payloads under 126 bytes).
+    fn recv(&mut self) -> (u8, Vec<u8>) {
+        let mut h = [0u8; 2];
+        self.0.read_exact(&mut h).unwrap();
+        let mut p = vec![0u8; usize::from(h[1] & 0x7f)];
+        self.0.read_exact(&mut p).unwrap();
+        (h[0] & 0x0f, p)
+    }
+}
+
+#[test]
+fn wasm_chat_room_on_a_ws_stack_fans_out() {
+    let _g = serial();
+    let d = tmpdir("wasm-chat");
+    let (port, pm) = (free_port(), free_port());
+    let cfg = format!(
+        "io_threads = 2\n[metrics]\nlisten = \"127.0.0.1:{pm}\"\n[[service]]\nname = \"chat\"\nlisten = \"127.0.0.1:{port}\"\nstack = \"ws\"\nhandler = \"plugin\"\nplugin = \"{}\"\n[service.plugin_config]\nroom = \"lobby\"\n",
+        plugin("chat-wasm-c/chat.c", "chat.wasm")
+    );
+    let _srv = Server::start(&d, &cfg, &[port, pm]);
+    let mut a = Ws::open(port);
+    let mut members: Vec<Ws> = (0..6).map(|_| Ws::open(port)).collect();
+    // members join at their on-open; wait until a message reaches the last
+    eventually("a's message reaches the last member", || {
+        a.send(1, b"hello room");
+        let last = &members[members.len() - 1].0;
+        last.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut h = [0u8; 1];
+        last.peek(&mut h).is_ok()
+    });
+    for m in &mut members {
+        // every member, on either loop, got it (at least once)
+        m.0.set_read_timeout(Some(IO)).unwrap();
+        assert_eq!(m.recv(), (1, b"hello room".to_vec()));
+    }
+    assert_eq!(a.recv(), (1, b"hello room".to_vec()));
+    // binary is refused with 1003
+    members[0].send(2, b"\x00\x01");
+    loop {
+        let (op, p) = members[0].recv();
+        if op == 8 {
+            assert_eq!(&p[..2], &1003u16.to_be_bytes());
+            break;
+        }
+    }
+    let m = metrics(pm);
+    assert!(
+        m.contains(
+            "myriad_plugin_events_total{service=\"chat\",plugin=\"chat-wasm-c\",name=\"messages\"}"
+        ),
+        "{m}"
+    );
+}
