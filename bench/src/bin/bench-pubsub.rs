@@ -335,7 +335,7 @@ fn main() -> Result<()> {
         .collect::<Result<_>>()?;
 
     let mut table = Table::new()
-        .left("scenario", 11)
+        .left("scenario", 13)
         .left("server", 16)
         .right("deliveries/s", 13)
         .right("CPU us/deliv", 13)
@@ -401,7 +401,7 @@ fn main() -> Result<()> {
                     let rate = paired_ratio_median(m, b, Run::rate);
                     let cpu = paired_ratio_median(m, b, Run::cpu_us_per_op);
                     ratios.push(format!(
-                        "{:<11} vs {:<16} deliveries/s {:>7}   CPU/delivery {:>7} (target <= 0.300x)",
+                        "{:<13} vs {:<16} deliveries/s {:>7}   CPU/delivery {:>7} (target <= 0.300x)",
                         sc.name,
                         s.name,
                         num(rate, 2) + "x",
@@ -417,7 +417,7 @@ fn main() -> Result<()> {
                 let runs = &series.runs;
                 let Some(m) = median_run(runs, Run::cpu_us_per_op) else {
                     let why = series.error.clone().unwrap_or_default();
-                    table.line(format!("{:<11} {:<16} FAILED: {why}", sc.name, s.name));
+                    table.line(format!("{:<13} {:<16} FAILED: {why}", sc.name, s.name));
                     continue;
                 };
                 let other_max = runs.iter().map(Run::other_util).fold(0.0, f64::max);
@@ -497,7 +497,7 @@ fn main() -> Result<()> {
         let name = format!("cluster-{broker}");
         if runs.is_empty() {
             let why = cluster_err[bi].clone().unwrap_or_default();
-            table.line(format!("{name:<11} {:<16} FAILED: {why}", "myriad x2"));
+            table.line(format!("{name:<13} {:<16} FAILED: {why}", "myriad x2"));
             continue;
         }
         let p50 = median(runs.iter().filter_map(|r| r.field("p50_us")));
@@ -605,7 +605,7 @@ fn cluster_run(rig: &mut Rig, args: &Args, broker: &str, round: usize) -> Result
             ],
         )
         .env("RUST_LOG", "warn")
-        .settle(Duration::from_millis(300))
+        .settle(Duration::from_millis(100))
     };
     let (sa, sb) = (node("node-a"), node("node-b"));
     let a = rig.start(&sa)?;

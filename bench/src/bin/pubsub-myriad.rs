@@ -118,10 +118,17 @@ fn main() -> Result<()> {
     let cluster = match (&args.broker, &args.broker_url) {
         (Some(b), Some(url)) => {
             let kind: Broker = b.parse().context("--broker")?;
-            Some(Cluster::start(
-                &topics,
-                ClusterConfig::new(kind, url.clone()),
-            )?)
+            let c = Cluster::start(&topics, ClusterConfig::new(kind, url.clone()))?;
+            // Listen only once the broker is reached, so that the load
+            // program's first publishes are not dropped as "broker down".
+            let until = std::time::Instant::now() + Duration::from_secs(15);
+            while !c.stats().connected {
+                if std::time::Instant::now() >= until {
+                    bail!("broker {url} not reached within 15 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some(c)
         }
         _ => None,
     };
