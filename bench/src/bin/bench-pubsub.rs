@@ -38,7 +38,7 @@
 //! cargo run --release -p myriad-bench --bin bench-pubsub -- [--duration 5] [--warmup 1] \
 //!     [--repeat 3] [--servers myriad,tokio-broadcast] \
 //!     [--scenarios fanout,topics,fanout-sat,topics-sat,cluster-nats,cluster-redis] \
-//!     [--subscribers 10000] [--fanout-rate 20] [--topics-rate 20000] \
+//!     [--subscribers 10000] [--fanout-rate 10] [--topics-rate 10000] \
 //!     [--cluster-rate 1000] [--wait-quiet 60] [--busy-retries 2] [--no-build] [--json FILE]
 //! ```
 //!
@@ -86,10 +86,10 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     size: usize,
     /// fanout: publishes per second (x subscribers = deliveries per second).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 10.0)]
     fanout_rate: f64,
     /// topics: publishes per second (x 10 = deliveries per second).
-    #[arg(long, default_value_t = 20_000.0)]
+    #[arg(long, default_value_t = 10_000.0)]
     topics_rate: f64,
     /// fanout-sat: publishes outstanding.
     #[arg(long, default_value_t = 4)]
