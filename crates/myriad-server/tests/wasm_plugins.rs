@@ -3,7 +3,8 @@
 //! scripts/build-wasm-plugin), an echo and its per-connection state, the
 //! chat room on a ws stack, the deadline (one looping connection among a
 //! hundred good ones), a trap, two plugins and two versions side by side,
-//! and SIGHUP with a rebuilt `.wasm`.
+//! SIGHUP with a rebuilt `.wasm`, and the JavaScript echo and chat room
+//! (componentize-js, precompiled here as scripts/build-plugins does).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -48,6 +49,20 @@ fn plugin(src: &str, name: &str) -> String {
     let out = out_dir().join(name);
     if !out.exists() {
         build_to(src, &out, &[]);
+    }
+    out.display().to_string()
+}
+
+/// A JavaScript example plugin, built and precompiled once per test run
+/// (compiling its 12 MB component is what the artifact saves the server).
+fn js_plugin(src: &str, name: &str) -> String {
+    let out = out_dir().join(name);
+    if !out.exists() {
+        build_to(src, &out, &[]);
+    }
+    let art = myriad_wasm::artifact_path(&out);
+    if !art.exists() {
+        std::fs::write(&art, myriad_wasm::precompile(&out).unwrap()).unwrap();
     }
     out.display().to_string()
 }
@@ -376,4 +391,47 @@ fn wasm_chat_room_on_a_ws_stack_fans_out() {
         ),
         "{m}"
     );
+}
+
+#[test]
+fn javascript_echo_and_chat_room() {
+    let _g = serial();
+    let d = tmpdir("wasm-js");
+    let (pe, pc, pm) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        "io_threads = 1\n[metrics]\nlisten = \"127.0.0.1:{pm}\"\n{}[[service]]\nname = \"chat\"\nlisten = \"127.0.0.1:{pc}\"\nstack = \"ws\"\nhandler = \"plugin\"\nplugin = \"{}\"\n",
+        tcp_service("echo", pe, &js_plugin("echo-wasm-js/echo.js", "echo-js.wasm"), ""),
+        js_plugin("chat-wasm-js/chat.js", "chat-js.wasm")
+    );
+    let srv = Server::start(&d, &cfg, &[pe, pc, pm]);
+    assert!(srv.log().contains("origin=Precompiled"), "{}", srv.log());
+    let mut conns: Vec<TcpStream> = (0..10).map(|_| connect(pe)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        roundtrip(c, format!("js echo {i}").as_bytes());
+    }
+    drop(conns);
+    eventually("the JS guest's per-connection tallies", || {
+        metrics(pm).contains(
+            "myriad_plugin_events_total{service=\"echo\",plugin=\"echo-wasm-js\",name=\"bytes\"} 90",
+        )
+    });
+    let mut a = Ws::open(pc);
+    let mut b = Ws::open(pc);
+    eventually("a's message reaches b", || {
+        a.send(1, b"hi from js");
+        b.0.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut h = [0u8; 1];
+        b.0.peek(&mut h).is_ok()
+    });
+    b.0.set_read_timeout(Some(IO)).unwrap();
+    assert_eq!(b.recv(), (1, b"hi from js".to_vec()));
+    b.send(2, b"\x00");
+    loop {
+        let (op, p) = b.recv();
+        if op == 8 {
+            assert_eq!(&p[..2], &1003u16.to_be_bytes());
+            break;
+        }
+    }
 }
