@@ -605,3 +605,41 @@ fn run() -> Result<u64> {
     );
     Ok(errors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_frames_parse_whole_or_not_at_all() {
+        // A server frame is a client frame without the mask bit and key.
+        for n in [0usize, 5, 125, 126, 300, 70_000] {
+            let payload: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let mut f = Vec::new();
+            client_frame(0x2, &payload, &mut f);
+            let h = match n {
+                0..=125 => 2,
+                126..=0xFFFF => 4,
+                _ => 10,
+            };
+            let mut s = f[..h].to_vec();
+            s[1] &= 0x7F;
+            s.extend_from_slice(&payload);
+            if n > 1 << 16 {
+                assert!(server_frame(&s).is_err(), "{n}-byte frame refused");
+                continue;
+            }
+            for cut in 0..s.len() {
+                assert!(
+                    server_frame(&s[..cut]).unwrap().is_none(),
+                    "{n} cut at {cut}"
+                );
+            }
+            let (b0, r) = server_frame(&s).unwrap().unwrap();
+            assert_eq!(b0, 0x82);
+            assert_eq!(&s[r], &payload[..]);
+            // A masked frame from the server is an error.
+            assert!(server_frame(&f).is_err());
+        }
+    }
+}
