@@ -72,6 +72,8 @@ pub enum LoadError {
 #[derive(Debug)]
 pub struct ConnState(*mut c_void);
 
+// `from_tag` and `tag` serve the wasm host only.
+#[cfg_attr(not(feature = "wasm"), allow(dead_code))]
 impl ConnState {
     /// No state yet.
     pub const NONE: ConnState = ConnState(std::ptr::null_mut());
