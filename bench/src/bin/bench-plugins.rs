@@ -1,6 +1,8 @@
 //! `bench-plugins`: the `myriad` server's built-in echo against the same
 //! echo as a Rust plugin and as a C plugin (`examples/plugins/echo-rust`,
-//! `echo-c`), one I/O thread each, on the one harness
+//! `echo-c`), and as WebAssembly components built from C and from
+//! JavaScript (`echo-wasm-c`, `echo-wasm-js`, loaded from their
+//! precompiled artifacts), one I/O thread each, on the one harness
 //! (`myriad_bench::harness::Compare`: servers pinned to CPU 0, `loadgen`
 //! to CPU 1, interleaved rounds, medians of per-round paired ratios with
 //! their spread).
@@ -9,8 +11,10 @@
 //! cargo run --release -p myriad-bench --bin bench-plugins -- [--repeat 3] [--duration 5] [--warmup 1] [--idle 19000]
 //! ```
 //!
-//! Targets (server CPU per message against the built-in echo): 100 × 64 B
-//! ping-pong ≤ 1.03×, 100 × 64 B with 16 in flight ≤ 1.10×; idle memory
+//! Targets (server CPU per message against the built-in echo): native
+//! plugins 100 × 64 B ping-pong ≤ 1.03×, 100 × 64 B with 16 in flight ≤
+//! 1.10×; the C wasm guest ≤ 1.15× and ≤ 1.5× (the JS guest's figures
+//! are recorded); idle memory
 //! per connection ≤ built-in + the plugin's own per-connection state (the
 //! echo plugins keep none; the host's per-connection record is reported).
 
@@ -82,6 +86,8 @@ fn main() -> Result<()> {
         myriad.clone(),
         plugins.join("libecho_rust.so"),
         plugins.join("libecho_c.so"),
+        plugins.join("echo_wasm_c.wasm"),
+        plugins.join("echo_wasm_js.wasm"),
     ] {
         if !f.is_file() {
             bail!("{} is missing (run without --no-build)", f.display());
@@ -106,6 +112,20 @@ fn main() -> Result<()> {
             format!(
                 "handler = \"plugin\"\nplugin = \"{}\"",
                 plugins.join("libecho_c.so").display()
+            ),
+        ),
+        (
+            "wasm-c",
+            format!(
+                "handler = \"plugin\"\nplugin = \"{}\"",
+                plugins.join("echo_wasm_c.wasm").display()
+            ),
+        ),
+        (
+            "wasm-js",
+            format!(
+                "handler = \"plugin\"\nplugin = \"{}\"",
+                plugins.join("echo_wasm_js.wasm").display()
             ),
         ),
     ] {
