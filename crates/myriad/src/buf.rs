@@ -340,6 +340,69 @@ impl OutQueue {
         n
     }
 
+    /// Joins a short front chunk with the owned chunk behind it when the two
+    /// together are short (at most a tiny plus a small chunk's worth), so
+    /// that a backend that sends one chunk per operation (io_uring) sends
+    /// them in one: a burst of small writes (pipelined answers) otherwise
+    /// leaves in two sends, the first with the tiny chunk's few bytes.
+    /// Copies at most that many bytes; large chunks and chunks by
+    /// reference are left alone.
+    ///
+    /// Only while no send from this queue is in flight: the kernel may be
+    /// reading the front chunk's memory until its completion.
+    pub(crate) fn coalesce_front(&mut self, pool: &mut ChunkPool) {
+        // Bounded: each round frees a chunk of a short queue.
+        for _ in 0..4 {
+            let h = self.head;
+            if h == NIL {
+                return;
+            }
+            let c = &pool.chunks[h as usize];
+            let next = c.next;
+            if next == NIL || !matches!(c.by_ref, ByRef::None) || c.buf.len() >= pool.sizes[2] {
+                return;
+            }
+            let n = &pool.chunks[next as usize];
+            if !matches!(n.by_ref, ByRef::None) {
+                return;
+            }
+            let (a, b) = ((c.end - c.start) as usize, (n.end - n.start) as usize);
+            let total = a + b;
+            if total > TINY_CHUNK + SMALL_CHUNK {
+                return;
+            }
+            let class = if total <= pool.sizes[1] { 1 } else { 2 };
+            if total > pool.sizes[class] {
+                return;
+            }
+            let after = n.next;
+            let i = pool.alloc(class);
+            // Three distinct arena slots: copy through a small stack buffer
+            // rather than borrowing two chunks of the arena at once.
+            let mut tmp = [0u8; TINY_CHUNK + SMALL_CHUNK];
+            let (cs, ce) = (
+                pool.chunks[h as usize].start as usize,
+                pool.chunks[h as usize].end as usize,
+            );
+            tmp[..a].copy_from_slice(&pool.chunks[h as usize].buf[cs..ce]);
+            let (ns, ne) = (
+                pool.chunks[next as usize].start as usize,
+                pool.chunks[next as usize].end as usize,
+            );
+            tmp[a..total].copy_from_slice(&pool.chunks[next as usize].buf[ns..ne]);
+            let m = &mut pool.chunks[i as usize];
+            m.buf[..total].copy_from_slice(&tmp[..total]);
+            m.end = total as u32;
+            m.next = after;
+            pool.release(h);
+            pool.release(next);
+            self.head = i;
+            if after == NIL {
+                self.tail = i;
+            }
+        }
+    }
+
     /// Appends a reference to `shared` (no copy of its bytes).
     pub(crate) fn push_shared(&mut self, pool: &mut ChunkPool, shared: Arc<[u8]>) {
         if shared.is_empty() {
@@ -649,5 +712,72 @@ mod churn {
         }
         // Geometric growth: 1, 2, 4, 8, 16 -> 32 chunks after 20 in use.
         assert_eq!(pool.capacity(), 32);
+    }
+}
+
+#[cfg(test)]
+mod coalesce {
+    use super::*;
+
+    fn drain(q: &mut OutQueue, pool: &mut ChunkPool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            if q.is_empty() {
+                break;
+            }
+            let mut iov = [IoSlice::new(&[]); 1];
+            let n = q.slices(pool, &mut iov);
+            assert_eq!(n, 1);
+            let k = iov[0].len();
+            out.extend_from_slice(&iov[0]);
+            q.advance(pool, k);
+        }
+        out
+    }
+
+    /// Sixteen pipelined 130-byte answers: the first opens a tiny chunk,
+    /// the rest a small one; joined, they leave in one send.
+    #[test]
+    fn short_front_chunks_become_one() {
+        let mut pool = ChunkPool::new(16 << 10, 4);
+        let mut q = OutQueue::default();
+        let mut want = Vec::new();
+        for i in 0..16u8 {
+            let answer = [b'a' + i; 130];
+            q.push(&mut pool, &answer);
+            want.extend_from_slice(&answer);
+        }
+        assert_ne!(q.head, q.tail, "two chunks before");
+        q.coalesce_front(&mut pool);
+        assert_eq!(q.head, q.tail, "one chunk after");
+        assert_eq!(q.len as usize, want.len());
+        let mut iov = [IoSlice::new(&[]); 1];
+        q.slices(&pool, &mut iov);
+        assert_eq!(iov[0].len(), want.len());
+        assert_eq!(drain(&mut q, &mut pool), want);
+    }
+
+    /// A partly sent front, a chunk by reference and a large tail are
+    /// respected: order and bytes stay, big data is not copied.
+    #[test]
+    fn leaves_large_and_shared_chunks_alone() {
+        let mut pool = ChunkPool::new(16 << 10, 4);
+        let mut q = OutQueue::default();
+        q.push(&mut pool, b"0123456789");
+        q.advance(&mut pool, 4);
+        q.push(&mut pool, &[b'x'; 300]);
+        q.push_shared(&mut pool, Arc::from(&b"shared"[..]));
+        q.push(&mut pool, &[b'y'; 10_000]);
+        q.coalesce_front(&mut pool);
+        let mut want = b"456789".to_vec();
+        want.extend_from_slice(&[b'x'; 300]);
+        want.extend_from_slice(b"shared");
+        want.extend_from_slice(&[b'y'; 10_000]);
+        // the first two joined; the shared chunk stops it
+        let mut iov = [IoSlice::new(&[]); 1];
+        q.slices(&pool, &mut iov);
+        assert_eq!(iov[0].len(), 306);
+        assert_eq!(drain(&mut q, &mut pool), want);
+        assert_eq!(pool.queued, 0);
     }
 }

@@ -1650,6 +1650,13 @@ impl Core {
             {
                 break;
             }
+            if be.sends_one_buffer() {
+                // No send is in flight here (checked above): the front
+                // chunks may move.
+                let Core { conns, pool, .. } = self;
+                conns[slot as usize].out.coalesce_front(pool);
+            }
+            let c = &self.conns[slot as usize];
             let out = c.out;
             let (fd, tok) = (c.fd, token(slot, c.gen));
             let outcome = match out.front_file(&self.pool) {

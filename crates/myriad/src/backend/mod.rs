@@ -204,6 +204,12 @@ pub(crate) trait Backend {
     /// (epoll); `false` means the ended operations still complete
     /// (io_uring).
     fn cancel_all(&mut self, token: u64, fd: RawFd, ops: InFlight) -> bool;
+    /// Whether [`Backend::send`] takes only the first buffer (io_uring): the
+    /// core then joins short front chunks first, so that a burst of small
+    /// writes leaves in one send.
+    fn sends_one_buffer(&self) -> bool {
+        false
+    }
     /// Sends from `bufs` (io_uring sends only `bufs[0]`, whose memory must
     /// stay put until the completion).
     fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome;

@@ -658,6 +658,10 @@ impl Backend for UringBackend {
         false
     }
 
+    fn sends_one_buffer(&self) -> bool {
+        true
+    }
+
     fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome {
         let Some(b) = bufs.first() else {
             return SendOutcome::Done(Ok(0));
