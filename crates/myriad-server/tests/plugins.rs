@@ -7,14 +7,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
+use common::plugin::*;
 use common::{free_port, serial, tmpdir, BIN, ROOT};
-const IO: Duration = Duration::from_secs(20);
 
 /// Builds the example plugins once per test run into a folder of this
 /// test's own: C ones with the system compiler, Rust ones with cargo in a
@@ -101,90 +101,6 @@ fn lib(name: &str) -> String {
     plugins().join(name).display().to_string()
 }
 
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(dir: &Path, config: &str, wait: &[u16]) -> Server {
-        let path = dir.join("myriad.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = dir.join("server.log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("MYRIAD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Server { child, log };
-        for p in wait {
-            s.wait_port(*p);
-        }
-        s
-    }
-
-    fn wait_port(&self, port: u16) {
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < IO,
-                "port {port} never came up:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY-free: the libc crate is not a dependency of the tests;
-        // `kill` the program is.
-        Command::new("kill")
-            .args([format!("-{sig}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    fn wait_log(&self, needle: &str) {
-        let t0 = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                t0.elapsed() < IO,
-                "no {needle:?} in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(IO)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-fn roundtrip(s: &mut TcpStream, msg: &[u8]) {
-    s.write_all(msg).unwrap();
-    let mut back = vec![0; msg.len()];
-    s.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
-}
-
 /// A line client for message plugins with `framing = "line"`.
 struct Lines(BufReader<TcpStream>);
 
@@ -212,29 +128,6 @@ impl Lines {
         let mut b = [0u8; 1];
         matches!(self.0.read(&mut b), Ok(0) | Err(_))
     }
-}
-
-fn metrics(port: u16) -> String {
-    let mut s = connect(port);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < IO, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn tcp_service(name: &str, port: u16, plugin: &str, extra: &str) -> String {
-    format!(
-        "[[service]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nstack = \"tcp\"\nhandler = \"plugin\"\nplugin = \"{plugin}\"\n{extra}\n"
-    )
 }
 
 #[test]
@@ -493,13 +386,6 @@ __attribute__((visibility("default"))) const myriad_plugin *myriad_plugin_entry(
     out
 }
 
-fn ask_version(s: &mut TcpStream) -> String {
-    s.write_all(b"x").unwrap();
-    let mut b = [0u8; 4];
-    s.read_exact(&mut b).unwrap();
-    String::from_utf8_lossy(&b).into_owned()
-}
-
 #[test]
 fn two_versions_side_by_side_and_reload_with_a_rebuilt_library() {
     let _g = serial();
@@ -591,61 +477,6 @@ impl Running for Child {
             .args(["-0", &self.id().to_string()])
             .status()
             .is_ok_and(|s| s.success())
-    }
-}
-
-/// A minimal WebSocket client: the upgrade (returns the status line and
-/// the response's header block), masked text/binary frames out, frames in.
-struct Ws(TcpStream);
-
-impl Ws {
-    fn open(port: u16, target: &str, protocols: &str) -> (Option<Ws>, String) {
-        let mut s = connect(port);
-        let proto = if protocols.is_empty() {
-            String::new()
-        } else {
-            format!("Sec-WebSocket-Protocol: {protocols}\r\n")
-        };
-        let req = format!(
-            "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n"
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut b) {
-                Ok(1) => head.push(b[0]),
-                _ => break,
-            }
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let ok = head.starts_with("HTTP/1.1 101");
-        (ok.then_some(Ws(s)), head)
-    }
-
-    fn send(&mut self, opcode: u8, payload: &[u8]) {
-        assert!(payload.len() < 126);
-        let mask = [1u8, 2, 3, 4];
-        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.0.write_all(&f).unwrap();
-    }
-
-    /// (opcode, payload) of the next frame.
-    fn recv(&mut self) -> (u8, Vec<u8>) {
-        let mut h = [0u8; 2];
-        self.0.read_exact(&mut h).unwrap();
-        let mut len = u64::from(h[1] & 0x7f);
-        if len == 126 {
-            let mut l = [0u8; 2];
-            self.0.read_exact(&mut l).unwrap();
-            len = u64::from(u16::from_be_bytes(l));
-        }
-        let mut p = vec![0u8; len as usize];
-        self.0.read_exact(&mut p).unwrap();
-        (h[0] & 0x0f, p)
     }
 }
 

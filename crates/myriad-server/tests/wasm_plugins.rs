@@ -9,14 +9,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::{free_port, serial, tmpdir, BIN, ROOT};
-const IO: Duration = Duration::from_secs(20);
+use common::plugin::*;
+use common::{free_port, serial, tmpdir, ROOT};
 
 fn out_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -67,88 +67,10 @@ fn js_plugin(src: &str, name: &str) -> String {
     out.display().to_string()
 }
 
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(dir: &Path, config: &str, wait: &[u16]) -> Server {
-        let path = dir.join("myriad.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = dir.join("server.log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("MYRIAD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Server { child, log };
-        for p in wait {
-            let t0 = Instant::now();
-            while TcpStream::connect(("127.0.0.1", *p)).is_err() {
-                assert!(t0.elapsed() < IO, "port {p} never came up:\n{}", s.log());
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(IO)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-fn roundtrip(s: &mut TcpStream, msg: &[u8]) {
-    s.write_all(msg).unwrap();
-    let mut back = vec![0; msg.len()];
-    s.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
-}
-
 /// Whether the server closed the connection (EOF or reset).
 fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.read(&mut b), Ok(0) | Err(_))
-}
-
-fn metrics(port: u16) -> String {
-    let mut s = connect(port);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < IO, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn tcp_service(name: &str, port: u16, plugin: &str, extra: &str) -> String {
-    format!(
-        "[[service]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nstack = \"tcp\"\nhandler = \"plugin\"\nplugin = \"{plugin}\"\n{extra}\n"
-    )
 }
 
 fn fault_count(m: &str, service: &str, kind: &str) -> u64 {
@@ -260,13 +182,6 @@ fn a_trap_costs_its_connection_or_without_reopen_its_instances() {
     assert_eq!(fault_count(&m, "b", "plugin_lost"), 5, "{m}");
 }
 
-fn ask_version(s: &mut TcpStream) -> String {
-    s.write_all(b"x").unwrap();
-    let mut b = [0u8; 4];
-    s.read_exact(&mut b).unwrap();
-    String::from_utf8_lossy(&b).into_owned()
-}
-
 #[test]
 fn two_plugins_two_versions_side_by_side_and_reload_with_a_rebuilt_wasm() {
     let _g = serial();
@@ -303,51 +218,6 @@ fn two_plugins_two_versions_side_by_side_and_reload_with_a_rebuilt_wasm() {
     assert_eq!(ask_version(&mut connect(pb)), "v2:x");
 }
 
-struct Ws(TcpStream);
-
-impl Ws {
-    fn open(port: u16) -> Ws {
-        let mut s = connect(port);
-        s.write_all(
-            b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut b) {
-                Ok(1) => head.push(b[0]),
-                _ => break,
-            }
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        Ws(s)
-    }
-
-    fn send(&mut self, opcode: u8, payload: &[u8]) {
-        assert!(payload.len() < 126);
-        let mask = [1u8, 2, 3, 4];
-        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.0.write_all(&f).unwrap();
-    }
-
-    /// (opcode, payload) of the next frame (payloads under 126 bytes).
-    fn recv(&mut self) -> (u8, Vec<u8>) {
-        let mut h = [0u8; 2];
-        self.0.read_exact(&mut h).unwrap();
-        let mut p = vec![0u8; usize::from(h[1] & 0x7f)];
-        self.0.read_exact(&mut p).unwrap();
-        (h[0] & 0x0f, p)
-    }
-}
-
 #[test]
 fn wasm_chat_room_on_a_ws_stack_fans_out() {
     let _g = serial();
@@ -358,8 +228,10 @@ fn wasm_chat_room_on_a_ws_stack_fans_out() {
         plugin("chat-wasm-c/chat.c", "chat.wasm")
     );
     let _srv = Server::start(&d, &cfg, &[port, pm]);
-    let mut a = Ws::open(port);
-    let mut members: Vec<Ws> = (0..6).map(|_| Ws::open(port)).collect();
+    let mut a = Ws::open(port, "/chat", "").0.expect("upgraded");
+    let mut members: Vec<Ws> = (0..6)
+        .map(|_| Ws::open(port, "/chat", "").0.expect("upgraded"))
+        .collect();
     // members join at their on-open; wait until a message reaches the last
     eventually("a's message reaches the last member", || {
         a.send(1, b"hello room");
@@ -415,8 +287,8 @@ fn javascript_echo_and_chat_room() {
             "myriad_plugin_events_total{service=\"echo\",plugin=\"echo-wasm-js\",name=\"bytes\"} 90",
         )
     });
-    let mut a = Ws::open(pc);
-    let mut b = Ws::open(pc);
+    let mut a = Ws::open(pc, "/chat", "").0.expect("upgraded");
+    let mut b = Ws::open(pc, "/chat", "").0.expect("upgraded");
     eventually("a's message reaches b", || {
         a.send(1, b"hi from js");
         b.0.set_read_timeout(Some(Duration::from_millis(200)))

@@ -3,6 +3,8 @@
 //! binary, as it was when every file had its own copy.
 #![allow(dead_code)]
 
+pub mod plugin;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
