@@ -21,17 +21,12 @@ impl Sink for Ctx<'_> {
         Ctx::write_vectored(self, parts);
     }
 
-    /// A response head and a small body are written straight into the
-    /// outbound chunk (one copy, one queue update, and one encode over
-    /// TLS); past 4 KiB through a temporary buffer.
+    /// A response head and its body are written straight into the outbound
+    /// chunk (one copy, one queue update, and one encode over TLS); a write
+    /// larger than a chunk goes through the loop's reused buffer
+    /// (`Ctx::write_with` decides).
     #[inline]
     fn write_exact(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) {
-        if len > 4096 {
-            let mut tmp = vec![0; len];
-            fill(&mut tmp);
-            Ctx::write(self, &tmp);
-            return;
-        }
         self.write_with(len, |buf| {
             fill(&mut buf[..len]);
             len

@@ -676,12 +676,6 @@ impl HttpConn {
     }
 }
 
-/// Whether the request asks for a WebSocket (`Upgrade` lists `websocket`;
-/// noted by the parser).
-fn wants_websocket(req: &Request<'_>) -> bool {
-    req.upgrade_websocket
-}
-
 impl Http {
     fn responder<'a, 'c>(
         conn: &'a mut ServerConn,
@@ -788,7 +782,8 @@ impl Http {
         let router = self.router.clone();
         let (path, query) = split_target(req.target());
         let is_head = req.method() == "HEAD";
-        let upgrade = wants_websocket(&req);
+        // `Upgrade` lists `websocket` (noted by the parser).
+        let upgrade = req.upgrade_websocket;
         let mut res = Self::responder(
             &mut self.conn,
             cx,

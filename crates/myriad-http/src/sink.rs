@@ -102,8 +102,8 @@ pub(crate) struct Head<'a> {
     pub(crate) connection: &'static [u8],
 }
 
-/// The decimal digits of a number, kept inline.
-#[derive(Clone, Copy, Default)]
+/// The decimal digits of a number, kept inline ([`Digits::NONE`]: none).
+#[derive(Clone, Copy)]
 pub(crate) struct Digits {
     buf: [u8; 20],
     start: u8,
