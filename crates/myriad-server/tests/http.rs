@@ -494,6 +494,18 @@ MYRIAD_PLUGIN_EXPORT const myriad_plugin *myriad_plugin_entry(const myriad_host 
 }
 
 /// Waits for a notify message containing `needle`.
+/// `myriad serve` with a `NOTIFY_SOCKET` of its own in `d`, read with
+/// [`wait_notify`].
+fn serve_notified(d: &Path, cfg: &Path) -> (UnixDatagram, Server) {
+    let sock = d.join("notify.sock");
+    let notify = UnixDatagram::bind(&sock).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let srv = serve(cfg, Some(&sock));
+    (notify, srv)
+}
+
 fn wait_notify(s: &UnixDatagram, needle: &str) {
     let mut buf = [0u8; 4096];
     let t0 = Instant::now();
@@ -547,12 +559,7 @@ plugin = "{}"
         ),
     )
     .unwrap();
-    let sock = d.join("notify.sock");
-    let notify = UnixDatagram::bind(&sock).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let srv = serve(&cfg, Some(&sock));
+    let (notify, srv) = serve_notified(&d, &cfg);
     let addr = format!("127.0.0.1:{p}");
     wait_port(&addr);
     // Starting: alive, not ready.
@@ -626,12 +633,7 @@ health = "ready"
         )
     };
     std::fs::write(&cfg, config("")).unwrap();
-    let sock = d.join("notify.sock");
-    let notify = UnixDatagram::bind(&sock).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let srv = serve(&cfg, Some(&sock));
+    let (notify, srv) = serve_notified(&d, &cfg);
     let addr = format!("127.0.0.1:{p}");
     let maddr = format!("127.0.0.1:{pm}");
     wait_port(&addr);
