@@ -51,7 +51,18 @@ thread_local! {
 /// assert_eq!(now.date().len(), 29);
 /// ```
 pub fn now() -> Now {
-    let instant = Instant::now();
+    now_at(Instant::now())
+}
+
+/// The current moment by the loop's clock ([`Ctx::now`], read once per
+/// loop turn): what the handlers use, saving a clock read per request, and
+/// the clock the engine's timers count on, so a deadline and its timer
+/// agree.
+pub(crate) fn loop_now(cx: &Ctx<'_>) -> Now {
+    now_at(cx.now())
+}
+
+fn now_at(instant: Instant) -> Now {
     let date = DATE.with(|c| {
         let mut d = c.get();
         let text = d.refresh(instant, SystemTime::now);
@@ -112,7 +123,7 @@ impl Glue {
             return;
         }
         self.armed = None;
-        let now = now();
+        let now = loop_now(cx);
         match conn.handle_timeout(now, cx) {
             Some(_) => self.close(cx),
             None => self.arm(conn, cx, now),
@@ -175,14 +186,14 @@ impl Echo {
 
 impl Handler for Echo {
     fn on_open(&mut self, cx: &mut Ctx<'_>) {
-        self.glue.arm(&self.conn, cx, now());
+        self.glue.arm(&self.conn, cx, loop_now(cx));
     }
 
     fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
         if self.glue.closing {
             return data.len();
         }
-        let now = now();
+        let now = loop_now(cx);
         let mut at = 0;
         loop {
             match self.conn.feed(&mut data[at..], now, cx) {

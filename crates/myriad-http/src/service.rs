@@ -5,7 +5,7 @@
 
 use crate::conn::{BodySize, Config, Event, Response, ServerConn};
 use crate::date::Now;
-use crate::engine::{now, Glue, TOKEN_DEADLINE};
+use crate::engine::{loop_now, Glue, TOKEN_DEADLINE};
 use crate::error::ResponseError;
 use crate::path::split_target;
 use crate::request::{BodyKind, HeadSpan, Headers, Request, Version};
@@ -704,7 +704,7 @@ impl Http {
             // (reading is paused until it is done).
             return Flow::Consumed(0);
         }
-        let now = now();
+        let now = loop_now(cx);
         let base = data.as_ptr() as usize;
         let total = data.len();
         let mut at = 0;
@@ -989,7 +989,7 @@ impl Http {
             return;
         }
         self.deferred = false;
-        let now = now();
+        let now = loop_now(cx);
         let headers: Vec<(&str, &[u8])> = a
             .headers
             .iter()
@@ -1035,7 +1035,7 @@ impl Http {
                 Ok(Fill::More) if cx.queued() > 0 => return,
                 Ok(Fill::Done) => {
                     self.source = None;
-                    let now = now();
+                    let now = loop_now(cx);
                     if self.conn.finish(now, cx).is_err() || self.conn.is_closed() || self.eof {
                         self.glue.close(cx);
                     } else {
@@ -1060,7 +1060,7 @@ impl Http {
 impl Handler for HttpConn {
     fn on_open(&mut self, cx: &mut Ctx<'_>) {
         match &mut self.state {
-            State::Http(h) => h.glue.arm(&h.conn, cx, now()),
+            State::Http(h) => h.glue.arm(&h.conn, cx, loop_now(cx)),
             State::Upgraded { handler, .. } => handler.on_open(cx),
         }
     }
