@@ -107,6 +107,19 @@ fn setsockopt_int(
     .map(drop)
 }
 
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`); 0 if unknown.
+pub(crate) fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid, writable rlimit for the call's duration.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    r.rlim_cur
+}
+
 /// Sets `TCP_NODELAY`.
 pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
