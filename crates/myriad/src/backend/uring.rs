@@ -45,6 +45,8 @@ const IORING_CQE_F_BUF_MORE: u32 = 1 << 4;
 /// Connections whose slot is below this have their socket in the ring's
 /// table of registered files too (see `UringBackend::fixed`).
 const FIXED_MAX: u64 = 1 << 16;
+/// Entries per page of [`Fixed`].
+const FIXED_PAGE: usize = 1024;
 /// What a registered-file slot is set to when its connection goes.
 static NO_FD: RawFd = -1;
 
@@ -280,15 +282,51 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
 /// entries as the descriptor limit allows, up to [`FIXED_MAX`]; none when
 /// the kernel cannot skip the completions of the updates that fill it
 /// (`IOSQE_CQE_SKIP_SUCCESS`, Linux 5.17) or refuses the table.
-fn fixed_table(ring: &IoUring) -> Vec<RawFd> {
+fn fixed_table(ring: &IoUring) -> Fixed {
+    let none = Fixed {
+        len: 0,
+        pages: Vec::new(),
+    };
     if !ring.params().is_feature_skip_cqe_on_success() {
-        return Vec::new();
+        return none;
     }
     let n = sys::nofile_limit().min(FIXED_MAX) as u32;
     if n == 0 || ring.submitter().register_files_sparse(n).is_err() {
-        return Vec::new();
+        return none;
     }
-    vec![-1; n as usize]
+    Fixed {
+        len: n as usize,
+        pages: Vec::new(),
+    }
+}
+
+/// The user side of the registered-file table: the socket of slot `i` (or
+/// -1), for slots below `len`. Kept in boxed pages allocated as slots are
+/// first used (memory follows the connections, not the table size), which
+/// never move: a page entry is also what the `FilesUpdate` operation that
+/// sets the slot reads, possibly after more pages were added.
+struct Fixed {
+    len: usize,
+    pages: Vec<Box<[RawFd; FIXED_PAGE]>>,
+}
+
+impl Fixed {
+    fn get(&self, slot: usize) -> Option<RawFd> {
+        self.pages
+            .get(slot / FIXED_PAGE)
+            .map(|p| p[slot % FIXED_PAGE])
+    }
+
+    /// The entry of `slot` (allocating its page), if the table has it.
+    fn entry(&mut self, slot: usize) -> Option<&mut RawFd> {
+        if slot >= self.len {
+            return None;
+        }
+        while self.pages.len() <= slot / FIXED_PAGE {
+            self.pages.push(Box::new([-1; FIXED_PAGE]));
+        }
+        Some(&mut self.pages[slot / FIXED_PAGE][slot % FIXED_PAGE])
+    }
 }
 
 /// Checks that io_uring can be used here with everything this backend needs.
@@ -347,15 +385,12 @@ pub(crate) struct UringBackend {
     /// Batched waits (`min_complete`, `min_wait_usec`), where the kernel
     /// has `IORING_FEAT_MIN_TIMEOUT`.
     batch_wait: Option<(u32, u32)>,
-    /// The ring's registered-file table, by connection slot: the socket of
-    /// slot `i` (or -1), for the slots below its length. Sends name the
-    /// registered file, so the kernel takes no reference on the socket's
-    /// file per send (`fget`/`fput` were 1.7% of an HTTP keep-alive
-    /// server's CPU samples). The entries are also what the
-    /// `FilesUpdate` operations that set the table read, so they stay put.
-    /// Empty when the kernel cannot register files or skip successful
-    /// completions.
-    fixed: Vec<RawFd>,
+    /// The ring's registered-file table, by connection slot. Sends name
+    /// the registered file, so the kernel takes no reference on the
+    /// socket's file per send (`fget`/`fput` were 1.7% of an HTTP
+    /// keep-alive server's CPU samples). Empty when the kernel cannot
+    /// register files or skip successful completions.
+    fixed: Fixed,
 }
 
 #[derive(Clone, Copy)]
@@ -431,7 +466,9 @@ impl UringBackend {
     fn try_push(&mut self, e: &squeue::Entry) -> bool {
         // SAFETY: every entry pushed references either no memory or memory
         // that outlives the operation: pooled send chunks (kept until the
-        // completion), the boxed wake buffer, the provided buffer ring.
+        // completion), the boxed wake buffer, the provided buffer ring, the
+        // registered-file pages and `NO_FD` (read by `FilesUpdate`; pages are
+        // boxed, never freed before the ring, whose field comes first).
         unsafe { self.ring.submission().push(e).is_ok() }
     }
 
@@ -455,7 +492,7 @@ impl UringBackend {
     /// it: the sends queued after it see the new file, and a closed
     /// connection's socket is released at the next submission.
     fn set_fixed(&mut self, slot: usize, fd: RawFd) {
-        let Some(e) = self.fixed.get_mut(slot) else {
+        let Some(e) = self.fixed.entry(slot) else {
             return;
         };
         *e = fd;
@@ -720,7 +757,7 @@ impl Backend for UringBackend {
         };
         let (ptr, len) = (b.as_ptr(), b.len().min(u32::MAX as usize) as u32);
         let slot = untoken(token).0 as usize;
-        let e = if self.fixed.get(slot) == Some(&fd) {
+        let e = if self.fixed.get(slot) == Some(fd) {
             opcode::Send::new(types::Fixed(slot as u32), ptr, len)
         } else {
             opcode::Send::new(types::Fd(fd), ptr, len)
@@ -763,7 +800,7 @@ impl Backend for UringBackend {
         // Until the table lets go of it, closing the descriptor would not
         // end the socket (no FIN, no reset).
         let slot = untoken(token).0 as usize;
-        if self.fixed.get(slot) == Some(&fd) {
+        if self.fixed.get(slot) == Some(fd) {
             self.set_fixed(slot, -1);
         }
     }
