@@ -14,8 +14,13 @@
 //!   So no host state is borrowed across the guest's code, and a guest can
 //!   never re-enter itself. Queues are bounded ([`MAX_CALLS`],
 //!   [`MAX_QUEUED_BYTES`]).
-//! - **Sandbox.** The linker offers the `host` interface and nothing else:
-//!   no WASI, so no filesystem, network, clock or environment. Each
+//! - **Sandbox.** By default the linker offers the `host` interface and
+//!   nothing else: no WASI, so no filesystem, network, clock or
+//!   environment, and a component that imports WASI fails to load
+//!   ([`WasmError::Denied`]). [`Grants`] open it up: a read-only directory,
+//!   the clocks, named environment variables; then (and only then) WASI
+//!   preview 2 is linked, with a context holding just what was granted
+//!   (never sockets, never stdin; stdout/stderr go nowhere). Each
 //!   instance's linear memory is capped ([`Limits::memory`]); each call has
 //!   a deadline ([`Limits::deadline`]) enforced by epoch interruption (one
 //!   process-wide ticker thread, [`TICK`]).
@@ -39,6 +44,10 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{
+    FsPerms, HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxBuilder,
+    WasiCtxView, WasiView,
+};
 
 pub use wasmtime;
 
@@ -104,6 +113,29 @@ pub enum WasmError {
         /// Why.
         reason: String,
     },
+    /// The component imports WASI but its service grants nothing outside
+    /// the sandbox (deny by default).
+    #[error(
+        "{path}: imports {import} (WASI), but the service grants no access outside the sandbox \
+         (deny by default): grant a read-only directory (wasm_read_dir), the clock (wasm_clock) \
+         or environment variables (wasm_env), or build the plugin without WASI calls"
+    )]
+    Denied {
+        /// The file.
+        path: PathBuf,
+        /// The first WASI import.
+        import: String,
+    },
+    /// A granted directory could not be opened.
+    #[error("{path}: granted directory {dir}: {reason}")]
+    Grant {
+        /// The plugin.
+        path: PathBuf,
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The guest's `init` refused, trapped or timed out.
     #[error("{path}: init failed: {reason}")]
     Init {
@@ -117,7 +149,8 @@ pub enum WasmError {
 /// The sandbox's limits of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The most linear memory one instance may have, in bytes.
+    /// The most linear memory one instance may have, in bytes (all its
+    /// memories together).
     pub memory: usize,
     /// How long one call into the guest may run.
     pub deadline: Duration,
@@ -130,6 +163,89 @@ impl Default for Limits {
             memory: 256 << 20,
             deadline: Duration::from_millis(10),
         }
+    }
+}
+
+/// What a plugin may reach outside its sandbox: nothing by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// A host directory the guest may read (never write), and where the
+    /// guest sees it.
+    pub read_dir: Option<ReadDir>,
+    /// The real wall and monotonic clocks. Without it (but with another
+    /// grant) the guest's clocks are stopped at 0.
+    pub clock: bool,
+    /// Environment variables the guest sees, as (name, value).
+    pub env: Vec<(String, String)>,
+}
+
+impl Grants {
+    /// Whether anything is granted (and so WASI linked).
+    pub fn any(&self) -> bool {
+        self.read_dir.is_some() || self.clock || !self.env.is_empty()
+    }
+}
+
+/// A read-only directory granted to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadDir {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Its path in the guest (e.g. `/data`).
+    pub guest: String,
+}
+
+/// The clocks of a plugin not granted the clock: always 0.
+struct StoppedClock;
+
+impl HostWallClock for StoppedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A granted plugin's WASI state (one per instance).
+struct WasiState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiState {
+    /// The context of `grants`: what they grant and nothing else.
+    fn new(grants: &Grants) -> Result<WasiState, String> {
+        let mut b = WasiCtxBuilder::new();
+        // A file read blocks the loop thread for the read, as the guest's
+        // call does anyway: no round trip through a tokio runtime.
+        b.allow_blocking_current_thread(true);
+        // no sockets and no name lookups (the default check already
+        // refuses every address; said again so that it stays so)
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if !grants.clock {
+            b.wall_clock(StoppedClock).monotonic_clock(StoppedClock);
+        }
+        b.envs(&grants.env);
+        if let Some(d) = &grants.read_dir {
+            b.preopened_dir(&d.host, &d.guest, FsPerms::ReadOnly)
+                .map_err(|e| format!("{}: {e:#}", d.host.display()))?;
+        }
+        Ok(WasiState {
+            ctx: b.build(),
+            table: ResourceTable::new(),
+        })
     }
 }
 
@@ -206,9 +322,59 @@ pub struct Outcome {
     pub generation: u64,
 }
 
+/// The store's limiter: wasmtime's limits on counts, and the memory cap
+/// on the total of the instance's linear memories (a component may have
+/// several: `StoreLimits` alone would cap each one), whose size it tracks.
+struct Limiter {
+    counts: StoreLimits,
+    cap: usize,
+    /// The instance's linear memory, all memories together, in bytes.
+    memory: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // also called with current = 0 when a memory is made
+        let total = self.memory.saturating_add(desired.saturating_sub(current));
+        if total > self.cap {
+            return Ok(false);
+        }
+        self.memory = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.counts.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.counts.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.counts.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.counts.memories()
+    }
+}
+
 /// The store's data: limits and the current call's queue.
 pub struct HostState {
-    limits: StoreLimits,
+    limits: Limiter,
+    /// Only for a plugin granted something (WASI is linked only then).
+    wasi: Option<Box<WasiState>>,
     conn: u64,
     calls: Vec<HostCall>,
     queued: usize,
@@ -272,6 +438,28 @@ impl Host for HostState {
 
     fn counter_add(&mut self, name: String, n: u64) -> i32 {
         self.push_any(name.len(), HostCall::CounterAdd(name, n))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        // WASI is linked only when granted, and then every store has its
+        // state; the fallback (a context granting nothing) is never used.
+        let w = self.wasi.get_or_insert_with(|| {
+            Box::new(WasiState {
+                ctx: WasiCtxBuilder::new()
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .wall_clock(StoppedClock)
+                    .monotonic_clock(StoppedClock)
+                    .build(),
+                table: ResourceTable::new(),
+            })
+        });
+        WasiCtxView {
+            ctx: &mut w.ctx,
+            table: &mut w.table,
+        }
     }
 }
 
@@ -395,12 +583,32 @@ struct Inner {
     path: PathBuf,
     pre: MyriadPluginPre<HostState>,
     limits: Limits,
+    grants: Grants,
     name: String,
     shape: Shape,
     /// The plugin's `info.reopen`.
     reopen: bool,
     /// The service name and config JSON `init` gets.
     init: OnceLock<(String, String)>,
+}
+
+/// An instance of a plugin made apart from the loops' (by
+/// [`WasmPlugin::new_instance`]): for measuring what an instance costs.
+pub struct DetachedInstance(Instance);
+
+impl DetachedInstance {
+    /// Its linear memory, all memories together, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.0.store.data().limits.memory
+    }
+}
+
+impl std::fmt::Debug for DetachedInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetachedInstance")
+            .field("memory_bytes", &self.memory_bytes())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A loop's instance of a plugin.
@@ -446,6 +654,22 @@ impl WasmPlugin {
     ///
     /// [`WasmError`] if it cannot be read, compiled, linked or described.
     pub fn load(path: &Path, limits: Limits) -> Result<(WasmPlugin, Origin), WasmError> {
+        Self::load_granted(path, limits, Grants::default())
+    }
+
+    /// [`WasmPlugin::load`] with `grants`: WASI is linked when anything is
+    /// granted, and each instance's WASI context holds only what is.
+    ///
+    /// # Errors
+    ///
+    /// [`WasmError`]; [`WasmError::Denied`] for a component that imports
+    /// WASI when nothing is granted, [`WasmError::Grant`] if the granted
+    /// directory cannot be opened.
+    pub fn load_granted(
+        path: &Path,
+        limits: Limits,
+        grants: Grants,
+    ) -> Result<(WasmPlugin, Origin), WasmError> {
         let engine = engine()?;
         let src = std::fs::read(path).map_err(|source| WasmError::Read {
             path: path.into(),
@@ -462,9 +686,29 @@ impl WasmPlugin {
         let mut linker = Linker::<HostState>::new(engine);
         MyriadPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(bad)?;
+        if grants.any() {
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(bad)?;
+        } else if let Some((import, _)) = component
+            .component_type()
+            .imports(engine)
+            .find(|(name, _)| name.starts_with("wasi:"))
+        {
+            return Err(WasmError::Denied {
+                path: path.into(),
+                import: import.to_string(),
+            });
+        }
         let pre =
             MyriadPluginPre::new(linker.instantiate_pre(&component).map_err(bad)?).map_err(bad)?;
-        let mut store = new_store(engine, limits);
+        let mut store = new_store(engine, limits, &grants).map_err(|reason| WasmError::Grant {
+            path: path.into(),
+            dir: grants
+                .read_dir
+                .as_ref()
+                .map(|d| d.host.clone())
+                .unwrap_or_default(),
+            reason,
+        })?;
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
         let b = pre.instantiate(&mut store).map_err(bad)?;
         let info = b.call_describe(&mut store).map_err(bad)?;
@@ -473,6 +717,7 @@ impl WasmPlugin {
             path: path.into(),
             pre,
             limits,
+            grants,
             name: info.name,
             shape: info.shape,
             reopen: info.reopen,
@@ -501,6 +746,11 @@ impl WasmPlugin {
         self.inner.limits
     }
 
+    /// What the plugin is granted outside its sandbox.
+    pub fn grants(&self) -> &Grants {
+        &self.inner.grants
+    }
+
     /// Sets what every instance's `init` gets and makes this thread's
     /// instance (so that a refusing `init` refuses the service at start).
     ///
@@ -515,6 +765,29 @@ impl WasmPlugin {
             reason: e.to_string(),
         })?;
         Ok(())
+    }
+
+    /// Makes an instance as a loop does (from the pre-instantiated
+    /// component, then the guest's `init`), apart from the loops: what
+    /// starting one costs, measured by the benchmarks.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Instantiate`].
+    pub fn new_instance(&self) -> Result<DetachedInstance, CallError> {
+        instantiate(&self.inner).map(DetachedInstance)
+    }
+
+    /// The linear memory (all memories together, in bytes) of this
+    /// thread's instance of the plugin, if it has one now.
+    pub fn memory_bytes(&self) -> Option<usize> {
+        SLOTS.with(|s| {
+            s.borrow()
+                .iter()
+                .find(|x| x.id == self.inner.id)
+                .and_then(|x| x.inst.as_ref())
+                .map(|i| i.store.data().limits.memory)
+        })
     }
 
     /// Runs `ev` for connection `conn` (never 0) on this thread's instance.
@@ -605,14 +878,23 @@ fn ticks(d: Duration) -> u64 {
     (d.as_micros() / TICK.as_micros()).max(1) as u64 + 1
 }
 
-fn new_store(engine: &Engine, limits: Limits) -> Store<HostState> {
+fn new_store(engine: &Engine, limits: Limits, grants: &Grants) -> Result<Store<HostState>, String> {
+    let wasi = if grants.any() {
+        Some(Box::new(WasiState::new(grants)?))
+    } else {
+        None
+    };
     let state = HostState {
-        limits: StoreLimitsBuilder::new()
-            .memory_size(limits.memory)
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .build(),
+        wasi,
+        limits: Limiter {
+            counts: StoreLimitsBuilder::new()
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .build(),
+            cap: limits.memory,
+            memory: 0,
+        },
         conn: 0,
         calls: Vec::new(),
         queued: 0,
@@ -620,12 +902,13 @@ fn new_store(engine: &Engine, limits: Limits) -> Store<HostState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_trap();
-    store
+    Ok(store)
 }
 
 fn instantiate(inner: &Inner) -> Result<Instance, CallError> {
     let engine = engine().map_err(|e| CallError::Instantiate(e.to_string()))?;
-    let mut store = new_store(engine, inner.limits);
+    let mut store =
+        new_store(engine, inner.limits, &inner.grants).map_err(CallError::Instantiate)?;
     store.set_epoch_deadline(ticks(INIT_DEADLINE));
     let bindings = inner
         .pre

@@ -1,10 +1,14 @@
 //! The wasm host against the C example plugins, built here from source
 //! (scripts/install-wasm-tools installs what is missing, then
 //! scripts/build-wasm-plugin builds each): host calls, per-connection
-//! state in the guest, the deadline, traps and poisoning, the memory cap
-//! and precompiled artifacts.
+//! state in the guest, the deadline, traps and poisoning, the memory cap,
+//! precompiled artifacts, and the sandbox's grants (WASI denied unless
+//! granted; a read-only directory, the clock, named variables).
 
-use myriad_wasm::{CallError, CloseReason, Event, HostCall, Limits, Origin, Shape, WasmPlugin};
+use myriad_wasm::{
+    CallError, CloseReason, Event, Grants, HostCall, Limits, Origin, ReadDir, Shape, WasmError,
+    WasmPlugin,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -34,6 +38,20 @@ fn build(src: &str, name: &str, flags: &[&str]) -> PathBuf {
         .arg(&out)
         .arg(Path::new(ROOT).join("examples/plugins").join(src))
         .args(flags)
+        .status()
+        .expect("scripts/build-wasm-plugin runs");
+    assert!(st.success(), "{src} builds");
+    out
+}
+
+/// Builds `src` with `--wasi` (wasi-libc calls through the preview-1
+/// adapter) into `name`.
+fn build_wasi(src: &str, name: &str) -> PathBuf {
+    let out = out_dir().join(name);
+    let st = Command::new(Path::new(ROOT).join("scripts/build-wasm-plugin"))
+        .arg("--wasi")
+        .arg(&out)
+        .arg(Path::new(ROOT).join("examples/plugins").join(src))
         .status()
         .expect("scripts/build-wasm-plugin runs");
     assert!(st.success(), "{src} builds");
@@ -196,4 +214,129 @@ fn precompiled_artifacts_are_used_when_they_match() {
     std::fs::write(&art, b"MYRWASM1 and then nonsense").unwrap();
     let (_, o) = WasmPlugin::load(&echo, Limits::default()).unwrap();
     assert_eq!(o, Origin::Compiled);
+}
+
+/// files-wasm-c's answer to one request on a fresh connection.
+fn ask(p: &WasmPlugin, conn: u64, req: &str) -> String {
+    let g = p.call(conn, None, Event::Open).unwrap().generation;
+    let out = p.call(conn, Some(g), Event::Data(req.as_bytes())).unwrap();
+    let mut text = Vec::new();
+    for c in out.calls {
+        if let HostCall::Write(b) = c {
+            text.extend(b);
+        }
+    }
+    p.call(conn, Some(g), Event::Close(CloseReason::Peer, 0))
+        .unwrap();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn a_plugin_that_imports_wasi_is_denied_without_a_grant() {
+    let files = build_wasi("files-wasm-c/files.c", "files-denied.wasm");
+    let e = WasmPlugin::load(&files, Limits::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, WasmError::Denied { .. }), "{msg}");
+    assert!(
+        msg.contains("(WASI)") && msg.contains("wasi:") && msg.contains("wasm_read_dir"),
+        "{msg}"
+    );
+    // the plugins without WASI calls load with or without grants
+    let echo = build("echo-wasm-c/echo.c", "echo-granted.wasm", &[]);
+    let g = Grants {
+        clock: true,
+        ..Grants::default()
+    };
+    let (p, _) = WasmPlugin::load_granted(&echo, Limits::default(), g).unwrap();
+    p.init("t", "{}").unwrap();
+    let c = p.call(1, None, Event::Open).unwrap().generation;
+    assert_eq!(
+        p.call(1, Some(c), Event::Data(b"hi")).unwrap().calls,
+        vec![HostCall::Write(b"hi".to_vec())]
+    );
+    // a granted directory that is not there: refused at load
+    let gone = Grants {
+        read_dir: Some(ReadDir {
+            host: out_dir().join("no-such-dir"),
+            guest: "/data".into(),
+        }),
+        ..Grants::default()
+    };
+    let e = WasmPlugin::load_granted(&files, Limits::default(), gone).unwrap_err();
+    assert!(matches!(e, WasmError::Grant { .. }), "{e}");
+}
+
+#[test]
+fn a_granted_directory_is_readable_only_and_nothing_escapes_it() {
+    let base = out_dir().join("grant");
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), "hello from the host\n").unwrap();
+    let secret = base.join("secret.txt");
+    std::fs::write(&secret, "outside\n").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../secret.txt", dir.join("escape-rel")).unwrap();
+    let files = build_wasi("files-wasm-c/files.c", "files-dir.wasm");
+    let g = Grants {
+        read_dir: Some(ReadDir {
+            host: dir.clone(),
+            guest: "/data".into(),
+        }),
+        ..Grants::default()
+    };
+    let (p, _) = WasmPlugin::load_granted(&files, Limits::default(), g).unwrap();
+    p.init("t", "{}").unwrap();
+    assert_eq!(ask(&p, 1, "READ /data/hello.txt"), "hello from the host\n");
+    // nothing outside it: `..`, an absolute host path, symlinks out
+    for (i, req) in [
+        "READ /data/../secret.txt".to_string(),
+        format!("READ {}", secret.display()),
+        "READ /data/escape".to_string(),
+        "READ /data/escape-rel".to_string(),
+        "READ /etc/hostname".to_string(),
+        "READ ../secret.txt".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = ask(&p, 10 + i as u64, req);
+        assert!(a.starts_with("ERR "), "{req}: {a:?}");
+    }
+    // read-only: no new file, no overwrite
+    let a = ask(&p, 20, "WRITE /data/new.txt");
+    assert!(a.starts_with("ERR "), "{a:?}");
+    assert!(!dir.join("new.txt").exists());
+    let a = ask(&p, 21, "WRITE /data/hello.txt");
+    assert!(a.starts_with("ERR "), "{a:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hello.txt")).unwrap(),
+        "hello from the host\n"
+    );
+    // not granted: the environment (empty) and the clock (stopped at 0)
+    assert!(std::env::var_os("PATH").is_some());
+    assert_eq!(ask(&p, 22, "ENV PATH"), "ERR unset\n");
+    assert_eq!(ask(&p, 23, "TIME"), "0\n");
+}
+
+#[test]
+fn the_clock_and_named_variables_can_be_granted() {
+    let files = build_wasi("files-wasm-c/files.c", "files-env.wasm");
+    let g = Grants {
+        clock: true,
+        env: vec![("GREETING".into(), "hello".into())],
+        ..Grants::default()
+    };
+    let (p, _) = WasmPlugin::load_granted(&files, Limits::default(), g).unwrap();
+    p.init("t", "{}").unwrap();
+    assert_eq!(ask(&p, 1, "ENV GREETING"), "hello\n");
+    assert_eq!(ask(&p, 2, "ENV HOME"), "ERR unset\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let t: u64 = ask(&p, 3, "TIME").trim().parse().unwrap();
+    assert!(t.abs_diff(now) < 60, "{t} vs {now}");
+    // no directory granted: no file at all
+    assert!(ask(&p, 4, "READ /data/hello.txt").starts_with("ERR "));
 }
