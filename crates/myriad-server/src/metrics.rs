@@ -31,6 +31,7 @@ fn help(name: &str) -> &'static str {
         "err_accept" => "Accept failures (EMFILE, ENFILE, ENOMEM); accepting pauses.",
         "open" => "Connections open now.",
         "timers" => "Timer entries held by the loop now.",
+        "queued_bytes" => "Bytes queued for sending in the loop's write queues now.",
         "bytes_in" => "Bytes received.",
         "bytes_out" => "Bytes sent.",
         "reads" => "Receive completions.",
@@ -82,6 +83,7 @@ pub fn render(reg: &Registry) -> String {
         let (metric, kind) = match *name {
             "open" => ("myriad_connections_open".to_string(), "gauge"),
             "timers" => ("myriad_timers".to_string(), "gauge"),
+            "queued_bytes" => ("myriad_queued_bytes".to_string(), "gauge"),
             _ => (format!("myriad_{name}_total"), "counter"),
         };
         header(&mut out, &metric, kind, help(name));

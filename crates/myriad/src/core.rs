@@ -1500,6 +1500,9 @@ impl Core {
             // a burst (many connections at once) left it large
             self.dirty.shrink_to(4096);
         }
+        // After the sends: epoll sends in the flush itself, so a gauge set
+        // before it would keep the bytes an idle loop has already sent.
+        LoopCounters::set(&self.shared.counters.queued_bytes, self.pool.queued);
     }
 
     fn flush_conn<B: Backend>(&mut self, slot: u32, be: &mut B) {

@@ -111,6 +111,9 @@ counters! {
     /// Timer entries held by the loop (gauge: live ones, and stale ones of
     /// closed connections until the heap is compacted).
     timers,
+    /// Bytes queued for sending in all the loop's write queues (gauge, as
+    /// of the loop's last turn; the sum the loop's cap is checked on).
+    queued_bytes,
 }
 
 impl LoopCounters {

@@ -40,6 +40,7 @@ both_backends!(
     lingering_close_keeps_the_last_reply,
     send_file_between_writes,
     cleared_deadlines_leave_nothing_behind,
+    queued_bytes_gauge_follows_the_write_queues,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -1092,6 +1093,37 @@ fn loop_queue_cap_sheds_the_largest_queues(kind: BackendKind) {
     let st = engine.stats();
     assert!(st.open >= 1, "only the largest queues go: {st:?}");
     drop(held);
+}
+
+/// The `queued_bytes` gauge (what `myriad_queued_bytes` exports, and the
+/// soak script watches for growth) holds the bytes of a peer that does not
+/// read, and falls back to zero once they are read.
+fn queued_bytes_gauge_follows_the_write_queues(kind: BackendKind) {
+    let (engine, addr) = start(
+        kind,
+        1,
+        Service::new("flood", localhost(), || Flood(32 << 20)).write_hard_limit(1 << 30),
+    );
+    assert_eq!(engine.stats().queued_bytes, 0);
+    let mut s = connect(addr);
+    // Socket buffers take a few MiB at most; the rest stays queued.
+    eventually("the unread bytes are counted", || {
+        engine.stats().queued_bytes >= 16 << 20
+    });
+    let q = engine.stats().queued_bytes;
+    assert!(q <= 32 << 20, "{q} bytes queued for a 32 MiB flood");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0;
+    while got < 32 << 20 {
+        let n = s.read(&mut buf).expect("read the flood");
+        assert!(n > 0, "closed after {got} bytes");
+        assert!(buf[..n].iter().all(|&b| b == b'x'));
+        got += n;
+    }
+    assert_eq!(got, 32 << 20);
+    eventually("the drained queue is not counted", || {
+        engine.stats().queued_bytes == 0
+    });
 }
 
 /// A filter that passes bytes through, but panics on "die" (a panic
