@@ -159,9 +159,25 @@ struct RawService {
     wasm_memory: Option<Spanned<String>>,
     /// wasm plugins: the deadline of each call ("10ms").
     wasm_deadline: Option<Spanned<String>>,
+    /// wasm plugins: a host directory the guest may read,
+    /// `{ host = "PATH", guest = "/data" }` (grants deny by default).
+    wasm_read_dir: Option<Spanned<RawReadDir>>,
+    /// wasm plugins: the real clocks (without: stopped at 0).
+    wasm_clock: Option<Spanned<bool>>,
+    /// wasm plugins: names of environment variables the guest sees (with
+    /// the server's values).
+    wasm_env: Option<Spanned<Vec<String>>>,
     /// http/https: `[[service.route]]` tables.
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
+}
+
+/// `wasm_read_dir = { host = "PATH", guest = "/data" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReadDir {
+    host: Spanned<String>,
+    guest: Spanned<String>,
 }
 
 /// One `[[service.route]]`: a path and exactly one kind (`static`, `ws`,
@@ -317,6 +333,14 @@ pub struct PluginSpec {
     pub wasm_memory: Option<usize>,
     /// wasm plugins: `wasm_deadline`, the deadline of each call.
     pub wasm_deadline: Option<Duration>,
+    /// wasm plugins: `wasm_read_dir`, a host directory (resolved against
+    /// the config file's folder) the guest reads at a guest path.
+    pub wasm_read_dir: Option<(PathBuf, String)>,
+    /// wasm plugins: `wasm_clock`, the real clocks.
+    pub wasm_clock: bool,
+    /// wasm plugins: `wasm_env`, the environment variables the guest sees
+    /// (their values are the server's when the plugin is loaded).
+    pub wasm_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,7 +538,68 @@ fn plugin_spec(
         location: format!("{}:{line}:{col}", cx.file),
         wasm_memory: None,
         wasm_deadline: None,
+        wasm_read_dir: None,
+        wasm_clock: false,
+        wasm_env: Vec::new(),
     })
+}
+
+/// The sandbox grants of a wasm plugin service (`wasm_read_dir`,
+/// `wasm_clock`, `wasm_env`), checked: only on `.wasm` plugins, an
+/// existing host directory, an absolute guest path without `..`, variable
+/// names without `=`.
+fn wasm_grants(
+    cx: &Ctx<'_>,
+    base: Option<&Path>,
+    s: &RawService,
+    spec: &mut PluginSpec,
+) -> Result<(), ConfigError> {
+    let wasm = spec.path.extension().is_some_and(|e| e == "wasm");
+    let first = [
+        s.wasm_read_dir.as_ref().map(|d| ("wasm_read_dir", d.span())),
+        s.wasm_clock.as_ref().map(|c| ("wasm_clock", c.span())),
+        s.wasm_env.as_ref().map(|e| ("wasm_env", e.span())),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    if let (Some((key, span)), false) = (first, wasm) {
+        return Err(cx.err(
+            span,
+            format!("{key} applies to WebAssembly plugins (a .wasm plugin); native plugins are not sandboxed"),
+        ));
+    }
+    if let Some(d) = &s.wasm_read_dir {
+        let d = d.get_ref();
+        let host = relative(base, d.host.get_ref());
+        if !host.is_dir() {
+            return Err(cx.err(
+                d.host.span(),
+                format!("directory not found: {}", host.display()),
+            ));
+        }
+        let guest = d.guest.get_ref();
+        if !guest.starts_with('/') || guest.split('/').any(|c| c == "..") {
+            return Err(cx.err(
+                d.guest.span(),
+                format!("wasm_read_dir: guest path {guest:?} must be absolute (like \"/data\") and without \"..\""),
+            ));
+        }
+        spec.wasm_read_dir = Some((host, guest.clone()));
+    }
+    spec.wasm_clock = s.wasm_clock.as_ref().is_some_and(|c| *c.get_ref());
+    if let Some(e) = &s.wasm_env {
+        for name in e.get_ref() {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(cx.err(
+                    e.span(),
+                    format!("wasm_env: {name:?} is not a variable name"),
+                ));
+            }
+        }
+        spec.wasm_env = e.get_ref().clone();
+    }
+    Ok(())
 }
 
 /// A path from the config, relative to the config file's folder.
@@ -1025,6 +1110,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                     .as_ref()
                     .map(|d| parse_duration(d.get_ref()).map_err(|e| cx.err(d.span(), e)))
                     .transpose()?;
+                wasm_grants(&cx, base, s, &mut spec)?;
                 Some(spec)
             }
             (None, HandlerKind::Plugin) => {
@@ -1054,6 +1140,20 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                     format!(
                         "service {name:?}: plugin_config is only valid with handler = \"plugin\""
                     ),
+                ));
+            }
+            let grant = [
+                s.wasm_read_dir.as_ref().map(|d| ("wasm_read_dir", d.span())),
+                s.wasm_clock.as_ref().map(|c| ("wasm_clock", c.span())),
+                s.wasm_env.as_ref().map(|e| ("wasm_env", e.span())),
+            ]
+            .into_iter()
+            .flatten()
+            .next();
+            if let Some((key, span)) = grant {
+                return Err(cx.err(
+                    span,
+                    format!("{key} is only valid with handler = \"plugin\" (a .wasm plugin)"),
                 ));
             }
         }
@@ -1263,6 +1363,49 @@ mod tests {
         let empty = parse("e.toml", "", None).unwrap();
         assert!(empty.warnings[0].contains("no [[service]]"));
         assert!(err("[[service]]\nname = \"a b\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\n").contains("service name"));
+    }
+
+    #[test]
+    fn wasm_grant_keys() {
+        let d = std::env::temp_dir().join(format!("myriad-cfg-grants-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        std::fs::write(d.join("p.wasm"), b"\0asm").unwrap();
+        std::fs::write(d.join("p.so"), b"").unwrap();
+        let svc = |plugin: &str, extra: &str| {
+            format!("[[service]]\nname = \"w\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"plugin\"\nplugin = \"{plugin}\"\n{extra}")
+        };
+        let parse_d = |t: &str| parse("g.toml", t, Some(&d));
+        // none: nothing granted
+        let c = parse_d(&svc("p.wasm", "")).unwrap();
+        let p = c.services[0].plugin.as_ref().unwrap();
+        assert_eq!((&p.wasm_read_dir, p.wasm_clock, p.wasm_env.len()), (&None, false, 0));
+        let c = parse_d(&svc(
+            "p.wasm",
+            "wasm_read_dir = { host = \"data\", guest = \"/data\" }\nwasm_clock = true\nwasm_env = [\"LANG\", \"GREETING\"]\n",
+        ))
+        .unwrap();
+        let p = c.services[0].plugin.as_ref().unwrap();
+        assert_eq!(p.wasm_read_dir, Some((d.join("data"), "/data".to_string())));
+        assert!(p.wasm_clock);
+        assert_eq!(p.wasm_env, ["LANG", "GREETING"]);
+        let e = |extra: &str| parse_d(&svc("p.wasm", extra)).unwrap_err().to_string();
+        let missing = e("wasm_read_dir = { host = \"nope\", guest = \"/d\" }\n");
+        assert!(missing.starts_with("g.toml:7:26:") && missing.contains("directory not found"), "{missing}");
+        let rel = e("wasm_read_dir = { host = \"data\", guest = \"data\" }\n");
+        assert!(rel.starts_with("g.toml:7:42:") && rel.contains("must be absolute"), "{rel}");
+        let up = e("wasm_read_dir = { host = \"data\", guest = \"/a/../b\" }\n");
+        assert!(up.contains("without \"..\""), "{up}");
+        let extra = e("wasm_read_dir = { host = \"data\", guest = \"/d\", mode = \"rw\" }\n");
+        assert!(extra.starts_with("g.toml:7:") && extra.contains("mode"), "{extra}");
+        let env = e("wasm_env = [\"A=B\"]\n");
+        assert!(env.starts_with("g.toml:7:12:") && env.contains("not a variable name"), "{env}");
+        // a native plugin is not sandboxed: the keys would mislead
+        let native = parse_d(&svc("p.so", "wasm_clock = true\n")).unwrap_err().to_string();
+        assert!(native.starts_with("g.toml:7:14:") && native.contains("WebAssembly plugins"), "{native}");
+        let echo = "[[service]]\nname = \"e\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\nwasm_env = [\"A\"]\n";
+        let other = parse_d(echo).unwrap_err().to_string();
+        assert!(other.starts_with("g.toml:6:12:") && other.contains("only valid with handler"), "{other}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! scripts/build-wasm-plugin), an echo and its per-connection state, the
 //! chat room on a ws stack, the deadline (one looping connection among a
 //! hundred good ones), a trap, two plugins and two versions side by side,
-//! SIGHUP with a rebuilt `.wasm`, and the JavaScript echo and chat room
-//! (componentize-js, precompiled here as scripts/build-plugins does).
+//! SIGHUP with a rebuilt `.wasm`, the JavaScript echo and chat room
+//! (componentize-js, precompiled here as scripts/build-plugins does), and
+//! the sandbox's grants (a read-only directory served by a WASI plugin;
+//! the same plugin refused without a grant).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -306,4 +308,62 @@ fn javascript_echo_and_chat_room() {
             break;
         }
     }
+}
+
+/// One request to files-wasm-c, one answer (a line or a file's content).
+fn ask_files(port: u16, req: &str) -> String {
+    let mut s = connect(port);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut b = [0u8; 4096];
+    let n = s.read(&mut b).unwrap();
+    String::from_utf8_lossy(&b[..n]).into_owned()
+}
+
+#[test]
+fn a_granted_directory_is_served_read_only_and_wasi_is_denied_without_it() {
+    let _g = serial();
+    let d = tmpdir("wasm-grants");
+    let files = out_dir().join("files.wasm");
+    if !files.exists() {
+        let st = Command::new(Path::new(ROOT).join("scripts/build-wasm-plugin"))
+            .arg("--wasi")
+            .arg(&files)
+            .arg(Path::new(ROOT).join("examples/plugins/files-wasm-c/files.c"))
+            .status()
+            .expect("scripts/build-wasm-plugin runs");
+        assert!(st.success(), "files-wasm-c builds");
+    }
+    std::fs::create_dir_all(d.join("www")).unwrap();
+    std::fs::write(d.join("www/index.txt"), "granted\n").unwrap();
+    std::fs::write(d.join("outside.txt"), "secret\n").unwrap();
+    // without a grant the service is refused, saying why and what to grant
+    let denied = d.join("denied.toml");
+    std::fs::write(
+        &denied,
+        tcp_service("files", free_port(), &files.display().to_string(), ""),
+    )
+    .unwrap();
+    let (rc, out) = common::check(&denied);
+    assert_ne!(rc, 0, "{out}");
+    assert!(out.contains("(WASI)") && out.contains("wasm_read_dir"), "{out}");
+
+    let port = free_port();
+    let cfg = format!(
+        "io_threads = 1\n{}",
+        tcp_service(
+            "files",
+            port,
+            &files.display().to_string(),
+            "wasm_read_dir = { host = \"www\", guest = \"/www\" }\nwasm_env = [\"PATH\"]"
+        )
+    );
+    let srv = Server::start(&d, &cfg, &[port]);
+    assert_eq!(ask_files(port, "READ /www/index.txt"), "granted\n");
+    assert!(ask_files(port, "READ /www/../outside.txt").starts_with("ERR "));
+    assert!(ask_files(port, "WRITE /www/new.txt").starts_with("ERR "));
+    assert!(!d.join("www/new.txt").exists());
+    // a granted variable has the server's value
+    let path = ask_files(port, "ENV PATH");
+    assert!(!path.starts_with("ERR") && path.len() > 1, "{path}");
+    assert!(srv.log().contains("wasm plugin loaded"), "{}", srv.log());
 }

@@ -113,12 +113,7 @@ pub fn start(s: &ServiceConfig, pool: Option<myriad::Pool>) -> anyhow::Result<Ar
         anyhow::bail!("service {:?} has no plugin", s.name);
     };
     let lib = Arc::new(if wasm::is_wasm(&spec.path) {
-        let d = wasm::Limits::default();
-        let limits = wasm::Limits {
-            memory: spec.wasm_memory.unwrap_or(d.memory),
-            deadline: spec.wasm_deadline.unwrap_or(d.deadline),
-        };
-        Code::Wasm(WasmLib::load(&spec.path, limits)?)
+        Code::Wasm(WasmLib::load(spec)?)
     } else {
         Code::Native(Library::load(&spec.path)?)
     });

@@ -14,10 +14,12 @@
 use super::native::{ConnState, ServiceState};
 use super::HostCx;
 use ::myriad_plugin::abi::*;
-use myriad_wasm::{CallError, CloseReason, Event, HostCall, LogLevel, MsgKind, Shape, WasmPlugin};
+use crate::config::PluginSpec;
+use myriad_wasm::{
+    CallError, CloseReason, Event, Grants, HostCall, Limits, LogLevel, MsgKind, ReadDir, Shape,
+    WasmPlugin,
+};
 use std::path::Path;
-
-pub use myriad_wasm::Limits;
 
 /// A loaded wasm plugin.
 #[derive(Debug)]
@@ -60,14 +62,52 @@ fn reason_of(r: u32) -> CloseReason {
 }
 
 impl WasmLib {
-    /// Loads (or compiles) the component.
+    /// Loads (or compiles) the component of `spec`, with its limits and
+    /// grants (environment variables granted by name get the server's
+    /// values now; unset ones stay absent).
     ///
     /// # Errors
     ///
     /// The load error, naming the file.
-    pub fn load(path: &Path, limits: Limits) -> Result<WasmLib, myriad_wasm::WasmError> {
-        let (plugin, origin) = WasmPlugin::load(path, limits)?;
-        tracing::info!(file = %path.display(), plugin = %plugin.name(), ?origin, "wasm plugin loaded");
+    pub fn load(spec: &PluginSpec) -> Result<WasmLib, myriad_wasm::WasmError> {
+        let d = Limits::default();
+        let limits = Limits {
+            memory: spec.wasm_memory.unwrap_or(d.memory),
+            deadline: spec.wasm_deadline.unwrap_or(d.deadline),
+        };
+        let grants = Grants {
+            read_dir: spec
+                .wasm_read_dir
+                .as_ref()
+                .map(|(host, guest)| ReadDir {
+                    host: host.clone(),
+                    guest: guest.clone(),
+                }),
+            clock: spec.wasm_clock,
+            env: spec
+                .wasm_env
+                .iter()
+                .filter_map(|n| match std::env::var(n) {
+                    Ok(v) => Some((n.clone(), v)),
+                    Err(_) => {
+                        tracing::warn!(file = %spec.path.display(), var = %n, "wasm_env: not set (or not UTF-8) in the server's environment; the plugin does not see it");
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let path = &spec.path;
+        let (plugin, origin) = WasmPlugin::load_granted(path, limits, grants)?;
+        let g = plugin.grants();
+        tracing::info!(
+            file = %path.display(),
+            plugin = %plugin.name(),
+            ?origin,
+            read_dir = ?g.read_dir.as_ref().map(|d| (&d.host, &d.guest)),
+            clock = g.clock,
+            env = g.env.len(),
+            "wasm plugin loaded"
+        );
         Ok(WasmLib { plugin })
     }
 

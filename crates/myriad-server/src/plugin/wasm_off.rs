@@ -5,26 +5,8 @@
 
 use super::native::{ConnState, ServiceState};
 use super::HostCx;
+use crate::config::PluginSpec;
 use std::path::Path;
-use std::time::Duration;
-
-/// The sandbox limits of an instance (as `myriad_wasm::Limits`).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The most linear memory one instance may have, in bytes.
-    pub memory: usize,
-    /// How long one call into the guest may run.
-    pub deadline: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory: 256 << 20,
-            deadline: Duration::from_millis(10),
-        }
-    }
-}
 
 /// Loading a WebAssembly plugin in a build without it.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +29,8 @@ impl WasmLib {
     /// # Errors
     ///
     /// [`NoWasm`], naming the file.
-    pub fn load(path: &Path, _limits: Limits) -> Result<WasmLib, NoWasm> {
+    pub fn load(spec: &PluginSpec) -> Result<WasmLib, NoWasm> {
+        let path = &spec.path;
         Err(NoWasm(path.display().to_string()))
     }
 
