@@ -822,7 +822,9 @@ impl<H: WsHandler> ServerHandler<H> {
             }
         }
         let user = &mut self.user;
-        let peer = cx.peer_addr().ok();
+        // Behind a PROXY-protocol listener, the client from the header
+        // rather than the load balancer's address.
+        let peer = myriad::proxy::client_addr(cx).ok();
         let decide = |req: &crate::handshake::UpgradeRequest, chosen: Option<String>| {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Request::new(&mut headers);

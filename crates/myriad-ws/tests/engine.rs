@@ -15,7 +15,7 @@ use myriad_ws::client::WsClient;
 use myriad_ws::server::{HttpResponse, WsServer};
 use myriad_ws::{
     apply_mask, ClientConfig, ClientConnection, CloseCode, DeflateConfig, Event, Handshake,
-    Message, MessageKind, PreparedMessage, Room, WsCtx, WsHandler,
+    Message, MessageKind, PreparedMessage, Room, Upgrade, UpgradeInfo, WsCtx, WsHandler,
 };
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -59,6 +59,7 @@ both_backends!(
     shutdown_sends_1001,
     http_fallback_page,
     subprotocol_and_headers,
+    peer_behind_proxy_protocol,
 );
 
 // ----- helpers -----
@@ -1257,4 +1258,50 @@ fn keepalive_closes_a_silent_peer(kind: BackendKind) {
         }
     }
     assert_eq!(ws.stats().pong_timeouts, 1);
+}
+
+/// Reports the client address the upgrade and the open connection see.
+struct PeerProbe {
+    tx: mpsc::Sender<(Option<SocketAddr>, Option<SocketAddr>)>,
+    at_upgrade: Option<SocketAddr>,
+}
+
+impl WsHandler for PeerProbe {
+    fn on_upgrade(&mut self, req: &UpgradeInfo<'_>) -> Upgrade {
+        self.at_upgrade = req.peer();
+        Upgrade::Accept
+    }
+    fn on_open(&mut self, cx: &mut WsCtx<'_, '_>, _hs: &Handshake<'_>) {
+        let _ = self.tx.send((self.at_upgrade, cx.peer_addr().ok()));
+    }
+    fn on_message(&mut self, _cx: &mut WsCtx<'_, '_>, _msg: Message<'_>) {}
+}
+
+/// Behind a PROXY-protocol listener both `UpgradeInfo::peer` and
+/// `WsCtx::peer_addr` give the client from the header, not the load
+/// balancer's address.
+fn peer_behind_proxy_protocol(kind: BackendKind) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let ws = WsServer::builder().build();
+    let svc = myriad::proxy::proxied(
+        ws.service("ws", localhost(), move || PeerProbe {
+            tx: tx.lock().unwrap().clone(),
+            at_upgrade: None,
+        }),
+        myriad::proxy::DEFAULT_HEADER_TIMEOUT,
+    );
+    let (_engine, addr) = start(kind, 1, svc);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(format!("PROXY TCP4 10.0.0.1 127.0.0.1 12345 8080\r\n{UPGRADE}\r\n").as_bytes())
+        .unwrap();
+    let mut resp = [0u8; 12];
+    s.read_exact(&mut resp).unwrap();
+    assert_eq!(&resp, b"HTTP/1.1 101");
+    let client: SocketAddr = "10.0.0.1:12345".parse().unwrap();
+    assert_eq!(
+        rx.recv_timeout(IO_TIMEOUT).unwrap(),
+        (Some(client), Some(client))
+    );
 }
