@@ -147,6 +147,10 @@ fn default_config_serves_echo_websocket_and_metrics_with_notify() {
     }
     assert_eq!(accepted_echo, 1.0);
     assert!(body.contains("myriad_connections_open{service=\"ws-echo\""));
+    // the loops' queued bytes, a gauge per service and loop (scripts/soak
+    // watches it)
+    assert!(body.contains("# TYPE myriad_queued_bytes gauge"), "{body}");
+    assert!(body.contains("myriad_queued_bytes{service=\"tcp-echo\",loop=\"0\"} "));
     // the chat room's dropped deliveries (none here); services that do
     // not broadcast have no such line
     assert!(
