@@ -556,7 +556,9 @@ fn wasm_grants(
 ) -> Result<(), ConfigError> {
     let wasm = spec.path.extension().is_some_and(|e| e == "wasm");
     let first = [
-        s.wasm_read_dir.as_ref().map(|d| ("wasm_read_dir", d.span())),
+        s.wasm_read_dir
+            .as_ref()
+            .map(|d| ("wasm_read_dir", d.span())),
         s.wasm_clock.as_ref().map(|c| ("wasm_clock", c.span())),
         s.wasm_env.as_ref().map(|e| ("wasm_env", e.span())),
     ]
@@ -1143,7 +1145,9 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                 ));
             }
             let grant = [
-                s.wasm_read_dir.as_ref().map(|d| ("wasm_read_dir", d.span())),
+                s.wasm_read_dir
+                    .as_ref()
+                    .map(|d| ("wasm_read_dir", d.span())),
                 s.wasm_clock.as_ref().map(|c| ("wasm_clock", c.span())),
                 s.wasm_env.as_ref().map(|e| ("wasm_env", e.span())),
             ]
@@ -1378,7 +1382,10 @@ mod tests {
         // none: nothing granted
         let c = parse_d(&svc("p.wasm", "")).unwrap();
         let p = c.services[0].plugin.as_ref().unwrap();
-        assert_eq!((&p.wasm_read_dir, p.wasm_clock, p.wasm_env.len()), (&None, false, 0));
+        assert_eq!(
+            (&p.wasm_read_dir, p.wasm_clock, p.wasm_env.len()),
+            (&None, false, 0)
+        );
         let c = parse_d(&svc(
             "p.wasm",
             "wasm_read_dir = { host = \"data\", guest = \"/data\" }\nwasm_clock = true\nwasm_env = [\"LANG\", \"GREETING\"]\n",
@@ -1390,21 +1397,41 @@ mod tests {
         assert_eq!(p.wasm_env, ["LANG", "GREETING"]);
         let e = |extra: &str| parse_d(&svc("p.wasm", extra)).unwrap_err().to_string();
         let missing = e("wasm_read_dir = { host = \"nope\", guest = \"/d\" }\n");
-        assert!(missing.starts_with("g.toml:7:26:") && missing.contains("directory not found"), "{missing}");
+        assert!(
+            missing.starts_with("g.toml:7:26:") && missing.contains("directory not found"),
+            "{missing}"
+        );
         let rel = e("wasm_read_dir = { host = \"data\", guest = \"data\" }\n");
-        assert!(rel.starts_with("g.toml:7:42:") && rel.contains("must be absolute"), "{rel}");
+        assert!(
+            rel.starts_with("g.toml:7:42:") && rel.contains("must be absolute"),
+            "{rel}"
+        );
         let up = e("wasm_read_dir = { host = \"data\", guest = \"/a/../b\" }\n");
         assert!(up.contains("without \"..\""), "{up}");
         let extra = e("wasm_read_dir = { host = \"data\", guest = \"/d\", mode = \"rw\" }\n");
-        assert!(extra.starts_with("g.toml:7:") && extra.contains("mode"), "{extra}");
+        assert!(
+            extra.starts_with("g.toml:7:") && extra.contains("mode"),
+            "{extra}"
+        );
         let env = e("wasm_env = [\"A=B\"]\n");
-        assert!(env.starts_with("g.toml:7:12:") && env.contains("not a variable name"), "{env}");
+        assert!(
+            env.starts_with("g.toml:7:12:") && env.contains("not a variable name"),
+            "{env}"
+        );
         // a native plugin is not sandboxed: the keys would mislead
-        let native = parse_d(&svc("p.so", "wasm_clock = true\n")).unwrap_err().to_string();
-        assert!(native.starts_with("g.toml:7:14:") && native.contains("WebAssembly plugins"), "{native}");
+        let native = parse_d(&svc("p.so", "wasm_clock = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            native.starts_with("g.toml:7:14:") && native.contains("WebAssembly plugins"),
+            "{native}"
+        );
         let echo = "[[service]]\nname = \"e\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\nwasm_env = [\"A\"]\n";
         let other = parse_d(echo).unwrap_err().to_string();
-        assert!(other.starts_with("g.toml:6:12:") && other.contains("only valid with handler"), "{other}");
+        assert!(
+            other.starts_with("g.toml:6:12:") && other.contains("only valid with handler"),
+            "{other}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -345,7 +345,10 @@ fn a_granted_directory_is_served_read_only_and_wasi_is_denied_without_it() {
     .unwrap();
     let (rc, out) = common::check(&denied);
     assert_ne!(rc, 0, "{out}");
-    assert!(out.contains("(WASI)") && out.contains("wasm_read_dir"), "{out}");
+    assert!(
+        out.contains("(WASI)") && out.contains("wasm_read_dir"),
+        "{out}"
+    );
 
     let port = free_port();
     let cfg = format!(

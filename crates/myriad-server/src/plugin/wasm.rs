@@ -13,8 +13,8 @@
 
 use super::native::{ConnState, ServiceState};
 use super::HostCx;
-use ::myriad_plugin::abi::*;
 use crate::config::PluginSpec;
+use ::myriad_plugin::abi::*;
 use myriad_wasm::{
     CallError, CloseReason, Event, Grants, HostCall, Limits, LogLevel, MsgKind, ReadDir, Shape,
     WasmPlugin,
