@@ -54,7 +54,7 @@ pub(crate) const SMALL_CHUNK: usize = 2048;
 pub(crate) const TINY_CHUNK: usize = 256;
 
 /// At most this many bytes are copied to join the front chunks of a queue
-/// before a send ([`OutQueue::coalesce_front`]).
+/// before a send ([`OutboundQueue::coalesce_front`]).
 pub(crate) const JOIN_MAX: usize = 16 << 10;
 
 /// At most this many chunks are joined at once.
@@ -209,16 +209,16 @@ impl ChunkPool {
 
 /// A connection's outbound queue: a chain of chunks in the pool.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct OutQueue {
+pub(crate) struct OutboundQueue {
     head: u32,
     tail: u32,
     /// Bytes queued (not yet handed to a completed send).
     pub(crate) len: u32,
 }
 
-impl Default for OutQueue {
+impl Default for OutboundQueue {
     fn default() -> Self {
-        OutQueue {
+        OutboundQueue {
             head: NIL,
             tail: NIL,
             len: 0,
@@ -226,7 +226,7 @@ impl Default for OutQueue {
     }
 }
 
-impl OutQueue {
+impl OutboundQueue {
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
@@ -301,12 +301,12 @@ impl OutQueue {
         }
     }
 
-    /// Largest `max` [`OutQueue::push_with`] accepts: one large chunk.
+    /// Largest `max` [`OutboundQueue::push_with`] accepts: one large chunk.
     pub(crate) fn max_fill(pool: &ChunkPool) -> usize {
         pool.sizes[2]
     }
 
-    /// Lets `fill` write up to `max` (at most [`OutQueue::max_fill`]) bytes
+    /// Lets `fill` write up to `max` (at most [`OutboundQueue::max_fill`]) bytes
     /// straight into the tail chunk, or a new one if the tail has less
     /// room; `fill` returns how many it wrote. Returns that count.
     pub(crate) fn push_with(
@@ -551,7 +551,7 @@ impl OutQueue {
             i = next;
         }
         self.set_len(pool, 0);
-        *self = OutQueue::default();
+        *self = OutboundQueue::default();
     }
 }
 
@@ -593,7 +593,7 @@ mod tests {
     #[test]
     fn push_with_fills_in_place_and_releases_unused_chunks() {
         let mut pool = ChunkPool::new(4096, 4);
-        let mut q = OutQueue::default();
+        let mut q = OutboundQueue::default();
         assert_eq!(q.push_with(&mut pool, 100, |_| 0), 0);
         assert!(q.is_empty());
         assert_eq!(pool.free_len[0], pool.live[0]);
@@ -619,13 +619,13 @@ mod tests {
         assert_eq!(&all[..6], b"abcdef");
         // `fill` claiming more than `max` is clamped.
         assert_eq!(q.len as usize, 5 + SMALL_CHUNK);
-        assert_eq!(OutQueue::max_fill(&pool), 4096);
+        assert_eq!(OutboundQueue::max_fill(&pool), 4096);
     }
 
     #[test]
     fn queue_roundtrip_across_chunks() {
         let mut pool = ChunkPool::new(4096, 4);
-        let mut q = OutQueue::default();
+        let mut q = OutboundQueue::default();
         let data: Vec<u8> = (0..10000u32).map(|i| i as u8).collect();
         q.push(&mut pool, &data[..300]);
         q.push(&mut pool, &data[300..]);
@@ -658,7 +658,7 @@ mod shared {
     fn shared_and_owned_interleave_in_order() {
         let mut pool = ChunkPool::new(4096, 4);
         let msg: Arc<[u8]> = Arc::from(&b"shared-payload"[..]);
-        let mut q = OutQueue::default();
+        let mut q = OutboundQueue::default();
         q.push(&mut pool, b"head:");
         q.push_shared(&mut pool, msg.clone());
         q.push(&mut pool, b":tail");
@@ -691,7 +691,7 @@ mod parts {
     #[test]
     fn header_and_large_payload_share_one_chunk() {
         let mut pool = ChunkPool::new(65536, 4);
-        let mut q = OutQueue::default();
+        let mut q = OutboundQueue::default();
         let payload = vec![7u8; 16384];
         q.push_parts(&mut pool, &[&[0x82, 126, 0x40, 0], &payload]);
         let mut iov = [IoSlice::new(&[]); 4];
@@ -718,7 +718,7 @@ mod churn {
     #[test]
     fn single_small_chunk_is_reused() {
         let mut pool = ChunkPool::new(16384, 64);
-        let mut qs = [OutQueue::default(); 20];
+        let mut qs = [OutboundQueue::default(); 20];
         for _ in 0..1000 {
             for q in qs.iter_mut() {
                 q.push(&mut pool, &[1u8; 64]);
@@ -736,7 +736,7 @@ mod churn {
 mod coalesce {
     use super::*;
 
-    fn drain(q: &mut OutQueue, pool: &mut ChunkPool) -> Vec<u8> {
+    fn drain(q: &mut OutboundQueue, pool: &mut ChunkPool) -> Vec<u8> {
         let mut out = Vec::new();
         for _ in 0..1000 {
             if q.is_empty() {
@@ -757,7 +757,7 @@ mod coalesce {
     #[test]
     fn short_front_chunks_become_one() {
         let mut pool = ChunkPool::new(16 << 10, 4);
-        let mut q = OutQueue::default();
+        let mut q = OutboundQueue::default();
         let mut want = Vec::new();
         for i in 0..16u8 {
             let answer = [b'a' + i; 130];
@@ -779,7 +779,7 @@ mod coalesce {
     #[test]
     fn joins_short_shared_chunks_not_large_ones() {
         let mut pool = ChunkPool::new(16 << 10, 4);
-        let mut q = OutQueue::default();
+        let mut q = OutboundQueue::default();
         q.push(&mut pool, b"0123456789");
         q.advance(&mut pool, 4);
         q.push(&mut pool, &[b'x'; 300]);
@@ -805,7 +805,7 @@ mod coalesce {
     #[test]
     fn shared_messages_leave_together_within_bounds() {
         let mut pool = ChunkPool::new(64 << 10, 4);
-        let mut q = OutQueue::default();
+        let mut q = OutboundQueue::default();
         let mut want = Vec::new();
         let msgs: Vec<Arc<[u8]>> = (0..400u32)
             .map(|i| Arc::from(&[i as u8; 102][..]))
@@ -847,7 +847,7 @@ mod coalesce {
     #[test]
     fn file_segment_ends_the_run() {
         let mut pool = ChunkPool::new(16 << 10, 4);
-        let mut q = OutQueue::default();
+        let mut q = OutboundQueue::default();
         let file = Arc::new(File::open("/dev/null").expect("open /dev/null"));
         q.push(&mut pool, b"ab");
         q.push_shared(&mut pool, Arc::from(&b"cd"[..]));

@@ -4,8 +4,10 @@
 use crate::backend::{
     self, epoll::EpollBackend, sys, uring::UringBackend, Backend, BackendKind, UringParams,
 };
-use crate::core::{dur_ms, Core, Factory, Limits, ListenerRt, LoopHandle, LoopShared, ServiceRt};
 use crate::handler::Handler;
+use crate::reactor::{
+    dur_ms, Factory, Limits, ListenerRt, LoopHandle, LoopShared, Reactor, ServiceRt,
+};
 use crate::stats::Stats;
 use std::io;
 use std::net::SocketAddr;
@@ -599,7 +601,7 @@ impl EngineBuilder {
             };
             service_limits.push(i as u16);
         }
-        let per_addr: Vec<crate::core::PerAddr> =
+        let per_addr: Vec<crate::reactor::PerAddr> =
             self.services.iter().map(|_| Default::default()).collect();
         let open_counts: Vec<Arc<AtomicUsize>> = self
             .services
@@ -663,7 +665,7 @@ impl EngineBuilder {
                 .name(format!("myriad-loop-{idx}"))
                 .spawn(move || -> Result<(), Error> {
                     // The core is built on its own thread: handlers need not be Send.
-                    let mut core = Core::new(
+                    let mut core = Reactor::new(
                         idx as u32,
                         shared,
                         rx,
@@ -793,7 +795,7 @@ fn bind_listener(addr: SocketAddr, backlog: i32, nodelay: bool) -> io::Result<Ra
 
 fn run_loop<B: Backend>(
     mut be: B,
-    core: &mut Core,
+    core: &mut Reactor,
     listeners: Vec<(RawFd, u16)>,
     ready: mpsc::Sender<Result<usize, Error>>,
 ) -> Result<(), Error> {

@@ -1,6 +1,6 @@
 //! The handler API: what user code implements.
 
-use crate::core::Ctx;
+use crate::reactor::Ctx;
 use std::fmt;
 use std::io;
 

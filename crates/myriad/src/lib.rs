@@ -34,20 +34,20 @@
 
 mod backend;
 mod buf;
-mod core;
 mod engine;
 mod filter;
 mod handler;
 mod pool;
 pub mod proxy;
+mod reactor;
 mod stats;
 mod timer;
 pub mod workers;
 
 pub use crate::backend::BackendKind;
-pub use crate::core::{ConnId, ConnectOptions, Ctx, LoopCx, LoopHandle, QUEUE_BUCKETS};
 pub use crate::engine::{Engine, EngineBuilder, Error, Service};
 pub use crate::filter::{Filter, FilterError, FilterFactory, Outbound};
 pub use crate::handler::{CloseReason, Handler};
 pub use crate::pool::{Pool, PoolFull};
+pub use crate::reactor::{ConnId, ConnectOptions, Ctx, LoopCx, LoopHandle, QUEUE_BUCKETS};
 pub use crate::stats::{LoopCounters, Stats};

@@ -7,7 +7,7 @@
 //! [`Pool::submit`] fails at once with [`PoolFull`] instead of queueing
 //! without end.
 
-use crate::core::{ConnId, Ctx, LoopHandle};
+use crate::reactor::{ConnId, Ctx, LoopHandle};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

@@ -19,9 +19,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::core::{ConnId, Ctx};
 use crate::engine::Service;
 use crate::handler::{CloseReason, Handler};
+use crate::reactor::{ConnId, Ctx};
 
 /// The 12-byte signature that starts a version 2 header.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";

@@ -1,0 +1,313 @@
+//! The end-of-turn flush: the only place that drives the backend.
+
+use super::*;
+
+impl Reactor {
+    // ----- flush: the only place that drives the backend -----
+
+    /// Applies listener changes, then works through the dirty list.
+    pub(crate) fn flush<B: Backend>(&mut self, be: &mut B) {
+        if self.stop_listeners {
+            self.stop_listeners = false;
+            for (i, l) in self.listeners.iter_mut().enumerate() {
+                if !l.removed {
+                    l.removed = true;
+                    be.remove_listener(i);
+                    sys::close(l.fd);
+                }
+            }
+        }
+        if self.accept_resume {
+            self.accept_resume = false;
+            for (i, l) in self.listeners.iter_mut().enumerate() {
+                if l.paused && !l.removed {
+                    l.paused = false;
+                    be.arm_accept(i);
+                }
+            }
+        }
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let slot = self.dirty[i];
+            i += 1;
+            self.conns[slot as usize].flags &= !DIRTY;
+            self.flush_conn(slot, be);
+        }
+        self.dirty.clear();
+        if self.dirty.capacity() > 4096 {
+            // a burst (many connections at once) left it large
+            self.dirty.shrink_to(4096);
+        }
+        // After the sends: epoll sends in the flush itself, so a gauge set
+        // before it would keep the bytes an idle loop has already sent.
+        LoopCounters::set(&self.shared.counters.queued_bytes, self.pool.queued);
+    }
+
+    pub(super) fn flush_conn<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let f = self.conns[slot as usize].flags;
+        if f & USED == 0 {
+            return;
+        }
+        if f & OPEN != 0 {
+            if f & (ABORT_REQ | SLOW | OVERFLOW | PANICKED | SHED) != 0 {
+                let reason = if f & PANICKED != 0 {
+                    LoopCounters::add(&self.shared.counters.err_handler_panic, 1);
+                    CloseReason::HandlerPanic
+                } else if f & SHED != 0 {
+                    LoopCounters::add(&self.shared.counters.err_queue_cap, 1);
+                    CloseReason::SlowReader
+                } else if f & SLOW != 0 {
+                    LoopCounters::add(&self.shared.counters.err_slow_reader, 1);
+                    CloseReason::SlowReader
+                } else if f & OVERFLOW != 0 {
+                    LoopCounters::add(&self.shared.counters.err_input_overflow, 1);
+                    CloseReason::InputOverflow
+                } else {
+                    CloseReason::Local
+                };
+                self.conns[slot as usize].flags |= LINGER0;
+                self.finalize(slot, reason);
+            } else {
+                self.flush_open(slot, be);
+            }
+        }
+        if self.conns[slot as usize].flags & (USED | OPEN) == USED {
+            self.cleanup(slot, be);
+        }
+    }
+
+    pub(super) fn flush_open<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let c = &mut self.conns[slot as usize];
+        let tok = token(slot, c.gen);
+        if c.flags & NEEDS_REG != 0 {
+            c.flags &= !NEEDS_REG;
+            let mode = if c.flags & CONNECTING != 0 {
+                AddMode::Connect
+            } else {
+                AddMode::Recv
+            };
+            match be.add_conn(tok, c.fd, mode) {
+                Ok(()) => {
+                    c.flags |= REGISTERED
+                        | match mode {
+                            AddMode::Recv => RECV_ACTIVE,
+                            AddMode::Connect => CONNECT_INFLIGHT,
+                        };
+                }
+                Err(e) => {
+                    self.finalize(slot, CloseReason::Io(e));
+                    return;
+                }
+            }
+        }
+        self.try_send(slot, be);
+        let c = &mut self.conns[slot as usize];
+        if c.flags & OPEN == 0 {
+            return;
+        }
+        if c.out.is_empty() && c.flags & CONNECTING == 0 {
+            if c.flags & (SHUT_WR_REQ | SHUT_WR_DONE) == SHUT_WR_REQ {
+                c.flags |= SHUT_WR_DONE;
+                let _ = sys::shutdown(c.fd, libc::SHUT_WR);
+            }
+            if c.flags & CLOSE_REQ != 0 {
+                let linger_ms = self.limits[c.limits as usize].linger_ms;
+                if is_lingering(c.flags) {
+                    // waiting for the peer's end of stream or the timer
+                } else if c.flags & EOF != 0 || linger_ms == 0 {
+                    // (SHUT_WR_DONE without SHUT_WR_REQ: we lingered, and
+                    // the peer's end of stream answered our close)
+                    let lingered = c.flags & (SHUT_WR_REQ | SHUT_WR_DONE) == SHUT_WR_DONE;
+                    let reason = if c.flags & EOF != 0 && !lingered {
+                        CloseReason::PeerClosed
+                    } else {
+                        CloseReason::Local
+                    };
+                    self.finalize(slot, reason);
+                    return;
+                } else {
+                    // Lingering close: FIN first (the handler's own
+                    // shutdown_write may have sent it already), then wait
+                    // for the peer's, bounded by the timer.
+                    if c.flags & SHUT_WR_DONE == 0 {
+                        let _ = sys::shutdown(c.fd, libc::SHUT_WR);
+                    }
+                    c.flags = (c.flags & !SHUT_WR_REQ) | SHUT_WR_DONE;
+                    let e = TimerEntry {
+                        at_ms: self.now_ms + u64::from(linger_ms),
+                        slot,
+                        gen: c.gen,
+                        kind: TimerKind::Linger,
+                    };
+                    self.timers.push(e);
+                }
+            }
+        }
+        let c = &mut self.conns[slot as usize];
+        if c.flags & (PAUSE_USER | PAUSE_BP | CLOSING | CONNECTING) == 0 {
+            if c.flags & REDELIVER != 0 {
+                c.flags &= !REDELIVER;
+                self.deliver_input(slot);
+            }
+            let c = &mut self.conns[slot as usize];
+            if c.flags & (EOF_PENDING | HANDSHAKING) == (EOF_PENDING | HANDSHAKING) {
+                // The peer gave up before the handshake finished.
+                c.flags &= !EOF_PENDING;
+                self.finalize(slot, CloseReason::PeerClosed);
+                return;
+            }
+            let c = &mut self.conns[slot as usize];
+            if c.flags & (EOF_PENDING | OPEN | PAUSE_USER | PAUSE_BP | CLOSING)
+                == (EOF_PENDING | OPEN)
+            {
+                c.flags &= !EOF_PENDING;
+                self.call(slot, |h, cx| h.on_eof(cx));
+            }
+        }
+        self.reconcile_recv(slot, be);
+    }
+
+    pub(super) fn reconcile_recv<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let c = &mut self.conns[slot as usize];
+        let f = c.flags;
+        let want = f & (OPEN | REGISTERED) == (OPEN | REGISTERED)
+            && (f & (CONNECTING | EOF | PAUSE_USER | PAUSE_BP | CLOSING) == 0
+                || f & CONNECTING == 0 && drains_input(f));
+        let tok = token(slot, c.gen);
+        if want && f & RECV_ACTIVE == 0 {
+            c.flags |= RECV_ACTIVE;
+            be.arm_recv(tok, c.fd);
+        } else if !want && f & RECV_ACTIVE != 0 && f & RECV_CANCEL == 0 {
+            if be.cancel_recv(tok, c.fd) {
+                c.flags &= !RECV_ACTIVE;
+            } else {
+                c.flags |= RECV_CANCEL;
+            }
+        }
+    }
+
+    pub(super) fn try_send<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let mut sent = false;
+        for _ in 0..64 {
+            let c = &self.conns[slot as usize];
+            if c.flags & (SEND_INFLIGHT | WAIT_WRITABLE | CONNECTING) != 0
+                || c.flags & REGISTERED == 0
+                || c.out.is_empty()
+            {
+                break;
+            }
+            if be.sends_one_buffer() {
+                // No send is in flight here (checked above): the front
+                // chunks may move.
+                let Reactor { conns, pool, .. } = self;
+                conns[slot as usize].out.coalesce_front(pool);
+            }
+            let c = &self.conns[slot as usize];
+            let out = c.out;
+            let (fd, tok) = (c.fd, token(slot, c.gen));
+            let outcome = match out.front_file(&self.pool) {
+                Some((file, offset, len)) => be.send_file(tok, fd, file, offset, len),
+                None => {
+                    // Slices up to the next file segment, if any.
+                    let mut iov = [IoSlice::new(&[]); 16];
+                    let n = out.slices(&self.pool, &mut iov);
+                    be.send(tok, fd, &iov[..n])
+                }
+            };
+            match outcome {
+                SendOutcome::InFlight => {
+                    self.conns[slot as usize].flags |= SEND_INFLIGHT;
+                    return;
+                }
+                SendOutcome::WouldBlock => {
+                    self.conns[slot as usize].flags |= WAIT_WRITABLE;
+                    self.arm_send(slot);
+                    return;
+                }
+                SendOutcome::Done(Ok(n)) => {
+                    LoopCounters::add(&self.shared.counters.bytes_out, n as u64);
+                    LoopCounters::add(&self.shared.counters.writes, 1);
+                    if n > 0 {
+                        self.conns[slot as usize].flags |= SENT_SINCE;
+                    }
+                    self.conns[slot as usize].out.advance(&mut self.pool, n);
+                    sent = true;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                SendOutcome::Done(Err(e)) => {
+                    LoopCounters::add(&self.shared.counters.err_reset, 1);
+                    self.finalize(slot, CloseReason::Io(e));
+                    return;
+                }
+            }
+        }
+        let c = &self.conns[slot as usize];
+        if sent && c.out.is_empty() && c.flags & OPEN != 0 {
+            self.drained(slot);
+        }
+    }
+
+    /// Tears down a closed connection once nothing is in flight on it.
+    pub(super) fn cleanup<B: Backend>(&mut self, slot: u32, be: &mut B) {
+        let c = &mut self.conns[slot as usize];
+        let tok = token(slot, c.gen);
+        if c.flags & REGISTERED != 0 && c.flags & (INFLIGHT | WAIT_WRITABLE) != 0 {
+            if c.flags & CANCEL_ALL == 0 {
+                c.flags |= CANCEL_ALL;
+                let ops = InFlight {
+                    recv: c.flags & RECV_ACTIVE != 0,
+                    send: c.flags & SEND_INFLIGHT != 0,
+                    connect: c.flags & CONNECT_INFLIGHT != 0,
+                    writable: c.flags & WAIT_WRITABLE != 0,
+                };
+                if be.cancel_all(tok, c.fd, ops) {
+                    c.flags &= !(INFLIGHT | WAIT_WRITABLE | RECV_CANCEL);
+                }
+            }
+            if c.flags & INFLIGHT != 0 {
+                return;
+            }
+        }
+        if c.flags & FLUSH_ON_CLOSE != 0 && !c.out.is_empty() {
+            // Best effort, one non-blocking send: a TLS alert is a few bytes.
+            let mut iov = [IoSlice::new(&[]); 4];
+            let n = c.out.slices(&self.pool, &mut iov);
+            let _ = sys::send_vectored(c.fd, &iov[..n]);
+        }
+        be.remove_conn(tok, c.fd);
+        if c.flags & LINGER0 != 0 {
+            let _ = sys::set_linger_zero(c.fd);
+        }
+        sys::close(c.fd);
+        c.out.clear(&mut self.pool);
+        let input = c.take_input();
+        self.inputs.give(input);
+        self.free_slot(slot);
+    }
+
+    /// Closes everything at exit (after the loop stopped).
+    pub(crate) fn close_all(&mut self) {
+        for slot in 0..self.conns.len() {
+            let c = &mut self.conns[slot];
+            if c.flags & USED != 0 {
+                if c.flags & OPEN != 0 {
+                    self.finalize(slot as u32, CloseReason::Shutdown);
+                }
+                let c = &mut self.conns[slot];
+                if c.flags & LINGER0 != 0 {
+                    let _ = sys::set_linger_zero(c.fd);
+                }
+                sys::close(c.fd);
+                c.flags = 0;
+            }
+        }
+        for l in &mut self.listeners {
+            if !l.removed {
+                l.removed = true;
+                sys::close(l.fd);
+            }
+        }
+    }
+}

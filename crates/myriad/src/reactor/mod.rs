@@ -1,0 +1,252 @@
+//! The connection core: slots, write queues, back-pressure, timers, limits
+//! and the handler contexts. Backend-independent: it consumes
+//! [`Event`]s and drives a [`Backend`] in [`Reactor::flush`].
+//!
+//! Handlers are only ever called from here, in three places: while a batch
+//! of completions is dispatched, while timers fire, and during the flush at
+//! the end of the turn. A handler's own calls on its [`Ctx`] never call a
+//! handler back; they set flags and put the connection on the dirty list,
+//! which the flush works through. That is what keeps the stack flat however
+//! fast the peers answer.
+//!
+//! One file per concern: `slot` (the slab of connection slots and their
+//! flags), `config` (limits, services, connect options), `handle` (the
+//! thread-safe `ConnId`/`LoopHandle`), `ctx` (the handler-facing
+//! `Ctx`/`LoopCx`), `dispatch` (completions → handler calls), `timers`,
+//! `write` (queueing, back-pressure, connect) and `flush` (the end of the
+//! turn, the only place that drives the backend).
+
+mod config;
+mod ctx;
+mod dispatch;
+mod flush;
+mod handle;
+mod slot;
+mod timers;
+mod write;
+
+use config::clamp_u32;
+pub use config::ConnectOptions;
+pub(crate) use config::{dur_ms, Limits, ListenerRt, PerAddr, ServiceRt};
+pub use ctx::{Ctx, LoopCx};
+pub(crate) use handle::LoopShared;
+pub use handle::{ConnId, LoopHandle, QUEUE_BUCKETS};
+use slot::*;
+use write::OutboundView;
+
+use crate::backend::{
+    sys, token, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome,
+};
+use crate::buf::{ChunkPool, InputPool, OutboundQueue, NIL};
+use crate::filter::{DebugFactory, Filter, FilterError, FilterFactory, Outbound};
+use crate::handler::{CloseReason, Handler};
+use crate::stats::{LoopCounters, Stats};
+use crate::timer::{TimerEntry, TimerKind, Timers};
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{IntoRawFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+pub(crate) type Task = Box<dyn FnOnce(&mut LoopCx<'_>) + Send>;
+pub(crate) type Factory = Arc<dyn Fn() -> Box<dyn Handler> + Send + Sync>;
+
+/// The per-loop connection core.
+pub(crate) struct Reactor {
+    pub(crate) loop_idx: u32,
+    conns: Vec<Conn>,
+    free_head: u32,
+    live: usize,
+    pool: ChunkPool,
+    inputs: InputPool,
+    timers: Timers,
+    /// The cap on `pool.queued` (see `EngineBuilder::max_queued_per_loop`).
+    max_queued: u64,
+    /// Source addresses of this loop's connections, for services with a
+    /// per-address limit only.
+    sources: std::collections::HashMap<u32, IpAddr>,
+    dirty: Vec<u32>,
+    now_ms: u64,
+    /// The loop's clock (`Ctx::now`): read once per turn, after the wait.
+    now: Instant,
+    start: Instant,
+    pub(crate) shared: Arc<LoopShared>,
+    pub(crate) services: Vec<ServiceRt>,
+    limits: Vec<Limits>,
+    pub(crate) listeners: Vec<ListenerRt>,
+    accept_resume: bool,
+    accept_retry_armed: bool,
+    /// A spare descriptor for accept-and-close when out of descriptors
+    /// (`sys::reject_pending`).
+    reserve_fd: Option<std::os::fd::OwnedFd>,
+    loops: Arc<OnceLock<Vec<LoopHandle>>>,
+    rx: mpsc::Receiver<Task>,
+    shutdown_at: Option<u64>,
+    stop_listeners: bool,
+    outbound_limits: Limits,
+    /// Decoded application bytes of filtered connections (reused).
+    scratch: Vec<u8>,
+    /// Bytes of [`Ctx::write_with`] that cannot go straight into a chunk
+    /// (a filtered connection, a fill larger than a chunk); reused.
+    wscratch: Vec<u8>,
+    /// Outbound connections still connecting whose filter starts once
+    /// connected (few at a time; kept out of the slot to keep it small).
+    pending_filters: Vec<(u32, FilterFactory, u32)>,
+}
+
+impl Drop for Reactor {
+    /// After a panic that escaped the loop, `close_all` never ran: the
+    /// descriptors go now, so that the kernel stops handing this loop's
+    /// listener its share of new connections (they would hang) and the
+    /// loop's peers see their connections end. After `close_all` there is
+    /// nothing left to do here.
+    fn drop(&mut self) {
+        for l in &mut self.listeners {
+            if !l.removed {
+                l.removed = true;
+                sys::close(l.fd);
+            }
+        }
+        for c in &mut self.conns {
+            if c.flags & USED != 0 {
+                sys::close(c.fd);
+                c.flags = 0;
+            }
+        }
+    }
+}
+
+impl Reactor {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        loop_idx: u32,
+        shared: Arc<LoopShared>,
+        rx: mpsc::Receiver<Task>,
+        loops: Arc<OnceLock<Vec<LoopHandle>>>,
+        services: Vec<ServiceRt>,
+        limits: Vec<Limits>,
+        chunk_size: usize,
+        outbound_limits: Limits,
+        max_queued: u64,
+    ) -> Self {
+        Reactor {
+            max_queued,
+            sources: std::collections::HashMap::new(),
+            loop_idx,
+            conns: Vec::new(),
+            free_head: NIL,
+            live: 0,
+            pool: ChunkPool::new(chunk_size, 64),
+            inputs: InputPool::new(1024, 1 << 20),
+            timers: Timers::default(),
+            dirty: Vec::with_capacity(1024),
+            now_ms: 0,
+            now: Instant::now(),
+            start: Instant::now(),
+            shared,
+            services,
+            limits,
+            listeners: Vec::new(),
+            accept_resume: false,
+            accept_retry_armed: false,
+            reserve_fd: sys::open_reserve(),
+            loops,
+            rx,
+            shutdown_at: None,
+            stop_listeners: false,
+            outbound_limits,
+            scratch: Vec::new(),
+            wscratch: Vec::new(),
+            pending_filters: Vec::new(),
+        }
+    }
+
+    fn queue_histogram(&self) -> [u64; QUEUE_BUCKETS.len() + 1] {
+        let mut h = [0u64; QUEUE_BUCKETS.len() + 1];
+        for c in &self.conns {
+            if c.flags & OPEN != 0 {
+                let q = c.out.len as u64;
+                let i = QUEUE_BUCKETS
+                    .iter()
+                    .position(|&b| q <= b)
+                    .unwrap_or(QUEUE_BUCKETS.len());
+                h[i] += 1;
+            }
+        }
+        h
+    }
+
+    fn counters(&self) -> &LoopCounters {
+        &self.shared.counters
+    }
+
+    pub(crate) fn update_now(&mut self) {
+        let now = Instant::now();
+        self.now = now;
+        self.now_ms = now.saturating_duration_since(self.start).as_millis() as u64;
+    }
+
+    #[inline]
+    fn now32(&self) -> u32 {
+        self.now_ms as u32
+    }
+
+    /// How long the backend may sleep.
+    pub(crate) fn next_timeout(&self) -> Option<Duration> {
+        if !self.dirty.is_empty() || self.accept_resume || self.stop_listeners {
+            return Some(Duration::ZERO);
+        }
+        self.timers
+            .next_at()
+            .map(|at| Duration::from_millis(at.saturating_sub(self.now_ms)))
+    }
+
+    pub(crate) fn begin_shutdown(&mut self, grace: Duration) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.update_now();
+        let at = self.now_ms + grace.as_millis() as u64;
+        self.shutdown_at = Some(at);
+        self.stop_listeners = true;
+        self.timers.push(TimerEntry {
+            at_ms: at,
+            slot: 0,
+            gen: 0,
+            kind: TimerKind::ShutdownDeadline,
+        });
+        for slot in 0..self.conns.len() as u32 {
+            let f = self.conns[slot as usize].flags;
+            if f & OPEN != 0 && f & CLOSING == 0 {
+                self.call(slot, |h, cx| h.on_shutdown(cx));
+            }
+        }
+    }
+
+    /// True once shutdown is complete (no connection left) or overdue.
+    /// Whether the loop may end: shutting down, with no connection left and
+    /// no accept still able to hand one over (`accepts_pending`), or 2 s
+    /// past the grace period whatever is left.
+    pub(crate) fn finished(&self, accepts_pending: bool) -> bool {
+        match self.shutdown_at {
+            None => false,
+            Some(at) => (self.live == 0 && !accepts_pending) || self.now_ms > at + 2000,
+        }
+    }
+
+    /// Publishes whether this loop may still accept (`Engine::is_accepting`).
+    pub(crate) fn shared_accepting(&self, on: bool) {
+        self.shared.accepting.store(on, Ordering::Release);
+    }
+
+    /// Whether a listener of this loop is still registered.
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.listeners.iter().any(|l| !l.removed)
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown_at.is_some()
+    }
+}
