@@ -820,8 +820,12 @@ fn run_loop<B: Backend>(
     }
     let _ = ready.send(Ok(core.loop_idx as usize));
     drop(ready);
+    // The one clock of the loop: the reactor is handed the time, never
+    // reads it (so that a test or a simulation can own it).
+    let started = std::time::Instant::now();
+    let now_ms = move || started.elapsed().as_millis() as u64;
     let res = loop {
-        core.tick();
+        core.tick(now_ms());
         core.flush(&mut be);
         let pending = be.accepts_pending();
         core.shared_accepting(core.has_listeners() || pending);
@@ -832,7 +836,7 @@ fn run_loop<B: Backend>(
         let mut fresh = false;
         let r = be.wait(timeout, &mut |ev| {
             if !fresh {
-                core.update_now();
+                core.set_now(now_ms());
                 fresh = true;
             }
             core.handle_event(ev)

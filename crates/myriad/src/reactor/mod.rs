@@ -68,8 +68,12 @@ pub(crate) struct Reactor {
     /// per-address limit only.
     sources: std::collections::HashMap<u32, IpAddr>,
     dirty: Vec<u32>,
+    /// The loop clock: milliseconds since the loop started, as the
+    /// driver last passed it ([`Reactor::set_now`], [`Reactor::tick`]).
+    /// The reactor never reads a clock itself, so that a test or a
+    /// simulation owns time.
     now_ms: u64,
-    /// The loop's clock (`Ctx::now`): read once per turn, after the wait.
+    /// The loop's clock (`Ctx::now`): `start` plus `now_ms`.
     now: Instant,
     start: Instant,
     pub(crate) shared: Arc<LoopShared>,
@@ -182,10 +186,13 @@ impl Reactor {
         &self.shared.counters
     }
 
-    pub(crate) fn update_now(&mut self) {
-        let now = Instant::now();
-        self.now = now;
-        self.now_ms = now.saturating_duration_since(self.start).as_millis() as u64;
+    /// Advances the loop clock to `now_ms` (milliseconds since the loop
+    /// started). Never goes backwards.
+    #[inline]
+    pub(crate) fn set_now(&mut self, now_ms: u64) {
+        debug_assert!(now_ms >= self.now_ms, "the loop clock went backwards");
+        self.now_ms = self.now_ms.max(now_ms);
+        self.now = self.start + Duration::from_millis(self.now_ms);
     }
 
     #[inline]
@@ -207,7 +214,6 @@ impl Reactor {
         if self.shutdown_at.is_some() {
             return;
         }
-        self.update_now();
         let at = self.now_ms + grace.as_millis() as u64;
         self.shutdown_at = Some(at);
         self.stop_listeners = true;

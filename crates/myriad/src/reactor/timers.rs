@@ -20,9 +20,11 @@ impl Reactor {
 
     // ----- timers and tasks -----
 
-    /// Fires due timers and runs posted tasks.
-    pub(crate) fn tick(&mut self) {
-        self.update_now();
+    /// Advances the clock to `now_ms`, fires the timers due by then and
+    /// runs posted tasks (quinn-proto's `handle_timeout(now)`; the driver
+    /// asks [`Reactor::next_timeout`] how long it may sleep).
+    pub(crate) fn tick(&mut self, now_ms: u64) {
+        self.set_now(now_ms);
         while let Some(t) = self.timers.pop_due(self.now_ms) {
             self.fire(t);
         }
