@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 pub(crate) const NIL: u32 = u32::MAX;
@@ -475,14 +474,17 @@ impl OutboundQueue {
 
     /// The file bytes at the front of the queue, if the front is a file
     /// segment: descriptor, offset and length.
-    pub(crate) fn front_file(&self, pool: &ChunkPool) -> Option<(RawFd, u64, usize)> {
+    pub(crate) fn front_file<'p>(
+        &self,
+        pool: &'p ChunkPool,
+    ) -> Option<(&'p std::fs::File, u64, usize)> {
         let mut i = self.head;
         while i != NIL {
             let c = &pool.chunks[i as usize];
             if c.end > c.start {
                 return match &c.by_ref {
                     ByRef::File { file, offset } => Some((
-                        file.as_raw_fd(),
+                        &**file,
                         offset + u64::from(c.start),
                         (c.end - c.start) as usize,
                     )),

@@ -2,7 +2,8 @@
 //! shutting down.
 
 use crate::backend::{
-    self, epoll::EpollBackend, sys, uring::UringBackend, Backend, BackendKind, UringParams,
+    self, epoll::EpollBackend, sys, uring::UringBackend, Backend, BackendKind, OsSockets, Sock,
+    UringParams,
 };
 use crate::handler::Handler;
 use crate::reactor::{
@@ -675,6 +676,7 @@ impl EngineBuilder {
                         chunk_size,
                         outbound_limits,
                         max_queued,
+                        Box::new(OsSockets::new()),
                     );
                     match kind {
                         BackendKind::Epoll => {
@@ -800,9 +802,10 @@ fn run_loop<B: Backend>(
     ready: mpsc::Sender<Result<usize, Error>>,
 ) -> Result<(), Error> {
     for (i, &(fd, service)) in listeners.iter().enumerate() {
-        match be.add_listener(fd) {
+        let sock = Sock::from_raw(fd);
+        match be.add_listener(sock) {
             Ok(_) => core.listeners.push(ListenerRt {
-                fd,
+                sock,
                 service,
                 paused: false,
                 removed: false,

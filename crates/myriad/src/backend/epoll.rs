@@ -8,7 +8,9 @@
 //! interest is removed from the epoll set altogether, because `EPOLLHUP` and
 //! `EPOLLERR` are reported even for an empty mask and would spin the loop.
 
-use super::{sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, TurnClock};
+use super::{
+    sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, Sock, TurnClock,
+};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -136,7 +138,8 @@ impl Drop for EpollBackend {
 }
 
 impl Backend for EpollBackend {
-    fn add_listener(&mut self, fd: RawFd) -> io::Result<usize> {
+    fn add_listener(&mut self, sock: Sock) -> io::Result<usize> {
+        let fd = sock.0;
         let idx = self.listeners.len();
         self.ctl(
             libc::EPOLL_CTL_ADD,
@@ -169,7 +172,8 @@ impl Backend for EpollBackend {
         }
     }
 
-    fn add_conn(&mut self, token: u64, fd: RawFd, mode: AddMode) -> io::Result<()> {
+    fn add_conn(&mut self, token: u64, sock: Sock, mode: AddMode) -> io::Result<()> {
+        let fd = sock.0;
         let bits = match mode {
             AddMode::Recv => READ,
             AddMode::Connect => CONNECT,
@@ -178,23 +182,27 @@ impl Backend for EpollBackend {
         Ok(())
     }
 
-    fn arm_recv(&mut self, token: u64, fd: RawFd) {
+    fn arm_recv(&mut self, token: u64, sock: Sock) {
+        let fd = sock.0;
         let b = self.bits(token);
         self.set(token, fd, b | READ);
     }
 
-    fn cancel_recv(&mut self, token: u64, fd: RawFd) -> bool {
+    fn cancel_recv(&mut self, token: u64, sock: Sock) -> bool {
+        let fd = sock.0;
         let b = self.bits(token);
         self.set(token, fd, b & !READ);
         true
     }
 
-    fn cancel_all(&mut self, token: u64, fd: RawFd, _ops: InFlight) -> bool {
+    fn cancel_all(&mut self, token: u64, sock: Sock, _ops: InFlight) -> bool {
+        let fd = sock.0;
         self.set(token, fd, 0);
         true
     }
 
-    fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome {
+    fn send(&mut self, token: u64, sock: Sock, bufs: &[io::IoSlice<'_>]) -> SendOutcome {
+        let fd = sock.0;
         match sys::send_vectored(fd, bufs) {
             Ok(n) => SendOutcome::Done(Ok(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -210,12 +218,14 @@ impl Backend for EpollBackend {
     fn send_file(
         &mut self,
         token: u64,
-        fd: RawFd,
-        file: RawFd,
+        sock: Sock,
+        file: &std::fs::File,
         offset: u64,
         len: usize,
     ) -> SendOutcome {
-        match sys::sendfile(fd, file, offset, len) {
+        use std::os::fd::AsRawFd;
+        let fd = sock.0;
+        match sys::sendfile(fd, file.as_raw_fd(), offset, len) {
             Ok(n) => SendOutcome::Done(Ok(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let b = self.bits(token);
@@ -227,7 +237,7 @@ impl Backend for EpollBackend {
         }
     }
 
-    fn remove_conn(&mut self, token: u64, _fd: RawFd) {
+    fn remove_conn(&mut self, token: u64, _sock: Sock) {
         // Closing the descriptor removes it from the epoll set; no syscall.
         let (slot, _) = untoken(token);
         if let Some(s) = self.interest.get_mut(slot as usize) {
@@ -316,7 +326,7 @@ impl EpollBackend {
                     match sys::accept(lfd) {
                         Ok(fd) => f(Event::Accept {
                             listener: idx,
-                            res: Ok(fd),
+                            res: Ok(Sock(fd)),
                         }),
                         Err(e) => {
                             let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -424,7 +434,7 @@ mod tests {
         for slot in 0..6u32 {
             let (a, mut b) = UnixStream::pair().expect("socketpair");
             a.set_nonblocking(true).expect("nonblocking");
-            be.add_conn(token(slot, 1), a.as_raw_fd(), AddMode::Recv)
+            be.add_conn(token(slot, 1), Sock(a.as_raw_fd()), AddMode::Recv)
                 .expect("add");
             b.write_all(b"x").expect("write");
             pairs.push(Some((a, b)));
@@ -447,12 +457,12 @@ mod tests {
         // What the core does on close, then a new connection in that slot
         // with bytes waiting.
         let (a, _b) = pairs[slot as usize].take().expect("pair");
-        be.remove_conn(old, a.as_raw_fd());
+        be.remove_conn(old, Sock(a.as_raw_fd()));
         drop(a);
         let (na, mut nb) = UnixStream::pair().expect("socketpair");
         na.set_nonblocking(true).expect("nonblocking");
         let new = token(slot, 2);
-        be.add_conn(new, na.as_raw_fd(), AddMode::Recv)
+        be.add_conn(new, Sock(na.as_raw_fd()), AddMode::Recv)
             .expect("add");
         nb.write_all(b"y").expect("write");
         // The rest of the first turn: the other left-over event only.

@@ -11,11 +11,13 @@
 //! longer matches the slot is stale and is ignored by the core.
 
 pub(crate) mod epoll;
+mod os;
 pub(crate) mod sys;
 pub(crate) mod uring;
 
 use std::fmt;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -52,6 +54,68 @@ impl TurnClock {
     pub(crate) fn over(&self, i: usize) -> bool {
         i > self.start && (i - self.start) % 4 == 0 && Instant::now() >= self.deadline
     }
+}
+
+pub(crate) use os::OsSockets;
+
+/// What wakes a sleeping loop when another thread posts to it.
+pub(crate) type Waker = sys::EventFd;
+
+/// A socket as the reactor holds it: an opaque handle that only this
+/// module (the backends and [`Sockets`]) can turn into a descriptor, so
+/// that the reactor can make no system call of its own. Over the real
+/// backends it is the descriptor; a test's fake backend numbers its
+/// sockets as it likes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Sock(RawFd);
+
+impl Sock {
+    /// No socket (a free slot).
+    pub(crate) const NONE: Sock = Sock(-1);
+
+    /// Wraps a descriptor the engine owns (a listener it bound).
+    pub(crate) fn from_raw(fd: RawFd) -> Sock {
+        Sock(fd)
+    }
+}
+
+/// What an outbound socket is made with ([`Sockets::connect`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectSpec {
+    /// `TCP_NODELAY`.
+    pub nodelay: bool,
+    /// `SO_LINGER` 0, set at once: however the socket ends up closed, it
+    /// goes with a RST.
+    pub linger_zero: bool,
+    /// Local source address (`IP_BIND_ADDRESS_NO_PORT`, port at connect).
+    pub source: Option<IpAddr>,
+}
+
+/// The socket work that is not a completion: set-up on accept, connect,
+/// address lookups, shutdown and close. The reactor holds one (a
+/// `Box<dyn Sockets>`: none of these is on the per-event path, each is a
+/// system call anyway) and reaches sockets only through it and through
+/// [`Backend`]; over the real backends it is [`OsSockets`].
+pub(crate) trait Sockets {
+    /// `TCP_NODELAY` on an accepted socket (a failure shows on first use).
+    fn set_nodelay(&mut self, s: Sock);
+    /// The peer's address.
+    fn peer_addr(&self, s: Sock) -> io::Result<SocketAddr>;
+    /// The local address.
+    fn local_addr(&self, s: Sock) -> io::Result<SocketAddr>;
+    /// The pending error of a socket whose connect resolved (`SO_ERROR`).
+    fn take_error(&self, s: Sock) -> io::Result<Option<io::Error>>;
+    /// A non-blocking socket with its connect to `addr` started.
+    fn connect(&mut self, addr: SocketAddr, spec: &ConnectSpec) -> io::Result<Sock>;
+    /// Shuts the sending side down (FIN after what the kernel holds).
+    fn shutdown_write(&mut self, s: Sock);
+    /// Closes a socket (its backend registration is gone): first one
+    /// best-effort non-blocking send of `last_words` (a TLS alert), with a
+    /// RST instead of a FIN when `linger_zero`.
+    fn close(&mut self, s: Sock, linger_zero: bool, last_words: &[io::IoSlice<'_>]);
+    /// Out of descriptors on `listener`: accepts and closes up to `max`
+    /// waiting connections (they see a refusal, not a hang); how many.
+    fn reject_pending(&mut self, listener: Sock, max: usize) -> usize;
 }
 
 /// Which I/O backend the loops use.
@@ -115,12 +179,12 @@ pub(crate) enum RecvEnd {
 
 /// One completion, as the core sees it.
 pub(crate) enum Event<'a> {
-    /// A listener produced a connection (`Ok(fd)`) or failed (`Err(errno)`).
+    /// A listener produced a connection (`Ok(socket)`) or failed (`Err(errno)`).
     /// After an error the backend stops accepting on that listener until
     /// [`Backend::arm_accept`] is called again.
     Accept {
         listener: usize,
-        res: Result<RawFd, i32>,
+        res: Result<Sock, i32>,
     },
     /// Bytes for a connection. The slice is the backend's buffer; it is
     /// recycled as soon as the callback returns.
@@ -179,7 +243,7 @@ pub(crate) struct InFlight {
 /// between threads.
 pub(crate) trait Backend {
     /// Starts accepting on a listening socket; returns its index.
-    fn add_listener(&mut self, fd: RawFd) -> io::Result<usize>;
+    fn add_listener(&mut self, sock: Sock) -> io::Result<usize>;
     /// Resumes accepting after an error (EMFILE) or a pause.
     fn arm_accept(&mut self, listener: usize);
     /// Stops accepting and forgets the listener (the caller closes the fd
@@ -193,17 +257,17 @@ pub(crate) trait Backend {
         false
     }
     /// Registers a connection.
-    fn add_conn(&mut self, token: u64, fd: RawFd, mode: AddMode) -> io::Result<()>;
+    fn add_conn(&mut self, token: u64, sock: Sock, mode: AddMode) -> io::Result<()>;
     /// (Re-)starts receiving.
-    fn arm_recv(&mut self, token: u64, fd: RawFd);
+    fn arm_recv(&mut self, token: u64, sock: Sock);
     /// Stops receiving. Returns `true` when stopped synchronously; `false`
     /// means a [`Event::RecvEnd`] will follow.
-    fn cancel_recv(&mut self, token: u64, fd: RawFd) -> bool;
-    /// Ends the operations in flight on `fd` (before closing it): those
+    fn cancel_recv(&mut self, token: u64, sock: Sock) -> bool;
+    /// Ends the operations in flight on `sock` (before closing it): those
     /// `ops` names. Returns `true` when nothing can be in flight any more
     /// (epoll); `false` means the ended operations still complete
     /// (io_uring).
-    fn cancel_all(&mut self, token: u64, fd: RawFd, ops: InFlight) -> bool;
+    fn cancel_all(&mut self, token: u64, sock: Sock, ops: InFlight) -> bool;
     /// Whether [`Backend::send`] takes only the first buffer (io_uring): the
     /// core then joins short front chunks first, so that a burst of small
     /// writes leaves in one send.
@@ -212,7 +276,7 @@ pub(crate) trait Backend {
     }
     /// Sends from `bufs` (io_uring sends only `bufs[0]`, whose memory must
     /// stay put until the completion).
-    fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome;
+    fn send(&mut self, token: u64, sock: Sock, bufs: &[io::IoSlice<'_>]) -> SendOutcome;
     /// Sends up to `len` bytes of the file `file` from `offset`
     /// (`sendfile(2)`, no user-space copy). Synchronous on both backends:
     /// [`SendOutcome::Done`], or [`SendOutcome::WouldBlock`] with an
@@ -220,13 +284,13 @@ pub(crate) trait Backend {
     fn send_file(
         &mut self,
         token: u64,
-        fd: RawFd,
-        file: RawFd,
+        sock: Sock,
+        file: &std::fs::File,
         offset: u64,
         len: usize,
     ) -> SendOutcome;
     /// Forgets a connection whose descriptor is about to be closed.
-    fn remove_conn(&mut self, token: u64, fd: RawFd);
+    fn remove_conn(&mut self, token: u64, sock: Sock);
     /// Submits what is queued, waits up to `timeout` for at least one
     /// completion, and hands every available completion to `f`.
     fn wait(&mut self, timeout: Option<Duration>, f: &mut dyn FnMut(Event<'_>)) -> io::Result<()>;

@@ -18,7 +18,8 @@
 //! 24-bit slot).
 
 use super::{
-    sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, TurnClock, UringParams,
+    sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, Sock, TurnClock,
+    UringParams,
 };
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
@@ -618,7 +619,7 @@ impl UringBackend {
                         // another engine; closing it would reset a client).
                         f(Event::Accept {
                             listener: idx,
-                            res: Ok(res),
+                            res: Ok(Sock(res)),
                         });
                         if !cqueue::more(flags) {
                             if let Some(st) = state {
@@ -664,7 +665,8 @@ impl UringBackend {
 }
 
 impl Backend for UringBackend {
-    fn add_listener(&mut self, fd: RawFd) -> io::Result<usize> {
+    fn add_listener(&mut self, sock: Sock) -> io::Result<usize> {
+        let fd = sock.0;
         let idx = self.listeners.len();
         self.listeners.push(Some(ListenerState { fd, armed: true }));
         self.arm_accept_fd(idx, fd);
@@ -697,10 +699,11 @@ impl Backend for UringBackend {
         self.retiring > 0
     }
 
-    fn add_conn(&mut self, token: u64, fd: RawFd, mode: AddMode) -> io::Result<()> {
+    fn add_conn(&mut self, token: u64, sock: Sock, mode: AddMode) -> io::Result<()> {
+        let fd = sock.0;
         self.set_fixed(untoken(token).0 as usize, fd);
         match mode {
-            AddMode::Recv => self.arm_recv(token, fd),
+            AddMode::Recv => self.arm_recv(token, sock),
             AddMode::Connect => {
                 let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
                     .build()
@@ -711,19 +714,21 @@ impl Backend for UringBackend {
         Ok(())
     }
 
-    fn arm_recv(&mut self, token: u64, fd: RawFd) {
+    fn arm_recv(&mut self, token: u64, sock: Sock) {
+        let fd = sock.0;
         let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
             .build()
             .user_data(ud(K_RECV, token));
         self.push(e);
     }
 
-    fn cancel_recv(&mut self, token: u64, _fd: RawFd) -> bool {
+    fn cancel_recv(&mut self, token: u64, _sock: Sock) -> bool {
         self.cancel_ud(ud(K_RECV, token));
         false
     }
 
-    fn cancel_all(&mut self, token: u64, fd: RawFd, ops: InFlight) -> bool {
+    fn cancel_all(&mut self, token: u64, sock: Sock, ops: InFlight) -> bool {
+        let fd = sock.0;
         // Not a cancellation by descriptor: the kernel finds those by
         // scanning every request in flight on the ring, so closing many of
         // 20,000 connections at once went quadratic (a million-connection
@@ -751,7 +756,8 @@ impl Backend for UringBackend {
         true
     }
 
-    fn send(&mut self, token: u64, fd: RawFd, bufs: &[io::IoSlice<'_>]) -> SendOutcome {
+    fn send(&mut self, token: u64, sock: Sock, bufs: &[io::IoSlice<'_>]) -> SendOutcome {
+        let fd = sock.0;
         let Some(b) = bufs.first() else {
             return SendOutcome::Done(Ok(0));
         };
@@ -777,12 +783,14 @@ impl Backend for UringBackend {
     fn send_file(
         &mut self,
         token: u64,
-        fd: RawFd,
-        file: RawFd,
+        sock: Sock,
+        file: &std::fs::File,
         offset: u64,
         len: usize,
     ) -> SendOutcome {
-        match sys::sendfile(fd, file, offset, len) {
+        use std::os::fd::AsRawFd;
+        let fd = sock.0;
+        match sys::sendfile(fd, file.as_raw_fd(), offset, len) {
             Ok(n) => SendOutcome::Done(Ok(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
@@ -796,9 +804,10 @@ impl Backend for UringBackend {
         }
     }
 
-    fn remove_conn(&mut self, token: u64, fd: RawFd) {
+    fn remove_conn(&mut self, token: u64, sock: Sock) {
         // Until the table lets go of it, closing the descriptor would not
         // end the socket (no FIN, no reset).
+        let fd = sock.0;
         let slot = untoken(token).0 as usize;
         if self.fixed.get(slot) == Some(fd) {
             self.set_fixed(slot, -1);

@@ -37,7 +37,7 @@ pub(crate) struct ServiceRt {
 }
 
 pub(crate) struct ListenerRt {
-    pub fd: RawFd,
+    pub sock: Sock,
     pub service: u16,
     pub paused: bool,
     pub removed: bool,

@@ -455,7 +455,7 @@ impl<'a> Ctx<'a> {
     /// # }
     /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        sys::peer_addr(self.conn().fd)
+        self.lcx.core.socks.peer_addr(self.conn().sock)
     }
 
     /// The local address (one `getsockname` call).
@@ -471,7 +471,7 @@ impl<'a> Ctx<'a> {
     /// # }
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        sys::local_addr(self.conn().fd)
+        self.lcx.core.socks.local_addr(self.conn().sock)
     }
 
     /// Sets (or with `None` clears) the idle timeout: close with

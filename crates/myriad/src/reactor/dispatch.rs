@@ -121,9 +121,9 @@ impl Reactor {
         }
     }
 
-    pub(super) fn on_accept(&mut self, listener: usize, res: Result<RawFd, i32>) {
-        let fd = match res {
-            Ok(fd) => fd,
+    pub(super) fn on_accept(&mut self, listener: usize, res: Result<Sock, i32>) {
+        let sock = match res {
+            Ok(sock) => sock,
             Err(errno) => {
                 LoopCounters::add(&self.counters().err_accept, 1);
                 let err = io::Error::from_raw_os_error(errno);
@@ -131,7 +131,7 @@ impl Reactor {
                 if let Some(l) = self.listeners.get_mut(listener) {
                     l.paused = true;
                     if matches!(errno, libc::EMFILE | libc::ENFILE) && !l.removed {
-                        rejected = sys::reject_pending(l.fd, &mut self.reserve_fd, 256);
+                        rejected = self.socks.reject_pending(l.sock, 256);
                     }
                 }
                 if rejected > 0 {
@@ -153,14 +153,14 @@ impl Reactor {
             }
         };
         let Some(l) = self.listeners.get(listener) else {
-            sys::close(fd);
+            self.socks.close(sock, false, &[]);
             return;
         };
         // A connection accepted just before the listener was removed (a
         // reload handing the socket to a new engine) is served here: closing
         // it would reset a client that did nothing wrong.
         if self.shutdown_at.is_some() {
-            sys::close(fd);
+            self.socks.close(sock, false, &[]);
             return;
         }
         let service = l.service;
@@ -173,14 +173,14 @@ impl Reactor {
                 svc.open.fetch_add(1, Ordering::Relaxed);
             }
             svc.open.fetch_sub(1, Ordering::Relaxed);
-            sys::close(fd);
+            self.socks.close(sock, false, &[]);
             LoopCounters::add(&self.counters().refused, 1);
             return;
         }
         let mut source = None;
         if svc.max_per_addr > 0 {
             // One getpeername per accept, only for services with the limit.
-            let ip = sys::peer_addr(fd).map(|a| a.ip()).ok();
+            let ip = self.socks.peer_addr(sock).map(|a| a.ip()).ok();
             let admitted = ip.is_some_and(|ip| {
                 let mut m = svc.per_addr.lock().unwrap_or_else(|p| p.into_inner());
                 let n = m.entry(ip).or_insert(0);
@@ -193,7 +193,7 @@ impl Reactor {
             });
             if !admitted {
                 svc.open.fetch_sub(1, Ordering::Relaxed);
-                sys::close(fd);
+                self.socks.close(sock, false, &[]);
                 LoopCounters::add(&self.counters().refused, 1);
                 LoopCounters::add(&self.counters().refused_per_addr, 1);
                 return;
@@ -202,15 +202,13 @@ impl Reactor {
         }
         let svc = &self.services[service as usize];
         if svc.nodelay {
-            // Not inherited from the listener on every kernel; a failure
-            // (the peer is already gone) shows up on the first recv.
-            let _ = sys::set_nodelay(fd);
+            self.socks.set_nodelay(sock);
         }
         let handler = (svc.factory)();
         let filter = svc.filter.as_ref().map(|f| f());
         let handshake_ms = svc.handshake_ms;
         let limits = svc.limits;
-        let slot = self.alloc(fd, OPEN | NEEDS_REG | COUNTED, handler, limits, service);
+        let slot = self.alloc(sock, OPEN | NEEDS_REG | COUNTED, handler, limits, service);
         if let Some(ip) = source {
             self.sources.insert(slot, ip);
         }
@@ -505,7 +503,7 @@ impl Reactor {
         let err = if res < 0 {
             Some(io::Error::from_raw_os_error(-res))
         } else {
-            match sys::take_socket_error(c.fd) {
+            match self.socks.take_error(c.sock) {
                 Ok(e) => e,
                 Err(e) => Some(e),
             }

@@ -13,7 +13,7 @@ impl Reactor {
                 if !l.removed {
                     l.removed = true;
                     be.remove_listener(i);
-                    sys::close(l.fd);
+                    self.socks.close(l.sock, false, &[]);
                 }
             }
         }
@@ -86,7 +86,7 @@ impl Reactor {
             } else {
                 AddMode::Recv
             };
-            match be.add_conn(tok, c.fd, mode) {
+            match be.add_conn(tok, c.sock, mode) {
                 Ok(()) => {
                     c.flags |= REGISTERED
                         | match mode {
@@ -108,7 +108,7 @@ impl Reactor {
         if c.out.is_empty() && c.flags & CONNECTING == 0 {
             if c.flags & (SHUT_WR_REQ | SHUT_WR_DONE) == SHUT_WR_REQ {
                 c.flags |= SHUT_WR_DONE;
-                let _ = sys::shutdown(c.fd, libc::SHUT_WR);
+                self.socks.shutdown_write(c.sock);
             }
             if c.flags & CLOSE_REQ != 0 {
                 let linger_ms = self.limits[c.limits as usize].linger_ms;
@@ -130,7 +130,7 @@ impl Reactor {
                     // shutdown_write may have sent it already), then wait
                     // for the peer's, bounded by the timer.
                     if c.flags & SHUT_WR_DONE == 0 {
-                        let _ = sys::shutdown(c.fd, libc::SHUT_WR);
+                        self.socks.shutdown_write(c.sock);
                     }
                     c.flags = (c.flags & !SHUT_WR_REQ) | SHUT_WR_DONE;
                     let e = TimerEntry {
@@ -176,9 +176,9 @@ impl Reactor {
         let tok = token(slot, c.gen);
         if want && f & RECV_ACTIVE == 0 {
             c.flags |= RECV_ACTIVE;
-            be.arm_recv(tok, c.fd);
+            be.arm_recv(tok, c.sock);
         } else if !want && f & RECV_ACTIVE != 0 && f & RECV_CANCEL == 0 {
-            if be.cancel_recv(tok, c.fd) {
+            if be.cancel_recv(tok, c.sock) {
                 c.flags &= !RECV_ACTIVE;
             } else {
                 c.flags |= RECV_CANCEL;
@@ -204,14 +204,14 @@ impl Reactor {
             }
             let c = &self.conns[slot as usize];
             let out = c.out;
-            let (fd, tok) = (c.fd, token(slot, c.gen));
+            let (sock, tok) = (c.sock, token(slot, c.gen));
             let outcome = match out.front_file(&self.pool) {
-                Some((file, offset, len)) => be.send_file(tok, fd, file, offset, len),
+                Some((file, offset, len)) => be.send_file(tok, sock, file, offset, len),
                 None => {
                     // Slices up to the next file segment, if any.
                     let mut iov = [IoSlice::new(&[]); 16];
                     let n = out.slices(&self.pool, &mut iov);
-                    be.send(tok, fd, &iov[..n])
+                    be.send(tok, sock, &iov[..n])
                 }
             };
             match outcome {
@@ -262,7 +262,7 @@ impl Reactor {
                     connect: c.flags & CONNECT_INFLIGHT != 0,
                     writable: c.flags & WAIT_WRITABLE != 0,
                 };
-                if be.cancel_all(tok, c.fd, ops) {
+                if be.cancel_all(tok, c.sock, ops) {
                     c.flags &= !(INFLIGHT | WAIT_WRITABLE | RECV_CANCEL);
                 }
             }
@@ -270,17 +270,16 @@ impl Reactor {
                 return;
             }
         }
-        if c.flags & FLUSH_ON_CLOSE != 0 && !c.out.is_empty() {
-            // Best effort, one non-blocking send: a TLS alert is a few bytes.
-            let mut iov = [IoSlice::new(&[]); 4];
-            let n = c.out.slices(&self.pool, &mut iov);
-            let _ = sys::send_vectored(c.fd, &iov[..n]);
-        }
-        be.remove_conn(tok, c.fd);
-        if c.flags & LINGER0 != 0 {
-            let _ = sys::set_linger_zero(c.fd);
-        }
-        sys::close(c.fd);
+        be.remove_conn(tok, c.sock);
+        // Best effort, one non-blocking send of what is queued when the
+        // connection failed: a TLS alert is a few bytes.
+        let mut iov = [IoSlice::new(&[]); 4];
+        let n = if c.flags & FLUSH_ON_CLOSE != 0 && !c.out.is_empty() {
+            c.out.slices(&self.pool, &mut iov)
+        } else {
+            0
+        };
+        self.socks.close(c.sock, c.flags & LINGER0 != 0, &iov[..n]);
         c.out.clear(&mut self.pool);
         let input = c.take_input();
         self.inputs.give(input);
@@ -296,17 +295,14 @@ impl Reactor {
                     self.finalize(slot as u32, CloseReason::Shutdown);
                 }
                 let c = &mut self.conns[slot];
-                if c.flags & LINGER0 != 0 {
-                    let _ = sys::set_linger_zero(c.fd);
-                }
-                sys::close(c.fd);
+                self.socks.close(c.sock, c.flags & LINGER0 != 0, &[]);
                 c.flags = 0;
             }
         }
         for l in &mut self.listeners {
             if !l.removed {
                 l.removed = true;
-                sys::close(l.fd);
+                self.socks.close(l.sock, false, &[]);
             }
         }
     }

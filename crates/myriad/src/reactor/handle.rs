@@ -53,7 +53,7 @@ impl ConnId {
 
 /// State shared between a loop and the handles that post to it.
 pub(crate) struct LoopShared {
-    pub waker: Arc<sys::EventFd>,
+    pub waker: Arc<Waker>,
     pub notified: AtomicBool,
     pub counters: LoopCounters,
     /// Filter (TLS) failures by kind. A lock, but only taken when a

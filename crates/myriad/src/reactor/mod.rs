@@ -35,7 +35,8 @@ use slot::*;
 use write::OutboundView;
 
 use crate::backend::{
-    sys, token, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome,
+    token, untoken, AddMode, Backend, ConnectSpec, Event, InFlight, RecvEnd, SendOutcome, Sock,
+    Sockets, Waker,
 };
 use crate::buf::{ChunkPool, InputPool, OutboundQueue, NIL};
 use crate::filter::{DebugFactory, Filter, FilterError, FilterFactory, Outbound};
@@ -44,7 +45,6 @@ use crate::stats::{LoopCounters, Stats};
 use crate::timer::{TimerEntry, TimerKind, Timers};
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{IntoRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -82,9 +82,10 @@ pub(crate) struct Reactor {
     pub(crate) listeners: Vec<ListenerRt>,
     accept_resume: bool,
     accept_retry_armed: bool,
-    /// A spare descriptor for accept-and-close when out of descriptors
-    /// (`sys::reject_pending`).
-    reserve_fd: Option<std::os::fd::OwnedFd>,
+    /// Every socket call that is not a completion (accept set-up,
+    /// connect, addresses, shutdown, close): the reactor holds sockets
+    /// only as opaque [`Sock`]s.
+    socks: Box<dyn Sockets>,
     loops: Arc<OnceLock<Vec<LoopHandle>>>,
     rx: mpsc::Receiver<Task>,
     shutdown_at: Option<u64>,
@@ -110,12 +111,12 @@ impl Drop for Reactor {
         for l in &mut self.listeners {
             if !l.removed {
                 l.removed = true;
-                sys::close(l.fd);
+                self.socks.close(l.sock, false, &[]);
             }
         }
         for c in &mut self.conns {
             if c.flags & USED != 0 {
-                sys::close(c.fd);
+                self.socks.close(c.sock, false, &[]);
                 c.flags = 0;
             }
         }
@@ -134,6 +135,7 @@ impl Reactor {
         chunk_size: usize,
         outbound_limits: Limits,
         max_queued: u64,
+        socks: Box<dyn Sockets>,
     ) -> Self {
         Reactor {
             max_queued,
@@ -155,7 +157,7 @@ impl Reactor {
             listeners: Vec::new(),
             accept_resume: false,
             accept_retry_armed: false,
-            reserve_fd: sys::open_reserve(),
+            socks,
             loops,
             rx,
             shutdown_at: None,

@@ -90,7 +90,7 @@ pub(super) struct Conn {
     #[allow(clippy::box_collection)]
     pub(super) input: Option<Box<Vec<u8>>>,
     pub(super) out: OutboundQueue,
-    pub(super) fd: RawFd,
+    pub(super) sock: Sock,
     pub(super) gen: u32,
     pub(super) flags: u32,
     /// Milliseconds (loop clock, wrapping) of the last received bytes; for a
@@ -133,7 +133,7 @@ impl Reactor {
 
     pub(super) fn alloc(
         &mut self,
-        fd: RawFd,
+        sock: Sock,
         flags: u32,
         handler: Box<dyn Handler>,
         limits: u16,
@@ -147,7 +147,7 @@ impl Reactor {
             let c = &mut self.conns[slot as usize];
             self.free_head = c.last_active;
             c.handler = Some(handler);
-            c.fd = fd;
+            c.sock = sock;
             c.flags = flags | USED;
             c.last_active = now;
             c.idle_ms = idle_ms;
@@ -162,7 +162,7 @@ impl Reactor {
                 filter: None,
                 input: None,
                 out: OutboundQueue::default(),
-                fd,
+                sock,
                 gen: 0,
                 flags: flags | USED,
                 last_active: now,
@@ -181,7 +181,7 @@ impl Reactor {
         c.flags = 0;
         c.handler = None;
         c.filter = None;
-        c.fd = -1;
+        c.sock = Sock::NONE;
         c.last_active = self.free_head;
         self.free_head = slot;
         self.live -= 1;

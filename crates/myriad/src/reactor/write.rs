@@ -207,39 +207,18 @@ impl Reactor {
         opts: &ConnectOptions,
         handler: Box<dyn Handler>,
     ) -> io::Result<ConnId> {
-        use socket2::{Domain, Protocol, Socket, Type};
         if self.shutdown_at.is_some() {
             return Err(io::Error::other("loop is shutting down"));
         }
         if self.free_head == NIL && self.conns.len() >= MAX_SLOTS {
             return Err(io::Error::other("loop has no free connection slot"));
         }
-        let res = (|| {
-            let sock = Socket::new(
-                Domain::for_address(addr),
-                Type::STREAM.nonblocking().cloexec(),
-                Some(Protocol::TCP),
-            )?;
-            if opts.nodelay {
-                sock.set_tcp_nodelay(true)?;
-            }
-            if opts.linger_zero {
-                // Set now, not at close: however the socket ends up closed
-                // (even by process exit), it goes with a RST.
-                sock.set_linger(Some(Duration::ZERO))?;
-            }
-            if let Some(src) = opts.source {
-                use std::os::fd::AsRawFd;
-                sys::set_bind_address_no_port(sock.as_raw_fd())?;
-                sock.bind(&SocketAddr::new(src, 0).into())?;
-            }
-            match sock.connect(&addr.into()) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-                Err(e) => return Err(e),
-            }
-            Ok(sock)
-        })();
+        let spec = ConnectSpec {
+            nodelay: opts.nodelay,
+            linger_zero: opts.linger_zero,
+            source: opts.source,
+        };
+        let res = self.socks.connect(addr, &spec);
         let sock = match res {
             Ok(s) => s,
             Err(e) => {
@@ -247,7 +226,6 @@ impl Reactor {
                 return Err(e);
             }
         };
-        let fd = sock.into_raw_fd();
         let mut lim = self.outbound_limits;
         lim.idle_ms = dur_ms(opts.idle_timeout);
         lim.high_water = clamp_u32(opts.write_high_water);
@@ -258,7 +236,7 @@ impl Reactor {
         if opts.linger_zero {
             flags |= LINGER0;
         }
-        let slot = self.alloc(fd, flags, handler, li, OUTBOUND);
+        let slot = self.alloc(sock, flags, handler, li, OUTBOUND);
         if let Some(f) = &opts.filter {
             self.pending_filters
                 .push((slot, f.clone(), dur_ms(Some(opts.handshake_timeout))));
