@@ -25,6 +25,9 @@ mod slot;
 mod timers;
 mod write;
 
+#[cfg(test)]
+mod tests;
+
 use config::clamp_u32;
 pub use config::ConnectOptions;
 pub(crate) use config::{dur_ms, Limits, ListenerRt, PerAddr, ServiceRt};

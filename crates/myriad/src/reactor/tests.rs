@@ -1,0 +1,692 @@
+//! The reactor as a state machine, without sockets: a fake backend records
+//! what the reactor asks of it, the tests feed it completions and hand it
+//! the time. Each test runs in both completion styles of the real
+//! backends: io_uring's (sends and cancellations complete later) and
+//! epoll's (they are done at once).
+
+use super::*;
+use std::sync::Mutex;
+
+/// What the reactor asked of the fake backend and its sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    AddConn(u64, AddMode),
+    ArmRecv(u64),
+    CancelRecv(u64),
+    CancelAll(u64, InFlight),
+    Send(u64, Vec<u8>),
+    RemoveConn(u64),
+    ArmAccept(usize),
+    RemoveListener(usize),
+    SetNodelay(Sock),
+    ShutdownWrite(Sock),
+    Close {
+        sock: Sock,
+        linger_zero: bool,
+        last_words: Vec<u8>,
+    },
+    Connect(SocketAddr),
+}
+
+impl std::fmt::Debug for AddMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AddMode::Recv => "Recv",
+            AddMode::Connect => "Connect",
+        })
+    }
+}
+
+type OpLog = Arc<Mutex<Vec<Op>>>;
+
+/// A backend that completes nothing by itself. `sync`: epoll's style
+/// (a send is done at once, in full; cancellations are synchronous);
+/// otherwise io_uring's (a send is in flight until the test completes
+/// it, a cancelled receive ends with a `RecvEnd` the test delivers).
+struct FakeBackend {
+    sync: bool,
+    ops: OpLog,
+}
+
+impl Backend for FakeBackend {
+    fn add_listener(&mut self, _sock: Sock) -> io::Result<usize> {
+        Ok(0)
+    }
+    fn arm_accept(&mut self, listener: usize) {
+        self.ops.lock().unwrap().push(Op::ArmAccept(listener));
+    }
+    fn remove_listener(&mut self, listener: usize) {
+        self.ops.lock().unwrap().push(Op::RemoveListener(listener));
+    }
+    fn add_conn(&mut self, token: u64, _sock: Sock, mode: AddMode) -> io::Result<()> {
+        self.ops.lock().unwrap().push(Op::AddConn(token, mode));
+        Ok(())
+    }
+    fn arm_recv(&mut self, token: u64, _sock: Sock) {
+        self.ops.lock().unwrap().push(Op::ArmRecv(token));
+    }
+    fn cancel_recv(&mut self, token: u64, _sock: Sock) -> bool {
+        self.ops.lock().unwrap().push(Op::CancelRecv(token));
+        self.sync
+    }
+    fn cancel_all(&mut self, token: u64, _sock: Sock, ops: InFlight) -> bool {
+        self.ops.lock().unwrap().push(Op::CancelAll(token, ops));
+        self.sync
+    }
+    fn sends_one_buffer(&self) -> bool {
+        !self.sync
+    }
+    fn send(&mut self, token: u64, _sock: Sock, bufs: &[IoSlice<'_>]) -> SendOutcome {
+        let bytes: Vec<u8> = if self.sync {
+            bufs.iter().flat_map(|b| b.iter().copied()).collect()
+        } else {
+            bufs[0].to_vec()
+        };
+        let n = bytes.len();
+        self.ops.lock().unwrap().push(Op::Send(token, bytes));
+        if self.sync {
+            SendOutcome::Done(Ok(n))
+        } else {
+            SendOutcome::InFlight
+        }
+    }
+    fn send_file(
+        &mut self,
+        _token: u64,
+        _sock: Sock,
+        _file: &std::fs::File,
+        _offset: u64,
+        _len: usize,
+    ) -> SendOutcome {
+        SendOutcome::Done(Err(io::Error::other("no files in the fake backend")))
+    }
+    fn remove_conn(&mut self, token: u64, _sock: Sock) {
+        self.ops.lock().unwrap().push(Op::RemoveConn(token));
+    }
+    fn wait(&mut self, _: Option<Duration>, _: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sockets that exist only as numbers.
+struct FakeSockets {
+    ops: OpLog,
+    next: i32,
+}
+
+impl Sockets for FakeSockets {
+    fn set_nodelay(&mut self, s: Sock) {
+        self.ops.lock().unwrap().push(Op::SetNodelay(s));
+    }
+    fn peer_addr(&self, _s: Sock) -> io::Result<SocketAddr> {
+        Ok("192.0.2.1:4000".parse().unwrap())
+    }
+    fn local_addr(&self, _s: Sock) -> io::Result<SocketAddr> {
+        Ok("192.0.2.2:80".parse().unwrap())
+    }
+    fn take_error(&self, _s: Sock) -> io::Result<Option<io::Error>> {
+        Ok(None)
+    }
+    fn connect(&mut self, addr: SocketAddr, _spec: &ConnectSpec) -> io::Result<Sock> {
+        self.ops.lock().unwrap().push(Op::Connect(addr));
+        self.next += 1;
+        Ok(Sock::from_raw(self.next))
+    }
+    fn shutdown_write(&mut self, s: Sock) {
+        self.ops.lock().unwrap().push(Op::ShutdownWrite(s));
+    }
+    fn close(&mut self, sock: Sock, linger_zero: bool, last_words: &[IoSlice<'_>]) {
+        self.ops.lock().unwrap().push(Op::Close {
+            sock,
+            linger_zero,
+            last_words: last_words.iter().flat_map(|b| b.iter().copied()).collect(),
+        });
+    }
+    fn reject_pending(&mut self, _listener: Sock, _max: usize) -> usize {
+        0
+    }
+}
+
+/// What the test handler saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Open,
+    Data(Vec<u8>),
+    Drain,
+    Eof,
+    Timer(u64),
+    Close(String),
+}
+
+type SeenLog = Arc<Mutex<Vec<Seen>>>;
+
+/// Echoes; `close`, `abort`, `shut`, `pause`, `big` and `panic` in the
+/// input are commands.
+struct Probe {
+    seen: SeenLog,
+}
+
+impl Handler for Probe {
+    fn on_open(&mut self, _cx: &mut Ctx<'_>) {
+        self.seen.lock().unwrap().push(Seen::Open);
+    }
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        self.seen.lock().unwrap().push(Seen::Data(data.to_vec()));
+        match &data[..] {
+            b"close" => cx.close(),
+            b"abort" => cx.abort(),
+            b"shut" => cx.shutdown_write(),
+            b"pause" => cx.pause_reading(),
+            b"big" => cx.write(&[7u8; 3000]),
+            b"panic" => panic!("the probe was asked to panic"),
+            _ => cx.write(data),
+        }
+        data.len()
+    }
+    fn on_drain(&mut self, _cx: &mut Ctx<'_>) {
+        self.seen.lock().unwrap().push(Seen::Drain);
+    }
+    fn on_eof(&mut self, cx: &mut Ctx<'_>) {
+        self.seen.lock().unwrap().push(Seen::Eof);
+        cx.close();
+    }
+    fn on_timer(&mut self, _cx: &mut Ctx<'_>, token: u64) {
+        self.seen.lock().unwrap().push(Seen::Timer(token));
+    }
+    fn on_close(&mut self, _cx: &mut Ctx<'_>, reason: CloseReason) {
+        let r = format!("{reason:?}");
+        let r = r.split('(').next().unwrap_or("").to_string();
+        self.seen.lock().unwrap().push(Seen::Close(r));
+    }
+}
+
+const LISTENER: Sock = Sock::NONE;
+
+struct Harness {
+    r: Reactor,
+    be: FakeBackend,
+    ops: OpLog,
+    seen: SeenLog,
+    now: u64,
+}
+
+fn limits() -> Limits {
+    Limits {
+        idle_ms: 0,
+        send_ms: 0,
+        high_water: 2048,
+        hard_limit: 1 << 20,
+        max_input: 1 << 16,
+        linger_ms: 0,
+    }
+}
+
+impl Harness {
+    fn new(sync: bool, lim: Limits) -> Self {
+        let ops: OpLog = Default::default();
+        let seen: SeenLog = Default::default();
+        let seen2 = seen.clone();
+        let factory: Factory = Arc::new(move || {
+            Box::new(Probe {
+                seen: seen2.clone(),
+            }) as Box<dyn Handler>
+        });
+        let shared = Arc::new(LoopShared {
+            waker: Arc::new(Waker::new().expect("eventfd")),
+            notified: AtomicBool::new(false),
+            counters: Default::default(),
+            filter_errors: std::sync::Mutex::new(Vec::new()),
+            accepting: AtomicBool::new(true),
+        });
+        let (_tx, rx) = mpsc::channel();
+        let services = vec![ServiceRt {
+            factory,
+            limits: 0,
+            max_conns: 100,
+            max_per_addr: 0,
+            per_addr: Default::default(),
+            open: Arc::new(AtomicUsize::new(0)),
+            nodelay: true,
+            filter: None,
+            handshake_ms: 0,
+        }];
+        let socks = Box::new(FakeSockets {
+            ops: ops.clone(),
+            next: 100,
+        });
+        let mut r = Reactor::new(
+            0,
+            shared,
+            rx,
+            Arc::new(OnceLock::new()),
+            services,
+            vec![lim],
+            4096,
+            limits(),
+            1 << 30,
+            socks,
+        );
+        r.listeners.push(ListenerRt {
+            sock: LISTENER,
+            service: 0,
+            paused: false,
+            removed: false,
+        });
+        Harness {
+            r,
+            be: FakeBackend {
+                sync,
+                ops: ops.clone(),
+            },
+            ops,
+            seen,
+            now: 0,
+        }
+    }
+
+    /// One turn: the clock, timers, then the flush.
+    fn turn(&mut self) {
+        self.r.tick(self.now);
+        self.r.flush(&mut self.be);
+    }
+
+    fn event(&mut self, ev: Event<'_>) {
+        self.r.set_now(self.now);
+        self.r.handle_event(ev);
+        self.r.flush(&mut self.be);
+    }
+
+    /// Accepts socket `fd` and runs the turn that registers it; its token.
+    fn accept(&mut self, fd: i32) -> u64 {
+        self.event(Event::Accept {
+            listener: 0,
+            res: Ok(Sock::from_raw(fd)),
+        });
+        let ops = self.take_ops();
+        let tok = ops
+            .iter()
+            .find_map(|o| match o {
+                Op::AddConn(t, AddMode::Recv) => Some(*t),
+                _ => None,
+            })
+            .expect("the accepted connection is registered");
+        assert!(ops.contains(&Op::SetNodelay(Sock::from_raw(fd))));
+        tok
+    }
+
+    fn recv(&mut self, token: u64, bytes: &[u8]) {
+        let mut b = bytes.to_vec();
+        self.event(Event::Recv {
+            token,
+            data: &mut b,
+        });
+    }
+
+    fn take_ops(&self) -> Vec<Op> {
+        std::mem::take(&mut *self.ops.lock().unwrap())
+    }
+
+    fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    /// Completes what the io_uring style left in flight: every send in
+    /// full, and a cancelled receive or a teardown's receive with its end.
+    fn complete(&mut self, ops: &[Op]) {
+        if self.be.sync {
+            return;
+        }
+        for op in ops {
+            match op {
+                Op::Send(t, b) => self.event(Event::Sent {
+                    token: *t,
+                    res: b.len() as i32,
+                }),
+                Op::CancelRecv(t) => self.event(Event::RecvEnd {
+                    token: *t,
+                    how: RecvEnd::Stopped,
+                }),
+                Op::CancelAll(t, f) if f.recv => self.event(Event::RecvEnd {
+                    token: *t,
+                    how: RecvEnd::Stopped,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    fn closes(ops: &[Op]) -> Vec<Sock> {
+        ops.iter()
+            .filter_map(|o| match o {
+                Op::Close { sock, .. } => Some(*sock),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent(ops: &[Op]) -> Vec<u8> {
+        ops.iter()
+            .flat_map(|o| match o {
+                Op::Send(_, b) => b.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Nothing left behind: no slot, no queued byte, no leftover input.
+    fn assert_empty(&self) {
+        assert_eq!(self.r.live, 0, "a slot is still in use");
+        assert_eq!(self.r.pool.queued, 0, "bytes are still queued");
+        assert!(self
+            .r
+            .conns
+            .iter()
+            .all(|c| c.flags == 0 && c.input.is_none()));
+    }
+}
+
+fn both(f: impl Fn(bool)) {
+    f(false);
+    f(true);
+}
+
+#[test]
+fn echo_then_graceful_close_closes_the_socket_once() {
+    both(|sync| {
+        let mut h = Harness::new(sync, limits());
+        let tok = h.accept(7);
+        assert_eq!(h.take_seen(), vec![Seen::Open]);
+        h.recv(tok, b"hello");
+        let ops = h.take_ops();
+        assert_eq!(Harness::sent(&ops), b"hello");
+        h.complete(&ops);
+        assert_eq!(
+            h.take_seen(),
+            vec![Seen::Data(b"hello".to_vec()), Seen::Drain]
+        );
+        // the peer ends its stream: the probe closes in on_eof
+        h.event(Event::RecvEnd {
+            token: tok,
+            how: RecvEnd::Eof,
+        });
+        let ops = h.take_ops();
+        h.complete(&ops);
+        let ops = [ops, h.take_ops()].concat();
+        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
+        assert!(ops.contains(&Op::RemoveConn(tok)));
+        assert_eq!(
+            h.take_seen(),
+            vec![Seen::Eof, Seen::Close("PeerClosed".into())]
+        );
+        h.assert_empty();
+        let c = h.r.shared.counters.snapshot();
+        assert_eq!((c.accepted, c.closed, c.open), (1, 1, 0));
+        assert_eq!((c.bytes_in, c.bytes_out), (5, 5));
+    });
+}
+
+#[test]
+fn a_completion_for_a_reused_slot_is_ignored() {
+    both(|sync| {
+        let mut h = Harness::new(sync, limits());
+        let old = h.accept(7);
+        h.recv(old, b"abort");
+        let ops = h.take_ops();
+        h.complete(&ops);
+        let ops = [ops, h.take_ops()].concat();
+        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
+        h.assert_empty();
+        h.take_seen();
+        // the slot is reused by the next connection, with a new generation
+        let new = h.accept(8);
+        assert_ne!(old, new);
+        assert_eq!(untoken(old).0, untoken(new).0);
+        h.take_seen();
+        // late completions of the old connection change nothing
+        h.recv(old, b"stale");
+        h.event(Event::Sent { token: old, res: 3 });
+        h.event(Event::RecvEnd {
+            token: old,
+            how: RecvEnd::Error(libc::ECONNRESET),
+        });
+        assert_eq!(h.take_seen(), vec![]);
+        assert_eq!(h.take_ops(), vec![]);
+        h.recv(new, b"fresh");
+        assert_eq!(h.take_seen()[0], Seen::Data(b"fresh".to_vec()));
+        assert_eq!(Harness::sent(&h.take_ops()), b"fresh");
+    });
+}
+
+#[test]
+fn the_idle_timeout_follows_the_clock_it_is_given() {
+    both(|sync| {
+        let mut lim = limits();
+        lim.idle_ms = 1000;
+        let mut h = Harness::new(sync, lim);
+        let tok = h.accept(7);
+        h.take_seen();
+        h.now = 600;
+        h.recv(tok, b"x");
+        let ops = h.take_ops();
+        h.complete(&ops);
+        h.take_seen();
+        // 1000 ms after the accept, but only 400 after the last bytes
+        h.now = 1000;
+        h.turn();
+        assert_eq!(h.take_seen(), vec![]);
+        assert_eq!(h.r.next_timeout(), Some(Duration::from_millis(600)));
+        h.now = 1599;
+        h.turn();
+        assert_eq!(h.take_seen(), vec![]);
+        h.now = 1600;
+        h.turn();
+        assert_eq!(h.take_seen(), vec![Seen::Close("IdleTimeout".into())]);
+        let ops = h.take_ops();
+        h.complete(&ops);
+        let ops = [ops, h.take_ops()].concat();
+        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
+        h.assert_empty();
+        assert_eq!(h.r.shared.counters.snapshot().err_idle_timeout, 1);
+    });
+}
+
+#[test]
+fn a_lingering_close_sends_fin_then_waits_for_the_peer_or_the_timer() {
+    both(|sync| {
+        let mut lim = limits();
+        lim.linger_ms = 2000;
+        // the peer answers our FIN with its own
+        let mut h = Harness::new(sync, lim);
+        let tok = h.accept(7);
+        h.recv(tok, b"close");
+        let ops = h.take_ops();
+        assert!(ops.contains(&Op::ShutdownWrite(Sock::from_raw(7))));
+        assert!(Harness::closes(&ops).is_empty());
+        assert!(!ops.iter().any(|o| matches!(o, Op::CancelRecv(_))));
+        // it still reads (and drops) what the peer sends meanwhile
+        h.recv(tok, b"late");
+        h.event(Event::RecvEnd {
+            token: tok,
+            how: RecvEnd::Eof,
+        });
+        let ops = h.take_ops();
+        h.complete(&ops);
+        let ops = [ops, h.take_ops()].concat();
+        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
+        assert_eq!(
+            h.take_seen(),
+            vec![
+                Seen::Open,
+                Seen::Data(b"close".to_vec()),
+                Seen::Close("Local".into())
+            ]
+        );
+        h.assert_empty();
+
+        // a silent peer: the timer ends it
+        let mut h = Harness::new(sync, lim);
+        let tok = h.accept(9);
+        h.recv(tok, b"close");
+        h.take_ops();
+        h.now = 1999;
+        h.turn();
+        assert!(Harness::closes(&h.take_ops()).is_empty());
+        h.now = 2000;
+        h.turn();
+        let ops = h.take_ops();
+        h.complete(&ops);
+        let ops = [ops, h.take_ops()].concat();
+        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(9)]);
+        assert_eq!(h.take_seen().last(), Some(&Seen::Close("Local".into())));
+        h.assert_empty();
+    });
+}
+
+#[test]
+fn back_pressure_stops_receiving_until_the_queue_drains() {
+    both(|sync| {
+        let mut h = Harness::new(sync, limits());
+        let tok = h.accept(7);
+        h.take_seen();
+        // 3000 bytes queued pass the 2048-byte high-water mark
+        h.recv(tok, b"big");
+        let ops = h.take_ops();
+        if sync {
+            // sent at once: the pause is over before the turn ends
+            assert_eq!(Harness::sent(&ops).len(), 3000);
+        } else {
+            assert!(ops.contains(&Op::CancelRecv(tok)), "{ops:?}");
+            assert!(h.r.conns[untoken(tok).0 as usize].flags & PAUSE_BP != 0);
+            // input that arrives meanwhile is kept, not delivered
+            h.recv(tok, b"kept");
+            assert_eq!(h.take_seen(), vec![Seen::Data(b"big".to_vec())]);
+            // the sends complete: the queue drains, reading resumes and
+            // the kept input is delivered
+            let mut all = Vec::new();
+            let mut ops = [ops, h.take_ops()].concat();
+            for _ in 0..10 {
+                if ops.is_empty() {
+                    break;
+                }
+                all.extend(ops.iter().cloned());
+                h.complete(&ops);
+                ops = h.take_ops();
+            }
+            assert_eq!(Harness::sent(&all)[..3000], [7u8; 3000][..]);
+            assert!(all.contains(&Op::ArmRecv(tok)), "{all:?}");
+            assert_eq!(
+                h.take_seen(),
+                vec![Seen::Drain, Seen::Data(b"kept".to_vec()), Seen::Drain]
+            );
+        }
+        assert_eq!(h.r.pool.queued, 0);
+    });
+}
+
+#[test]
+fn a_panicking_handler_costs_its_connection_only() {
+    both(|sync| {
+        let mut h = Harness::new(sync, limits());
+        let a = h.accept(7);
+        let b = h.accept(8);
+        h.take_seen();
+        h.recv(a, b"panic");
+        let ops = h.take_ops();
+        h.complete(&ops);
+        let ops = [ops, h.take_ops()].concat();
+        // aborted: closed with a RST
+        assert!(ops.contains(&Op::Close {
+            sock: Sock::from_raw(7),
+            linger_zero: true,
+            last_words: vec![],
+        }));
+        assert_eq!(
+            h.take_seen(),
+            vec![
+                Seen::Data(b"panic".to_vec()),
+                Seen::Close("HandlerPanic".into())
+            ]
+        );
+        h.recv(b, b"still here");
+        assert_eq!(Harness::sent(&h.take_ops()), b"still here");
+        assert_eq!(h.r.shared.counters.snapshot().err_handler_panic, 1);
+    });
+}
+
+#[test]
+fn a_reset_while_a_send_is_in_flight_closes_after_the_send_completes() {
+    let mut h = Harness::new(false, limits());
+    let tok = h.accept(7);
+    h.recv(tok, b"ping");
+    let ops = h.take_ops();
+    assert_eq!(Harness::sent(&ops), b"ping");
+    h.take_seen();
+    // the receive fails while the send is still in flight
+    h.event(Event::RecvEnd {
+        token: tok,
+        how: RecvEnd::Error(libc::ECONNRESET),
+    });
+    assert_eq!(h.take_seen(), vec![Seen::Close("Io".into())]);
+    let ops = h.take_ops();
+    assert!(
+        ops.iter()
+            .any(|o| matches!(o, Op::CancelAll(t, f) if *t == tok && f.send && !f.recv)),
+        "{ops:?}"
+    );
+    // the descriptor must outlive the send that uses it
+    assert!(Harness::closes(&ops).is_empty());
+    h.event(Event::Sent {
+        token: tok,
+        res: -libc::ECANCELED,
+    });
+    assert_eq!(Harness::closes(&h.take_ops()), vec![Sock::from_raw(7)]);
+    assert_eq!(h.take_seen(), vec![]);
+    h.assert_empty();
+}
+
+#[test]
+fn an_outbound_connect_opens_once_connected() {
+    both(|sync| {
+        let mut h = Harness::new(sync, limits());
+        let seen = h.seen.clone();
+        let addr: SocketAddr = "192.0.2.9:7".parse().unwrap();
+        let id =
+            h.r.connect(
+                addr,
+                &ConnectOptions {
+                    timeout: Duration::from_millis(500),
+                    ..Default::default()
+                },
+                Box::new(Probe { seen }),
+            )
+            .expect("connect");
+        h.turn();
+        let ops = h.take_ops();
+        assert_eq!(ops[0], Op::Connect(addr));
+        let tok = id.as_u64() & ((1 << 56) - 1);
+        assert!(ops.contains(&Op::AddConn(tok, AddMode::Connect)));
+        assert_eq!(h.take_seen(), vec![]);
+        h.event(Event::Connected { token: tok, res: 0 });
+        assert_eq!(h.take_seen(), vec![Seen::Open]);
+        assert!(h.take_ops().contains(&Op::ArmRecv(tok)));
+        // a second one that never connects times out on the given clock
+        let seen = h.seen.clone();
+        h.r.connect(
+            addr,
+            &ConnectOptions {
+                timeout: Duration::from_millis(500),
+                ..Default::default()
+            },
+            Box::new(Probe { seen }),
+        )
+        .expect("connect");
+        h.turn();
+        h.take_ops();
+        h.now = 499;
+        h.turn();
+        assert_eq!(h.take_seen(), vec![]);
+        h.now = 500;
+        h.turn();
+        assert_eq!(h.take_seen(), vec![Seen::Close("ConnectTimeout".into())]);
+    });
+}
