@@ -435,7 +435,7 @@ impl<'a> Ctx<'a> {
     pub fn resume_reading(&mut self) {
         let core = &mut *self.lcx.core;
         let c = &mut core.conns[self.slot as usize];
-        if c.flags & OPEN != 0 && c.flags & PAUSE_USER != 0 {
+        if c.phase.is_open() && c.flags & PAUSE_USER != 0 {
             c.flags &= !PAUSE_USER;
             c.flags |= REDELIVER;
             core.mark_dirty(self.slot);
@@ -491,7 +491,7 @@ impl<'a> Ctx<'a> {
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
         let core = &mut *self.lcx.core;
         let c = &mut core.conns[self.slot as usize];
-        if c.flags & OPEN == 0 {
+        if !c.phase.is_open() {
             return;
         }
         c.idle_ms = dur_ms(timeout);
@@ -560,7 +560,7 @@ impl<'a> Ctx<'a> {
     pub fn set_deadline(&mut self, after: Duration, token: u64) {
         let core = &mut *self.lcx.core;
         let c = &mut core.conns[self.slot as usize];
-        if c.flags & OPEN == 0 {
+        if !c.phase.is_open() {
             return;
         }
         // 15-bit sequence numbers: a stale entry could only match again

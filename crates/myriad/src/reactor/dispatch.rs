@@ -35,7 +35,7 @@ impl Reactor {
         };
         let c = &mut self.conns[slot as usize];
         let same = c.gen == gen;
-        if same && c.flags & OPEN != 0 && c.handler.is_none() {
+        if same && c.phase.is_open() && c.handler.is_none() {
             c.handler = Some(h);
         }
         match r {
@@ -53,10 +53,10 @@ impl Reactor {
     /// `on_close`, drops the handler. The socket is cleaned up by the flush.
     pub(super) fn finalize(&mut self, slot: u32, reason: CloseReason) {
         let c = &mut self.conns[slot as usize];
-        if c.flags & OPEN == 0 {
+        if !c.phase.is_open() {
             return;
         }
-        c.flags &= !(OPEN | HANDSHAKING);
+        c.to(Phase::Closed);
         let counted = c.flags & COUNTED != 0;
         let service = c.service;
         let input = c.take_input();
@@ -112,7 +112,7 @@ impl Reactor {
             Event::Accept { listener, res } => self.on_accept(listener, res),
             Event::Writable { token } => {
                 if let Some(slot) = self.slot_of(token) {
-                    self.conns[slot as usize].flags &= !WAIT_WRITABLE;
+                    self.conns[slot as usize].end(op::WRITABLE);
                     self.mark_dirty(slot);
                 }
             }
@@ -208,7 +208,14 @@ impl Reactor {
         let filter = svc.filter.as_ref().map(|f| f());
         let handshake_ms = svc.handshake_ms;
         let limits = svc.limits;
-        let slot = self.alloc(sock, OPEN | NEEDS_REG | COUNTED, handler, limits, service);
+        let slot = self.alloc(
+            sock,
+            Phase::Open,
+            NEEDS_REG | COUNTED,
+            handler,
+            limits,
+            service,
+        );
         if let Some(ip) = source {
             self.sources.insert(slot, ip);
         }
@@ -250,7 +257,7 @@ impl Reactor {
         }
         self.mark_dirty(slot);
         if handshaking {
-            self.conns[slot as usize].flags |= HANDSHAKING;
+            self.conns[slot as usize].to(Phase::Handshaking);
             if handshake_ms > 0 {
                 self.timers.push(TimerEntry {
                     at_ms: self.now_ms + handshake_ms as u64,
@@ -273,7 +280,7 @@ impl Reactor {
         LoopCounters::add(&counters.reads, 1);
         let now = self.now32();
         let c = &mut self.conns[slot as usize];
-        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 {
+        if !c.phase.is_open() || c.flags & CLOSING != 0 {
             return;
         }
         c.last_active = now;
@@ -310,12 +317,12 @@ impl Reactor {
             return;
         }
         let c = &mut self.conns[slot as usize];
-        if done_handshake && c.flags & HANDSHAKING != 0 {
-            c.flags &= !HANDSHAKING;
+        if done_handshake && c.phase == Phase::Handshaking {
+            c.to(Phase::Open);
             self.call(slot, |h, cx| h.on_open(cx));
         }
         let c = &self.conns[slot as usize];
-        if !app.is_empty() && c.flags & OPEN != 0 && c.flags & CLOSING == 0 {
+        if !app.is_empty() && c.phase.is_open() && c.flags & CLOSING == 0 {
             self.deliver_bytes(slot, &mut app[..]);
         }
         // Keep the scratch buffer, but not a huge one.
@@ -328,7 +335,9 @@ impl Reactor {
     /// input.
     pub(super) fn deliver_bytes(&mut self, slot: u32, data: &mut [u8]) {
         let c = &self.conns[slot as usize];
-        if c.flags & (PAUSE_USER | PAUSE_BP | CONNECTING | HANDSHAKING) != 0 {
+        if c.flags & (PAUSE_USER | PAUSE_BP) != 0
+            || matches!(c.phase, Phase::Connecting | Phase::Handshaking)
+        {
             // Arrived after reading was paused (the cancel was in flight):
             // keep it for when reading resumes.
             self.append_input(slot, data);
@@ -349,7 +358,7 @@ impl Reactor {
     /// (the connection is then closed with [`CloseReason::InputOverflow`]).
     pub(super) fn append_input(&mut self, slot: u32, data: &[u8]) -> bool {
         let c = &mut self.conns[slot as usize];
-        if c.flags & OPEN == 0 {
+        if !c.phase.is_open() {
             return false;
         }
         let max = self.limits[c.limits as usize].max_input as usize;
@@ -376,7 +385,7 @@ impl Reactor {
             .call(slot, |h, cx| h.on_data(cx, &mut buf[..]))
             .min(buf.len());
         let c = &mut self.conns[slot as usize];
-        if consumed == buf.len() || c.flags & OPEN == 0 {
+        if consumed == buf.len() || !c.phase.is_open() {
             self.inputs.give(buf);
         } else {
             buf.drain(..consumed);
@@ -396,13 +405,13 @@ impl Reactor {
             return;
         };
         let c = &mut self.conns[slot as usize];
-        c.flags &= !(RECV_ACTIVE | RECV_CANCEL);
+        c.end(op::RECV | op::RECV_CANCEL);
         match how {
             RecvEnd::Eof => {
                 // (A connection being torn down ends its receive with a
                 // read-side shutdown, which also reads as an end of stream:
                 // that is no news from the peer.)
-                if c.flags & EOF == 0 && c.flags & OPEN != 0 {
+                if c.flags & EOF == 0 && c.phase.is_open() {
                     c.flags |= EOF | EOF_PENDING;
                     if let Some(f) = c.filter.as_mut() {
                         // A TLS peer that closes without close_notify may
@@ -417,7 +426,7 @@ impl Reactor {
             RecvEnd::NoBuffers => LoopCounters::add(&self.shared.counters.ring_exhausted, 1),
             RecvEnd::Error(errno) => {
                 c.flags |= EOF;
-                if c.flags & OPEN != 0 {
+                if c.phase.is_open() {
                     LoopCounters::add(&self.shared.counters.err_reset, 1);
                     self.finalize(slot, CloseReason::Io(io::Error::from_raw_os_error(errno)));
                 }
@@ -431,10 +440,14 @@ impl Reactor {
             return;
         };
         let c = &mut self.conns[slot as usize];
-        c.flags &= !SEND_INFLIGHT;
+        debug_assert!(
+            c.in_flight(op::SEND),
+            "a send completed that was not in flight"
+        );
+        c.end(op::SEND);
         self.mark_dirty(slot);
         if res < 0 {
-            if self.conns[slot as usize].flags & OPEN != 0 {
+            if self.conns[slot as usize].phase.is_open() {
                 LoopCounters::add(&self.shared.counters.err_reset, 1);
                 self.finalize(slot, CloseReason::Io(io::Error::from_raw_os_error(-res)));
             }
@@ -450,7 +463,7 @@ impl Reactor {
         c.out.advance(&mut self.pool, res as usize);
         self.arm_send(slot);
         let c = &self.conns[slot as usize];
-        if c.out.is_empty() && c.flags & OPEN != 0 {
+        if c.out.is_empty() && c.phase.is_open() {
             self.drained(slot);
         }
     }
@@ -460,7 +473,7 @@ impl Reactor {
     /// in one go, the common case, costs no timer at all.
     pub(super) fn arm_send(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if c.out.is_empty() || c.flags & (SEND_ARMED | OPEN) != OPEN {
+        if c.out.is_empty() || c.flags & SEND_ARMED != 0 || !c.phase.is_open() {
             return;
         }
         let send_ms = self.limits[c.limits as usize].send_ms;
@@ -494,10 +507,14 @@ impl Reactor {
             return;
         };
         let c = &mut self.conns[slot as usize];
-        c.flags &= !CONNECT_INFLIGHT;
+        debug_assert!(
+            c.in_flight(op::CONNECT),
+            "a connect completed that was not in flight"
+        );
+        c.end(op::CONNECT);
         self.mark_dirty(slot);
         let c = &mut self.conns[slot as usize];
-        if c.flags & OPEN == 0 || c.flags & CONNECTING == 0 {
+        if c.phase != Phase::Connecting {
             return;
         }
         let err = if res < 0 {
@@ -515,7 +532,8 @@ impl Reactor {
         }
         let now = self.now32();
         let c = &mut self.conns[slot as usize];
-        c.flags = (c.flags & !CONNECTING) | COUNTED;
+        c.to(Phase::Open);
+        c.flags |= COUNTED;
         c.last_active = now;
         LoopCounters::add(&self.shared.counters.connected, 1);
         LoopCounters::add(&self.shared.counters.open, 1);

@@ -44,11 +44,14 @@ impl Reactor {
     }
 
     pub(super) fn flush_conn<B: Backend>(&mut self, slot: u32, be: &mut B) {
-        let f = self.conns[slot as usize].flags;
-        if f & USED == 0 {
+        let (f, phase) = {
+            let c = &self.conns[slot as usize];
+            (c.flags, c.phase)
+        };
+        if phase == Phase::Free {
             return;
         }
-        if f & OPEN != 0 {
+        if phase.is_open() {
             if f & (ABORT_REQ | SLOW | OVERFLOW | PANICKED | SHED) != 0 {
                 let reason = if f & PANICKED != 0 {
                     LoopCounters::add(&self.shared.counters.err_handler_panic, 1);
@@ -71,7 +74,7 @@ impl Reactor {
                 self.flush_open(slot, be);
             }
         }
-        if self.conns[slot as usize].flags & (USED | OPEN) == USED {
+        if self.conns[slot as usize].phase == Phase::Closed {
             self.cleanup(slot, be);
         }
     }
@@ -81,18 +84,18 @@ impl Reactor {
         let tok = token(slot, c.gen);
         if c.flags & NEEDS_REG != 0 {
             c.flags &= !NEEDS_REG;
-            let mode = if c.flags & CONNECTING != 0 {
+            let mode = if c.phase == Phase::Connecting {
                 AddMode::Connect
             } else {
                 AddMode::Recv
             };
             match be.add_conn(tok, c.sock, mode) {
                 Ok(()) => {
-                    c.flags |= REGISTERED
-                        | match mode {
-                            AddMode::Recv => RECV_ACTIVE,
-                            AddMode::Connect => CONNECT_INFLIGHT,
-                        };
+                    c.flags |= REGISTERED;
+                    c.begin(match mode {
+                        AddMode::Recv => op::RECV,
+                        AddMode::Connect => op::CONNECT,
+                    });
                 }
                 Err(e) => {
                     self.finalize(slot, CloseReason::Io(e));
@@ -102,10 +105,10 @@ impl Reactor {
         }
         self.try_send(slot, be);
         let c = &mut self.conns[slot as usize];
-        if c.flags & OPEN == 0 {
+        if !c.phase.is_open() {
             return;
         }
-        if c.out.is_empty() && c.flags & CONNECTING == 0 {
+        if c.out.is_empty() && c.phase != Phase::Connecting {
             if c.flags & (SHUT_WR_REQ | SHUT_WR_DONE) == SHUT_WR_REQ {
                 c.flags |= SHUT_WR_DONE;
                 self.socks.shutdown_write(c.sock);
@@ -144,21 +147,21 @@ impl Reactor {
             }
         }
         let c = &mut self.conns[slot as usize];
-        if c.flags & (PAUSE_USER | PAUSE_BP | CLOSING | CONNECTING) == 0 {
+        if c.flags & (PAUSE_USER | PAUSE_BP | CLOSING) == 0 && c.phase != Phase::Connecting {
             if c.flags & REDELIVER != 0 {
                 c.flags &= !REDELIVER;
                 self.deliver_input(slot);
             }
             let c = &mut self.conns[slot as usize];
-            if c.flags & (EOF_PENDING | HANDSHAKING) == (EOF_PENDING | HANDSHAKING) {
+            if c.flags & EOF_PENDING != 0 && c.phase == Phase::Handshaking {
                 // The peer gave up before the handshake finished.
                 c.flags &= !EOF_PENDING;
                 self.finalize(slot, CloseReason::PeerClosed);
                 return;
             }
             let c = &mut self.conns[slot as usize];
-            if c.flags & (EOF_PENDING | OPEN | PAUSE_USER | PAUSE_BP | CLOSING)
-                == (EOF_PENDING | OPEN)
+            if c.phase.is_open()
+                && c.flags & (EOF_PENDING | PAUSE_USER | PAUSE_BP | CLOSING) == EOF_PENDING
             {
                 c.flags &= !EOF_PENDING;
                 self.call(slot, |h, cx| h.on_eof(cx));
@@ -170,18 +173,19 @@ impl Reactor {
     pub(super) fn reconcile_recv<B: Backend>(&mut self, slot: u32, be: &mut B) {
         let c = &mut self.conns[slot as usize];
         let f = c.flags;
-        let want = f & (OPEN | REGISTERED) == (OPEN | REGISTERED)
-            && (f & (CONNECTING | EOF | PAUSE_USER | PAUSE_BP | CLOSING) == 0
-                || f & CONNECTING == 0 && drains_input(f));
+        let want = c.phase.is_open()
+            && c.phase != Phase::Connecting
+            && f & REGISTERED != 0
+            && (f & (EOF | PAUSE_USER | PAUSE_BP | CLOSING) == 0 || drains_input(f));
         let tok = token(slot, c.gen);
-        if want && f & RECV_ACTIVE == 0 {
-            c.flags |= RECV_ACTIVE;
+        if want && !c.in_flight(op::RECV) {
+            c.begin(op::RECV);
             be.arm_recv(tok, c.sock);
-        } else if !want && f & RECV_ACTIVE != 0 && f & RECV_CANCEL == 0 {
+        } else if !want && c.in_flight(op::RECV) && !c.in_flight(op::RECV_CANCEL) {
             if be.cancel_recv(tok, c.sock) {
-                c.flags &= !RECV_ACTIVE;
+                c.end(op::RECV);
             } else {
-                c.flags |= RECV_CANCEL;
+                c.begin(op::RECV_CANCEL);
             }
         }
     }
@@ -190,7 +194,8 @@ impl Reactor {
         let mut sent = false;
         for _ in 0..64 {
             let c = &self.conns[slot as usize];
-            if c.flags & (SEND_INFLIGHT | WAIT_WRITABLE | CONNECTING) != 0
+            if c.in_flight(op::SEND | op::WRITABLE)
+                || c.phase == Phase::Connecting
                 || c.flags & REGISTERED == 0
                 || c.out.is_empty()
             {
@@ -216,11 +221,11 @@ impl Reactor {
             };
             match outcome {
                 SendOutcome::InFlight => {
-                    self.conns[slot as usize].flags |= SEND_INFLIGHT;
+                    self.conns[slot as usize].begin(op::SEND);
                     return;
                 }
                 SendOutcome::WouldBlock => {
-                    self.conns[slot as usize].flags |= WAIT_WRITABLE;
+                    self.conns[slot as usize].begin(op::WRITABLE);
                     self.arm_send(slot);
                     return;
                 }
@@ -244,7 +249,7 @@ impl Reactor {
             }
         }
         let c = &self.conns[slot as usize];
-        if sent && c.out.is_empty() && c.flags & OPEN != 0 {
+        if sent && c.out.is_empty() && c.phase.is_open() {
             self.drained(slot);
         }
     }
@@ -253,20 +258,20 @@ impl Reactor {
     pub(super) fn cleanup<B: Backend>(&mut self, slot: u32, be: &mut B) {
         let c = &mut self.conns[slot as usize];
         let tok = token(slot, c.gen);
-        if c.flags & REGISTERED != 0 && c.flags & (INFLIGHT | WAIT_WRITABLE) != 0 {
-            if c.flags & CANCEL_ALL == 0 {
-                c.flags |= CANCEL_ALL;
+        if c.flags & REGISTERED != 0 && c.in_flight(op::BLOCKS_CLOSE | op::WRITABLE) {
+            if !c.in_flight(op::CANCEL_ALL) {
+                c.begin(op::CANCEL_ALL);
                 let ops = InFlight {
-                    recv: c.flags & RECV_ACTIVE != 0,
-                    send: c.flags & SEND_INFLIGHT != 0,
-                    connect: c.flags & CONNECT_INFLIGHT != 0,
-                    writable: c.flags & WAIT_WRITABLE != 0,
+                    recv: c.in_flight(op::RECV),
+                    send: c.in_flight(op::SEND),
+                    connect: c.in_flight(op::CONNECT),
+                    writable: c.in_flight(op::WRITABLE),
                 };
                 if be.cancel_all(tok, c.sock, ops) {
-                    c.flags &= !(INFLIGHT | WAIT_WRITABLE | RECV_CANCEL);
+                    c.end(op::BLOCKS_CLOSE | op::WRITABLE | op::RECV_CANCEL);
                 }
             }
-            if c.flags & INFLIGHT != 0 {
+            if c.in_flight(op::BLOCKS_CLOSE) {
                 return;
             }
         }
@@ -290,13 +295,15 @@ impl Reactor {
     pub(crate) fn close_all(&mut self) {
         for slot in 0..self.conns.len() {
             let c = &mut self.conns[slot];
-            if c.flags & USED != 0 {
-                if c.flags & OPEN != 0 {
+            if c.phase != Phase::Free {
+                if c.phase.is_open() {
                     self.finalize(slot as u32, CloseReason::Shutdown);
                 }
                 let c = &mut self.conns[slot];
                 self.socks.close(c.sock, c.flags & LINGER0 != 0, &[]);
+                c.to(Phase::Free);
                 c.flags = 0;
+                c.ops = 0;
             }
         }
         for l in &mut self.listeners {

@@ -118,8 +118,10 @@ impl Drop for Reactor {
             }
         }
         for c in &mut self.conns {
-            if c.flags & USED != 0 {
+            if c.phase != Phase::Free {
                 self.socks.close(c.sock, false, &[]);
+                // After a panic any phase may be left: no step check here.
+                c.phase = Phase::Free;
                 c.flags = 0;
             }
         }
@@ -175,7 +177,7 @@ impl Reactor {
     fn queue_histogram(&self) -> [u64; QUEUE_BUCKETS.len() + 1] {
         let mut h = [0u64; QUEUE_BUCKETS.len() + 1];
         for c in &self.conns {
-            if c.flags & OPEN != 0 {
+            if c.phase.is_open() {
                 let q = c.out.len as u64;
                 let i = QUEUE_BUCKETS
                     .iter()
@@ -229,8 +231,8 @@ impl Reactor {
             kind: TimerKind::ShutdownDeadline,
         });
         for slot in 0..self.conns.len() as u32 {
-            let f = self.conns[slot as usize].flags;
-            if f & OPEN != 0 && f & CLOSING == 0 {
+            let c = &self.conns[slot as usize];
+            if c.phase.is_open() && c.flags & CLOSING == 0 {
                 self.call(slot, |h, cx| h.on_shutdown(cx));
             }
         }

@@ -10,17 +10,11 @@ use super::*;
 pub(super) const MAX_SLOTS: usize = 1 << 24;
 pub(crate) const OUTBOUND: u16 = u16::MAX;
 
-// Connection flags.
-pub(super) const USED: u32 = 1;
-pub(super) const OPEN: u32 = 1 << 1;
-pub(super) const CONNECTING: u32 = 1 << 2;
+// Connection flags: what the handler asked for and what the engine
+// noted. Where a connection is in its life is its `Phase`, what the
+// backend has in flight for it its `ops` (see `Conn::to`, `Conn::begin`).
 pub(super) const NEEDS_REG: u32 = 1 << 3;
 pub(super) const REGISTERED: u32 = 1 << 4;
-pub(super) const RECV_ACTIVE: u32 = 1 << 5;
-pub(super) const RECV_CANCEL: u32 = 1 << 6;
-pub(super) const SEND_INFLIGHT: u32 = 1 << 7;
-pub(super) const WAIT_WRITABLE: u32 = 1 << 8;
-pub(super) const CONNECT_INFLIGHT: u32 = 1 << 9;
 pub(super) const PAUSE_USER: u32 = 1 << 10;
 pub(super) const PAUSE_BP: u32 = 1 << 11;
 pub(super) const EOF: u32 = 1 << 12;
@@ -34,11 +28,8 @@ pub(super) const SHUT_WR_DONE: u32 = 1 << 19;
 pub(super) const DIRTY: u32 = 1 << 20;
 pub(super) const REDELIVER: u32 = 1 << 21;
 pub(super) const LINGER0: u32 = 1 << 22;
-pub(super) const CANCEL_ALL: u32 = 1 << 23;
 pub(super) const COUNTED: u32 = 1 << 24;
 pub(super) const IDLE_ARMED: u32 = 1 << 25;
-/// The filter's handshake is in progress; `on_open` has not been called.
-pub(super) const HANDSHAKING: u32 = 1 << 26;
 /// Try to send what is queued (a TLS alert) before closing after an error.
 pub(super) const FLUSH_ON_CLOSE: u32 = 1 << 27;
 /// A handler call panicked: the connection is aborted and counted.
@@ -50,8 +41,75 @@ pub(super) const SENT_SINCE: u32 = 1 << 30;
 /// Closed to bring the loop's queued bytes under its cap.
 pub(super) const SHED: u32 = 1 << 31;
 
-pub(super) const INFLIGHT: u32 = RECV_ACTIVE | SEND_INFLIGHT | CONNECT_INFLIGHT;
 pub(super) const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW | PANICKED | SHED;
+
+/// Where a connection is in its life. Changed only by [`Conn::to`], which
+/// checks (in debug builds) that the step is one of the legal ones:
+///
+/// ```text
+/// Free ──accept──▶ Open ──filter──▶ Handshaking ──done──▶ Open
+///   └──connect──▶ Connecting ──connected──▶ Open
+/// Connecting | Handshaking | Open ──finalize (on_close)──▶ Closed
+/// Closed ──nothing in flight, socket closed──▶ Free
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Phase {
+    /// The slot is free.
+    Free,
+    /// Outbound, the connect is in progress; `on_open` not called yet.
+    Connecting,
+    /// The filter's (TLS) handshake is in progress; `on_open` not called
+    /// yet, received application bytes are kept.
+    Handshaking,
+    /// The handler has the connection.
+    Open,
+    /// `on_close` was called; the socket waits for what is in flight on it
+    /// to end before it is closed and the slot freed.
+    Closed,
+}
+
+impl Phase {
+    /// The handler still has the connection (`on_close` not called yet).
+    #[inline]
+    pub(super) fn is_open(self) -> bool {
+        matches!(self, Phase::Connecting | Phase::Handshaking | Phase::Open)
+    }
+
+    fn may_become(self, to: Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, to),
+            (Free, Open | Connecting)
+                | (Connecting, Open | Closed)
+                | (Open, Handshaking | Closed)
+                | (Handshaking, Open | Closed)
+                | (Closed, Free)
+        )
+    }
+}
+
+/// What the backend has in flight for a connection (`Conn::ops`), changed
+/// only by [`Conn::begin`] and [`Conn::end`].
+pub(super) mod op {
+    /// A (multishot) receive is armed.
+    pub(crate) const RECV: u8 = 1;
+    /// Its cancellation is submitted; a `RecvEnd` follows.
+    pub(crate) const RECV_CANCEL: u8 = 1 << 1;
+    /// A send is in flight (io_uring); its buffer must stay put.
+    pub(crate) const SEND: u8 = 1 << 2;
+    /// Waiting for writability (epoll after a short send; a file send
+    /// that would have blocked).
+    pub(crate) const WRITABLE: u8 = 1 << 3;
+    /// A connect is in flight.
+    pub(crate) const CONNECT: u8 = 1 << 4;
+    /// The teardown's cancellation of all of the above is submitted.
+    pub(crate) const CANCEL_ALL: u8 = 1 << 5;
+    /// What must have completed before the socket may be closed (a
+    /// pending writability poll may not: its completion finds a new
+    /// generation).
+    pub(crate) const BLOCKS_CLOSE: u8 = RECV | SEND | CONNECT;
+}
 
 /// A graceful close whose queued bytes are all sent and whose sending side
 /// the engine shut down: it waits for the peer's end of stream (lingering
@@ -71,8 +129,8 @@ pub(super) fn drains_input(f: u32) -> bool {
 /// Writes are dropped once a connection is closing, half-closed by us, or
 /// not open (yet or any more).
 #[inline]
-pub(super) fn refuses_writes(flags: u32) -> bool {
-    flags & OPEN == 0 || flags & CLOSING != 0 || flags & SHUT_WR_REQ != 0
+pub(super) fn refuses_writes(phase: Phase, flags: u32) -> bool {
+    !phase.is_open() || flags & (CLOSING | SHUT_WR_REQ) != 0
 }
 
 /// One connection slot. Kept small: this is most of the user-space cost of
@@ -103,12 +161,55 @@ pub(super) struct Conn {
     /// the sequence number of its timer entry; without that bit, the last
     /// sequence number used.
     pub(super) deadline: u16,
+    /// Where the connection is in its life: read freely, change only with
+    /// [`Conn::to`].
+    pub(super) phase: Phase,
+    /// [`op`] bits in flight: read freely, change only with
+    /// [`Conn::begin`] / [`Conn::end`].
+    pub(super) ops: u8,
 }
 
 /// Bit of [`Conn::deadline`] set while a deadline is pending.
 pub(super) const DEADLINE_SET: u16 = 1 << 15;
 
 impl Conn {
+    /// Moves the connection to `to`; a step the lifecycle does not have is
+    /// a bug (checked in debug builds).
+    #[inline]
+    pub(super) fn to(&mut self, to: Phase) {
+        debug_assert!(
+            self.phase.may_become(to),
+            "illegal connection step {:?} -> {to:?}",
+            self.phase
+        );
+        self.phase = to;
+    }
+
+    /// Notes that the backend was asked for `op` (one [`op`] bit), which
+    /// must not be in flight already.
+    #[inline]
+    pub(super) fn begin(&mut self, op: u8) {
+        debug_assert!(
+            self.ops & op == 0,
+            "operation {op:#x} started twice (in flight: {:#x})",
+            self.ops
+        );
+        self.ops |= op;
+    }
+
+    /// Notes that `ops` ended (a completion, or a synchronous
+    /// cancellation).
+    #[inline]
+    pub(super) fn end(&mut self, ops: u8) {
+        self.ops &= !ops;
+    }
+
+    /// Whether `op` is in flight.
+    #[inline]
+    pub(super) fn in_flight(&self, op: u8) -> bool {
+        self.ops & op != 0
+    }
+
     /// Bytes of leftover input.
     #[inline]
     pub(super) fn input_len(&self) -> usize {
@@ -134,6 +235,7 @@ impl Reactor {
     pub(super) fn alloc(
         &mut self,
         sock: Sock,
+        phase: Phase,
         flags: u32,
         handler: Box<dyn Handler>,
         limits: u16,
@@ -148,7 +250,9 @@ impl Reactor {
             self.free_head = c.last_active;
             c.handler = Some(handler);
             c.sock = sock;
-            c.flags = flags | USED;
+            debug_assert!(c.ops == 0);
+            c.to(phase);
+            c.flags = flags;
             c.last_active = now;
             c.idle_ms = idle_ms;
             c.limits = limits;
@@ -164,12 +268,14 @@ impl Reactor {
                 out: OutboundQueue::default(),
                 sock,
                 gen: 0,
-                flags: flags | USED,
+                flags,
                 last_active: now,
                 idle_ms,
                 limits,
                 service,
                 deadline: 0,
+                phase,
+                ops: 0,
             });
             slot
         }
@@ -178,7 +284,9 @@ impl Reactor {
     pub(super) fn free_slot(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
         c.gen = c.gen.wrapping_add(1);
+        c.to(Phase::Free);
         c.flags = 0;
+        c.ops = 0;
         c.handler = None;
         c.filter = None;
         c.sock = Sock::NONE;
@@ -192,7 +300,7 @@ impl Reactor {
     pub(super) fn slot_of(&self, token: u64) -> Option<u32> {
         let (slot, gen) = untoken(token);
         let c = self.conns.get(slot as usize)?;
-        (c.flags & USED != 0 && c.gen == gen).then_some(slot)
+        (c.phase != Phase::Free && c.gen == gen).then_some(slot)
     }
 
     pub(super) fn slot_of_id(&self, id: ConnId) -> Option<u32> {
@@ -201,7 +309,7 @@ impl Reactor {
         }
         let (slot, gen) = id.parts();
         let c = self.conns.get(slot as usize)?;
-        (c.flags & OPEN != 0 && c.gen == gen).then_some(slot)
+        (c.phase.is_open() && c.gen == gen).then_some(slot)
     }
 
     #[inline]

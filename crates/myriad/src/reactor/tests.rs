@@ -690,3 +690,23 @@ fn an_outbound_connect_opens_once_connected() {
         assert_eq!(h.take_seen(), vec![Seen::Close("ConnectTimeout".into())]);
     });
 }
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "illegal connection step")]
+fn a_lifecycle_step_that_skips_on_close_is_caught() {
+    let mut h = Harness::new(false, limits());
+    let tok = h.accept(7);
+    // Open -> Free would free the slot without on_close
+    h.r.conns[untoken(tok).0 as usize].to(Phase::Free);
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "started twice")]
+fn a_receive_armed_twice_is_caught() {
+    let mut h = Harness::new(false, limits());
+    let tok = h.accept(7);
+    // the accept armed the receive already
+    h.r.conns[untoken(tok).0 as usize].begin(op::RECV);
+}

@@ -32,11 +32,11 @@ impl Reactor {
         self.timers.maybe_compact(|t| match t.kind {
             TimerKind::AcceptRetry | TimerKind::ShutdownDeadline => true,
             TimerKind::Deadline { seq, .. } => conns.get(t.slot as usize).is_some_and(|c| {
-                c.flags & OPEN != 0 && c.gen == t.gen && c.deadline == DEADLINE_SET | seq
+                c.phase.is_open() && c.gen == t.gen && c.deadline == DEADLINE_SET | seq
             }),
             _ => conns
                 .get(t.slot as usize)
-                .is_some_and(|c| c.flags & OPEN != 0 && c.gen == t.gen),
+                .is_some_and(|c| c.phase.is_open() && c.gen == t.gen),
         });
         LoopCounters::set(&self.shared.counters.timers, self.timers.len() as u64);
         self.shared.notified.store(false, Ordering::SeqCst);
@@ -53,7 +53,7 @@ impl Reactor {
 
     pub(super) fn timer_target(&self, t: &TimerEntry) -> Option<u32> {
         let c = self.conns.get(t.slot as usize)?;
-        (c.flags & OPEN != 0 && c.gen == t.gen).then_some(t.slot)
+        (c.phase.is_open() && c.gen == t.gen).then_some(t.slot)
     }
 
     pub(super) fn fire(&mut self, t: TimerEntry) {
@@ -90,7 +90,7 @@ impl Reactor {
                 let Some(slot) = self.timer_target(&t) else {
                     return;
                 };
-                if self.conns[slot as usize].flags & CONNECTING != 0 {
+                if self.conns[slot as usize].phase == Phase::Connecting {
                     LoopCounters::add(&self.shared.counters.err_connect_timeout, 1);
                     self.finalize(slot, CloseReason::ConnectTimeout);
                 }
@@ -99,7 +99,7 @@ impl Reactor {
                 let Some(slot) = self.timer_target(&t) else {
                     return;
                 };
-                if self.conns[slot as usize].flags & HANDSHAKING != 0 {
+                if self.conns[slot as usize].phase == Phase::Handshaking {
                     LoopCounters::add(&self.shared.counters.err_handshake_timeout, 1);
                     self.finalize(slot, CloseReason::HandshakeTimeout);
                 }
@@ -153,7 +153,7 @@ impl Reactor {
             TimerKind::ShutdownDeadline => {
                 for slot in 0..self.conns.len() as u32 {
                     let f = self.conns[slot as usize].flags;
-                    if f & OPEN == 0 {
+                    if !self.conns[slot as usize].phase.is_open() {
                         continue;
                     }
                     if is_lingering(f) {

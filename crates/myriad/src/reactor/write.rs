@@ -34,7 +34,7 @@ impl Reactor {
     pub(super) fn write(&mut self, slot: u32, parts: &[&[u8]]) {
         let Reactor { conns, pool, .. } = self;
         let c = &mut conns[slot as usize];
-        if refuses_writes(c.flags) {
+        if refuses_writes(c.phase, c.flags) {
             return;
         }
         if let Some(f) = c.filter.as_mut() {
@@ -64,7 +64,7 @@ impl Reactor {
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> usize {
         let c = &self.conns[slot as usize];
-        if refuses_writes(c.flags) {
+        if refuses_writes(c.phase, c.flags) {
             return 0;
         }
         if c.filter.is_some() || max > OutboundQueue::max_fill(&self.pool) {
@@ -95,7 +95,7 @@ impl Reactor {
     pub(super) fn close_graceful(&mut self, slot: u32) {
         let Reactor { conns, pool, .. } = self;
         let c = &mut conns[slot as usize];
-        if c.flags & OPEN == 0 || c.flags & CLOSING != 0 {
+        if !c.phase.is_open() || c.flags & CLOSING != 0 {
             return;
         }
         if let Some(f) = c.filter.as_mut() {
@@ -140,7 +140,7 @@ impl Reactor {
             .conns
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.flags & (OPEN | SHED) == OPEN && c.out.len > 0)
+            .filter(|(_, c)| c.phase.is_open() && c.flags & SHED == 0 && c.out.len > 0)
             .map(|(i, c)| (c.out.len, i as u32))
             .collect();
         big.sort_unstable_by(|a, b| b.cmp(a));
@@ -155,7 +155,7 @@ impl Reactor {
 
     pub(super) fn write_shared(&mut self, slot: u32, bytes: &Arc<[u8]>) {
         let c = &mut self.conns[slot as usize];
-        if refuses_writes(c.flags) {
+        if refuses_writes(c.phase, c.flags) {
             return;
         }
         if c.filter.is_some() {
@@ -175,7 +175,7 @@ impl Reactor {
         len: u64,
     ) -> bool {
         let c = &mut self.conns[slot as usize];
-        if refuses_writes(c.flags) || c.filter.is_some() {
+        if refuses_writes(c.phase, c.flags) || c.filter.is_some() {
             return false;
         }
         if len > 0 {
@@ -187,7 +187,7 @@ impl Reactor {
 
     pub(super) fn set_flag(&mut self, slot: u32, flag: u32) {
         let c = &mut self.conns[slot as usize];
-        if c.flags & OPEN != 0 {
+        if c.phase.is_open() {
             c.flags |= flag;
             self.mark_dirty(slot);
         }
@@ -232,11 +232,11 @@ impl Reactor {
         lim.hard_limit = clamp_u32(opts.write_hard_limit);
         lim.max_input = clamp_u32(opts.max_input);
         let li = self.limits_index(lim);
-        let mut flags = OPEN | CONNECTING | NEEDS_REG;
+        let mut flags = NEEDS_REG;
         if opts.linger_zero {
             flags |= LINGER0;
         }
-        let slot = self.alloc(sock, flags, handler, li, OUTBOUND);
+        let slot = self.alloc(sock, Phase::Connecting, flags, handler, li, OUTBOUND);
         if let Some(f) = &opts.filter {
             self.pending_filters
                 .push((slot, f.clone(), dur_ms(Some(opts.handshake_timeout))));
