@@ -77,6 +77,12 @@ impl Sock {
     pub(crate) fn from_raw(fd: RawFd) -> Sock {
         Sock(fd)
     }
+
+    /// The number a test's fake sockets gave it.
+    #[cfg(test)]
+    pub(crate) fn number(self) -> i32 {
+        self.0
+    }
 }
 
 /// What an outbound socket is made with ([`Sockets::connect`]).

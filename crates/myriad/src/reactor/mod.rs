@@ -28,6 +28,9 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod sim;
+
 use config::clamp_u32;
 pub use config::ConnectOptions;
 pub(crate) use config::{dur_ms, Limits, ListenerRt, PerAddr, ServiceRt};

@@ -221,6 +221,43 @@ fn limits() -> Limits {
     }
 }
 
+/// A reactor with one service (handlers from `factory`, limits `lim`)
+/// over `socks`, with no backend attached (the test passes one to
+/// `flush`).
+pub(super) fn test_reactor(factory: Factory, lim: Limits, socks: Box<dyn Sockets>) -> Reactor {
+    let shared = Arc::new(LoopShared {
+        waker: Arc::new(Waker::new().expect("eventfd")),
+        notified: AtomicBool::new(false),
+        counters: Default::default(),
+        filter_errors: std::sync::Mutex::new(Vec::new()),
+        accepting: AtomicBool::new(true),
+    });
+    let (_tx, rx) = mpsc::channel();
+    let services = vec![ServiceRt {
+        factory,
+        limits: 0,
+        max_conns: 1 << 20,
+        max_per_addr: 0,
+        per_addr: Default::default(),
+        open: Arc::new(AtomicUsize::new(0)),
+        nodelay: true,
+        filter: None,
+        handshake_ms: 0,
+    }];
+    Reactor::new(
+        0,
+        shared,
+        rx,
+        Arc::new(OnceLock::new()),
+        services,
+        vec![lim],
+        4096,
+        limits(),
+        1 << 30,
+        socks,
+    )
+}
+
 impl Harness {
     fn new(sync: bool, lim: Limits) -> Self {
         let ops: OpLog = Default::default();
@@ -231,41 +268,11 @@ impl Harness {
                 seen: seen2.clone(),
             }) as Box<dyn Handler>
         });
-        let shared = Arc::new(LoopShared {
-            waker: Arc::new(Waker::new().expect("eventfd")),
-            notified: AtomicBool::new(false),
-            counters: Default::default(),
-            filter_errors: std::sync::Mutex::new(Vec::new()),
-            accepting: AtomicBool::new(true),
-        });
-        let (_tx, rx) = mpsc::channel();
-        let services = vec![ServiceRt {
-            factory,
-            limits: 0,
-            max_conns: 100,
-            max_per_addr: 0,
-            per_addr: Default::default(),
-            open: Arc::new(AtomicUsize::new(0)),
-            nodelay: true,
-            filter: None,
-            handshake_ms: 0,
-        }];
         let socks = Box::new(FakeSockets {
             ops: ops.clone(),
             next: 100,
         });
-        let mut r = Reactor::new(
-            0,
-            shared,
-            rx,
-            Arc::new(OnceLock::new()),
-            services,
-            vec![lim],
-            4096,
-            limits(),
-            1 << 30,
-            socks,
-        );
+        let mut r = test_reactor(factory, lim, socks);
         r.listeners.push(ListenerRt {
             sock: LISTENER,
             service: 0,
