@@ -44,6 +44,18 @@ mod stats;
 mod timer;
 pub mod workers;
 
+/// The deterministic simulation of the reactor (feature `sim`; see
+/// `examples/simulate.rs`). Not a stable API.
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+pub mod sim {
+    /// Runs seed `seed` of the simulated echo scenario once: the hash of
+    /// its trace, or the first invariant it broke.
+    pub fn run(seed: u64) -> Result<u64, String> {
+        crate::reactor::sim::run(seed)
+    }
+}
+
 pub use crate::backend::BackendKind;
 pub use crate::engine::{Engine, EngineBuilder, Error, Service};
 pub use crate::filter::{Filter, FilterError, FilterFactory, Outbound};

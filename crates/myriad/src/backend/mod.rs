@@ -78,8 +78,8 @@ impl Sock {
         Sock(fd)
     }
 
-    /// The number a test's fake sockets gave it.
-    #[cfg(test)]
+    /// The number a test's (or the simulation's) fake sockets gave it.
+    #[cfg(any(test, feature = "sim"))]
     pub(crate) fn number(self) -> i32 {
         self.0
     }

@@ -28,8 +28,8 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-#[cfg(test)]
-mod sim;
+#[cfg(any(test, feature = "sim"))]
+pub(crate) mod sim;
 
 use config::clamp_u32;
 pub use config::ConnectOptions;

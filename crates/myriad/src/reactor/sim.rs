@@ -12,12 +12,48 @@
 //! (`EngineBuilder`), outbound clients through the engine's connector,
 //! the WebSocket and TLS layers, the same scenarios on loopback.
 
-use super::tests::test_reactor;
 use super::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Mutex;
+
+/// A reactor with one service (handlers from `factory`, limits `lim`)
+/// over `socks`, with no backend attached (the test passes one to
+/// `flush`).
+pub(super) fn test_reactor(factory: Factory, lim: Limits, socks: Box<dyn Sockets>) -> Reactor {
+    let shared = Arc::new(LoopShared {
+        waker: Arc::new(Waker::new().expect("eventfd")),
+        notified: AtomicBool::new(false),
+        counters: Default::default(),
+        filter_errors: std::sync::Mutex::new(Vec::new()),
+        accepting: AtomicBool::new(true),
+    });
+    let (_tx, rx) = mpsc::channel();
+    let services = vec![ServiceRt {
+        factory,
+        limits: 0,
+        max_conns: 1 << 20,
+        max_per_addr: 0,
+        per_addr: Default::default(),
+        open: Arc::new(AtomicUsize::new(0)),
+        nodelay: true,
+        filter: None,
+        handshake_ms: 0,
+    }];
+    Reactor::new(
+        0,
+        shared,
+        rx,
+        Arc::new(OnceLock::new()),
+        services,
+        vec![lim],
+        4096,
+        lim,
+        1 << 30,
+        socks,
+    )
+}
 
 /// splitmix64: small, fast, and the same on every machine.
 struct Rng(u64);
@@ -339,7 +375,7 @@ impl Handler for Echo {
 }
 
 /// Runs one seed; returns the trace hash, or what went wrong.
-fn run(seed: u64) -> Result<u64, String> {
+pub(crate) fn run(seed: u64) -> Result<u64, String> {
     let mut rng = Rng(seed);
     let w: Shared = Rc::new(RefCell::new(World {
         sync: rng.one_in(2),
@@ -578,6 +614,7 @@ fn check(w: &World, seen: &Seen, r: &Reactor, resets: &[bool]) -> Result<(), Str
     Ok(())
 }
 
+#[cfg(test)]
 fn seeds() -> u64 {
     std::env::var("MYRIAD_SIM_SEEDS")
         .ok()
@@ -585,6 +622,7 @@ fn seeds() -> u64 {
         .unwrap_or(300)
 }
 
+#[cfg(test)]
 #[test]
 fn simulated_echo_keeps_its_invariants_and_is_deterministic() {
     let first = std::env::var("MYRIAD_SIM_SEED")

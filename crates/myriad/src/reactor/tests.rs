@@ -4,6 +4,7 @@
 //! backends: io_uring's (sends and cancellations complete later) and
 //! epoll's (they are done at once).
 
+use super::sim::test_reactor;
 use super::*;
 use std::sync::Mutex;
 
@@ -219,43 +220,6 @@ fn limits() -> Limits {
         max_input: 1 << 16,
         linger_ms: 0,
     }
-}
-
-/// A reactor with one service (handlers from `factory`, limits `lim`)
-/// over `socks`, with no backend attached (the test passes one to
-/// `flush`).
-pub(super) fn test_reactor(factory: Factory, lim: Limits, socks: Box<dyn Sockets>) -> Reactor {
-    let shared = Arc::new(LoopShared {
-        waker: Arc::new(Waker::new().expect("eventfd")),
-        notified: AtomicBool::new(false),
-        counters: Default::default(),
-        filter_errors: std::sync::Mutex::new(Vec::new()),
-        accepting: AtomicBool::new(true),
-    });
-    let (_tx, rx) = mpsc::channel();
-    let services = vec![ServiceRt {
-        factory,
-        limits: 0,
-        max_conns: 1 << 20,
-        max_per_addr: 0,
-        per_addr: Default::default(),
-        open: Arc::new(AtomicUsize::new(0)),
-        nodelay: true,
-        filter: None,
-        handshake_ms: 0,
-    }];
-    Reactor::new(
-        0,
-        shared,
-        rx,
-        Arc::new(OnceLock::new()),
-        services,
-        vec![lim],
-        4096,
-        limits(),
-        1 << 30,
-        socks,
-    )
 }
 
 impl Harness {
