@@ -16,7 +16,7 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Errors from building or running an engine.
 #[derive(Debug, thiserror::Error)]
@@ -677,6 +677,7 @@ impl EngineBuilder {
                         outbound_limits,
                         max_queued,
                         Box::new(OsSockets::new()),
+                        Instant::now(),
                     );
                     match kind {
                         BackendKind::Epoll => {
@@ -823,12 +824,10 @@ fn run_loop<B: Backend>(
     }
     let _ = ready.send(Ok(core.loop_idx as usize));
     drop(ready);
-    // The one clock of the loop: the reactor is handed the time, never
+    // The loop's clock is read here: the reactor is handed the time, never
     // reads it (so that a test or a simulation can own it).
-    let started = std::time::Instant::now();
-    let now_ms = move || started.elapsed().as_millis() as u64;
     let res = loop {
-        core.tick(now_ms());
+        core.tick(Instant::now());
         core.flush(&mut be);
         let pending = be.accepts_pending();
         core.shared_accepting(core.has_listeners() || pending);
@@ -839,7 +838,7 @@ fn run_loop<B: Backend>(
         let mut fresh = false;
         let r = be.wait(timeout, &mut |ev| {
             if !fresh {
-                core.set_now(now_ms());
+                core.set_now(Instant::now());
                 fresh = true;
             }
             core.handle_event(ev)

@@ -74,14 +74,14 @@ pub(crate) struct Reactor {
     /// per-address limit only.
     sources: std::collections::HashMap<u32, IpAddr>,
     dirty: Vec<u32>,
-    /// The loop clock: milliseconds since the loop started, as the
-    /// driver last passed it ([`Reactor::set_now`], [`Reactor::tick`]).
-    /// The reactor never reads a clock itself, so that a test or a
-    /// simulation owns time.
-    now_ms: u64,
-    /// The loop's clock (`Ctx::now`): `start` plus `now_ms`.
+    /// The loop clock as the driver last passed it ([`Reactor::set_now`],
+    /// [`Reactor::tick`]; `Ctx::now`). The reactor never reads a clock
+    /// itself, so that a test or a simulation owns time.
     now: Instant,
-    start: Instant,
+    /// The instant the loop's millisecond clock counts from.
+    epoch: Instant,
+    /// `now` in milliseconds since `epoch` (timers and idle times).
+    now_ms: u64,
     pub(crate) shared: Arc<LoopShared>,
     pub(crate) services: Vec<ServiceRt>,
     limits: Vec<Limits>,
@@ -144,6 +144,7 @@ impl Reactor {
         outbound_limits: Limits,
         max_queued: u64,
         socks: Box<dyn Sockets>,
+        epoch: Instant,
     ) -> Self {
         Reactor {
             max_queued,
@@ -157,8 +158,8 @@ impl Reactor {
             timers: Timers::default(),
             dirty: Vec::with_capacity(1024),
             now_ms: 0,
-            now: Instant::now(),
-            start: Instant::now(),
+            now: epoch,
+            epoch,
             shared,
             services,
             limits,
@@ -196,13 +197,12 @@ impl Reactor {
         &self.shared.counters
     }
 
-    /// Advances the loop clock to `now_ms` (milliseconds since the loop
-    /// started). Never goes backwards.
+    /// Advances the loop clock to `now`. Never goes backwards.
     #[inline]
-    pub(crate) fn set_now(&mut self, now_ms: u64) {
-        debug_assert!(now_ms >= self.now_ms, "the loop clock went backwards");
-        self.now_ms = self.now_ms.max(now_ms);
-        self.now = self.start + Duration::from_millis(self.now_ms);
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        debug_assert!(now >= self.now, "the loop clock went backwards");
+        self.now = self.now.max(now);
+        self.now_ms = self.now.saturating_duration_since(self.epoch).as_millis() as u64;
     }
 
     #[inline]

@@ -21,7 +21,12 @@ use std::sync::Mutex;
 /// A reactor with one service (handlers from `factory`, limits `lim`)
 /// over `socks`, with no backend attached (the test passes one to
 /// `flush`).
-pub(super) fn test_reactor(factory: Factory, lim: Limits, socks: Box<dyn Sockets>) -> Reactor {
+pub(super) fn test_reactor(
+    factory: Factory,
+    lim: Limits,
+    socks: Box<dyn Sockets>,
+    epoch: Instant,
+) -> Reactor {
     let shared = Arc::new(LoopShared {
         waker: Arc::new(Waker::new().expect("eventfd")),
         notified: AtomicBool::new(false),
@@ -52,6 +57,7 @@ pub(super) fn test_reactor(factory: Factory, lim: Limits, socks: Box<dyn Sockets
         lim,
         1 << 30,
         socks,
+        epoch,
     )
 }
 
@@ -413,7 +419,11 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
         max_input: 1 << 30,
         linger_ms: [0, 50][rng.below(2)],
     };
-    let mut r = test_reactor(factory, lim, Box::new(SimSockets { w: w.clone() }));
+    // only differences of instants reach the reactor: the trace does not
+    // depend on when the run started
+    let epoch = Instant::now();
+    let at = |ms: u64| epoch + Duration::from_millis(ms);
+    let mut r = test_reactor(factory, lim, Box::new(SimSockets { w: w.clone() }), epoch);
     r.listeners.push(ListenerRt {
         sock: Sock::from_raw(0),
         service: 0,
@@ -428,10 +438,10 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
     let mut accepted = 0;
     let mut buf = vec![0u8; 4096];
     for _step in 0..200_000 {
-        r.tick(now);
+        r.tick(at(now));
         r.flush(&mut be);
         if accepted < n_peers && rng.one_in(3) {
-            r.set_now(now);
+            r.set_now(at(now));
             r.handle_event(Event::Accept {
                 listener: 0,
                 res: Ok(Sock::from_raw(SOCK_BASE + accepted as i32)),
@@ -500,7 +510,7 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
                 }
             }
             w.borrow_mut().note(0x100 ^ token);
-            r.set_now(now);
+            r.set_now(at(now));
             match what {
                 Sim::Data(k) => r.handle_event(Event::Recv {
                     token,

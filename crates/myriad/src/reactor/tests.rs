@@ -208,7 +208,9 @@ struct Harness {
     be: FakeBackend,
     ops: OpLog,
     seen: SeenLog,
+    /// Milliseconds since `epoch`.
     now: u64,
+    epoch: Instant,
 }
 
 fn limits() -> Limits {
@@ -236,7 +238,8 @@ impl Harness {
             ops: ops.clone(),
             next: 100,
         });
-        let mut r = test_reactor(factory, lim, socks);
+        let epoch = Instant::now();
+        let mut r = test_reactor(factory, lim, socks, epoch);
         r.listeners.push(ListenerRt {
             sock: LISTENER,
             service: 0,
@@ -252,17 +255,23 @@ impl Harness {
             ops,
             seen,
             now: 0,
+            epoch,
         }
+    }
+
+    /// The test clock as an instant.
+    fn at(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.now)
     }
 
     /// One turn: the clock, timers, then the flush.
     fn turn(&mut self) {
-        self.r.tick(self.now);
+        self.r.tick(self.at());
         self.r.flush(&mut self.be);
     }
 
     fn event(&mut self, ev: Event<'_>) {
-        self.r.set_now(self.now);
+        self.r.set_now(self.at());
         self.r.handle_event(ev);
         self.r.flush(&mut self.be);
     }

@@ -20,11 +20,11 @@ impl Reactor {
 
     // ----- timers and tasks -----
 
-    /// Advances the clock to `now_ms`, fires the timers due by then and
+    /// Advances the clock to `now`, fires the timers due by then and
     /// runs posted tasks (quinn-proto's `handle_timeout(now)`; the driver
     /// asks [`Reactor::next_timeout`] how long it may sleep).
-    pub(crate) fn tick(&mut self, now_ms: u64) {
-        self.set_now(now_ms);
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.set_now(now);
         while let Some(t) = self.timers.pop_due(self.now_ms) {
             self.fire(t);
         }
