@@ -138,7 +138,10 @@ fn main() -> Result<()> {
         let mut results = Vec::new();
         let t0 = Instant::now();
         for id in 1..=args.connections {
-            let o = p.call(id, None, Event::Open)?;
+            let tc = Instant::now();
+            let o = p
+                .call(id, None, Event::Open)
+                .with_context(|| format!("on-open of connection {id} after {:?}", tc.elapsed()))?;
             if o.generation != g {
                 bail!("the instance was replaced (poisoned?) at connection {id}");
             }
