@@ -172,6 +172,23 @@ struct RawService {
     routes: Vec<RawRoute>,
 }
 
+impl RawService {
+    /// The first wasm sandbox grant key the service sets, with its place
+    /// in the file (for "only valid with ..." errors).
+    fn first_wasm_grant(&self) -> Option<(&'static str, std::ops::Range<usize>)> {
+        [
+            self.wasm_read_dir
+                .as_ref()
+                .map(|d| ("wasm_read_dir", d.span())),
+            self.wasm_clock.as_ref().map(|c| ("wasm_clock", c.span())),
+            self.wasm_env.as_ref().map(|e| ("wasm_env", e.span())),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+    }
+}
+
 /// `wasm_read_dir = { host = "PATH", guest = "/data" }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -555,16 +572,7 @@ fn wasm_grants(
     spec: &mut PluginSpec,
 ) -> Result<(), ConfigError> {
     let wasm = spec.path.extension().is_some_and(|e| e == "wasm");
-    let first = [
-        s.wasm_read_dir
-            .as_ref()
-            .map(|d| ("wasm_read_dir", d.span())),
-        s.wasm_clock.as_ref().map(|c| ("wasm_clock", c.span())),
-        s.wasm_env.as_ref().map(|e| ("wasm_env", e.span())),
-    ]
-    .into_iter()
-    .flatten()
-    .next();
+    let first = s.first_wasm_grant();
     if let (Some((key, span)), false) = (first, wasm) {
         return Err(cx.err(
             span,
@@ -1144,16 +1152,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
                     ),
                 ));
             }
-            let grant = [
-                s.wasm_read_dir
-                    .as_ref()
-                    .map(|d| ("wasm_read_dir", d.span())),
-                s.wasm_clock.as_ref().map(|c| ("wasm_clock", c.span())),
-                s.wasm_env.as_ref().map(|e| ("wasm_env", e.span())),
-            ]
-            .into_iter()
-            .flatten()
-            .next();
+            let grant = s.first_wasm_grant();
             if let Some((key, span)) = grant {
                 return Err(cx.err(
                     span,
