@@ -123,9 +123,9 @@ fn main() -> Result<()> {
         ),
         (
             "wasm-js",
-            // The JS engine's garbage collection pauses passed the default
-            // 10 ms deadline now and then (1-2 of 100 connections closed as
-            // plugin_timeout per run); none in runs at 30 ms and 100 ms.
+            // Some JS calls ran past the default 10 ms deadline (likely the
+            // engine's garbage collection): 1-2 of 100 connections closed as
+            // plugin_timeout per run; none in runs at 30 ms and 100 ms.
             format!(
                 "handler = \"plugin\"\nplugin = \"{}\"\nwasm_deadline = \"100ms\"",
                 plugins.join("echo_wasm_js.wasm").display()
