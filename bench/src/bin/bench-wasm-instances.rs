@@ -16,7 +16,10 @@
 //!   so the echo's tally exists); at each checkpoint the linear memory's
 //!   growth since the start, divided by the connections, and the RSS
 //!   growth. The total at the loop's share of a million connections is
-//!   what the memory cap (`wasm_memory`) must hold.
+//!   what the memory cap (`wasm_memory`) must hold. Also the slowest call
+//!   between checkpoints (wall-clock), which the call deadline
+//!   (`wasm_deadline`) must hold: a guest's table of connections growing
+//!   in one call is where it shows.
 //!
 //! ```text
 //! cargo run --release -p myriad-bench --bin bench-wasm-instances -- --connections 1000000
@@ -119,7 +122,8 @@ fn main() -> Result<()> {
             .right("connections", 12)
             .right("linear MiB", 11)
             .right("linear B/conn", 14)
-            .right("RSS B/conn", 11);
+            .right("RSS B/conn", 11)
+            .right("slowest call ms (which)", 28);
         let g = p.call(u64::MAX, None, Event::Open)?.generation;
         let base_linear = p.memory_bytes().context("the loop's instance")?;
         let base_rss = rss()?;
@@ -136,16 +140,29 @@ fn main() -> Result<()> {
             .collect();
         let mut next = 0;
         let mut results = Vec::new();
+        // the slowest call since the last checkpoint, and which: what the
+        // call deadline (wasm_deadline) must hold as the guest's state grows
+        let mut slowest = (0.0f64, 0u64, "");
         let t0 = Instant::now();
         for id in 1..=args.connections {
             let tc = Instant::now();
             let o = p
                 .call(id, None, Event::Open)
                 .with_context(|| format!("on-open of connection {id} after {:?}", tc.elapsed()))?;
+            let ms = tc.elapsed().as_secs_f64() * 1e3;
+            if ms > slowest.0 {
+                slowest = (ms, id, "on-open");
+            }
             if o.generation != g {
                 bail!("the instance was replaced (poisoned?) at connection {id}");
             }
-            p.call(id, Some(g), Event::Data(&id.to_le_bytes()))?;
+            let tc = Instant::now();
+            p.call(id, Some(g), Event::Data(&id.to_le_bytes()))
+                .with_context(|| format!("on-data of connection {id} after {:?}", tc.elapsed()))?;
+            let ms = tc.elapsed().as_secs_f64() * 1e3;
+            if ms > slowest.0 {
+                slowest = (ms, id, "on-data");
+            }
             if checkpoints.get(next) == Some(&id) {
                 next += 1;
                 let lin = p.memory_bytes().context("the loop's instance")? - base_linear;
@@ -155,8 +172,10 @@ fn main() -> Result<()> {
                     mib(lin as f64),
                     format!("{:.1}", lin as f64 / id as f64),
                     format!("{:.1}", r as f64 / id as f64),
+                    format!("{:.2} ({} {})", slowest.0, slowest.2, slowest.1),
                 ]);
-                results.push((id, lin, r));
+                results.push((id, lin, r, slowest.0));
+                slowest = (0.0, 0, "");
             }
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -189,7 +208,8 @@ fn main() -> Result<()> {
             ("linear_start_bytes", linear_start.to_string()),
             ("rss_per_instance_bytes", format!("{rss_per_inst:.0}")),
         ];
-        if let Some(&(n, lin, r)) = results.last() {
+        let slowest_ms = results.iter().map(|x| x.3).fold(0.0, f64::max);
+        if let Some(&(n, lin, r, _)) = results.last() {
             fields.push(("connections", n.to_string()));
             fields.push(("linear_growth_bytes", lin.to_string()));
             fields.push((
@@ -197,10 +217,12 @@ fn main() -> Result<()> {
                 format!("{:.1}", lin as f64 / n as f64),
             ));
             fields.push(("rss_bytes_per_conn", format!("{:.1}", r as f64 / n as f64)));
+            fields.push(("slowest_call_ms", format!("{slowest_ms:.2}")));
         }
         println!("{}", result_line(&fields));
         for id in 1..=args.connections {
-            p.call(id, Some(g), Event::Close(myriad_wasm::CloseReason::Peer, 0))?;
+            p.call(id, Some(g), Event::Close(myriad_wasm::CloseReason::Peer, 0))
+                .with_context(|| format!("on-close of connection {id}"))?;
         }
     }
     Ok(())

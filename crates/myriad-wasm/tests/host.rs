@@ -109,6 +109,60 @@ fn many_connections_share_one_instance() {
     }
 }
 
+/// A loop's share of a million connections on one instance, at the default
+/// deadline: the guest's table of connections (myriad_wasm.h) grows past
+/// 786,432 entries, where rehashing it in one call took 19 ms (release
+/// host; 9 ms at 393,216) and so was interrupted at the 10 ms deadline,
+/// poisoning the instance with all its connections. It now grows in
+/// bounded steps. Connections also close along the way (backward-shift
+/// deletion while entries move between arrays), each reporting its own
+/// tally of echoed bytes.
+#[test]
+fn a_million_connections_grow_the_guest_table_within_the_deadline() {
+    let p = load(
+        &build("echo-wasm-c/echo.c", "echo-million.wasm", &[]),
+        Limits::default(),
+    );
+    let n: u64 = 1_000_000;
+    // bytes echoed per connection; None once closed
+    let mut tally: Vec<Option<u64>> = vec![None; n as usize + 1];
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let close = |p: &WasmPlugin, id: u64, tally: &mut Vec<Option<u64>>| {
+        let want = tally[id as usize].take().expect("open");
+        let c = p
+            .call(id, Some(0), Event::Close(CloseReason::Peer, 0))
+            .unwrap_or_else(|e| panic!("on-close of {id}: {e}"));
+        assert_eq!(c.calls, vec![HostCall::CounterAdd("bytes".into(), want)]);
+    };
+    let data = [7u8; 8];
+    for id in 1..=n {
+        let o = p
+            .call(id, None, Event::Open)
+            .unwrap_or_else(|e| panic!("on-open of {id}: {e}"));
+        assert_eq!(o.generation, 0, "one instance, never poisoned");
+        assert!(o.calls.is_empty(), "{:?}", o.calls);
+        let len = 1 + (id % 8) as usize;
+        p.call(id, Some(0), Event::Data(&data[..len]))
+            .unwrap_or_else(|e| panic!("on-data of {id}: {e}"));
+        tally[id as usize] = Some(len as u64);
+        // one in eight: close an earlier connection, still open or not
+        if id % 8 == 0 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let victim = 1 + rng % id;
+            if tally[victim as usize].is_some() {
+                close(&p, victim, &mut tally);
+            }
+        }
+    }
+    for id in 1..=n {
+        if tally[id as usize].is_some() {
+            close(&p, id, &mut tally);
+        }
+    }
+}
+
 #[test]
 fn a_looping_call_is_interrupted_and_the_others_reopen() {
     let limits = Limits {
