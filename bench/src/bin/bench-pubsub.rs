@@ -5,7 +5,14 @@
 //! and the cluster's publish-to-delivery latency across two nodes through
 //! NATS and through Redis.
 //!
-//! Both servers speak the same minimal protocol (text `sub TOPIC`, answered
+//! A third server, `floor` (`pubsub-floor`, bench/ws-baselines: a bare
+//! `mio` loop that frames a message once and makes one `write` per
+//! subscriber), measures the least CPU per delivery possible when every
+//! message is sent as it arrives: in the fixed-rate `fanout` scenario no
+//! server that keeps up has two messages for one subscriber to join, so its
+//! ratio to the baseline bounds every server's ratio from below.
+//!
+//! All servers speak the same minimal protocol (text `sub TOPIC`, answered
 //! `ok TOPIC`; a binary `[n][topic][rest]` is published as it is), so they
 //! do the same work: what is measured is the topic fan-out, not a JSON
 //! codec. Every server runs on one thread pinned to CPU 0; the load program
@@ -36,7 +43,7 @@
 //!
 //! ```text
 //! cargo run --release -p myriad-bench --bin bench-pubsub -- [--duration 5] [--warmup 1] \
-//!     [--repeat 3] [--servers myriad,tokio-broadcast] \
+//!     [--repeat 3] [--servers myriad,tokio-broadcast,floor] \
 //!     [--scenarios fanout,topics,fanout-sat,topics-sat,cluster-nats,cluster-redis] \
 //!     [--subscribers 10000] [--fanout-rate 10] [--topics-rate 10000] \
 //!     [--cluster-rate 1000] [--wait-quiet 60] [--busy-retries 2] [--no-build] [--json FILE]
@@ -69,7 +76,11 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Servers to run (single-node scenarios).
-    #[arg(long, default_value = "myriad,tokio-broadcast", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "myriad,tokio-broadcast,floor",
+        value_delimiter = ','
+    )]
     servers: Vec<String>,
     /// Scenarios to run.
     #[arg(
@@ -170,7 +181,17 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
                 .join("pubsub-tokio-broadcast"),
             ["--addr", "{addr}"],
         ),
-        other => bail!("unknown server {other}"),
+        "floor" => ServerSpec::new(
+            name,
+            workspace_root()
+                .join("target/ws-baselines")
+                .join(&profile)
+                .join("pubsub-floor"),
+            ["--addr", "{addr}"],
+        ),
+        other => {
+            bail!("unknown server {other} (known: myriad, myriad-epoll, tokio-broadcast, floor)")
+        }
     };
     // The readiness probe is not a WebSocket client: let the server drop it.
     Ok(s.env("RUST_LOG", "warn").settle(Duration::from_millis(100)))
@@ -202,6 +223,8 @@ fn build(rig: &Rig) -> Result<()> {
             "bench/ws-baselines/Cargo.toml",
             "--bin",
             "pubsub-tokio-broadcast",
+            "--bin",
+            "pubsub-floor",
         ],
         &baselines,
     )?;
@@ -401,16 +424,41 @@ fn main() -> Result<()> {
                     let rate = paired_ratio_median(m, b, Run::rate);
                     let cpu = paired_ratio_median(m, b, Run::cpu_us_per_op);
                     ratios.push(format!(
-                        "{:<13} vs {:<16} deliveries/s {:>7}   CPU/delivery {:>7} (target <= 0.300x)",
+                        "{:<13} myriad vs {:<16} deliveries/s {:>7}   CPU/delivery {:>7}{}",
                         sc.name,
                         s.name,
                         num(rate, 2) + "x",
-                        num(cpu, 3) + "x"
+                        num(cpu, 3) + "x",
+                        if s.name == "tokio-broadcast" {
+                            " (target <= 0.300x)"
+                        } else {
+                            ""
+                        }
                     ));
                     json.push(serde_json::json!({"scenario": sc.name, "server": "myriad",
                         "baseline": s.name, "paired_deliveries_ratio": rate,
                         "paired_cpu_ratio": cpu}));
                 }
+            }
+            // The floor's own ratio to the baseline: no server that sends
+            // what it delivers as it arrives can go below it.
+            let fi = specs.iter().position(|s| s.name == "floor");
+            let bi = specs.iter().position(|s| s.name == "tokio-broadcast");
+            if let (Some(fi), Some(bi)) = (fi, bi) {
+                let (f, b) = (&grid.get(si, fi).runs, &grid.get(si, bi).runs);
+                let rate = paired_ratio_median(f, b, Run::rate);
+                let cpu = paired_ratio_median(f, b, Run::cpu_us_per_op);
+                ratios.push(format!(
+                    "{:<13} floor  vs {:<16} deliveries/s {:>7}   CPU/delivery {:>7} (no server that \
+                     delivers on arrival goes below this)",
+                    sc.name,
+                    "tokio-broadcast",
+                    num(rate, 2) + "x",
+                    num(cpu, 3) + "x"
+                ));
+                json.push(serde_json::json!({"scenario": sc.name, "server": "floor",
+                    "baseline": "tokio-broadcast", "paired_deliveries_ratio": rate,
+                    "paired_cpu_ratio": cpu}));
             }
             for (vi, s) in specs.iter().enumerate() {
                 let series = grid.get(si, vi);
