@@ -5,13 +5,15 @@
 //! (epoll) on one thread.
 //!
 //! It exists to measure what the fixed-rate `fanout` scenario (one topic,
-//! 10,000 subscribers, 10 publishes/s) allows at all. At that rate each
+//! 10,000 subscribers, a few publishes/s) allows at all. At such rates each
 //! subscriber has one message to send per publish, so no server that keeps
 //! up can join two deliveries into one send; this program's CPU per
 //! delivery is then the kernel's cost of one small loopback send (which on
 //! loopback includes the receiving socket's TCP work, run in the sender's
-//! context) plus almost nothing. Its ratio to the baseline bounds every
-//! server's ratio from below.
+//! context), one system call's entry and exit, and almost nothing else.
+//! Its ratio to the baseline bounds from below every server that sends
+//! each message as it arrives, up to the system-call overhead that
+//! batching the sends (io_uring) saves.
 //!
 //! The protocol is `pubsub-myriad`'s: text `sub TOPIC` is answered by text
 //! `ok TOPIC`; a binary `[n][n bytes of topic][rest]` is sent unchanged to
