@@ -22,8 +22,12 @@
 //!   preview 2 is linked, with a context holding just what was granted
 //!   (never sockets, never stdin; stdout/stderr go nowhere). Each
 //!   instance's linear memory is capped ([`Limits::memory`]); each call has
-//!   a deadline ([`Limits::deadline`]) enforced by epoch interruption (one
-//!   process-wide ticker thread, [`TICK`]).
+//!   a deadline ([`Limits::deadline`]) of CPU time, enforced by epoch
+//!   interruption (one process-wide ticker thread, [`TICK`]): when the
+//!   deadline has passed on the wall clock, an epoch callback compares the
+//!   CPU time the loop thread spent in the call with the deadline and lets
+//!   a call that was descheduled (a busy machine, a pause in a host call)
+//!   go on, up to [`WALL_CEILING`] times the deadline of wall time.
 //! - **Faults.** A trap or an interrupted call poisons the loop's instance:
 //!   it is dropped and the generation of the loop's slot moves on. Every
 //!   connection opened on the old generation is then told
@@ -43,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::{
     FsPerms, HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxBuilder,
     WasiCtxView, WasiView,
@@ -67,6 +71,16 @@ use bindings::{MyriadPlugin, MyriadPluginPre};
 
 /// The granularity of deadlines: the epoch ticker's period.
 pub const TICK: Duration = Duration::from_millis(1);
+/// A call may run this many times its deadline of wall-clock time (while
+/// it used less CPU time than the deadline), and no longer: a guest stuck
+/// in a host call (a granted sleep) is cut when that call returns.
+pub const WALL_CEILING: u32 = 10;
+/// A call's CPU time is counted from a reading of the thread's CPU clock
+/// taken at most this many calls before it (or at most one tick earlier):
+/// the reading is a system call (about 230 ns here, a fifth of a call), so
+/// it is not made at every call. A call may be charged that much of the
+/// loop's earlier work, which errs on the side of the deadline.
+const CPU_READING_CALLS: u32 = 64;
 /// Host calls one guest call may queue.
 pub const MAX_CALLS: usize = 4096;
 /// Bytes of host calls one guest call may queue.
@@ -152,7 +166,9 @@ pub struct Limits {
     /// The most linear memory one instance may have, in bytes (all its
     /// memories together).
     pub memory: usize,
-    /// How long one call into the guest may run.
+    /// How much CPU time one call into the guest may use (its loop
+    /// thread's), in at most [`WALL_CEILING`] times as much wall-clock
+    /// time.
     pub deadline: Duration,
 }
 
@@ -375,6 +391,8 @@ pub struct HostState {
     limits: Limiter,
     /// Only for a plugin granted something (WASI is linked only then).
     wasi: Option<Box<WasiState>>,
+    /// The current call's deadline.
+    budget: Budget,
     conn: u64,
     calls: Vec<HostCall>,
     queued: usize,
@@ -490,6 +508,7 @@ pub fn engine() -> Result<&'static Engine, WasmError> {
             .spawn(move || {
                 // ends when the engine is gone (never, for the static one)
                 while let Some(e) = weak.upgrade() {
+                    TICKS.fetch_add(1, Ordering::Relaxed);
                     e.increment_epoch();
                     drop(e);
                     std::thread::sleep(TICK);
@@ -709,7 +728,7 @@ impl WasmPlugin {
                 .unwrap_or_default(),
             reason,
         })?;
-        store.set_epoch_deadline(ticks(INIT_DEADLINE));
+        arm(&mut store, INIT_DEADLINE);
         let b = pre.instantiate(&mut store).map_err(bad)?;
         let info = b.call_describe(&mut store).map_err(bad)?;
         let inner = Inner {
@@ -878,6 +897,84 @@ fn ticks(d: Duration) -> u64 {
     (d.as_micros() / TICK.as_micros()).max(1) as u64 + 1
 }
 
+/// The epoch ticker's count (the engine's epoch is not readable): how much
+/// wall-clock time a call has taken, in ticks.
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+thread_local! {
+    /// The last reading of this thread's CPU clock: (tick, calls since,
+    /// CPU time).
+    static CPU_READING: std::cell::Cell<(u64, u32, Duration)> =
+        const { std::cell::Cell::new((u64::MAX, 0, Duration::ZERO)) };
+}
+
+/// One call's deadline: `cpu` of CPU time, within `ceiling` ticks of wall
+/// time, counted from `start_tick` and `start_cpu`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Budget {
+    cpu: Duration,
+    ceiling: u64,
+    start_tick: u64,
+    start_cpu: Duration,
+}
+
+impl Budget {
+    /// A call starting now with `deadline`: the CPU clock as read at most
+    /// one tick or [`CPU_READING_CALLS`] calls ago (never later than now,
+    /// so the call's CPU time is never undercounted).
+    fn starting(deadline: Duration) -> Budget {
+        let tick = TICKS.load(Ordering::Relaxed);
+        let start_cpu = CPU_READING.with(|r| {
+            let (t, n, cpu) = r.get();
+            if t == tick && n < CPU_READING_CALLS {
+                r.set((t, n + 1, cpu));
+                cpu
+            } else {
+                let cpu = thread_cpu();
+                r.set((tick, 0, cpu));
+                cpu
+            }
+        });
+        Budget {
+            cpu: deadline,
+            ceiling: ticks(deadline).saturating_mul(u64::from(WALL_CEILING)),
+            start_tick: tick,
+            start_cpu,
+        }
+    }
+
+    /// The wall-clock deadline has passed (the epoch callback): stop a call
+    /// that used its CPU time or reached the wall-clock ceiling, otherwise
+    /// give it the ticks of CPU time it has left.
+    fn expired(&self) -> UpdateDeadline {
+        let waited = TICKS.load(Ordering::Relaxed).wrapping_sub(self.start_tick);
+        if waited >= self.ceiling {
+            return UpdateDeadline::Interrupt;
+        }
+        let used = thread_cpu().saturating_sub(self.start_cpu);
+        if used >= self.cpu {
+            return UpdateDeadline::Interrupt;
+        }
+        UpdateDeadline::Continue(ticks(self.cpu - used).min(self.ceiling - waited))
+    }
+}
+
+/// Starts a call into the guest with `deadline`.
+fn arm(store: &mut Store<HostState>, deadline: Duration) {
+    let b = Budget::starting(deadline);
+    store.data_mut().budget = b;
+    store.set_epoch_deadline(ticks(deadline));
+}
+
 fn new_store(engine: &Engine, limits: Limits, grants: &Grants) -> Result<Store<HostState>, String> {
     let wasi = if grants.any() {
         Some(Box::new(WasiState::new(grants)?))
@@ -895,13 +992,15 @@ fn new_store(engine: &Engine, limits: Limits, grants: &Grants) -> Result<Store<H
             cap: limits.memory,
             memory: 0,
         },
+        budget: Budget::default(),
         conn: 0,
         calls: Vec::new(),
         queued: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
-    store.epoch_deadline_trap();
+    // the deadline is of CPU time: see Budget
+    store.epoch_deadline_callback(|cx| Ok(cx.data().budget.expired()));
     Ok(store)
 }
 
@@ -909,7 +1008,7 @@ fn instantiate(inner: &Inner) -> Result<Instance, CallError> {
     let engine = engine().map_err(|e| CallError::Instantiate(e.to_string()))?;
     let mut store =
         new_store(engine, inner.limits, &inner.grants).map_err(CallError::Instantiate)?;
-    store.set_epoch_deadline(ticks(INIT_DEADLINE));
+    arm(&mut store, INIT_DEADLINE);
     let bindings = inner
         .pre
         .instantiate(&mut store)
@@ -939,7 +1038,7 @@ fn run(
         d.calls.clear();
         d.queued = 0;
     }
-    store.set_epoch_deadline(ticks(deadline));
+    arm(store, deadline);
     let r = match ev {
         Event::Open => bindings.call_on_open(&mut *store, conn).map(|()| 0),
         Event::Data(b) => bindings.call_on_data(&mut *store, conn, b),

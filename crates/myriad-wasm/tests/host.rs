@@ -394,3 +394,43 @@ fn the_clock_and_named_variables_can_be_granted() {
     // no directory granted: no file at all
     assert!(ask(&p, 4, "READ /data/hello.txt").starts_with("ERR "));
 }
+
+#[test]
+fn the_deadline_counts_cpu_time_so_a_descheduled_call_goes_on_and_a_loop_does_not() {
+    let limits = Limits {
+        deadline: Duration::from_millis(10),
+        ..Limits::default()
+    };
+    let files = build_wasi("files-wasm-c/files.c", "files-sleep.wasm");
+    let g = Grants {
+        clock: true,
+        ..Grants::default()
+    };
+    let (p, _) = WasmPlugin::load_granted(&files, limits, g).unwrap();
+    p.init("t", "{}").unwrap();
+    // 50 ms waiting in a host call (the guest's nanosleep): 5 times the
+    // deadline of wall-clock time, next to no CPU time; a wall-clock
+    // deadline interrupted it. (The ticker's ticks are at least 1 ms, so
+    // 50 ms is at most 50 ticks: below the ceiling of 10 x 11.)
+    let c = p.call(1, None, Event::Open).unwrap().generation;
+    let out = p.call(1, Some(c), Event::Data(b"SLEEP 50")).unwrap();
+    assert_eq!(out.calls, vec![HostCall::Write(b"OK\n".to_vec())]);
+    assert_eq!(out.generation, c, "not poisoned");
+    // past the wall-clock ceiling (10 x the deadline) it is cut when the
+    // host call returns, though it used no CPU: a guest stuck in the host
+    // does not hold its loop for ever
+    assert_eq!(
+        p.call(1, Some(c), Event::Data(b"SLEEP 400")).unwrap_err(),
+        CallError::Timeout
+    );
+    // and a guest spending CPU is interrupted at the deadline
+    let l = load(&build("loop-c/loop.c", "loop-cpu.wasm", &[]), limits);
+    let a = l.call(1, None, Event::Open).unwrap().generation;
+    assert_eq!(
+        l.call(1, Some(a), Event::Data(b"LOOP")).unwrap_err(),
+        CallError::Timeout
+    );
+    let b = l.call(2, None, Event::Open).unwrap().generation;
+    let out = l.call(2, Some(b), Event::Data(b"after")).unwrap();
+    assert_eq!(out.calls, vec![HostCall::Write(b"after".to_vec())]);
+}

@@ -9,6 +9,9 @@
  *   WRITE path  -> "OK" if it could create and write the file, or "ERR ..."
  *   ENV name    -> the variable's value, or "ERR unset"
  *   TIME        -> seconds since 1970 on the wall clock
+ *   SLEEP ms    -> "OK" after sleeping ms milliseconds (wasi:io/poll on the
+ *                  monotonic clock: the loop waits, using no CPU; the
+ *                  deadline tests' descheduled call)
  *
  * A service without grants cannot load it (it imports WASI); with
  * `wasm_read_dir`, only that directory is there, read-only; `wasm_clock`
@@ -110,6 +113,13 @@ uint32_t exports_myriad_plugin_on_data(uint64_t conn, myriad_plugin_list_u8_t *d
                     ? snprintf(line, sizeof line, "%lld\n", (long long)ts.tv_sec)
                     : snprintf(line, sizeof line, "ERR %s\n", strerror(errno));
         mw_write(conn, line, (size_t)k);
+    } else if (strncmp(req, "SLEEP ", 6) == 0) {
+        long ms = strtol(req + 6, NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        if (ms >= 0 && nanosleep(&ts, NULL) == 0)
+            mw_write(conn, "OK\n", 3);
+        else
+            reply_err(conn, ms < 0 ? EINVAL : errno);
     } else {
         mw_write(conn, "ERR unknown request\n", 20);
     }
