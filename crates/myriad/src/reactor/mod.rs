@@ -30,6 +30,8 @@ mod tests;
 
 #[cfg(any(test, feature = "sim"))]
 pub(crate) mod sim;
+#[cfg(any(test, feature = "sim"))]
+mod testkit;
 
 use config::clamp_u32;
 pub use config::ConnectOptions;

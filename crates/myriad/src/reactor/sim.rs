@@ -12,56 +12,15 @@
 //! (`EngineBuilder`), outbound clients through the engine's connector,
 //! the WebSocket and TLS layers, the same scenarios on loopback.
 
+use super::testkit::{fake_reactor, Kernel, Op};
 use super::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Mutex;
 
-/// A reactor with one service (handlers from `factory`, limits `lim`)
-/// over `socks`, with no backend attached (the test passes one to
-/// `flush`).
-pub(super) fn test_reactor(
-    factory: Factory,
-    lim: Limits,
-    socks: Box<dyn Sockets>,
-    epoch: Instant,
-) -> Reactor {
-    let shared = Arc::new(LoopShared {
-        waker: Arc::new(Waker::new().expect("eventfd")),
-        notified: AtomicBool::new(false),
-        counters: Default::default(),
-        filter_errors: std::sync::Mutex::new(Vec::new()),
-        accepting: AtomicBool::new(true),
-    });
-    let (_tx, rx) = mpsc::channel();
-    let services = vec![ServiceRt {
-        factory,
-        limits: 0,
-        max_conns: 1 << 20,
-        max_per_addr: 0,
-        per_addr: Default::default(),
-        open: Arc::new(AtomicUsize::new(0)),
-        nodelay: true,
-        filter: None,
-        handshake_ms: 0,
-    }];
-    Reactor::new(
-        0,
-        shared,
-        rx,
-        Arc::new(OnceLock::new()),
-        services,
-        vec![lim],
-        4096,
-        lim,
-        1 << 30,
-        socks,
-        epoch,
-    )
-}
-
 /// splitmix64: small, fast, and the same on every machine.
+#[derive(Default)]
 struct Rng(u64);
 
 impl Rng {
@@ -132,6 +91,8 @@ struct World {
     completed: u64,
     violations: Vec<String>,
     trace: u64,
+    /// Decides how much of each send goes through.
+    send_rng: Rng,
 }
 
 impl World {
@@ -149,184 +110,150 @@ impl World {
 
 type Shared = Rc<RefCell<World>>;
 
-struct SimBackend {
-    w: Shared,
-    rng: Rng,
-}
-
-impl Backend for SimBackend {
-    fn add_listener(&mut self, _sock: Sock) -> io::Result<usize> {
-        Ok(0)
+/// The simulated kernel behind the shared fake backend and sockets.
+impl Kernel for World {
+    fn sync(&self) -> bool {
+        self.sync
     }
-    fn arm_accept(&mut self, _listener: usize) {}
-    fn remove_listener(&mut self, _listener: usize) {}
-    fn add_conn(&mut self, token: u64, sock: Sock, mode: AddMode) -> io::Result<()> {
-        assert!(mode == AddMode::Recv);
-        let mut w = self.w.borrow_mut();
-        let i = sock_index(sock);
-        w.by_token.insert(token, i);
-        w.note(1 ^ token << 8);
-        w.submitted += 1;
-        let p = &mut w.peers[i];
-        p.token = Some(token);
-        p.recv_armed = true;
-        Ok(())
-    }
-    fn arm_recv(&mut self, token: u64, _sock: Sock) {
-        let mut w = self.w.borrow_mut();
-        w.note(2 ^ token << 8);
-        w.submitted += 1;
-        let p = w.peer(token);
-        if p.recv_armed {
-            w.violations
-                .push(format!("receive armed twice on {token:#x}"));
-        }
-        w.peer(token).recv_armed = true;
-    }
-    fn cancel_recv(&mut self, token: u64, _sock: Sock) -> bool {
-        let mut w = self.w.borrow_mut();
-        w.note(3 ^ token << 8);
-        if w.sync {
-            w.peer(token).recv_armed = false;
-            w.completed += 1;
-            return true;
-        }
-        w.peer(token).cancelling = true;
-        w.pending.push(Pending::RecvEnd(token, RecvEnd::Stopped));
-        false
-    }
-    fn cancel_all(&mut self, token: u64, _sock: Sock, ops: InFlight) -> bool {
-        let mut w = self.w.borrow_mut();
-        w.note(4 ^ token << 8);
-        let armed = w.peer(token).recv_armed;
-        if ops.recv != armed {
-            w.violations.push(format!(
-                "cancel_all on {token:#x}: recv {} but armed {armed}",
-                ops.recv
-            ));
-        }
-        if w.sync {
-            if armed {
-                w.completed += 1;
+    fn record(&mut self, op: Op) {
+        match op {
+            Op::AddConn(token, sock, mode) => {
+                assert!(mode == AddMode::Recv);
+                let i = sock_index(sock);
+                self.by_token.insert(token, i);
+                self.note(1 ^ token << 8);
+                self.submitted += 1;
+                let p = &mut self.peers[i];
+                p.token = Some(token);
+                p.recv_armed = true;
             }
-            w.peer(token).recv_armed = false;
-            // a writability wait ends with the registration
-            let before = w.pending.len();
-            w.pending.retain(|p| p.token() != token);
-            w.completed += (before - w.pending.len()) as u64;
-            return true;
+            Op::ArmRecv(token) => {
+                self.note(2 ^ token << 8);
+                self.submitted += 1;
+                if self.peer(token).recv_armed {
+                    self.violations
+                        .push(format!("receive armed twice on {token:#x}"));
+                }
+                self.peer(token).recv_armed = true;
+            }
+            Op::RemoveConn(token) => {
+                self.note(6 ^ token << 8);
+                self.dead.push(token);
+            }
+            Op::ShutdownWrite(s) => {
+                let i = sock_index(s);
+                self.peers[i].fin = true;
+            }
+            Op::Close { sock: s, .. } => {
+                if s.number() < SOCK_BASE {
+                    return; // the listener
+                }
+                let i = sock_index(s);
+                let token = self.peers[i].token;
+                self.peers[i].closes += 1;
+                // the socket must outlive every operation on it
+                if self.peers[i].recv_armed {
+                    self.violations
+                        .push(format!("socket {i} closed with its receive armed"));
+                }
+                if let Some(t) = token {
+                    if self
+                        .pending
+                        .iter()
+                        .any(|p| matches!(p, Pending::Sent(x, _) if *x == t))
+                    {
+                        self.violations
+                            .push(format!("socket {i} closed with a send in flight"));
+                    }
+                }
+                self.note(7 ^ (i as u64) << 8);
+            }
+            Op::ArmAccept(_) | Op::RemoveListener(_) | Op::SetNodelay(_) => {}
+            Op::CancelRecv(_) | Op::CancelAll(..) | Op::Send(..) | Op::Connect(_) => {
+                unreachable!("answered by their own methods")
+            }
         }
-        // io_uring style: the receive ends with its read side shut down
-        // (an end of stream) unless a cancel of it is already on its way
-        if armed && !w.peer(token).cancelling {
-            w.peer(token).cancelling = true;
-            w.pending.push(Pending::RecvEnd(token, RecvEnd::Eof));
+    }
+    fn cancel(&mut self, op: Op) -> bool {
+        match op {
+            Op::CancelRecv(token) => {
+                self.note(3 ^ token << 8);
+                if self.sync {
+                    self.peer(token).recv_armed = false;
+                    self.completed += 1;
+                    return true;
+                }
+                self.peer(token).cancelling = true;
+                self.pending.push(Pending::RecvEnd(token, RecvEnd::Stopped));
+                false
+            }
+            Op::CancelAll(token, ops) => {
+                self.note(4 ^ token << 8);
+                let armed = self.peer(token).recv_armed;
+                if ops.recv != armed {
+                    self.violations.push(format!(
+                        "cancel_all on {token:#x}: recv {} but armed {armed}",
+                        ops.recv
+                    ));
+                }
+                if self.sync {
+                    if armed {
+                        self.completed += 1;
+                    }
+                    self.peer(token).recv_armed = false;
+                    // a writability wait ends with the registration
+                    let before = self.pending.len();
+                    self.pending.retain(|p| p.token() != token);
+                    self.completed += (before - self.pending.len()) as u64;
+                    return true;
+                }
+                // io_uring style: the receive ends with its read side shut
+                // down (an end of stream) unless a cancel of it is already
+                // on its way
+                if armed && !self.peer(token).cancelling {
+                    self.peer(token).cancelling = true;
+                    self.pending.push(Pending::RecvEnd(token, RecvEnd::Eof));
+                }
+                false
+            }
+            _ => unreachable!("not a cancellation: {op:?}"),
         }
-        false
     }
-    fn sends_one_buffer(&self) -> bool {
-        !self.w.borrow().sync
-    }
-    fn send(&mut self, token: u64, _sock: Sock, bufs: &[IoSlice<'_>]) -> SendOutcome {
-        let mut w = self.w.borrow_mut();
-        let bytes: Vec<u8> = if w.sync {
-            bufs.iter().flat_map(|b| b.iter().copied()).collect()
-        } else {
-            bufs.first().map_or_else(Vec::new, |b| b.to_vec())
-        };
-        let reset = w.peer(token).reset;
+    fn send(&mut self, token: u64, bytes: Vec<u8>) -> SendOutcome {
+        let reset = self.peer(token).reset;
         // a short send: sometimes one byte, sometimes some, often all
-        let n = match self.rng.below(4) {
+        let rng = &mut self.send_rng;
+        let n = match rng.below(4) {
             0 => 1.min(bytes.len()),
-            1 => self.rng.below(bytes.len() + 1),
+            1 => rng.below(bytes.len() + 1),
             _ => bytes.len(),
         };
-        w.note(5 ^ (token << 8) ^ ((n as u64) << 40));
-        if w.sync {
+        self.note(5 ^ (token << 8) ^ ((n as u64) << 40));
+        if self.sync {
             if reset {
                 return SendOutcome::Done(Err(io::Error::from_raw_os_error(libc::EPIPE)));
             }
-            if n == 0 || self.rng.one_in(8) {
-                w.submitted += 1;
-                w.pending.push(Pending::Writable(token));
+            if n == 0 || self.send_rng.one_in(8) {
+                self.submitted += 1;
+                self.pending.push(Pending::Writable(token));
                 return SendOutcome::WouldBlock;
             }
-            w.peer(token).got.extend_from_slice(&bytes[..n]);
+            self.peer(token).got.extend_from_slice(&bytes[..n]);
             return SendOutcome::Done(Ok(n));
         }
-        w.submitted += 1;
+        self.submitted += 1;
         if reset {
-            w.pending.push(Pending::Sent(token, -libc::ECONNRESET));
+            self.pending.push(Pending::Sent(token, -libc::ECONNRESET));
         } else {
-            w.peer(token).got.extend_from_slice(&bytes[..n]);
-            w.pending.push(Pending::Sent(token, n as i32));
+            self.peer(token).got.extend_from_slice(&bytes[..n]);
+            self.pending.push(Pending::Sent(token, n as i32));
         }
         SendOutcome::InFlight
     }
-    fn send_file(&mut self, _: u64, _: Sock, _: &std::fs::File, _: u64, _: usize) -> SendOutcome {
-        SendOutcome::Done(Err(io::Error::other("no files in the simulation")))
-    }
-    fn remove_conn(&mut self, token: u64, _sock: Sock) {
-        let mut w = self.w.borrow_mut();
-        w.note(6 ^ token << 8);
-        w.dead.push(token);
-    }
-    fn wait(&mut self, _: Option<Duration>, _: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-struct SimSockets {
-    w: Shared,
-}
-
-impl Sockets for SimSockets {
-    fn set_nodelay(&mut self, _s: Sock) {}
-    fn peer_addr(&self, _s: Sock) -> io::Result<SocketAddr> {
-        Ok("192.0.2.1:4000".parse().unwrap())
-    }
-    fn local_addr(&self, _s: Sock) -> io::Result<SocketAddr> {
-        Ok("192.0.2.2:80".parse().unwrap())
-    }
-    fn take_error(&self, _s: Sock) -> io::Result<Option<io::Error>> {
-        Ok(None)
-    }
-    fn connect(&mut self, _addr: SocketAddr, _spec: &ConnectSpec) -> io::Result<Sock> {
+    fn connect(&mut self, _addr: SocketAddr) -> io::Result<Sock> {
         Err(io::Error::other(
             "no outbound connections in this simulation",
         ))
-    }
-    fn shutdown_write(&mut self, s: Sock) {
-        let mut w = self.w.borrow_mut();
-        let i = sock_index(s);
-        w.peers[i].fin = true;
-    }
-    fn close(&mut self, s: Sock, _linger_zero: bool, _last_words: &[IoSlice<'_>]) {
-        if s.number() < SOCK_BASE {
-            return; // the listener
-        }
-        let mut w = self.w.borrow_mut();
-        let i = sock_index(s);
-        let token = w.peers[i].token;
-        w.peers[i].closes += 1;
-        // the socket must outlive every operation on it
-        if w.peers[i].recv_armed {
-            w.violations
-                .push(format!("socket {i} closed with its receive armed"));
-        }
-        if let Some(t) = token {
-            if w.pending
-                .iter()
-                .any(|p| matches!(p, Pending::Sent(x, _) if *x == t))
-            {
-                w.violations
-                    .push(format!("socket {i} closed with a send in flight"));
-            }
-        }
-        w.note(7 ^ (i as u64) << 8);
-    }
-    fn reject_pending(&mut self, _listener: Sock, _max: usize) -> usize {
-        0
     }
 }
 
@@ -423,17 +350,8 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
     // depend on when the run started
     let epoch = Instant::now();
     let at = |ms: u64| epoch + Duration::from_millis(ms);
-    let mut r = test_reactor(factory, lim, Box::new(SimSockets { w: w.clone() }), epoch);
-    r.listeners.push(ListenerRt {
-        sock: Sock::from_raw(0),
-        service: 0,
-        paused: false,
-        removed: false,
-    });
-    let mut be = SimBackend {
-        w: w.clone(),
-        rng: Rng(seed ^ 0x5eed),
-    };
+    w.borrow_mut().send_rng = Rng(seed ^ 0x5eed);
+    let (mut r, mut be) = fake_reactor(&w, factory, lim, epoch);
     let mut now = 0u64;
     let mut accepted = 0;
     let mut buf = vec![0u8; 4096];

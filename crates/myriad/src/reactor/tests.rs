@@ -4,147 +4,48 @@
 //! backends: io_uring's (sends and cancellations complete later) and
 //! epoll's (they are done at once).
 
-use super::sim::test_reactor;
+use super::testkit::{fake_reactor, FakeBackend, Kernel, Op};
 use super::*;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Mutex;
 
-/// What the reactor asked of the fake backend and its sockets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Op {
-    AddConn(u64, AddMode),
-    ArmRecv(u64),
-    CancelRecv(u64),
-    CancelAll(u64, InFlight),
-    Send(u64, Vec<u8>),
-    RemoveConn(u64),
-    ArmAccept(usize),
-    RemoveListener(usize),
-    SetNodelay(Sock),
-    ShutdownWrite(Sock),
-    Close {
-        sock: Sock,
-        linger_zero: bool,
-        last_words: Vec<u8>,
-    },
-    Connect(SocketAddr),
-}
-
-impl std::fmt::Debug for AddMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AddMode::Recv => "Recv",
-            AddMode::Connect => "Connect",
-        })
-    }
-}
-
-type OpLog = Arc<Mutex<Vec<Op>>>;
-
-/// A backend that completes nothing by itself. `sync`: epoll's style
-/// (a send is done at once, in full; cancellations are synchronous);
-/// otherwise io_uring's (a send is in flight until the test completes
-/// it, a cancelled receive ends with a `RecvEnd` the test delivers).
-struct FakeBackend {
+/// The unit tests' kernel: records every call and completes nothing by
+/// itself. In epoll's style a send is done at once, in full, and
+/// cancellations are synchronous; in io_uring's a send is in flight until
+/// the test completes it, and a cancelled receive ends with a `RecvEnd`
+/// the test delivers.
+struct Recorder {
     sync: bool,
-    ops: OpLog,
+    ops: Vec<Op>,
+    /// The last outbound socket's number.
+    next: i32,
 }
 
-impl Backend for FakeBackend {
-    fn add_listener(&mut self, _sock: Sock) -> io::Result<usize> {
-        Ok(0)
-    }
-    fn arm_accept(&mut self, listener: usize) {
-        self.ops.lock().unwrap().push(Op::ArmAccept(listener));
-    }
-    fn remove_listener(&mut self, listener: usize) {
-        self.ops.lock().unwrap().push(Op::RemoveListener(listener));
-    }
-    fn add_conn(&mut self, token: u64, _sock: Sock, mode: AddMode) -> io::Result<()> {
-        self.ops.lock().unwrap().push(Op::AddConn(token, mode));
-        Ok(())
-    }
-    fn arm_recv(&mut self, token: u64, _sock: Sock) {
-        self.ops.lock().unwrap().push(Op::ArmRecv(token));
-    }
-    fn cancel_recv(&mut self, token: u64, _sock: Sock) -> bool {
-        self.ops.lock().unwrap().push(Op::CancelRecv(token));
+impl Kernel for Recorder {
+    fn sync(&self) -> bool {
         self.sync
     }
-    fn cancel_all(&mut self, token: u64, _sock: Sock, ops: InFlight) -> bool {
-        self.ops.lock().unwrap().push(Op::CancelAll(token, ops));
+    fn record(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+    fn cancel(&mut self, op: Op) -> bool {
+        self.ops.push(op);
         self.sync
     }
-    fn sends_one_buffer(&self) -> bool {
-        !self.sync
-    }
-    fn send(&mut self, token: u64, _sock: Sock, bufs: &[IoSlice<'_>]) -> SendOutcome {
-        let bytes: Vec<u8> = if self.sync {
-            bufs.iter().flat_map(|b| b.iter().copied()).collect()
-        } else {
-            bufs[0].to_vec()
-        };
+    fn send(&mut self, token: u64, bytes: Vec<u8>) -> SendOutcome {
         let n = bytes.len();
-        self.ops.lock().unwrap().push(Op::Send(token, bytes));
+        self.ops.push(Op::Send(token, bytes));
         if self.sync {
             SendOutcome::Done(Ok(n))
         } else {
             SendOutcome::InFlight
         }
     }
-    fn send_file(
-        &mut self,
-        _token: u64,
-        _sock: Sock,
-        _file: &std::fs::File,
-        _offset: u64,
-        _len: usize,
-    ) -> SendOutcome {
-        SendOutcome::Done(Err(io::Error::other("no files in the fake backend")))
-    }
-    fn remove_conn(&mut self, token: u64, _sock: Sock) {
-        self.ops.lock().unwrap().push(Op::RemoveConn(token));
-    }
-    fn wait(&mut self, _: Option<Duration>, _: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Sockets that exist only as numbers.
-struct FakeSockets {
-    ops: OpLog,
-    next: i32,
-}
-
-impl Sockets for FakeSockets {
-    fn set_nodelay(&mut self, s: Sock) {
-        self.ops.lock().unwrap().push(Op::SetNodelay(s));
-    }
-    fn peer_addr(&self, _s: Sock) -> io::Result<SocketAddr> {
-        Ok("192.0.2.1:4000".parse().unwrap())
-    }
-    fn local_addr(&self, _s: Sock) -> io::Result<SocketAddr> {
-        Ok("192.0.2.2:80".parse().unwrap())
-    }
-    fn take_error(&self, _s: Sock) -> io::Result<Option<io::Error>> {
-        Ok(None)
-    }
-    fn connect(&mut self, addr: SocketAddr, _spec: &ConnectSpec) -> io::Result<Sock> {
-        self.ops.lock().unwrap().push(Op::Connect(addr));
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<Sock> {
+        self.ops.push(Op::Connect(addr));
         self.next += 1;
         Ok(Sock::from_raw(self.next))
-    }
-    fn shutdown_write(&mut self, s: Sock) {
-        self.ops.lock().unwrap().push(Op::ShutdownWrite(s));
-    }
-    fn close(&mut self, sock: Sock, linger_zero: bool, last_words: &[IoSlice<'_>]) {
-        self.ops.lock().unwrap().push(Op::Close {
-            sock,
-            linger_zero,
-            last_words: last_words.iter().flat_map(|b| b.iter().copied()).collect(),
-        });
-    }
-    fn reject_pending(&mut self, _listener: Sock, _max: usize) -> usize {
-        0
     }
 }
 
@@ -201,12 +102,11 @@ impl Handler for Probe {
     }
 }
 
-const LISTENER: Sock = Sock::NONE;
-
 struct Harness {
     r: Reactor,
-    be: FakeBackend,
-    ops: OpLog,
+    be: FakeBackend<Recorder>,
+    kernel: Rc<RefCell<Recorder>>,
+    sync: bool,
     seen: SeenLog,
     /// Milliseconds since `epoch`.
     now: u64,
@@ -225,8 +125,15 @@ fn limits() -> Limits {
 }
 
 impl Harness {
-    fn new(sync: bool, lim: Limits) -> Self {
-        let ops: OpLog = Default::default();
+    /// A harness with the limits of [`limits`].
+    fn new(sync: bool) -> Self {
+        Harness::with(sync, |_| {})
+    }
+
+    /// A harness whose limits are [`limits`] changed by `f`.
+    fn with(sync: bool, f: impl FnOnce(&mut Limits)) -> Self {
+        let mut lim = limits();
+        f(&mut lim);
         let seen: SeenLog = Default::default();
         let seen2 = seen.clone();
         let factory: Factory = Arc::new(move || {
@@ -234,25 +141,18 @@ impl Harness {
                 seen: seen2.clone(),
             }) as Box<dyn Handler>
         });
-        let socks = Box::new(FakeSockets {
-            ops: ops.clone(),
+        let kernel = Rc::new(RefCell::new(Recorder {
+            sync,
+            ops: Vec::new(),
             next: 100,
-        });
+        }));
         let epoch = Instant::now();
-        let mut r = test_reactor(factory, lim, socks, epoch);
-        r.listeners.push(ListenerRt {
-            sock: LISTENER,
-            service: 0,
-            paused: false,
-            removed: false,
-        });
+        let (r, be) = fake_reactor(&kernel, factory, lim, epoch);
         Harness {
             r,
-            be: FakeBackend {
-                sync,
-                ops: ops.clone(),
-            },
-            ops,
+            be,
+            kernel,
+            sync,
             seen,
             now: 0,
             epoch,
@@ -286,7 +186,7 @@ impl Harness {
         let tok = ops
             .iter()
             .find_map(|o| match o {
-                Op::AddConn(t, AddMode::Recv) => Some(*t),
+                Op::AddConn(t, _, AddMode::Recv) => Some(*t),
                 _ => None,
             })
             .expect("the accepted connection is registered");
@@ -303,7 +203,7 @@ impl Harness {
     }
 
     fn take_ops(&self) -> Vec<Op> {
-        std::mem::take(&mut *self.ops.lock().unwrap())
+        std::mem::take(&mut self.kernel.borrow_mut().ops)
     }
 
     fn take_seen(&self) -> Vec<Seen> {
@@ -313,7 +213,7 @@ impl Harness {
     /// Completes what the io_uring style left in flight: every send in
     /// full, and a cancelled receive or a teardown's receive with its end.
     fn complete(&mut self, ops: &[Op]) {
-        if self.be.sync {
+        if self.sync {
             return;
         }
         for op in ops {
@@ -333,6 +233,14 @@ impl Harness {
                 _ => {}
             }
         }
+    }
+
+    /// Takes what the reactor asked for, completes it (io_uring's style)
+    /// and returns it with what the completions asked for in turn.
+    fn settle(&mut self) -> Vec<Op> {
+        let ops = self.take_ops();
+        self.complete(&ops);
+        [ops, self.take_ops()].concat()
     }
 
     fn closes(ops: &[Op]) -> Vec<Sock> {
@@ -373,7 +281,7 @@ fn both(f: impl Fn(bool)) {
 #[test]
 fn echo_then_graceful_close_closes_the_socket_once() {
     both(|sync| {
-        let mut h = Harness::new(sync, limits());
+        let mut h = Harness::new(sync);
         let tok = h.accept(7);
         assert_eq!(h.take_seen(), vec![Seen::Open]);
         h.recv(tok, b"hello");
@@ -389,9 +297,7 @@ fn echo_then_graceful_close_closes_the_socket_once() {
             token: tok,
             how: RecvEnd::Eof,
         });
-        let ops = h.take_ops();
-        h.complete(&ops);
-        let ops = [ops, h.take_ops()].concat();
+        let ops = h.settle();
         assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
         assert!(ops.contains(&Op::RemoveConn(tok)));
         assert_eq!(
@@ -408,12 +314,10 @@ fn echo_then_graceful_close_closes_the_socket_once() {
 #[test]
 fn a_completion_for_a_reused_slot_is_ignored() {
     both(|sync| {
-        let mut h = Harness::new(sync, limits());
+        let mut h = Harness::new(sync);
         let old = h.accept(7);
         h.recv(old, b"abort");
-        let ops = h.take_ops();
-        h.complete(&ops);
-        let ops = [ops, h.take_ops()].concat();
+        let ops = h.settle();
         assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
         h.assert_empty();
         h.take_seen();
@@ -440,15 +344,12 @@ fn a_completion_for_a_reused_slot_is_ignored() {
 #[test]
 fn the_idle_timeout_follows_the_clock_it_is_given() {
     both(|sync| {
-        let mut lim = limits();
-        lim.idle_ms = 1000;
-        let mut h = Harness::new(sync, lim);
+        let mut h = Harness::with(sync, |l| l.idle_ms = 1000);
         let tok = h.accept(7);
         h.take_seen();
         h.now = 600;
         h.recv(tok, b"x");
-        let ops = h.take_ops();
-        h.complete(&ops);
+        h.settle();
         h.take_seen();
         // 1000 ms after the accept, but only 400 after the last bytes
         h.now = 1000;
@@ -461,9 +362,7 @@ fn the_idle_timeout_follows_the_clock_it_is_given() {
         h.now = 1600;
         h.turn();
         assert_eq!(h.take_seen(), vec![Seen::Close("IdleTimeout".into())]);
-        let ops = h.take_ops();
-        h.complete(&ops);
-        let ops = [ops, h.take_ops()].concat();
+        let ops = h.settle();
         assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
         h.assert_empty();
         assert_eq!(h.r.shared.counters.snapshot().err_idle_timeout, 1);
@@ -473,10 +372,9 @@ fn the_idle_timeout_follows_the_clock_it_is_given() {
 #[test]
 fn a_lingering_close_sends_fin_then_waits_for_the_peer_or_the_timer() {
     both(|sync| {
-        let mut lim = limits();
-        lim.linger_ms = 2000;
+        let linger = |l: &mut Limits| l.linger_ms = 2000;
         // the peer answers our FIN with its own
-        let mut h = Harness::new(sync, lim);
+        let mut h = Harness::with(sync, linger);
         let tok = h.accept(7);
         h.recv(tok, b"close");
         let ops = h.take_ops();
@@ -489,9 +387,7 @@ fn a_lingering_close_sends_fin_then_waits_for_the_peer_or_the_timer() {
             token: tok,
             how: RecvEnd::Eof,
         });
-        let ops = h.take_ops();
-        h.complete(&ops);
-        let ops = [ops, h.take_ops()].concat();
+        let ops = h.settle();
         assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
         assert_eq!(
             h.take_seen(),
@@ -504,7 +400,7 @@ fn a_lingering_close_sends_fin_then_waits_for_the_peer_or_the_timer() {
         h.assert_empty();
 
         // a silent peer: the timer ends it
-        let mut h = Harness::new(sync, lim);
+        let mut h = Harness::with(sync, linger);
         let tok = h.accept(9);
         h.recv(tok, b"close");
         h.take_ops();
@@ -513,9 +409,7 @@ fn a_lingering_close_sends_fin_then_waits_for_the_peer_or_the_timer() {
         assert!(Harness::closes(&h.take_ops()).is_empty());
         h.now = 2000;
         h.turn();
-        let ops = h.take_ops();
-        h.complete(&ops);
-        let ops = [ops, h.take_ops()].concat();
+        let ops = h.settle();
         assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(9)]);
         assert_eq!(h.take_seen().last(), Some(&Seen::Close("Local".into())));
         h.assert_empty();
@@ -525,7 +419,7 @@ fn a_lingering_close_sends_fin_then_waits_for_the_peer_or_the_timer() {
 #[test]
 fn back_pressure_stops_receiving_until_the_queue_drains() {
     both(|sync| {
-        let mut h = Harness::new(sync, limits());
+        let mut h = Harness::new(sync);
         let tok = h.accept(7);
         h.take_seen();
         // 3000 bytes queued pass the 2048-byte high-water mark
@@ -566,14 +460,12 @@ fn back_pressure_stops_receiving_until_the_queue_drains() {
 #[test]
 fn a_panicking_handler_costs_its_connection_only() {
     both(|sync| {
-        let mut h = Harness::new(sync, limits());
+        let mut h = Harness::new(sync);
         let a = h.accept(7);
         let b = h.accept(8);
         h.take_seen();
         h.recv(a, b"panic");
-        let ops = h.take_ops();
-        h.complete(&ops);
-        let ops = [ops, h.take_ops()].concat();
+        let ops = h.settle();
         // aborted: closed with a RST
         assert!(ops.contains(&Op::Close {
             sock: Sock::from_raw(7),
@@ -595,7 +487,7 @@ fn a_panicking_handler_costs_its_connection_only() {
 
 #[test]
 fn a_reset_while_a_send_is_in_flight_closes_after_the_send_completes() {
-    let mut h = Harness::new(false, limits());
+    let mut h = Harness::new(false);
     let tok = h.accept(7);
     h.recv(tok, b"ping");
     let ops = h.take_ops();
@@ -627,7 +519,7 @@ fn a_reset_while_a_send_is_in_flight_closes_after_the_send_completes() {
 #[test]
 fn an_outbound_connect_opens_once_connected() {
     both(|sync| {
-        let mut h = Harness::new(sync, limits());
+        let mut h = Harness::new(sync);
         let seen = h.seen.clone();
         let addr: SocketAddr = "192.0.2.9:7".parse().unwrap();
         let id =
@@ -644,7 +536,7 @@ fn an_outbound_connect_opens_once_connected() {
         let ops = h.take_ops();
         assert_eq!(ops[0], Op::Connect(addr));
         let tok = id.as_u64() & ((1 << 56) - 1);
-        assert!(ops.contains(&Op::AddConn(tok, AddMode::Connect)));
+        assert!(ops.contains(&Op::AddConn(tok, Sock::from_raw(101), AddMode::Connect)));
         assert_eq!(h.take_seen(), vec![]);
         h.event(Event::Connected { token: tok, res: 0 });
         assert_eq!(h.take_seen(), vec![Seen::Open]);
@@ -675,7 +567,7 @@ fn an_outbound_connect_opens_once_connected() {
 #[cfg(debug_assertions)]
 #[should_panic(expected = "illegal connection step")]
 fn a_lifecycle_step_that_skips_on_close_is_caught() {
-    let mut h = Harness::new(false, limits());
+    let mut h = Harness::new(false);
     let tok = h.accept(7);
     // Open -> Free would free the slot without on_close
     h.r.conns[untoken(tok).0 as usize].to(Phase::Free);
@@ -685,7 +577,7 @@ fn a_lifecycle_step_that_skips_on_close_is_caught() {
 #[cfg(debug_assertions)]
 #[should_panic(expected = "started twice")]
 fn a_receive_armed_twice_is_caught() {
-    let mut h = Harness::new(false, limits());
+    let mut h = Harness::new(false);
     let tok = h.accept(7);
     // the accept armed the receive already
     h.r.conns[untoken(tok).0 as usize].begin(op::RECV);
