@@ -54,6 +54,24 @@ pub mod sim {
     pub fn run(seed: u64) -> Result<u64, String> {
         crate::reactor::sim::run(seed)
     }
+
+    pub use crate::reactor::sim::PeerOutcome;
+
+    /// Runs seed `seed` of a scenario of another layer (the WebSocket
+    /// crate's, say): one scripted peer per script, each sending it and
+    /// then the end of its stream, served by handlers from `factory`, with
+    /// the simulation's faults or (`faults` false) without them — the
+    /// reference run. The engine's invariants are checked on the way; the
+    /// trace hash and what each peer got back, or the first invariant
+    /// broken.
+    pub fn run_peers(
+        seed: u64,
+        scripts: &[Vec<u8>],
+        factory: std::sync::Arc<dyn Fn() -> Box<dyn crate::Handler> + Send + Sync>,
+        faults: bool,
+    ) -> Result<(u64, Vec<PeerOutcome>), String> {
+        crate::reactor::sim::run_peers(seed, scripts, factory, faults)
+    }
 }
 
 pub use crate::backend::BackendKind;

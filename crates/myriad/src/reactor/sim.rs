@@ -8,9 +8,15 @@
 //! cancellations that complete later. Invariants are checked on every
 //! run, and each seed runs twice: the traces must hash the same.
 //!
+//! [`run`] is the reactor's own scenario (echo handlers, random scripts);
+//! [`run_peers`] runs another layer's handlers against its scripts, with
+//! or without the faults, so that the layer can check that a faulted run
+//! gives its peers the same application data as the unfaulted one
+//! (`myriad-ws`'s `tests/sim.rs`: WebSocket frames split down to 1 byte).
+//!
 //! Not yet here (part 2 proper): a `Backend` usable by the engine itself
 //! (`EngineBuilder`), outbound clients through the engine's connector,
-//! the WebSocket and TLS layers, the same scenarios on loopback.
+//! the TLS layer, the same scenarios on loopback.
 
 use super::testkit::{fake_reactor, Kernel, Op};
 use super::*;
@@ -93,6 +99,9 @@ struct World {
     trace: u64,
     /// Decides how much of each send goes through.
     send_rng: Rng,
+    /// Whether to inject faults (short receives and sends, would-block
+    /// sends, `ENOBUFS` ends, stale completions; resets are the caller's).
+    faults: bool,
 }
 
 impl World {
@@ -223,9 +232,9 @@ impl Kernel for World {
         let reset = self.peer(token).reset;
         // a short send: sometimes one byte, sometimes some, often all
         let rng = &mut self.send_rng;
-        let n = match rng.below(4) {
-            0 => 1.min(bytes.len()),
-            1 => rng.below(bytes.len() + 1),
+        let n = match self.faults.then(|| rng.below(4)) {
+            Some(0) => 1.min(bytes.len()),
+            Some(1) => rng.below(bytes.len() + 1),
             _ => bytes.len(),
         };
         self.note(5 ^ (token << 8) ^ ((n as u64) << 40));
@@ -233,7 +242,7 @@ impl Kernel for World {
             if reset {
                 return SendOutcome::Done(Err(io::Error::from_raw_os_error(libc::EPIPE)));
             }
-            if n == 0 || self.send_rng.one_in(8) {
+            if n == 0 || (self.faults && self.send_rng.one_in(8)) {
                 self.submitted += 1;
                 self.pending.push(Pending::Writable(token));
                 return SendOutcome::WouldBlock;
@@ -312,6 +321,7 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
     let mut rng = Rng(seed);
     let w: Shared = Rc::new(RefCell::new(World {
         sync: rng.one_in(2),
+        faults: true,
         ..Default::default()
     }));
     let n_peers = 1 + rng.below(6);
@@ -346,12 +356,35 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
         max_input: 1 << 30,
         linger_ms: [0, 50][rng.below(2)],
     };
+    let r = drive(&mut rng, &w, seed, &resets, factory, lim);
+    let seen = seen.lock().unwrap();
+    check(&w.borrow(), &seen.closes, &r)?;
+    check_echo(&w.borrow(), &seen, &resets)?;
+    let t = w.borrow().trace;
+    Ok(t)
+}
+
+/// Runs the world `w` (its peers set up) against a reactor with handlers
+/// from `factory` until every peer is done or the step budget is spent;
+/// the reactor, for the checks. `rng` drives the schedule and the faults
+/// (none without `w.faults`: whole receives, whole sends, no resets, no
+/// stale completions; only the schedule is random).
+fn drive(
+    rng: &mut Rng,
+    w: &Shared,
+    seed: u64,
+    resets: &[bool],
+    factory: Factory,
+    lim: Limits,
+) -> Reactor {
+    let n_peers = w.borrow().peers.len();
+    let faults = w.borrow().faults;
     // only differences of instants reach the reactor: the trace does not
     // depend on when the run started
     let epoch = Instant::now();
     let at = |ms: u64| epoch + Duration::from_millis(ms);
     w.borrow_mut().send_rng = Rng(seed ^ 0x5eed);
-    let (mut r, mut be) = fake_reactor(&w, factory, lim, epoch);
+    let (mut r, mut be) = fake_reactor(w, factory, lim, epoch);
     let mut now = 0u64;
     let mut accepted = 0;
     let mut buf = vec![0u8; 4096];
@@ -393,14 +426,18 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
                         p.recv_armed = false;
                         p.eof_sent = true;
                         Some((tok, Sim::End(RecvEnd::Eof)))
-                    } else if !cancelling && !sync && rng.one_in(20) {
+                    } else if faults && !cancelling && !sync && rng.one_in(20) {
                         // the buffer ring ran dry: the receive ends, the
                         // bytes wait in the socket
                         p.recv_armed = false;
                         Some((tok, Sim::End(RecvEnd::NoBuffers)))
                     } else {
-                        let max = if rng.one_in(2) { 8 } else { buf.len() };
-                        let k = 1 + rng.below(left.min(max));
+                        let k = if faults {
+                            let max = if rng.one_in(2) { 8 } else { buf.len() };
+                            1 + rng.below(left.min(max))
+                        } else {
+                            left.min(buf.len())
+                        };
                         buf[..k].copy_from_slice(&p.script[p.fed..p.fed + k]);
                         p.fed += k;
                         Some((tok, Sim::Data(k)))
@@ -408,7 +445,7 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
                 } else if choice < readable.len() + w.pending.len() {
                     let pe = w.pending.remove(choice - readable.len());
                     Some((pe.token(), Sim::Done(pe)))
-                } else if !w.dead.is_empty() && rng.one_in(4) {
+                } else if faults && !w.dead.is_empty() && rng.one_in(4) {
                     // a late completion for a connection already closed
                     let t = w.dead[rng.below(w.dead.len())];
                     Some((t, Sim::Stale))
@@ -474,9 +511,7 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
             break;
         }
     }
-    check(&w.borrow(), &seen.lock().unwrap(), &r, &resets)?;
-    let t = w.borrow().trace;
-    Ok(t)
+    r
 }
 
 enum Sim {
@@ -486,7 +521,12 @@ enum Sim {
     Stale,
 }
 
-fn check(w: &World, seen: &Seen, r: &Reactor, resets: &[bool]) -> Result<(), String> {
+/// What every scenario must keep: no broken rule on the way (an operation
+/// started twice, a socket closed under an operation), nothing left (no
+/// slot, no queued byte, every operation completed), each peer's socket
+/// closed once and its handler's `on_close` called once (`closes`, by
+/// token).
+fn check(w: &World, closes: &HashMap<u64, u32>, r: &Reactor) -> Result<(), String> {
     if let Some(v) = w.violations.first() {
         return Err(v.clone());
     }
@@ -509,12 +549,19 @@ fn check(w: &World, seen: &Seen, r: &Reactor, resets: &[bool]) -> Result<(), Str
         if p.closes != 1 {
             return Err(format!("peer {i}: socket closed {} times", p.closes));
         }
-        if seen.closes.get(&t) != Some(&1) {
-            return Err(format!(
-                "peer {i}: on_close {:?} times",
-                seen.closes.get(&t)
-            ));
+        if closes.get(&t) != Some(&1) {
+            return Err(format!("peer {i}: on_close {:?} times", closes.get(&t)));
         }
+    }
+    Ok(())
+}
+
+/// The echo scenario's own check: the handler got each script in order
+/// exactly once (a prefix of it for a peer that reset), and the peer got
+/// it back.
+fn check_echo(w: &World, seen: &Seen, resets: &[bool]) -> Result<(), String> {
+    for (i, p) in w.peers.iter().enumerate() {
+        let t = p.token.unwrap_or(0);
         let data = seen.data.get(&t).map_or(&[][..], |d| &d[..]);
         if resets[i] {
             // a prefix, in order, exactly once
@@ -540,6 +587,108 @@ fn check(w: &World, seen: &Seen, r: &Reactor, resets: &[bool]) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// Counts `on_close` calls by token around any handler (the scenarios of
+/// other crates bring their own handlers).
+struct Counted {
+    inner: Box<dyn Handler>,
+    closes: Arc<Mutex<HashMap<u64, u32>>>,
+}
+
+impl Handler for Counted {
+    fn on_open(&mut self, cx: &mut Ctx<'_>) {
+        self.inner.on_open(cx)
+    }
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        self.inner.on_data(cx, data)
+    }
+    fn on_drain(&mut self, cx: &mut Ctx<'_>) {
+        self.inner.on_drain(cx)
+    }
+    fn on_eof(&mut self, cx: &mut Ctx<'_>) {
+        self.inner.on_eof(cx)
+    }
+    fn on_timer(&mut self, cx: &mut Ctx<'_>, token: u64) {
+        self.inner.on_timer(cx, token)
+    }
+    fn on_shutdown(&mut self, cx: &mut Ctx<'_>) {
+        self.inner.on_shutdown(cx)
+    }
+    fn on_close(&mut self, cx: &mut Ctx<'_>, reason: CloseReason) {
+        let tok = cx.id().as_u64() & ((1 << 56) - 1);
+        *self.closes.lock().unwrap().entry(tok).or_default() += 1;
+        self.inner.on_close(cx, reason)
+    }
+}
+
+/// What a peer of [`run_peers`] ended with.
+#[derive(Debug)]
+pub struct PeerOutcome {
+    /// Every byte the server sent it, in order.
+    pub got: Vec<u8>,
+    /// It reset its connection half-way (an injected fault): it may have
+    /// got only a prefix of what an unfaulted run gives.
+    pub reset: bool,
+}
+
+/// Runs seed `seed` of a scenario given by another layer: one peer per
+/// script, each sending its script then the end of its stream, served by
+/// handlers from `factory`. With `faults`, everything [`run`] injects
+/// (receives down to 1 byte, short and would-block sends, `ENOBUFS` ends,
+/// stale completions, resets of some peers half-way); without, whole
+/// receives and sends in a random schedule: the reference run. The
+/// invariants of [`check`] hold in both; the trace hash and what each peer
+/// got, or the first invariant broken.
+pub(crate) fn run_peers(
+    seed: u64,
+    scripts: &[Vec<u8>],
+    factory: Factory,
+    faults: bool,
+) -> Result<(u64, Vec<PeerOutcome>), String> {
+    let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let w: Shared = Rc::new(RefCell::new(World {
+        sync: rng.one_in(2),
+        faults,
+        ..Default::default()
+    }));
+    let mut resets = Vec::new();
+    for script in scripts {
+        resets.push(faults && rng.one_in(8));
+        w.borrow_mut().peers.push(Peer {
+            script: script.clone(),
+            ..Default::default()
+        });
+    }
+    let closes: Arc<Mutex<HashMap<u64, u32>>> = Default::default();
+    let closes2 = closes.clone();
+    let counted: Factory = Arc::new(move || {
+        Box::new(Counted {
+            inner: factory(),
+            closes: closes2.clone(),
+        }) as Box<dyn Handler>
+    });
+    let lim = Limits {
+        idle_ms: 0,
+        send_ms: 0,
+        high_water: 1 + rng.below(8192) as u32,
+        hard_limit: 1 << 30,
+        max_input: 1 << 30,
+        linger_ms: [0, 50][rng.below(2)],
+    };
+    let r = drive(&mut rng, &w, seed, &resets, counted, lim);
+    check(&w.borrow(), &closes.lock().unwrap(), &r)?;
+    let w = w.borrow();
+    let peers = w
+        .peers
+        .iter()
+        .zip(&resets)
+        .map(|(p, &reset)| PeerOutcome {
+            got: p.got.clone(),
+            reset,
+        })
+        .collect();
+    Ok((w.trace, peers))
 }
 
 #[cfg(test)]
@@ -570,6 +719,54 @@ fn simulated_echo_keeps_its_invariants_and_is_deterministic() {
             (Err(e), _) | (_, Err(e)) => failures.push(format!(
                 "seed {seed}: {e} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad --lib sim)"
             )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `run_peers` as another layer uses it: a faulted run gives each peer
+/// what the unfaulted run gives it (a prefix, for a peer that reset), and
+/// the unfaulted run gives back each script whole.
+#[cfg(test)]
+#[test]
+fn run_peers_faulted_gives_what_the_unfaulted_run_gives() {
+    let factory: Factory = Arc::new(|| {
+        Box::new(Echo {
+            seen: Default::default(),
+        }) as Box<dyn Handler>
+    });
+    let mut failures = Vec::new();
+    for seed in 0..seeds() / 3 {
+        let mut rng = Rng(seed);
+        let scripts: Vec<Vec<u8>> = (0..1 + rng.below(4))
+            .map(|_| {
+                let len = rng.below(5000);
+                (0..len - len % FRAME).map(|_| rng.next() as u8).collect()
+            })
+            .collect();
+        let faulted = run_peers(seed, &scripts, factory.clone(), true);
+        let again = run_peers(seed, &scripts, factory.clone(), true);
+        let clean = run_peers(seed, &scripts, factory.clone(), false);
+        let verdict = match (faulted, again, clean) {
+            (Ok((t, f)), Ok((t2, _)), Ok((_, c))) => {
+                let mut v = (t != t2).then(|| "two runs, two traces".to_string());
+                for (i, ((f, c), s)) in f.iter().zip(&c).zip(&scripts).enumerate() {
+                    if c.got != *s {
+                        v = Some(format!("peer {i}: the unfaulted run lost bytes"));
+                    } else if !c.got.starts_with(&f.got) || (!f.reset && f.got != c.got) {
+                        v = Some(format!(
+                            "peer {i}: {} bytes of {}",
+                            f.got.len(),
+                            c.got.len()
+                        ));
+                    }
+                }
+                v
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(e),
+        };
+        if let Some(v) = verdict {
+            failures.push(format!("seed {seed}: {v}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -1,0 +1,256 @@
+//! The WebSocket layer on the engine's deterministic simulation (issue 17,
+//! part 2): scripted clients send an upgrade request and then masked
+//! frames — text with multi-byte characters, binary, fragmented messages,
+//! pings, a close — to the real server handler (`WsServer::connection_handler`
+//! around an echo `WsHandler`), with and without permessage-deflate, with
+//! large frames waited for whole or streamed as they arrive. The
+//! simulation splits what they send down to 1 byte, cuts the server's
+//! sends short, reorders completions and resets some peers half-way; what
+//! each client gets back, decoded, must be what the unfaulted run of the
+//! same seed gives it (a prefix for a peer that reset), and the unfaulted
+//! run must echo every message. Everything random comes from the seed, the
+//! masking keys and `Sec-WebSocket-Key`s included, so a seed's two faulted
+//! runs must give the same trace and the same bytes.
+//!
+//! `MYRIAD_SIM_SEEDS=N` runs N seeds (default 300), `MYRIAD_SIM_SEED=S`
+//! replays one.
+
+use myriad_ws::server::WsServer;
+use myriad_ws::{
+    ClientConfig, ClientConnection, CloseCode, DecoderConfig, DeflateConfig, Event, Message,
+    ServerConfig, ServerConnection, WsCtx, WsHandler,
+};
+use std::sync::Arc;
+
+/// Echoes every message.
+struct Echo;
+
+impl WsHandler for Echo {
+    fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
+        let _ = cx.send(msg);
+    }
+}
+
+/// splitmix64, as the simulation's own.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// What a client decoded, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Got {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<u16>, String),
+}
+
+/// One client: its configuration (the decoder of the answer is made from
+/// it again: the same seed gives the same key), its script, and the
+/// messages and pings it sent.
+struct Client {
+    config: ClientConfig,
+    script: Vec<u8>,
+    sent: Vec<Got>,
+}
+
+/// Text with one-, two-, three- and four-byte characters, so that splits
+/// and fragments fall inside characters.
+fn text(rng: &mut Rng, len: usize) -> String {
+    const CHARS: [char; 6] = ['a', 'z', ' ', 'é', '€', '😀'];
+    (0..len).map(|_| CHARS[rng.below(CHARS.len())]).collect()
+}
+
+fn len(rng: &mut Rng) -> usize {
+    match rng.below(4) {
+        0 => rng.below(4),
+        1 | 2 => rng.below(300),
+        _ => rng.below(20_000),
+    }
+}
+
+/// The script of one client: the upgrade request, then messages (each
+/// masked with a key from `mask_seed`), pings, and a close. The client is
+/// made open by an offline server of the same configuration, so that it
+/// frames (and with deflate compresses) as it would after the real
+/// server's answer.
+fn client(rng: &mut Rng, ws: &WsServer, deflate: bool, mask_seed: u64) -> Client {
+    let config = ClientConfig {
+        mask_seed: Some(mask_seed),
+        deflate: deflate.then(DeflateConfig::default),
+        max_fragment_size: [0, 0, 1 + rng.below(40), 1 + rng.below(3000)][rng.below(4)],
+        ..ClientConfig::default()
+    };
+    let mut c = ClientConnection::new(config.clone(), "sim.test", "/echo");
+    let mut script = Vec::new();
+    c.start(&mut script);
+    let mut offline = ServerConnection::new(Arc::new(ws.config().clone()));
+    let mut answer = Vec::new();
+    offline
+        .handshake(&script, &mut answer)
+        .expect("the offline server accepts the request");
+    c.handshake(&answer)
+        .expect("the client accepts the offline answer");
+    let mut sent = Vec::new();
+    for _ in 0..1 + rng.below(12) {
+        match rng.below(5) {
+            0 | 1 => {
+                let n = len(rng);
+                let t = text(rng, n);
+                c.send_text(&mut script, &t).expect("send_text");
+                sent.push(Got::Text(t));
+            }
+            2 | 3 => {
+                let n = len(rng);
+                let b: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                c.send_binary(&mut script, &b).expect("send_binary");
+                sent.push(Got::Binary(b));
+            }
+            _ => {
+                let p: Vec<u8> = (0..rng.below(126)).map(|_| rng.next() as u8).collect();
+                c.send_ping(&mut script, &p).expect("send_ping");
+                sent.push(Got::Pong(p));
+            }
+        }
+    }
+    c.close(&mut script, CloseCode::NORMAL, "bye")
+        .expect("close");
+    Client {
+        config,
+        script,
+        sent,
+    }
+}
+
+/// Decodes what the server sent a client (its `101` answer, then frames)
+/// with a client of the same configuration.
+fn decode(config: &ClientConfig, mut bytes: Vec<u8>) -> Result<Vec<Got>, String> {
+    let mut c = ClientConnection::new(config.clone(), "sim.test", "/echo");
+    c.start(&mut Vec::new());
+    let mut got = Vec::new();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    // each round consumes something or ends: bounded by the byte count
+    while pos < bytes.len() {
+        let n = c
+            .feed(&mut bytes[pos..], &mut out, &mut |ev, _| {
+                got.push(match ev {
+                    Event::Text(t) => Got::Text(t.to_owned()),
+                    Event::Binary(b) => Got::Binary(b.to_vec()),
+                    Event::Ping(p) => Got::Ping(p.to_vec()),
+                    Event::Pong(p) => Got::Pong(p.to_vec()),
+                    Event::Close { code, reason } => {
+                        Got::Close(code.map(|c| c.0), reason.to_owned())
+                    }
+                })
+            })
+            .map_err(|e| format!("the answer does not decode at byte {pos}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        pos += n;
+    }
+    Ok(got)
+}
+
+/// Runs one seed; what went wrong, if anything.
+fn run(seed: u64) -> Result<(), String> {
+    let mut rng = Rng(seed);
+    let deflate = rng.below(3) == 0;
+    // frames larger than this are streamed as they arrive (their payload
+    // unmasked piece by piece) rather than waited for whole
+    let max_buffered_frame = [139, 1000, 64 << 10][rng.below(3)];
+    let ws = WsServer::builder()
+        .config(ServerConfig {
+            limits: DecoderConfig {
+                max_buffered_frame,
+                ..DecoderConfig::default()
+            },
+            ..ServerConfig::default()
+        })
+        .deflate(deflate)
+        .build();
+    let clients: Vec<Client> = (0..1 + rng.below(4))
+        .map(|i| client(&mut rng, &ws, deflate, seed << 8 | i as u64))
+        .collect();
+    let scripts: Vec<Vec<u8>> = clients.iter().map(|c| c.script.clone()).collect();
+    let ws = Arc::new(ws);
+    let factory: Arc<dyn Fn() -> Box<dyn myriad::Handler> + Send + Sync> = {
+        let ws = ws.clone();
+        Arc::new(move || ws.connection_handler(Echo))
+    };
+    let (trace, faulted) = myriad::sim::run_peers(seed, &scripts, factory.clone(), true)?;
+    let (trace2, again) = myriad::sim::run_peers(seed, &scripts, factory.clone(), true)?;
+    let (_, clean) = myriad::sim::run_peers(seed, &scripts, factory, false)?;
+    if trace != trace2 || faulted.iter().zip(&again).any(|(a, b)| a.got != b.got) {
+        return Err("two runs of the seed differ".into());
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let want = decode(&c.config, clean[i].got.clone())?;
+        // the unfaulted run echoes every message and answers every ping,
+        // in order, then the close
+        let (last, echoed) = want.split_last().ok_or("nothing came back")?;
+        if echoed != &c.sent[..] {
+            return Err(format!(
+                "client {i}: the unfaulted run's echo is not the {} messages sent \
+                 ({} came back, the first {} right)",
+                c.sent.len(),
+                echoed.len(),
+                echoed
+                    .iter()
+                    .zip(&c.sent)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            ));
+        }
+        if *last != Got::Close(Some(1000), String::new()) {
+            return Err(format!("client {i}: the unfaulted run ended with {last:?}"));
+        }
+        let got = decode(&c.config, faulted[i].got.clone())?;
+        let same = if faulted[i].reset {
+            want.starts_with(&got)
+        } else {
+            got == want
+        };
+        if !same {
+            return Err(format!(
+                "client {i}{}: {} messages, the unfaulted run {} (first difference at {})",
+                if faulted[i].reset { " (reset)" } else { "" },
+                got.len(),
+                want.len(),
+                got.iter().zip(&want).take_while(|(a, b)| a == b).count()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn websocket_echo_under_faults_gives_the_unfaulted_runs_messages() {
+    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
+    let range = match env("MYRIAD_SIM_SEED") {
+        Some(s) => s..s + 1,
+        None => 0..env("MYRIAD_SIM_SEEDS").unwrap_or(300),
+    };
+    let mut failures = Vec::new();
+    for seed in range {
+        if let Err(e) = run(seed) {
+            failures.push(format!(
+                "seed {seed}: {e} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad-ws --test sim)"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
