@@ -4,7 +4,10 @@
 # short sends, resets, reordered and stale completions, late
 # cancellations) against the reactor's invariants; `cargo test` runs 300
 # per run. A failing seed is printed with the command that replays it.
-# Ends with `RESULT seeds=N failures=F`; exits 1 if F > 0. About 10 s.
+# First, 2,000 seeds of the WebSocket layer on the simulation
+# (crates/myriad-ws/tests/sim.rs: faulted runs must decode as the unfaulted
+# ones). Ends with `RESULT seeds=N failures=F`; exits 1 if F > 0. About 10 s.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+MYRIAD_SIM_SEEDS="${MYRIAD_SIM_WS_CI_SEEDS:-2000}" cargo test -q -p myriad-ws --test sim
 cargo run -q -p myriad --features sim --example simulate -- --seeds "${MYRIAD_SIM_CI_SEEDS:-5000}"
