@@ -1009,19 +1009,9 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
             Ok(path)
         };
         let tls = stack.is_tls();
-        let proxy_protocol = match &s.proxy_protocol {
-            Some(p) if *p.get_ref() && tls => {
-                return Err(cx.err(
-                    p.span(),
-                    format!(
-                        "service {name:?}: proxy_protocol is not supported on stack {:?} yet (the header would reach the TLS filter first); use tcp, ws or http",
-                        s.stack.get_ref()
-                    ),
-                ))
-            }
-            Some(p) => *p.get_ref(),
-            None => false,
-        };
+        // On TLS stacks the header is read before the TLS filter sees a
+        // byte (`myriad::proxy::ProxyFilter`).
+        let proxy_protocol = s.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref());
         let pubsub = handler == HandlerKind::PubSub;
         let pubsub_publish = s.pubsub_publish.unwrap_or(false);
         if s.pubsub_publish.is_some() && !pubsub {
@@ -1485,9 +1475,6 @@ mod tests {
         assert!(!c.services[0].proxy_protocol);
         let e = err(&format!("{base}proxy_protocol = \"yes\"\n"));
         assert!(e.starts_with("test.toml:6:18:"), "{e}");
-        let e = err("[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nstack = \"tls\"\nhandler = \"echo\"\nproxy_protocol = true\n");
-        assert!(e.starts_with("test.toml:6:18:"), "{e}");
-        assert!(e.contains("not supported on stack \"tls\""), "{e}");
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub struct Service {
     backlog: i32,
     nodelay: bool,
     limits: Limits,
-    filter: Option<crate::filter::FilterFactory>,
+    pub(crate) filter: Option<crate::filter::FilterFactory>,
     handshake_ms: u32,
     /// Listening sockets taken over from another engine, by address.
     inherited: Vec<(SocketAddr, Vec<std::os::fd::OwnedFd>)>,

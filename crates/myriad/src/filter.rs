@@ -142,6 +142,14 @@ pub trait Filter: 'static {
     fn is_handshaking(&self) -> bool {
         false
     }
+
+    /// The client's address, when this filter read it from the stream
+    /// itself: a PROXY-protocol header in front of TLS
+    /// ([`crate::proxy::ProxyFilter`]). [`crate::proxy::client_addr`]
+    /// returns it in place of the socket's peer.
+    fn client_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// Creates one filter per connection.

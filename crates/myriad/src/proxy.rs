@@ -11,6 +11,9 @@
 //!   then), closes a connection whose header is missing, malformed or not
 //!   complete within its deadline, and records the client's address, which
 //!   [`client_addr`] returns in place of the socket's peer.
+//! * [`ProxyFilter`]: the same in front of a [`Filter`] (TLS behind a load
+//!   balancer in TCP mode): the header is read from the raw stream before
+//!   the filter sees a byte; [`proxied`] picks one or the other.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,7 +22,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::engine::Service;
+use crate::filter::{Filter, FilterError, FilterFactory, Outbound};
 use crate::handler::{CloseReason, Handler};
 use crate::reactor::{ConnId, Ctx};
 
@@ -247,7 +253,8 @@ thread_local! {
 }
 
 /// The client's address: the source of the connection's PROXY header when
-/// it came through a [`ProxyProtocol`] listener, else the socket's peer.
+/// it came through a [`ProxyProtocol`] listener or a [`ProxyFilter`], else
+/// the socket's peer.
 ///
 /// # Errors
 ///
@@ -271,7 +278,10 @@ pub fn client_addr(cx: &Ctx<'_>) -> io::Result<SocketAddr> {
     let id = cx.id();
     match CLIENTS.with(|c| c.borrow().get(&id).copied()) {
         Some(a) => Ok(a),
-        None => cx.peer_addr(),
+        None => match cx.filter_client_addr() {
+            Some(a) => Ok(a),
+            None => cx.peer_addr(),
+        },
     }
 }
 
@@ -420,9 +430,12 @@ impl<H: Handler> Handler for ProxyProtocol<H> {
     }
 }
 
-/// Makes every connection of `service` go through a [`ProxyProtocol`]
-/// with the given header deadline. Only for services without a filter: a
-/// TLS filter would see the header first.
+/// Makes every connection of `service` read a PROXY header first: through
+/// a [`ProxyProtocol`] with the given header deadline when the service has
+/// no filter; through a [`ProxyFilter`] in front of its filter (TLS) when
+/// it has one — set the filter before calling this. With a filter the
+/// header is part of the handshake, so the service's
+/// [`Service::handshake_timeout`] bounds it and `timeout` is not used.
 ///
 /// # Examples
 ///
@@ -432,8 +445,163 @@ impl<H: Handler> Handler for ProxyProtocol<H> {
 /// let s = Service::new("x", "127.0.0.1:0".parse().unwrap(), || E);
 /// let s = myriad::proxy::proxied(s, myriad::proxy::DEFAULT_HEADER_TIMEOUT);
 /// ```
-pub fn proxied(service: Service, timeout: Duration) -> Service {
-    service.wrap_handlers(move |h| Box::new(ProxyProtocol::with_timeout(Dyn(h), timeout)))
+pub fn proxied(mut service: Service, timeout: Duration) -> Service {
+    match service.filter.take() {
+        Some(inner) => {
+            let wrapped: FilterFactory = Arc::new(move || Box::new(ProxyFilter::new(inner())));
+            service.filter = Some(wrapped);
+            service
+        }
+        None => {
+            service.wrap_handlers(move |h| Box::new(ProxyProtocol::with_timeout(Dyn(h), timeout)))
+        }
+    }
+}
+
+/// A [`Filter`] that reads a PROXY-protocol header (v1 or v2) from the raw
+/// stream, then hands everything after it to the inner filter: TLS behind
+/// a load balancer that forwards TCP (HAProxy `mode tcp` with
+/// `send-proxy-v2`), where the header comes before the ClientHello.
+///
+/// A connection whose first bytes are not a valid header fails with a
+/// filter error of kind `"proxy"` (closed and counted); the header counts
+/// as part of the handshake, so the service's handshake timeout bounds it.
+/// [`client_addr`] returns the header's source address.
+///
+/// # Examples
+///
+/// ```
+/// use myriad::proxy::ProxyFilter;
+/// use myriad::{Filter, FilterError, Outbound};
+/// struct Plain;
+/// impl Filter for Plain {
+///     fn decode(&mut self, i: &mut [u8], app: &mut Vec<u8>, _: &mut dyn Outbound) -> Result<(), FilterError> { app.extend_from_slice(i); Ok(()) }
+///     fn encode(&mut self, p: &[u8], net: &mut dyn Outbound) -> Result<(), FilterError> { net.push(p); Ok(()) }
+/// }
+/// let mut f = ProxyFilter::new(Box::new(Plain));
+/// let mut app = Vec::new();
+/// let mut net = Vec::new();
+/// let mut input = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 443\r\nhello".to_vec();
+/// f.decode(&mut input, &mut app, &mut net)?;
+/// assert_eq!(app, b"hello");
+/// assert_eq!(f.client_addr(), Some("192.0.2.1:5000".parse().unwrap()));
+/// # Ok::<(), FilterError>(())
+/// ```
+pub struct ProxyFilter {
+    inner: Box<dyn Filter>,
+    /// The start of a header that arrived in pieces (never more than one
+    /// header's worth: [`parse`] decides within [`MAX_V2_LEN`] bytes).
+    partial: Vec<u8>,
+    passed: bool,
+    client: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for ProxyFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyFilter")
+            .field("passed", &self.passed)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyFilter {
+    /// `inner` gets the stream after the header.
+    pub fn new(inner: Box<dyn Filter>) -> Self {
+        ProxyFilter {
+            inner,
+            partial: Vec::new(),
+            passed: false,
+            client: None,
+        }
+    }
+
+    fn pass(&mut self, header: ProxyHeader) {
+        if let ProxyHeader::Proxied { source, .. } = header {
+            self.client = Some(source);
+        }
+        self.passed = true;
+    }
+}
+
+fn refused(e: ProxyError) -> FilterError {
+    FilterError::new("proxy", e.to_string())
+}
+
+impl Filter for ProxyFilter {
+    fn start(&mut self, net: &mut dyn Outbound) -> Result<(), FilterError> {
+        self.inner.start(net)
+    }
+
+    fn decode(
+        &mut self,
+        input: &mut [u8],
+        app: &mut Vec<u8>,
+        net: &mut dyn Outbound,
+    ) -> Result<(), FilterError> {
+        if self.passed {
+            return self.inner.decode(input, app, net);
+        }
+        if self.partial.is_empty() {
+            // The usual case: the whole header in the first read, parsed
+            // where it lies.
+            return match parse(input).map_err(refused)? {
+                Some((header, n)) => {
+                    self.pass(header);
+                    match input.get_mut(n..) {
+                        Some(rest) if !rest.is_empty() => self.inner.decode(rest, app, net),
+                        _ => Ok(()),
+                    }
+                }
+                None => {
+                    self.partial.extend_from_slice(input);
+                    Ok(())
+                }
+            };
+        }
+        if self.partial.len() + input.len() > MAX_V2_LEN + 64 * 1024 {
+            return Err(FilterError::new("proxy", "PROXY header too long"));
+        }
+        self.partial.extend_from_slice(input);
+        match parse(&self.partial).map_err(refused)? {
+            Some((header, n)) => {
+                self.pass(header);
+                let mut rest = std::mem::take(&mut self.partial).split_off(n);
+                if rest.is_empty() {
+                    Ok(())
+                } else {
+                    self.inner.decode(&mut rest, app, net)
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn encode(&mut self, plain: &[u8], net: &mut dyn Outbound) -> Result<(), FilterError> {
+        self.inner.encode(plain, net)
+    }
+
+    fn close(&mut self, net: &mut dyn Outbound) {
+        if self.passed {
+            self.inner.close(net);
+        }
+    }
+
+    fn eof(&mut self) -> Result<(), FilterError> {
+        if self.passed {
+            self.inner.eof()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn is_handshaking(&self) -> bool {
+        !self.passed || self.inner.is_handshaking()
+    }
+
+    fn client_addr(&self) -> Option<SocketAddr> {
+        self.client
+    }
 }
 
 /// A boxed handler as a handler.

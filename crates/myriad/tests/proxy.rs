@@ -143,3 +143,92 @@ fn header_deadline() {
         expect_closed_silently(&mut s);
     });
 }
+
+/// A filter that XORs every byte both ways: it proves the filter sees only
+/// the bytes after the header, and the header none of the filter's.
+struct Xor;
+
+impl myriad::Filter for Xor {
+    fn decode(
+        &mut self,
+        input: &mut [u8],
+        app: &mut Vec<u8>,
+        _: &mut dyn myriad::Outbound,
+    ) -> Result<(), myriad::FilterError> {
+        app.extend(input.iter().map(|b| b ^ 0x5a));
+        Ok(())
+    }
+    fn encode(
+        &mut self,
+        plain: &[u8],
+        net: &mut dyn myriad::Outbound,
+    ) -> Result<(), myriad::FilterError> {
+        let x: Vec<u8> = plain.iter().map(|b| b ^ 0x5a).collect();
+        net.push(&x);
+        Ok(())
+    }
+}
+
+fn xor(b: &[u8]) -> Vec<u8> {
+    b.iter().map(|b| b ^ 0x5a).collect()
+}
+
+/// `proxied` on a service with a filter (TLS in the server): the header is
+/// read before the filter, within the handshake timeout.
+fn start_filtered(kind: BackendKind, handshake: Duration) -> (Engine, SocketAddr) {
+    let svc = Service::new("proxied-filter", "127.0.0.1:0".parse().unwrap(), || Greeter)
+        .filter(|| Box::new(Xor))
+        .handshake_timeout(handshake);
+    let svc = myriad::proxy::proxied(svc, Duration::from_secs(3600));
+    let engine = Engine::builder()
+        .threads(1)
+        .backend(kind)
+        .service(svc)
+        .start()
+        .expect("engine starts");
+    let addr = engine.local_addrs(0)[0];
+    (engine, addr)
+}
+
+#[test]
+fn header_before_a_filter() {
+    both(|kind| {
+        let (_engine, addr) = start_filtered(kind, IO_TIMEOUT);
+        // v2 in pieces, the filter's first bytes in the same write as its end.
+        let mut s = connect(addr);
+        let h = v2_header();
+        s.write_all(&h[..5]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        s.write_all(&h[5..20]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut rest = h[20..].to_vec();
+        rest.extend_from_slice(&xor(b"pi"));
+        s.write_all(&rest).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        s.write_all(&xor(b"ng")).unwrap();
+        let want = b"192.0.2.1:56324\nping";
+        assert_eq!(xor(&read_n(&mut s, want.len())), want);
+        // v1, whole.
+        let mut s = connect(addr);
+        let mut first = b"PROXY TCP4 198.51.100.7 127.0.0.1 4000 443\r\n".to_vec();
+        first.extend_from_slice(&xor(b"x"));
+        s.write_all(&first).unwrap();
+        let want = b"198.51.100.7:4000\nx";
+        assert_eq!(xor(&read_n(&mut s, want.len())), want);
+        // No header (a TLS ClientHello straight away): closed unanswered.
+        let mut s = connect(addr);
+        s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+            .unwrap();
+        expect_closed_silently(&mut s);
+    });
+}
+
+#[test]
+fn header_before_a_filter_within_the_handshake_timeout() {
+    both(|kind| {
+        let (_engine, addr) = start_filtered(kind, Duration::from_millis(100));
+        let mut s = connect(addr);
+        s.write_all(&v2_header()[..10]).unwrap();
+        expect_closed_silently(&mut s);
+    });
+}

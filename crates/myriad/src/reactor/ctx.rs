@@ -458,6 +458,12 @@ impl<'a> Ctx<'a> {
         self.lcx.core.socks.peer_addr(self.conn().sock)
     }
 
+    /// The client address the connection's filter read from the stream
+    /// (a PROXY header in front of TLS), if any.
+    pub(crate) fn filter_client_addr(&self) -> Option<SocketAddr> {
+        self.conn().filter.as_ref().and_then(|f| f.client_addr())
+    }
+
     /// The local address (one `getsockname` call).
     ///
     /// ```
