@@ -79,6 +79,22 @@ impl Counters {
 }
 
 impl TlsAcceptor {
+    /// An acceptor over a rustls configuration built elsewhere (a custom
+    /// crypto provider, say: the simulation's seeded one). `reload` then
+    /// replaces it with one built from files.
+    ///
+    /// ```no_run
+    /// # fn f(config: std::sync::Arc<myriad_tls::rustls::ServerConfig>) {
+    /// let a = myriad_tls::TlsAcceptor::from_config(config);
+    /// # }
+    /// ```
+    pub fn from_config(config: Arc<rustls::ServerConfig>) -> Self {
+        TlsAcceptor {
+            current: Arc::new(RwLock::new(config)),
+            counters: Arc::default(),
+        }
+    }
+
     /// Loads certificates and keys and builds the configuration.
     ///
     /// ```no_run

@@ -55,7 +55,7 @@ pub mod sim {
         crate::reactor::sim::run(seed)
     }
 
-    pub use crate::reactor::sim::PeerOutcome;
+    pub use crate::reactor::sim::{PeerOutcome, Talker};
 
     /// Runs seed `seed` of a scenario of another layer (the WebSocket
     /// crate's, say): one scripted peer per script, each sending it and
@@ -71,6 +71,20 @@ pub mod sim {
         faults: bool,
     ) -> Result<(u64, Vec<PeerOutcome>), String> {
         crate::reactor::sim::run_peers(seed, scripts, factory, faults)
+    }
+
+    /// [`run_peers`] with peers that answer what they get (a
+    /// [`Talker`] and its first words: a TLS client) or follow a script
+    /// (`None`), in front of a service whose connections get a filter
+    /// from `filter` (TLS) between the peers and the handlers.
+    pub fn run_talkers(
+        seed: u64,
+        peers: Vec<(Vec<u8>, Option<Box<dyn Talker>>)>,
+        factory: std::sync::Arc<dyn Fn() -> Box<dyn crate::Handler> + Send + Sync>,
+        filter: Option<crate::FilterFactory>,
+        faults: bool,
+    ) -> Result<(u64, Vec<PeerOutcome>), String> {
+        crate::reactor::sim::run_talkers(seed, peers, factory, filter, faults)
     }
 }
 

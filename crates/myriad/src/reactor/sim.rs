@@ -13,10 +13,14 @@
 //! or without the faults, so that the layer can check that a faulted run
 //! gives its peers the same application data as the unfaulted one
 //! (`myriad-ws`'s `tests/sim.rs`: WebSocket frames split down to 1 byte).
+//! [`run_talkers`] does the same for peers whose next bytes depend on what
+//! they got (a [`Talker`]: a TLS client, whose handshake is a
+//! conversation) in front of a service with a filter (`myriad-tls`'s
+//! `tests/sim.rs`: records split down to 1 byte through the real filter).
 //!
 //! Not yet here (part 2 proper): a `Backend` usable by the engine itself
 //! (`EngineBuilder`), outbound clients through the engine's connector,
-//! the TLS layer, the same scenarios on loopback.
+//! the same scenarios on loopback (those are the layers' `tests/loopback.rs`).
 
 use super::testkit::{fake_reactor, Kernel, Op};
 use super::*;
@@ -63,11 +67,27 @@ impl Pending {
     }
 }
 
+/// A peer whose next bytes depend on what it got: a TLS client, whose
+/// handshake is a conversation. The simulation hands it every byte the
+/// server sends it as the send happens (in whatever pieces the faults
+/// make), and sends what it appends, after what it had to say before.
+pub trait Talker {
+    /// The server sent `data`; append what the peer says in answer to
+    /// `out`.
+    fn received(&mut self, data: &[u8], out: &mut Vec<u8>);
+    /// The peer has nothing more to say: its end of stream follows once
+    /// everything it said is sent. Until then a peer that sent all it said
+    /// waits for the server.
+    fn done(&self) -> bool;
+}
+
 /// One scripted peer: it sends `script`, then its end of stream, and
-/// collects what the echo server sends back.
+/// collects what the echo server sends back. A peer with a `talker`
+/// extends its script as the server's bytes arrive.
 #[derive(Default)]
 struct Peer {
     script: Vec<u8>,
+    talker: Option<Box<dyn Talker>>,
     fed: usize,
     got: Vec<u8>,
     token: Option<u64>,
@@ -114,6 +134,14 @@ impl World {
     fn peer(&mut self, token: u64) -> &mut Peer {
         let i = self.by_token[&token];
         &mut self.peers[i]
+    }
+    /// The peer of `token` receives `bytes` (and its talker answers).
+    fn deliver(&mut self, token: u64, bytes: &[u8]) {
+        let p = self.peer(token);
+        p.got.extend_from_slice(bytes);
+        if let Some(t) = &mut p.talker {
+            t.received(bytes, &mut p.script);
+        }
     }
 }
 
@@ -247,14 +275,14 @@ impl Kernel for World {
                 self.pending.push(Pending::Writable(token));
                 return SendOutcome::WouldBlock;
             }
-            self.peer(token).got.extend_from_slice(&bytes[..n]);
+            self.deliver(token, &bytes[..n]);
             return SendOutcome::Done(Ok(n));
         }
         self.submitted += 1;
         if reset {
             self.pending.push(Pending::Sent(token, -libc::ECONNRESET));
         } else {
-            self.peer(token).got.extend_from_slice(&bytes[..n]);
+            self.deliver(token, &bytes[..n]);
             self.pending.push(Pending::Sent(token, n as i32));
         }
         SendOutcome::InFlight
@@ -356,7 +384,7 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
         max_input: 1 << 30,
         linger_ms: [0, 50][rng.below(2)],
     };
-    let r = drive(&mut rng, &w, seed, &resets, factory, lim);
+    let r = drive(&mut rng, &w, seed, &resets, factory, None, lim);
     let seen = seen.lock().unwrap();
     check(&w.borrow(), &seen.closes, &r)?;
     check_echo(&w.borrow(), &seen, &resets)?;
@@ -375,6 +403,7 @@ fn drive(
     seed: u64,
     resets: &[bool],
     factory: Factory,
+    filter: Option<FilterFactory>,
     lim: Limits,
 ) -> Reactor {
     let n_peers = w.borrow().peers.len();
@@ -385,6 +414,7 @@ fn drive(
     let at = |ms: u64| epoch + Duration::from_millis(ms);
     w.borrow_mut().send_rng = Rng(seed ^ 0x5eed);
     let (mut r, mut be) = fake_reactor(w, factory, lim, epoch);
+    r.services[0].filter = filter;
     let mut now = 0u64;
     let mut accepted = 0;
     let mut buf = vec![0u8; 4096];
@@ -406,7 +436,10 @@ fn drive(
                 let readable: Vec<usize> = (0..w.peers.len())
                     .filter(|&i| {
                         let p = &w.peers[i];
-                        p.recv_armed && !p.eof_sent && p.token.is_some()
+                        // a talker that said all it has so far waits
+                        let waits =
+                            p.fed == p.script.len() && p.talker.as_ref().is_some_and(|t| !t.done());
+                        p.recv_armed && !p.eof_sent && p.token.is_some() && !waits
                     })
                     .collect();
                 let choice = rng.below(readable.len() + w.pending.len() + 1);
@@ -646,6 +679,20 @@ pub(crate) fn run_peers(
     factory: Factory,
     faults: bool,
 ) -> Result<(u64, Vec<PeerOutcome>), String> {
+    let peers = scripts.iter().map(|s| (s.clone(), None)).collect();
+    run_talkers(seed, peers, factory, None, faults)
+}
+
+/// [`run_peers`] with peers that may answer what they get (a [`Talker`]
+/// with its first words, or a script alone) and a service with a filter
+/// (`filter`: TLS) in front of the handlers.
+pub(crate) fn run_talkers(
+    seed: u64,
+    peers: Vec<(Vec<u8>, Option<Box<dyn Talker>>)>,
+    factory: Factory,
+    filter: Option<FilterFactory>,
+    faults: bool,
+) -> Result<(u64, Vec<PeerOutcome>), String> {
     let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
     let w: Shared = Rc::new(RefCell::new(World {
         sync: rng.one_in(2),
@@ -653,10 +700,11 @@ pub(crate) fn run_peers(
         ..Default::default()
     }));
     let mut resets = Vec::new();
-    for script in scripts {
+    for (script, talker) in peers {
         resets.push(faults && rng.one_in(8));
         w.borrow_mut().peers.push(Peer {
-            script: script.clone(),
+            script,
+            talker,
             ..Default::default()
         });
     }
@@ -676,7 +724,7 @@ pub(crate) fn run_peers(
         max_input: 1 << 30,
         linger_ms: [0, 50][rng.below(2)],
     };
-    let r = drive(&mut rng, &w, seed, &resets, counted, lim);
+    let r = drive(&mut rng, &w, seed, &resets, counted, filter, lim);
     check(&w.borrow(), &closes.lock().unwrap(), &r)?;
     let w = w.borrow();
     let peers = w
