@@ -58,6 +58,7 @@ fn seeds(kind: BackendKind) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20u64);
     let mut failures = Vec::new();
+    let mut echoed = 0;
     for seed in 0..n {
         let sc = Scenario::new(seed);
         let acceptor = TlsAcceptor::from_config(simkit::server_config(seed ^ 0x5e7e, sc.tls13));
@@ -73,7 +74,9 @@ fn seeds(kind: BackendKind) {
         let addr = engine.local_addrs(0)[0];
         for (i, spec) in sc.clients.into_iter().enumerate() {
             let (mut c, hello) = Client::new(spec, sc.tls13);
-            let verdict = match talk(addr, &mut c, hello) {
+            let res = talk(addr, &mut c, hello);
+            echoed += c.plain.len();
+            let verdict = match res {
                 Err(e) => Some(e),
                 Ok(()) if c.error.is_some() => c.error.clone(),
                 Ok(()) if c.plain != c.data() || !c.close_notify => Some(format!(
@@ -92,6 +95,7 @@ fn seeds(kind: BackendKind) {
         let _ = engine.wait();
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(echoed > 0, "{n} seeds echoed nothing");
 }
 
 #[test]

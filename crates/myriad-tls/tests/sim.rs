@@ -16,7 +16,7 @@
 
 mod simkit;
 
-use myriad::sim::{run_talkers, PeerOutcome, Talker};
+use myriad::sim::{run_talkers, PeerOutcome, PeerSpec, Talker};
 use myriad::{FilterFactory, Handler};
 use myriad_tls::TlsAcceptor;
 use simkit::{Client, Echo, Scenario};
@@ -48,7 +48,7 @@ fn run_once(seed: u64, faults: bool) -> Result<Run, String> {
     let factory: Arc<dyn Fn() -> Box<dyn Handler> + Send + Sync> =
         Arc::new(|| Box::new(Echo) as Box<dyn Handler>);
     let mut clients = Vec::new();
-    let mut peers: Vec<(Vec<u8>, Option<Box<dyn Talker>>)> = Vec::new();
+    let mut peers: Vec<PeerSpec> = Vec::new();
     for spec in sc.clients {
         let (c, hello) = Client::new(spec, sc.tls13);
         let c = Rc::new(RefCell::new(c));

@@ -55,7 +55,7 @@ pub mod sim {
         crate::reactor::sim::run(seed)
     }
 
-    pub use crate::reactor::sim::{PeerOutcome, Talker};
+    pub use crate::reactor::sim::{PeerOutcome, PeerSpec, Talker};
 
     /// Runs seed `seed` of a scenario of another layer (the WebSocket
     /// crate's, say): one scripted peer per script, each sending it and
@@ -79,7 +79,7 @@ pub mod sim {
     /// from `filter` (TLS) between the peers and the handlers.
     pub fn run_talkers(
         seed: u64,
-        peers: Vec<(Vec<u8>, Option<Box<dyn Talker>>)>,
+        peers: Vec<PeerSpec>,
         factory: std::sync::Arc<dyn Fn() -> Box<dyn crate::Handler> + Send + Sync>,
         filter: Option<crate::FilterFactory>,
         faults: bool,

@@ -435,7 +435,7 @@ impl Client {
     /// The client and its first words (the ClientHello).
     pub fn new(spec: ClientSpec, tls13: bool) -> (Client, Vec<u8>) {
         let (cert, _) = server_identity();
-        let provider = provider(spec.seed ^ 0xc11e_47);
+        let provider = provider(spec.seed ^ 0x00c1_1e47);
         let algs = provider.signature_verification_algorithms;
         let mut cfg = rustls::ClientConfig::builder_with_details(provider, Arc::new(FixedTime))
             .with_protocol_versions(versions(tls13))

@@ -81,6 +81,10 @@ pub trait Talker {
     fn done(&self) -> bool;
 }
 
+/// A peer of [`run_talkers`]: its first words, and what answers the
+/// server afterwards (`None`: the first words are all it says).
+pub type PeerSpec = (Vec<u8>, Option<Box<dyn Talker>>);
+
 /// One scripted peer: it sends `script`, then its end of stream, and
 /// collects what the echo server sends back. A peer with a `talker`
 /// extends its script as the server's bytes arrive.
@@ -688,7 +692,7 @@ pub(crate) fn run_peers(
 /// (`filter`: TLS) in front of the handlers.
 pub(crate) fn run_talkers(
     seed: u64,
-    peers: Vec<(Vec<u8>, Option<Box<dyn Talker>>)>,
+    peers: Vec<PeerSpec>,
     factory: Factory,
     filter: Option<FilterFactory>,
     faults: bool,
