@@ -688,20 +688,7 @@ fn https_stack_with_the_tls_filter() {
     let _g = serial();
     let d = tmpdir("https");
     site(&d);
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .arg("-keyout")
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    self_signed_cert(&d);
     let (p, pm) = (free_port(), free_port());
     let cfg = d.join("myriad.toml");
     std::fs::write(

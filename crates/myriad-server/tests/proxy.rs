@@ -4,7 +4,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
@@ -40,14 +40,7 @@ fn proxy_protocol_listener() {
     )
     .unwrap();
     assert_eq!(check(&cfg).0, 0);
-    let _server = Server(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = serve(&cfg);
     wait_port(&addr);
     let connect = || {
         let s = TcpStream::connect(&addr).unwrap();
@@ -84,24 +77,7 @@ fn proxy_protocol_listener() {
 fn proxy_protocol_before_tls() {
     let _g = serial();
     let d = tmpdir("proxy-tls");
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        .arg("-keyout")
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    self_signed_cert(&d);
     let (pt, pw) = (free_port(), free_port());
     let cfg = d.join("proxy-tls.toml");
     std::fs::write(
@@ -113,14 +89,7 @@ fn proxy_protocol_before_tls() {
     )
     .unwrap();
     assert_eq!(check(&cfg).0, 0);
-    let _server = Server(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = serve(&cfg);
     wait_port(&format!("127.0.0.1:{pt}"));
     wait_port(&format!("127.0.0.1:{pw}"));
     let script = r#"

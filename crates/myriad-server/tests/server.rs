@@ -565,27 +565,7 @@ fn workers_share_the_port_and_are_restarted() {
 fn tls_and_wss_stacks() {
     let _g = serial();
     let d = tmpdir("tls");
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .arg("-keyout")
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    self_signed_cert(&d);
     let (pt, pw, pm) = (free_port(), free_port(), free_port());
     let cfg = d.join("tls.toml");
     std::fs::write(

@@ -30,6 +30,10 @@ fn start(kind: BackendKind, timeout: Duration) -> (Engine, SocketAddr) {
     let svc = Service::new("proxied", "127.0.0.1:0".parse().unwrap(), move || {
         ProxyProtocol::with_timeout(Greeter, timeout)
     });
+    run(kind, svc)
+}
+
+fn run(kind: BackendKind, svc: Service) -> (Engine, SocketAddr) {
     let engine = Engine::builder()
         .threads(1)
         .backend(kind)
@@ -179,15 +183,7 @@ fn start_filtered(kind: BackendKind, handshake: Duration) -> (Engine, SocketAddr
     let svc = Service::new("proxied-filter", "127.0.0.1:0".parse().unwrap(), || Greeter)
         .filter(|| Box::new(Xor))
         .handshake_timeout(handshake);
-    let svc = myriad::proxy::proxied(svc, Duration::from_secs(3600));
-    let engine = Engine::builder()
-        .threads(1)
-        .backend(kind)
-        .service(svc)
-        .start()
-        .expect("engine starts");
-    let addr = engine.local_addrs(0)[0];
-    (engine, addr)
+    run(kind, myriad::proxy::proxied(svc, Duration::from_secs(3600)))
 }
 
 #[test]

@@ -7,7 +7,7 @@ pub mod plugin;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,37 @@ pub fn free_port() -> u16 {
             return *next;
         }
     }
+}
+
+/// Writes a self-signed certificate for `localhost` (`cert.pem`, `key.pem`)
+/// into `dir`, with the Debian `openssl` tool.
+pub fn self_signed_cert(dir: &Path) {
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(ok.success(), "openssl req failed");
+}
+
+/// `myriad serve --config CONFIG`, its standard error discarded.
+pub fn serve(config: &Path) -> Server {
+    Server(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("myriad starts"),
+    )
 }
 
 /// A server process, killed (and its supervisor's relay directory
