@@ -174,6 +174,18 @@ pub struct Limits {
 
 impl Default for Limits {
     /// 256 MiB and 10 ms.
+    ///
+    /// The memory cap holds a loop's share of a million connections (all
+    /// of them, with `io_threads = 1`) for the example guests, measured by
+    /// `bench-wasm-instances --connections 1000000` (BENCHMARKS.md, issue
+    /// 16): the C echo's instance then has 64 MiB of linear memory (128 KiB
+    /// at start, 67 B per connection, its table's doublings included), the
+    /// JavaScript echo's 150 MiB (its engine's 9 MiB at start, then 148 B
+    /// per connection): 256 MiB leaves the JavaScript guest 1.7 times what
+    /// it used. A cap is a bound, not a reservation (an instance holds only
+    /// the memory it grew to), so it is sized for the largest loop, not the
+    /// typical one; a guest keeping more per connection needs
+    /// `wasm_memory` raised.
     fn default() -> Self {
         Limits {
             memory: 256 << 20,
