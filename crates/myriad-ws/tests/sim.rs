@@ -165,8 +165,8 @@ fn decode(config: &ClientConfig, mut bytes: Vec<u8>) -> Result<Vec<Got>, String>
     Ok(got)
 }
 
-/// Runs one seed; what went wrong, if anything.
-fn run(seed: u64) -> Result<(), String> {
+/// The server and the clients seed `seed` makes.
+fn scenario(seed: u64) -> (WsServer, Vec<Client>) {
     let mut rng = Rng(seed);
     let deflate = rng.below(3) == 0;
     // frames larger than this are streamed as they arrive (their payload
@@ -185,6 +185,12 @@ fn run(seed: u64) -> Result<(), String> {
     let clients: Vec<Client> = (0..1 + rng.below(4))
         .map(|i| client(&mut rng, &ws, deflate, seed << 8 | i as u64))
         .collect();
+    (ws, clients)
+}
+
+/// Runs one seed; what went wrong, if anything.
+fn run(seed: u64) -> Result<(), String> {
+    let (ws, clients) = scenario(seed);
     let scripts: Vec<Vec<u8>> = clients.iter().map(|c| c.script.clone()).collect();
     let ws = Arc::new(ws);
     let factory: Arc<dyn Fn() -> Box<dyn myriad::Handler> + Send + Sync> = {
@@ -253,4 +259,107 @@ fn websocket_echo_under_faults_gives_the_unfaulted_runs_messages() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The loopback twin (issue 17: "the same scenarios also run against the
+/// real backends on loopback, so the simulation cannot drift from
+/// reality"): each seed's client scripts go over 127.0.0.1 to a real
+/// `Engine` with the same server (io_uring, then epoll), each sent whole,
+/// the write side shut, and what comes back read to the end; it must
+/// decode to what the simulation's unfaulted run gives the same client.
+fn loopback(kind: myriad::BackendKind) {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let n = std::env::var("MYRIAD_LOOPBACK_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30u64);
+    let mut failures = Vec::new();
+    for seed in 0..n {
+        let (ws, clients) = scenario(seed);
+        let scripts: Vec<Vec<u8>> = clients.iter().map(|c| c.script.clone()).collect();
+        let ws = Arc::new(ws);
+        let factory: Arc<dyn Fn() -> Box<dyn myriad::Handler> + Send + Sync> = {
+            let ws = ws.clone();
+            Arc::new(move || ws.connection_handler(Echo))
+        };
+        let clean = match myriad::sim::run_peers(seed, &scripts, factory, false) {
+            Ok((_, clean)) => clean,
+            Err(e) => {
+                failures.push(format!("seed {seed}: simulation: {e}"));
+                continue;
+            }
+        };
+        let engine = myriad::Engine::builder()
+            .threads(1)
+            .backend(kind)
+            .service(ws.service("ws-echo", "127.0.0.1:0".parse().expect("addr"), || Echo))
+            .start()
+            .expect("engine");
+        let addr = engine.local_addrs(0)[0];
+        for (i, c) in clients.iter().enumerate() {
+            let res = (|| -> Result<Vec<u8>, String> {
+                let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(|e| e.to_string())?;
+                // a writer thread: the echo may fill the socket buffers
+                // before the whole script is written
+                let mut w = s.try_clone().map_err(|e| e.to_string())?;
+                let script = c.script.clone();
+                let writer = std::thread::spawn(move || {
+                    let r = w.write_all(&script);
+                    let _ = w.shutdown(std::net::Shutdown::Write);
+                    r
+                });
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    if Instant::now() > deadline {
+                        return Err("no end within 20 s".into());
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                        Err(e) => return Err(format!("read: {e}")),
+                    }
+                }
+                match writer.join() {
+                    Ok(Ok(())) => Ok(got),
+                    Ok(Err(e)) => Err(format!("write: {e}")),
+                    Err(_) => Err("writer panicked".into()),
+                }
+            })();
+            let verdict = res.and_then(|got| {
+                let got = decode(&c.config, got)?;
+                let want = decode(&c.config, clean[i].got.clone())?;
+                if got == want && !want.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} messages, the simulation {} (first difference at {})",
+                        got.len(),
+                        want.len(),
+                        got.iter().zip(&want).take_while(|(a, b)| a == b).count()
+                    ))
+                }
+            });
+            if let Err(e) = verdict {
+                failures.push(format!("{kind:?} seed {seed} client {i}: {e}"));
+            }
+        }
+        engine.shutdown(Duration::from_secs(1));
+        let _ = engine.wait();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn websocket_scenarios_on_loopback_io_uring() {
+    loopback(myriad::BackendKind::IoUring)
+}
+
+#[test]
+fn websocket_scenarios_on_loopback_epoll() {
+    loopback(myriad::BackendKind::Epoll)
 }
