@@ -8,8 +8,9 @@
 //! `secure_random` (client and server randoms, session ids, tickets'
 //! `age_add`), but `ring` draws the ephemeral key-exchange secrets and
 //! ECDSA/RSA-PSS signature nonces from the system. So the provider here
-//! also brings its own X25519 (private keys from the seed; the curve
-//! arithmetic below, checked against RFC 7748 and against `ring`), and the
+//! also brings its own X25519 key exchange (private keys from the seed,
+//! the curve from `x25519-dalek`, checked against RFC 7748 and against
+//! `ring`), and the
 //! server's certificate is Ed25519 (deterministic signatures) made from a
 //! fixed key. Time is fixed too. With that, a seed gives the same bytes on
 //! the wire every time.
@@ -46,146 +47,13 @@ impl Rng {
     }
 }
 
-// ---- X25519 (RFC 7748), field elements in five 51-bit limbs ----
+// ---- X25519 (RFC 7748) ----
 
-type Fe = [u64; 5];
-const MASK: u64 = (1 << 51) - 1;
-
-fn fe_load(b: &[u8; 32]) -> Fe {
-    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-    let (w0, w1, w2, w3) = (w(0), w(1), w(2), w(3) & !(1 << 63));
-    [
-        w0 & MASK,
-        (w0 >> 51 | w1 << 13) & MASK,
-        (w1 >> 38 | w2 << 26) & MASK,
-        (w2 >> 25 | w3 << 39) & MASK,
-        w3 >> 12,
-    ]
-}
-
-fn fe_carry(mut h: Fe) -> Fe {
-    for _ in 0..2 {
-        for i in 0..4 {
-            h[i + 1] += h[i] >> 51;
-            h[i] &= MASK;
-        }
-        h[0] += 19 * (h[4] >> 51);
-        h[4] &= MASK;
-    }
-    h
-}
-
-fn fe_store(h: Fe) -> [u8; 32] {
-    let mut h = fe_carry(h);
-    // subtract p if h >= p: q is 1 exactly then
-    let mut q = (h[0] + 19) >> 51;
-    for limb in &h[1..] {
-        q = (limb + q) >> 51;
-    }
-    h[0] += 19 * q;
-    for i in 0..4 {
-        h[i + 1] += h[i] >> 51;
-        h[i] &= MASK;
-    }
-    h[4] &= MASK;
-    let mut out = [0u8; 32];
-    let (mut acc, mut bits, mut at) = (0u128, 0, 0);
-    for limb in h {
-        acc |= u128::from(limb) << bits;
-        bits += 51;
-        while bits >= 8 && at < 32 {
-            out[at] = acc as u8;
-            acc >>= 8;
-            bits -= 8;
-            at += 1;
-        }
-    }
-    if at < 32 {
-        out[at] = acc as u8;
-    }
-    out
-}
-
-fn fe_add(a: Fe, b: Fe) -> Fe {
-    std::array::from_fn(|i| a[i] + b[i])
-}
-
-/// a - b, with 4p added so that no limb goes below zero.
-fn fe_sub(a: Fe, b: Fe) -> Fe {
-    const P4: Fe = [(MASK - 18) * 4, MASK * 4, MASK * 4, MASK * 4, MASK * 4];
-    fe_carry(std::array::from_fn(|i| a[i] + P4[i] - b[i]))
-}
-
-fn fe_mul(a: Fe, b: Fe) -> Fe {
-    let m = |x: u64, y: u64| u128::from(x) * u128::from(y);
-    let b19: [u64; 5] = std::array::from_fn(|i| b[i] * 19);
-    let r = [
-        m(a[0], b[0]) + m(a[1], b19[4]) + m(a[2], b19[3]) + m(a[3], b19[2]) + m(a[4], b19[1]),
-        m(a[0], b[1]) + m(a[1], b[0]) + m(a[2], b19[4]) + m(a[3], b19[3]) + m(a[4], b19[2]),
-        m(a[0], b[2]) + m(a[1], b[1]) + m(a[2], b[0]) + m(a[3], b19[4]) + m(a[4], b19[3]),
-        m(a[0], b[3]) + m(a[1], b[2]) + m(a[2], b[1]) + m(a[3], b[0]) + m(a[4], b19[4]),
-        m(a[0], b[4]) + m(a[1], b[3]) + m(a[2], b[2]) + m(a[3], b[1]) + m(a[4], b[0]),
-    ];
-    let mut h = [0u64; 5];
-    let mut c = 0u128;
-    for i in 0..5 {
-        let t = r[i] + c;
-        h[i] = (t as u64) & MASK;
-        c = t >> 51;
-    }
-    h[0] += (c as u64) * 19;
-    fe_carry(h)
-}
-
-fn fe_inv(z: Fe) -> Fe {
-    // z^(p-2), p - 2 = 2^255 - 21: bits 254..5 set, then 0b01011
-    let mut r = [1, 0, 0, 0, 0];
-    for bit in (0..255).rev() {
-        r = fe_mul(r, r);
-        let set = bit >= 5 || (0b01011 >> bit) & 1 == 1;
-        if set {
-            r = fe_mul(r, z);
-        }
-    }
-    r
-}
-
-/// X25519(k, u) of RFC 7748.
+/// X25519(k, u) of RFC 7748 (`x25519-dalek`): ring computes the same
+/// function but only on secrets it draws from the system itself, which a
+/// seeded run cannot use.
 pub fn x25519(k: &[u8; 32], u: &[u8; 32]) -> [u8; 32] {
-    let mut k = *k;
-    k[0] &= 248;
-    k[31] = (k[31] & 127) | 64;
-    let x1 = fe_load(u);
-    let (mut x2, mut z2, mut x3, mut z3) = ([1, 0, 0, 0, 0], [0; 5], x1, [1, 0, 0, 0, 0]);
-    let mut swap = 0u8;
-    for t in (0..255).rev() {
-        let bit = (k[t / 8] >> (t % 8)) & 1;
-        if swap ^ bit == 1 {
-            std::mem::swap(&mut x2, &mut x3);
-            std::mem::swap(&mut z2, &mut z3);
-        }
-        swap = bit;
-        let a = fe_add(x2, z2);
-        let aa = fe_mul(a, a);
-        let b = fe_sub(x2, z2);
-        let bb = fe_mul(b, b);
-        let e = fe_sub(aa, bb);
-        let c = fe_add(x3, z3);
-        let d = fe_sub(x3, z3);
-        let da = fe_mul(d, a);
-        let cb = fe_mul(c, b);
-        let s = fe_add(da, cb);
-        x3 = fe_mul(s, s);
-        let df = fe_sub(da, cb);
-        z3 = fe_mul(x1, fe_mul(df, df));
-        x2 = fe_mul(aa, bb);
-        z2 = fe_mul(e, fe_add(aa, fe_mul([121_665, 0, 0, 0, 0], e)));
-    }
-    if swap == 1 {
-        std::mem::swap(&mut x2, &mut x3);
-        std::mem::swap(&mut z2, &mut z3);
-    }
-    fe_store(fe_mul(x2, fe_inv(z2)))
+    x25519_dalek::x25519(*k, *u)
 }
 
 /// The base point's u.
