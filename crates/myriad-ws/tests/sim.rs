@@ -15,6 +15,7 @@
 //! `MYRIAD_SIM_SEEDS=N` runs N seeds (default 300), `MYRIAD_SIM_SEED=S`
 //! replays one.
 
+use myriad::sim::Rng;
 use myriad_ws::server::WsServer;
 use myriad_ws::{
     ClientConfig, ClientConnection, CloseCode, DecoderConfig, DeflateConfig, Event, Message,
@@ -28,22 +29,6 @@ struct Echo;
 impl WsHandler for Echo {
     fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
         let _ = cx.send(msg);
-    }
-}
-
-/// splitmix64, as the simulation's own.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

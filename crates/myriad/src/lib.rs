@@ -55,7 +55,7 @@ pub mod sim {
         crate::reactor::sim::run(seed)
     }
 
-    pub use crate::reactor::sim::{PeerOutcome, PeerSpec, Talker};
+    pub use crate::reactor::sim::{PeerOutcome, PeerSpec, Rng, Talker};
 
     /// Runs seed `seed` of a scenario of another layer (the WebSocket
     /// crate's, say): one scripted peer per script, each sending it and

@@ -29,23 +29,8 @@ use rustls::{DigitallySignedStruct, NamedGroup, SignatureScheme};
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 
-/// splitmix64, as the engine's simulation.
-#[derive(Debug)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// 0..n (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+/// The simulation's own generator (splitmix64).
+pub use myriad::sim::Rng;
 
 // ---- X25519 (RFC 7748) ----
 

@@ -29,12 +29,17 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Mutex;
 
-/// splitmix64: small, fast, and the same on every machine.
-#[derive(Default)]
-struct Rng(u64);
+/// splitmix64: small, fast, and the same on every machine. Public (as
+/// `myriad::sim::Rng`) so that the other layers' scenarios draw from the
+/// same generator as the simulation.
+#[derive(Debug, Default)]
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits. (Not `Iterator::next`: the stream never
+    /// ends, and `Option` would only add an unwrap at every draw.)
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -42,12 +47,25 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// 0..n (n > 0).
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
     /// True with probability 1/n.
-    fn one_in(&mut self, n: usize) -> bool {
+    pub fn one_in(&mut self, n: usize) -> bool {
         self.below(n) == 0
+    }
+}
+
+/// A scenario's limits: a random high-water mark (1..8 KiB, so that
+/// back-pressure pauses and resumes often) and lingering on or off.
+fn random_limits(rng: &mut Rng) -> Limits {
+    Limits {
+        idle_ms: 0,
+        send_ms: 0,
+        high_water: 1 + rng.below(8192) as u32,
+        hard_limit: 1 << 30,
+        max_input: 1 << 30,
+        linger_ms: [0, 50][rng.below(2)],
     }
 }
 
@@ -380,14 +398,7 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
             seen: seen2.clone(),
         }) as Box<dyn Handler>
     });
-    let lim = Limits {
-        idle_ms: 0,
-        send_ms: 0,
-        high_water: 1 + rng.below(8192) as u32,
-        hard_limit: 1 << 30,
-        max_input: 1 << 30,
-        linger_ms: [0, 50][rng.below(2)],
-    };
+    let lim = random_limits(&mut rng);
     let r = drive(&mut rng, &w, seed, &resets, factory, None, lim);
     let seen = seen.lock().unwrap();
     check(&w.borrow(), &seen.closes, &r)?;
@@ -720,14 +731,7 @@ pub(crate) fn run_talkers(
             closes: closes2.clone(),
         }) as Box<dyn Handler>
     });
-    let lim = Limits {
-        idle_ms: 0,
-        send_ms: 0,
-        high_water: 1 + rng.below(8192) as u32,
-        hard_limit: 1 << 30,
-        max_input: 1 << 30,
-        linger_ms: [0, 50][rng.below(2)],
-    };
+    let lim = random_limits(&mut rng);
     let r = drive(&mut rng, &w, seed, &resets, counted, filter, lim);
     check(&w.borrow(), &closes.lock().unwrap(), &r)?;
     let w = w.borrow();
