@@ -150,6 +150,21 @@ fn decode(config: &ClientConfig, mut bytes: Vec<u8>) -> Result<Vec<Got>, String>
     Ok(got)
 }
 
+type Factory = Arc<dyn Fn() -> Box<dyn myriad::Handler> + Send + Sync>;
+
+/// Seed `seed`'s scenario ready to run: the server, its clients, their
+/// scripts, and handlers (the server around an echo) for the simulation.
+fn setup(seed: u64) -> (Arc<WsServer>, Vec<Client>, Vec<Vec<u8>>, Factory) {
+    let (ws, clients) = scenario(seed);
+    let scripts = clients.iter().map(|c| c.script.clone()).collect();
+    let ws = Arc::new(ws);
+    let factory: Factory = {
+        let ws = ws.clone();
+        Arc::new(move || ws.connection_handler(Echo))
+    };
+    (ws, clients, scripts, factory)
+}
+
 /// The server and the clients seed `seed` makes.
 fn scenario(seed: u64) -> (WsServer, Vec<Client>) {
     let mut rng = Rng(seed);
@@ -175,13 +190,7 @@ fn scenario(seed: u64) -> (WsServer, Vec<Client>) {
 
 /// Runs one seed; what went wrong, if anything.
 fn run(seed: u64) -> Result<(), String> {
-    let (ws, clients) = scenario(seed);
-    let scripts: Vec<Vec<u8>> = clients.iter().map(|c| c.script.clone()).collect();
-    let ws = Arc::new(ws);
-    let factory: Arc<dyn Fn() -> Box<dyn myriad::Handler> + Send + Sync> = {
-        let ws = ws.clone();
-        Arc::new(move || ws.connection_handler(Echo))
-    };
+    let (_, clients, scripts, factory) = setup(seed);
     let (trace, faulted) = myriad::sim::run_peers(seed, &scripts, factory.clone(), true)?;
     let (trace2, again) = myriad::sim::run_peers(seed, &scripts, factory.clone(), true)?;
     let (_, clean) = myriad::sim::run_peers(seed, &scripts, factory, false)?;
@@ -261,13 +270,7 @@ fn loopback(kind: myriad::BackendKind) {
         .unwrap_or(30u64);
     let mut failures = Vec::new();
     for seed in 0..n {
-        let (ws, clients) = scenario(seed);
-        let scripts: Vec<Vec<u8>> = clients.iter().map(|c| c.script.clone()).collect();
-        let ws = Arc::new(ws);
-        let factory: Arc<dyn Fn() -> Box<dyn myriad::Handler> + Send + Sync> = {
-            let ws = ws.clone();
-            Arc::new(move || ws.connection_handler(Echo))
-        };
+        let (ws, clients, scripts, factory) = setup(seed);
         let clean = match myriad::sim::run_peers(seed, &scripts, factory, false) {
             Ok((_, clean)) => clean,
             Err(e) => {
