@@ -130,6 +130,11 @@ async fn nats(shared: Arc<Shared>, topics: Topics, mut rx: mpsc::Receiver<(Arc<s
                 set_connected(&shared, up, &mut ever);
             }
         }
+        // Syncs taken before the interest is read: a sync asked after its
+        // subscription (the handler subscribes, then syncs) finds the dirty
+        // flag set, so the reconciliation below covers it. Taken after,
+        // a sync asked between the two would run before its SUB was sent.
+        let syncs = shared.take_syncs();
         if shared.dirty.swap(false, Ordering::SeqCst) {
             let wanted: HashSet<Arc<str>> = shared.wanted().into_iter().collect();
             subs.retain(|t, task| {
@@ -163,17 +168,13 @@ async fn nats(shared: Arc<Shared>, topics: Topics, mut rx: mpsc::Receiver<(Arc<s
                 .broker_subscriptions
                 .store(subs.len() as u64, Ordering::Relaxed);
         }
-        if !shared
-            .syncs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
-            // The server has seen our SUBs once it answers the flush's PING.
+        if !syncs.is_empty() {
             if shared.connected.load(Ordering::Relaxed) {
-                let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
+                round_trip(&client, &shared).await;
             }
-            run_syncs(&shared);
+            for done in syncs {
+                done();
+            }
         }
     }
     for (_, task) in subs.drain() {
@@ -181,6 +182,27 @@ async fn nats(shared: Arc<Shared>, topics: Topics, mut rx: mpsc::Receiver<(Arc<s
     }
     shared.connected.store(false, Ordering::SeqCst);
     run_syncs(&shared);
+}
+
+/// Returns once the NATS server has processed everything this client sent
+/// before (or after [`FLUSH_TIMEOUT`]).
+///
+/// `Client::flush` is not enough: it only writes the buffer to the socket,
+/// and the server reads each client's socket on its own, so another node's
+/// PUB can overtake our SUB (the cluster test lost a message that way
+/// under CPU contention, 3 runs in 15). The server handles one client's
+/// operations in order and answers a request nobody listens to with "no
+/// responders" (a status message, NATS 2.2+): that answer proves our
+/// earlier SUBs are in place. The subject `{prefix}.~sync` is outside the
+/// topic space ([`crate::subject`] writes `~` only before two hex digits),
+/// so no node subscribes to it.
+async fn round_trip(client: &async_nats::Client, shared: &Shared) {
+    let subject = format!("{}.~sync", shared.config.prefix);
+    let r = tokio::time::timeout(FLUSH_TIMEOUT, client.request(subject, bytes::Bytes::new())).await;
+    match r {
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+        other => tracing::debug!(result = ?other.map(|r| r.map(|_| ())), "NATS sync round trip"),
+    }
 }
 
 /// Waits `d`, or less if stopped.
@@ -238,6 +260,8 @@ async fn redis_loop(
             if shared.stop.load(Ordering::SeqCst) {
                 break 'outer;
             }
+            // Taken before the interest is read, as in `nats`.
+            let syncs = shared.take_syncs();
             if shared.dirty.swap(false, Ordering::SeqCst) {
                 let wanted: HashSet<Arc<str>> = shared.wanted().into_iter().collect();
                 let gone: Vec<Arc<str>> = current.difference(&wanted).cloned().collect();
@@ -262,6 +286,10 @@ async fn redis_loop(
                     .store(current.len() as u64, Ordering::Relaxed);
                 if !ok {
                     shared.dirty.store(true, Ordering::SeqCst);
+                    // Broker down: nothing to wait for (as `sync` does).
+                    for done in syncs {
+                        done();
+                    }
                     break;
                 }
             }
@@ -272,7 +300,9 @@ async fn redis_loop(
                 set_connected(&shared, true, &mut ever);
             }
             // SUBSCRIBE is answered before it returns: nothing to flush.
-            run_syncs(&shared);
+            for done in syncs {
+                done();
+            }
             tokio::select! {
                 _ = shared.changed.notified() => {}
                 m = rx.recv() => {

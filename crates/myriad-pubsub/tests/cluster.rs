@@ -307,7 +307,7 @@ fn two_nodes(kind: Broker) {
         let (sa, sb) = (a.cluster.stats(), b.cluster.stats());
         sa.connected && sb.connected && sa.reconnects >= 1 && sb.reconnects >= 1
     });
-    // NATS resubscribes inside the client: a sync (flush) makes sure the
+    // NATS resubscribes inside the client: a sync (a server round trip) makes sure the
     // server has the subscriptions again; Redis counts them.
     assert_eq!(on_a.command("sub after"), "ok sub true");
     on_b.text("pub news after-restart");
