@@ -42,7 +42,7 @@ impl LoopCx<'_> {
     /// ```
     pub fn write_to(&mut self, id: ConnId, data: &[u8]) -> bool {
         match self.core.slot_of_id(id) {
-            Some(slot) if self.core.conns[slot as usize].flags & CLOSING == 0 => {
+            Some(slot) if !self.core.conns[slot as usize].is_closing() => {
                 self.core.write(slot, &[data]);
                 true
             }
@@ -65,7 +65,7 @@ impl LoopCx<'_> {
     /// ```
     pub fn write_shared_to(&mut self, id: ConnId, bytes: &Arc<[u8]>) -> bool {
         match self.core.slot_of_id(id) {
-            Some(slot) if self.core.conns[slot as usize].flags & CLOSING == 0 => {
+            Some(slot) if !self.core.conns[slot as usize].is_closing() => {
                 self.core.write_shared(slot, bytes);
                 true
             }
@@ -388,7 +388,7 @@ impl<'a> Ctx<'a> {
     /// # d.len() } }
     /// ```
     pub fn abort(&mut self) {
-        self.lcx.core.set_flag(self.slot, ABORT_REQ);
+        self.lcx.core.close_for(self.slot, Closing::Abort);
     }
 
     /// Shuts down the sending side (FIN) after the queued bytes are sent;

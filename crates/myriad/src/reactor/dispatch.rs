@@ -42,7 +42,7 @@ impl Reactor {
             Ok(r) => r,
             Err(_) => {
                 if same {
-                    self.set_flag(slot, PANICKED);
+                    self.close_for(slot, Closing::Panicked);
                 }
                 R::default()
             }
@@ -280,7 +280,7 @@ impl Reactor {
         LoopCounters::add(&counters.reads, 1);
         let now = self.now32();
         let c = &mut self.conns[slot as usize];
-        if !c.phase.is_open() || c.flags & CLOSING != 0 {
+        if !c.phase.is_open() || c.is_closing() {
             return;
         }
         c.last_active = now;
@@ -322,7 +322,7 @@ impl Reactor {
             self.call(slot, |h, cx| h.on_open(cx));
         }
         let c = &self.conns[slot as usize];
-        if !app.is_empty() && c.phase.is_open() && c.flags & CLOSING == 0 {
+        if !app.is_empty() && c.phase.is_open() && !c.is_closing() {
             self.deliver_bytes(slot, &mut app[..]);
         }
         // Keep the scratch buffer, but not a huge one.
@@ -363,7 +363,7 @@ impl Reactor {
         }
         let max = self.limits[c.limits as usize].max_input as usize;
         if c.input_len() + data.len() > max {
-            c.flags |= OVERFLOW;
+            c.reset_for(Closing::Overflow);
             self.mark_dirty(slot);
             return false;
         }
@@ -412,7 +412,8 @@ impl Reactor {
                 // read-side shutdown, which also reads as an end of stream:
                 // that is no news from the peer.)
                 if c.flags & EOF == 0 && c.phase.is_open() {
-                    c.flags |= EOF | EOF_PENDING;
+                    c.peer_ended();
+                    c.flags |= EOF_PENDING;
                     if let Some(f) = c.filter.as_mut() {
                         // A TLS peer that closes without close_notify may
                         // have truncated the stream: count it.
@@ -425,7 +426,7 @@ impl Reactor {
             RecvEnd::Stopped => {}
             RecvEnd::NoBuffers => LoopCounters::add(&self.shared.counters.ring_exhausted, 1),
             RecvEnd::Error(errno) => {
-                c.flags |= EOF;
+                c.peer_ended();
                 if c.phase.is_open() {
                     LoopCounters::add(&self.shared.counters.err_reset, 1);
                     self.finalize(slot, CloseReason::Io(io::Error::from_raw_os_error(errno)));
@@ -497,7 +498,7 @@ impl Reactor {
             c.flags = (c.flags & !PAUSE_BP) | REDELIVER;
             self.mark_dirty(slot);
         }
-        if self.conns[slot as usize].flags & CLOSING == 0 {
+        if !self.conns[slot as usize].is_closing() {
             self.call(slot, |h, cx| h.on_drain(cx));
         }
     }

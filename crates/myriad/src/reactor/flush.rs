@@ -44,29 +44,34 @@ impl Reactor {
     }
 
     pub(super) fn flush_conn<B: Backend>(&mut self, slot: u32, be: &mut B) {
-        let (f, phase) = {
+        let (closing, phase) = {
             let c = &self.conns[slot as usize];
-            (c.flags, c.phase)
+            (c.closing, c.phase)
         };
         if phase == Phase::Free {
             return;
         }
         if phase.is_open() {
-            if f & (ABORT_REQ | SLOW | OVERFLOW | PANICKED | SHED) != 0 {
-                let reason = if f & PANICKED != 0 {
-                    LoopCounters::add(&self.shared.counters.err_handler_panic, 1);
-                    CloseReason::HandlerPanic
-                } else if f & SHED != 0 {
-                    LoopCounters::add(&self.shared.counters.err_queue_cap, 1);
-                    CloseReason::SlowReader
-                } else if f & SLOW != 0 {
-                    LoopCounters::add(&self.shared.counters.err_slow_reader, 1);
-                    CloseReason::SlowReader
-                } else if f & OVERFLOW != 0 {
-                    LoopCounters::add(&self.shared.counters.err_input_overflow, 1);
-                    CloseReason::InputOverflow
-                } else {
-                    CloseReason::Local
+            if closing.is_reset() {
+                let counters = &self.shared.counters;
+                let reason = match closing {
+                    Closing::Panicked => {
+                        LoopCounters::add(&counters.err_handler_panic, 1);
+                        CloseReason::HandlerPanic
+                    }
+                    Closing::Shed => {
+                        LoopCounters::add(&counters.err_queue_cap, 1);
+                        CloseReason::SlowReader
+                    }
+                    Closing::Slow => {
+                        LoopCounters::add(&counters.err_slow_reader, 1);
+                        CloseReason::SlowReader
+                    }
+                    Closing::Overflow => {
+                        LoopCounters::add(&counters.err_input_overflow, 1);
+                        CloseReason::InputOverflow
+                    }
+                    _ => CloseReason::Local,
                 };
                 self.conns[slot as usize].flags |= LINGER0;
                 self.finalize(slot, reason);
@@ -113,15 +118,14 @@ impl Reactor {
                 c.flags |= SHUT_WR_DONE;
                 self.socks.shutdown_write(c.sock);
             }
-            if c.flags & CLOSE_REQ != 0 {
+            if c.closing.is_graceful() {
                 let linger_ms = self.limits[c.limits as usize].linger_ms;
-                if is_lingering(c.flags) {
+                if c.closing == Closing::Lingering {
                     // waiting for the peer's end of stream or the timer
                 } else if c.flags & EOF != 0 || linger_ms == 0 {
-                    // (SHUT_WR_DONE without SHUT_WR_REQ: we lingered, and
-                    // the peer's end of stream answered our close)
-                    let lingered = c.flags & (SHUT_WR_REQ | SHUT_WR_DONE) == SHUT_WR_DONE;
-                    let reason = if c.flags & EOF != 0 && !lingered {
+                    // (`Lingered`: the peer's end of stream answered our
+                    // close)
+                    let reason = if c.flags & EOF != 0 && c.closing != Closing::Lingered {
                         CloseReason::PeerClosed
                     } else {
                         CloseReason::Local
@@ -135,7 +139,8 @@ impl Reactor {
                     if c.flags & SHUT_WR_DONE == 0 {
                         self.socks.shutdown_write(c.sock);
                     }
-                    c.flags = (c.flags & !SHUT_WR_REQ) | SHUT_WR_DONE;
+                    c.flags |= SHUT_WR_DONE;
+                    c.close_as(Closing::Lingering);
                     let e = TimerEntry {
                         at_ms: self.now_ms + u64::from(linger_ms),
                         slot,
@@ -147,7 +152,8 @@ impl Reactor {
             }
         }
         let c = &mut self.conns[slot as usize];
-        if c.flags & (PAUSE_USER | PAUSE_BP | CLOSING) == 0 && c.phase != Phase::Connecting {
+        if c.flags & (PAUSE_USER | PAUSE_BP) == 0 && !c.is_closing() && c.phase != Phase::Connecting
+        {
             if c.flags & REDELIVER != 0 {
                 c.flags &= !REDELIVER;
                 self.deliver_input(slot);
@@ -161,7 +167,8 @@ impl Reactor {
             }
             let c = &mut self.conns[slot as usize];
             if c.phase.is_open()
-                && c.flags & (EOF_PENDING | PAUSE_USER | PAUSE_BP | CLOSING) == EOF_PENDING
+                && c.flags & (EOF_PENDING | PAUSE_USER | PAUSE_BP) == EOF_PENDING
+                && !c.is_closing()
             {
                 c.flags &= !EOF_PENDING;
                 self.call(slot, |h, cx| h.on_eof(cx));
@@ -176,7 +183,7 @@ impl Reactor {
         let want = c.phase.is_open()
             && c.phase != Phase::Connecting
             && f & REGISTERED != 0
-            && (f & (EOF | PAUSE_USER | PAUSE_BP | CLOSING) == 0 || drains_input(f));
+            && (f & (EOF | PAUSE_USER | PAUSE_BP) == 0 && !c.is_closing() || drains_input(c));
         let tok = token(slot, c.gen);
         if want && !c.in_flight(op::RECV) {
             c.begin(op::RECV);
@@ -303,6 +310,7 @@ impl Reactor {
                 self.socks.close(c.sock, c.flags & LINGER0 != 0, &[]);
                 c.to(Phase::Free);
                 c.flags = 0;
+                c.closing = Closing::No;
                 c.ops = 0;
             }
         }

@@ -5,13 +5,13 @@
 //! Handlers are only ever called from here, in three places: while a batch
 //! of completions is dispatched, while timers fire, and during the flush at
 //! the end of the turn. A handler's own calls on its [`Ctx`] never call a
-//! handler back; they set flags and put the connection on the dirty list,
-//! which the flush works through. That is what keeps the stack flat however
-//! fast the peers answer.
+//! handler back; they set flags (or a close request) and put the
+//! connection on the dirty list, which the flush works through. That is
+//! what keeps the stack flat however fast the peers answer.
 //!
-//! One file per concern: `slot` (the slab of connection slots and their
-//! flags), `config` (limits, services, connect options), `handle` (the
-//! thread-safe `ConnId`/`LoopHandle`), `ctx` (the handler-facing
+//! One file per concern: `slot` (the slab of connection slots, their
+//! lifecycle and flags), `config` (limits, services, connect options),
+//! `handle` (the thread-safe `ConnId`/`LoopHandle`), `ctx` (the handler-facing
 //! `Ctx`/`LoopCx`), `dispatch` (completions → handler calls), `timers`,
 //! `write` (queueing, back-pressure, connect) and `flush` (the end of the
 //! turn, the only place that drives the backend).
@@ -128,6 +128,7 @@ impl Drop for Reactor {
                 // After a panic any phase may be left: no step check here.
                 c.phase = Phase::Free;
                 c.flags = 0;
+                c.closing = Closing::No;
             }
         }
     }
@@ -237,7 +238,7 @@ impl Reactor {
         });
         for slot in 0..self.conns.len() as u32 {
             let c = &self.conns[slot as usize];
-            if c.phase.is_open() && c.flags & CLOSING == 0 {
+            if c.phase.is_open() && !c.is_closing() {
                 self.call(slot, |h, cx| h.on_shutdown(cx));
             }
         }

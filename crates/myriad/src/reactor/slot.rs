@@ -1,5 +1,6 @@
-//! The slab of connection slots: the slot itself, its flags, and
-//! allocation, lookup by token or id, and the dirty list.
+//! The slab of connection slots: the slot itself, its lifecycle (phase,
+//! close request, operations in flight) and flags, and allocation, lookup
+//! by token or id, and the dirty list.
 
 use super::*;
 
@@ -11,37 +12,34 @@ pub(super) const MAX_SLOTS: usize = 1 << 24;
 pub(crate) const OUTBOUND: u16 = u16::MAX;
 
 // Connection flags: what the handler asked for and what the engine
-// noted. Where a connection is in its life is its `Phase`, what the
-// backend has in flight for it its `ops` (see `Conn::to`, `Conn::begin`).
-pub(super) const NEEDS_REG: u32 = 1 << 3;
-pub(super) const REGISTERED: u32 = 1 << 4;
-pub(super) const PAUSE_USER: u32 = 1 << 10;
-pub(super) const PAUSE_BP: u32 = 1 << 11;
-pub(super) const EOF: u32 = 1 << 12;
-pub(super) const EOF_PENDING: u32 = 1 << 13;
-pub(super) const CLOSE_REQ: u32 = 1 << 14;
-pub(super) const ABORT_REQ: u32 = 1 << 15;
-pub(super) const SLOW: u32 = 1 << 16;
-pub(super) const OVERFLOW: u32 = 1 << 17;
-pub(super) const SHUT_WR_REQ: u32 = 1 << 18;
-pub(super) const SHUT_WR_DONE: u32 = 1 << 19;
-pub(super) const DIRTY: u32 = 1 << 20;
-pub(super) const REDELIVER: u32 = 1 << 21;
-pub(super) const LINGER0: u32 = 1 << 22;
-pub(super) const COUNTED: u32 = 1 << 24;
-pub(super) const IDLE_ARMED: u32 = 1 << 25;
+// noted. Where a connection is in its life is its `Phase`, whether and how
+// it is closing its `Closing`, what the backend has in flight for it its
+// `ops` (see `Conn::to`, `Conn::close_as`, `Conn::begin`).
+pub(super) const NEEDS_REG: u16 = 1;
+pub(super) const REGISTERED: u16 = 1 << 1;
+pub(super) const PAUSE_USER: u16 = 1 << 2;
+pub(super) const PAUSE_BP: u16 = 1 << 3;
+/// The peer ended its stream (or the receive failed).
+pub(super) const EOF: u16 = 1 << 4;
+/// The handler has not been told of the peer's end of stream yet.
+pub(super) const EOF_PENDING: u16 = 1 << 5;
+/// The handler asked to shut down the sending side
+/// ([`Ctx::shutdown_write`]).
+pub(super) const SHUT_WR_REQ: u16 = 1 << 6;
+/// The sending side is shut down (the handler's request, or a lingering
+/// close).
+pub(super) const SHUT_WR_DONE: u16 = 1 << 7;
+pub(super) const DIRTY: u16 = 1 << 8;
+pub(super) const REDELIVER: u16 = 1 << 9;
+pub(super) const LINGER0: u16 = 1 << 10;
+pub(super) const COUNTED: u16 = 1 << 11;
+pub(super) const IDLE_ARMED: u16 = 1 << 12;
 /// Try to send what is queued (a TLS alert) before closing after an error.
-pub(super) const FLUSH_ON_CLOSE: u32 = 1 << 27;
-/// A handler call panicked: the connection is aborted and counted.
-pub(super) const PANICKED: u32 = 1 << 28;
+pub(super) const FLUSH_ON_CLOSE: u16 = 1 << 13;
 /// A send-progress timer is pending for this connection.
-pub(super) const SEND_ARMED: u32 = 1 << 29;
+pub(super) const SEND_ARMED: u16 = 1 << 14;
 /// Bytes were sent since the send-progress timer was (re)armed.
-pub(super) const SENT_SINCE: u32 = 1 << 30;
-/// Closed to bring the loop's queued bytes under its cap.
-pub(super) const SHED: u32 = 1 << 31;
-
-pub(super) const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW | PANICKED | SHED;
+pub(super) const SENT_SINCE: u16 = 1 << 15;
 
 /// Where a connection is in its life. Changed only by [`Conn::to`], which
 /// checks (in debug builds) that the step is one of the legal ones:
@@ -52,6 +50,8 @@ pub(super) const CLOSING: u32 = CLOSE_REQ | ABORT_REQ | SLOW | OVERFLOW | PANICK
 /// Connecting | Handshaking | Open ──finalize (on_close)──▶ Closed
 /// Closed ──nothing in flight, socket closed──▶ Free
 /// ```
+///
+/// Whether an open connection is closing, and how, is its [`Closing`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Phase {
@@ -111,26 +111,95 @@ pub(super) mod op {
     pub(crate) const BLOCKS_CLOSE: u8 = RECV | SEND | CONNECT;
 }
 
-/// A graceful close whose queued bytes are all sent and whose sending side
-/// the engine shut down: it waits for the peer's end of stream (lingering
-/// close). `SHUT_WR_DONE` without `SHUT_WR_REQ` is set only here.
-pub(super) fn is_lingering(f: u32) -> bool {
-    f & (CLOSING | SHUT_WR_REQ | SHUT_WR_DONE | EOF) == CLOSE_REQ | SHUT_WR_DONE
+/// Whether and how a connection the handler still has is closing: its
+/// close request, kept apart from [`Phase`] because a close can be asked
+/// for in any open phase (while `Connecting` or `Handshaking` too, through
+/// [`LoopCx::close`] or a filter's client connection) and the phase still
+/// decides what happens meanwhile (the connect and handshake timers fire,
+/// nothing is sent before the connect completes). Changed only by
+/// [`Conn::close_as`], which checks (in debug builds) that the step is one
+/// of the legal ones:
+///
+/// ```text
+/// No ──close──▶ Graceful ──queue sent, FIN sent──▶ Lingering ──peer's FIN──▶ Lingered
+/// any ──abort, slow reader, overflow, shed, panic──▶ a reset of higher precedence
+/// ```
+///
+/// A graceful close ends (`finalize`, at the flush) once its queue is
+/// sent and the peer's stream ended, or at once without lingering; a
+/// lingering one when the peer's FIN answers ours (`Lingered`) or the
+/// linger timer fires. A reset ends at the next flush, with the reason of
+/// the highest precedence asked for (the variants' order). The peer's FIN
+/// itself is the `EOF` flag: it may come in any state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(super) enum Closing {
+    /// Not closing.
+    No,
+    /// Closing gracefully ([`Ctx::close`]): what is queued is sent first,
+    /// and what the peer sends meanwhile is received and dropped.
+    Graceful,
+    /// Everything was sent and our FIN with it: waiting for the peer's end
+    /// of stream (so that no unread input makes the close a reset that can
+    /// destroy the last reply), bounded by the linger timer.
+    Lingering,
+    /// The peer's FIN answered ours: it ends at the flush, as closed
+    /// locally, and a linger timer that fires meanwhile does nothing.
+    Lingered,
+    /// Reset: the handler asked ([`Ctx::abort`]) or its filter failed to
+    /// encode (`CloseReason::Local`).
+    Abort,
+    /// Reset: more unconsumed input than `max_input`.
+    Overflow,
+    /// Reset: the write queue passed the hard limit.
+    Slow,
+    /// Reset: closed to bring the loop's queued bytes under its cap.
+    Shed,
+    /// Reset: a handler call panicked.
+    Panicked,
+}
+
+impl Closing {
+    /// Closing with a reset (at the next flush).
+    #[inline]
+    pub(super) fn is_reset(self) -> bool {
+        self >= Closing::Abort
+    }
+
+    /// Closing gracefully, in any of its states.
+    #[inline]
+    pub(super) fn is_graceful(self) -> bool {
+        matches!(
+            self,
+            Closing::Graceful | Closing::Lingering | Closing::Lingered
+        )
+    }
+
+    fn may_become(self, to: Closing) -> bool {
+        use Closing::*;
+        match (self, to) {
+            (No, Graceful) | (Graceful, Lingering) | (Lingering, Lingered) => true,
+            // a reset overrides a graceful close and a reset of lower
+            // precedence
+            (from, to) => to.is_reset() && to > from,
+        }
+    }
 }
 
 /// Closing gracefully, with the peer's stream not ended: keep receiving
 /// (and discarding), so that nothing unread is left in the socket when it
 /// is closed (which would send a reset that can destroy the last reply on
 /// its way to the peer).
-pub(super) fn drains_input(f: u32) -> bool {
-    f & (CLOSING | EOF) == CLOSE_REQ
+#[inline]
+pub(super) fn drains_input(c: &Conn) -> bool {
+    matches!(c.closing, Closing::Graceful | Closing::Lingering) && c.flags & EOF == 0
 }
 
 /// Writes are dropped once a connection is closing, half-closed by us, or
 /// not open (yet or any more).
 #[inline]
-pub(super) fn refuses_writes(phase: Phase, flags: u32) -> bool {
-    !phase.is_open() || flags & (CLOSING | SHUT_WR_REQ) != 0
+pub(super) fn refuses_writes(c: &Conn) -> bool {
+    !c.phase.is_open() || c.closing != Closing::No || c.flags & SHUT_WR_REQ != 0
 }
 
 /// One connection slot. Kept small: this is most of the user-space cost of
@@ -150,7 +219,7 @@ pub(super) struct Conn {
     pub(super) out: OutboundQueue,
     pub(super) sock: Sock,
     pub(super) gen: u32,
-    pub(super) flags: u32,
+    pub(super) flags: u16,
     /// Milliseconds (loop clock, wrapping) of the last received bytes; for a
     /// free slot, the index of the next free slot.
     pub(super) last_active: u32,
@@ -164,6 +233,9 @@ pub(super) struct Conn {
     /// Where the connection is in its life: read freely, change only with
     /// [`Conn::to`].
     pub(super) phase: Phase,
+    /// Whether and how it is closing: read freely, change only with
+    /// [`Conn::close_as`] (or [`Reactor::close_for`]).
+    pub(super) closing: Closing,
     /// [`op`] bits in flight: read freely, change only with
     /// [`Conn::begin`] / [`Conn::end`].
     pub(super) ops: u8,
@@ -183,6 +255,47 @@ impl Conn {
             self.phase
         );
         self.phase = to;
+    }
+
+    /// Moves the connection's close request to `to`; a step the close
+    /// does not have is a bug (checked in debug builds).
+    #[inline]
+    pub(super) fn close_as(&mut self, to: Closing) {
+        debug_assert!(
+            self.closing.may_become(to),
+            "illegal closing step {:?} -> {to:?}",
+            self.closing
+        );
+        debug_assert!(
+            to != Closing::Lingering || self.flags & EOF == 0,
+            "lingering after the peer's end of stream"
+        );
+        self.closing = to;
+    }
+
+    /// Asks for a reset for `why` (an [`Closing::is_reset`] state), unless
+    /// one of higher precedence is asked for already.
+    #[inline]
+    pub(super) fn reset_for(&mut self, why: Closing) {
+        debug_assert!(why.is_reset(), "{why:?} is not a reset");
+        if why > self.closing {
+            self.close_as(why);
+        }
+    }
+
+    /// Closing, gracefully or not.
+    #[inline]
+    pub(super) fn is_closing(&self) -> bool {
+        self.closing != Closing::No
+    }
+
+    /// The peer ended its stream: a lingering close has its answer.
+    #[inline]
+    pub(super) fn peer_ended(&mut self) {
+        self.flags |= EOF;
+        if self.closing == Closing::Lingering {
+            self.close_as(Closing::Lingered);
+        }
     }
 
     /// Notes that the backend was asked for `op` (one [`op`] bit), which
@@ -236,7 +349,7 @@ impl Reactor {
         &mut self,
         sock: Sock,
         phase: Phase,
-        flags: u32,
+        flags: u16,
         handler: Box<dyn Handler>,
         limits: u16,
         service: u16,
@@ -250,7 +363,7 @@ impl Reactor {
             self.free_head = c.last_active;
             c.handler = Some(handler);
             c.sock = sock;
-            debug_assert!(c.ops == 0);
+            debug_assert!(c.ops == 0 && c.closing == Closing::No);
             c.to(phase);
             c.flags = flags;
             c.last_active = now;
@@ -275,6 +388,7 @@ impl Reactor {
                 service,
                 deadline: 0,
                 phase,
+                closing: Closing::No,
                 ops: 0,
             });
             slot
@@ -286,6 +400,8 @@ impl Reactor {
         c.gen = c.gen.wrapping_add(1);
         c.to(Phase::Free);
         c.flags = 0;
+        // a free slot starts afresh (not a step of a connection's close)
+        c.closing = Closing::No;
         c.ops = 0;
         c.handler = None;
         c.filter = None;

@@ -62,8 +62,8 @@ enum Seen {
 
 type SeenLog = Arc<Mutex<Vec<Seen>>>;
 
-/// Echoes; `close`, `abort`, `shut`, `pause`, `big` and `panic` in the
-/// input are commands.
+/// Echoes; `close`, `close twice`, `abort`, `shut`, `pause`, `big` and
+/// `panic` in the input are commands.
 struct Probe {
     seen: SeenLog,
 }
@@ -76,6 +76,10 @@ impl Handler for Probe {
         self.seen.lock().unwrap().push(Seen::Data(data.to_vec()));
         match &data[..] {
             b"close" => cx.close(),
+            b"close twice" => {
+                cx.close();
+                cx.close();
+            }
             b"abort" => cx.abort(),
             b"shut" => cx.shutdown_write(),
             b"pause" => cx.pause_reading(),
@@ -269,7 +273,7 @@ impl Harness {
             .r
             .conns
             .iter()
-            .all(|c| c.flags == 0 && c.input.is_none()));
+            .all(|c| c.flags == 0 && c.closing == Closing::No && c.input.is_none()));
     }
 }
 
@@ -412,6 +416,156 @@ fn a_lingering_close_sends_fin_then_waits_for_the_peer_or_the_timer() {
         let ops = h.settle();
         assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(9)]);
         assert_eq!(h.take_seen().last(), Some(&Seen::Close("Local".into())));
+        h.assert_empty();
+    });
+}
+
+#[test]
+fn the_peers_fin_ends_lingering_and_a_linger_timer_due_meanwhile_does_nothing() {
+    both(|sync| {
+        let mut h = Harness::with(sync, |l| l.linger_ms = 2000);
+        let tok = h.accept(7);
+        h.recv(tok, b"close");
+        let slot = untoken(tok).0 as usize;
+        assert_eq!(h.r.conns[slot].closing, Closing::Lingering);
+        h.take_ops();
+        // the FIN arrives; before the flush that ends the connection, the
+        // linger timer comes due in the same turn
+        h.now = 2000;
+        h.r.set_now(h.at());
+        h.r.handle_event(Event::RecvEnd {
+            token: tok,
+            how: RecvEnd::Eof,
+        });
+        assert_eq!(h.r.conns[slot].closing, Closing::Lingered);
+        h.r.tick(h.at());
+        assert_eq!(h.r.conns[slot].phase, Phase::Open);
+        h.r.flush(&mut h.be);
+        let ops = h.settle();
+        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
+        assert_eq!(
+            h.take_seen(),
+            vec![
+                Seen::Open,
+                Seen::Data(b"close".to_vec()),
+                Seen::Close("Local".into())
+            ]
+        );
+        h.assert_empty();
+    });
+}
+
+#[test]
+fn a_fin_that_comes_while_the_close_is_still_sending_ends_it_without_lingering() {
+    // io_uring's style: the echo's send stays in flight
+    let mut h = Harness::with(false, |l| l.linger_ms = 2000);
+    let tok = h.accept(7);
+    h.recv(tok, b"hello");
+    let sends = h.take_ops();
+    let slot = untoken(tok).0;
+    h.r.close_graceful(slot);
+    h.turn();
+    h.event(Event::RecvEnd {
+        token: tok,
+        how: RecvEnd::Eof,
+    });
+    assert_eq!(h.r.conns[slot as usize].closing, Closing::Graceful);
+    h.complete(&sends);
+    let ops = h.settle();
+    assert!(!ops.iter().any(|o| matches!(o, Op::ShutdownWrite(_))));
+    assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
+    assert_eq!(
+        h.take_seen(),
+        vec![
+            Seen::Open,
+            Seen::Data(b"hello".to_vec()),
+            Seen::Close("PeerClosed".into())
+        ]
+    );
+    h.assert_empty();
+}
+
+#[test]
+fn a_second_close_changes_nothing() {
+    both(|sync| {
+        let mut h = Harness::new(sync);
+        let tok = h.accept(7);
+        h.recv(tok, b"close twice");
+        let ops = h.settle();
+        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
+        assert_eq!(h.take_seen().last(), Some(&Seen::Close("Local".into())));
+        h.assert_empty();
+    });
+}
+
+#[test]
+fn a_close_asked_for_while_connecting_waits_for_the_connect_then_lingers() {
+    both(|sync| {
+        let mut h = Harness::with(sync, |l| l.linger_ms = 2000);
+        let seen = h.seen.clone();
+        let addr: SocketAddr = "192.0.2.9:7".parse().unwrap();
+        let opts = ConnectOptions {
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let id = h.r.connect(addr, &opts, Box::new(Probe { seen })).unwrap();
+        let tok = id.as_u64() & ((1 << 56) - 1);
+        h.turn();
+        h.take_ops();
+        assert!(LoopCx { core: &mut h.r }.close(id));
+        h.turn();
+        // nothing is sent or shut down before the connect completes
+        let ops = h.take_ops();
+        assert!(!ops.iter().any(|o| matches!(o, Op::ShutdownWrite(_))));
+        let slot = untoken(tok).0 as usize;
+        assert_eq!(
+            (h.r.conns[slot].phase, h.r.conns[slot].closing),
+            (Phase::Connecting, Closing::Graceful)
+        );
+        h.event(Event::Connected { token: tok, res: 0 });
+        let ops = h.settle();
+        assert!(ops.contains(&Op::ShutdownWrite(Sock::from_raw(101))));
+        assert_eq!(h.r.conns[slot].closing, Closing::Lingering);
+        // the connect timer finds an open connection and does nothing
+        h.now = 500;
+        h.turn();
+        assert_eq!(h.take_seen(), vec![Seen::Open]);
+        // the linger timer ends it
+        h.now = 2000;
+        h.turn();
+        let ops = h.settle();
+        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(101)]);
+        assert_eq!(h.take_seen(), vec![Seen::Close("Local".into())]);
+        h.assert_empty();
+    });
+}
+
+#[test]
+fn a_reset_asked_for_while_lingering_wins() {
+    both(|sync| {
+        let mut h = Harness::with(sync, |l| l.linger_ms = 2000);
+        let tok = h.accept(7);
+        h.recv(tok, b"close");
+        h.take_ops();
+        let slot = untoken(tok).0;
+        h.r.close_for(slot, Closing::Slow);
+        // a reset of lower precedence does not replace it
+        h.r.close_for(slot, Closing::Abort);
+        assert_eq!(h.r.conns[slot as usize].closing, Closing::Slow);
+        h.turn();
+        let ops = h.settle();
+        assert!(ops.iter().any(|o| matches!(
+            o,
+            Op::Close {
+                linger_zero: true,
+                ..
+            }
+        )));
+        assert_eq!(
+            h.take_seen().last(),
+            Some(&Seen::Close("SlowReader".into()))
+        );
+        assert_eq!(h.r.shared.counters.snapshot().err_slow_reader, 1);
         h.assert_empty();
     });
 }
@@ -571,6 +725,16 @@ fn a_lifecycle_step_that_skips_on_close_is_caught() {
     let tok = h.accept(7);
     // Open -> Free would free the slot without on_close
     h.r.conns[untoken(tok).0 as usize].to(Phase::Free);
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "illegal closing step")]
+fn a_close_that_lingers_without_being_asked_for_is_caught() {
+    let mut h = Harness::new(false);
+    let tok = h.accept(7);
+    // No -> Lingering would shut the socket down behind the handler's back
+    h.r.conns[untoken(tok).0 as usize].close_as(Closing::Lingering);
 }
 
 #[test]

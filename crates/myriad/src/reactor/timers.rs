@@ -82,7 +82,9 @@ impl Reactor {
                 let Some(slot) = self.timer_target(&t) else {
                     return;
                 };
-                if is_lingering(self.conns[slot as usize].flags) {
+                // (not once the peer's FIN answered ours: the flush ends
+                // it then)
+                if self.conns[slot as usize].closing == Closing::Lingering {
                     self.finalize(slot, CloseReason::Local);
                 }
             }
@@ -113,7 +115,7 @@ impl Reactor {
                     return;
                 }
                 c.deadline = seq;
-                if c.flags & CLOSING == 0 {
+                if !c.is_closing() {
                     self.call(slot, |h, cx| h.on_timer(cx, token));
                 }
             }
@@ -121,7 +123,7 @@ impl Reactor {
                 let Some(slot) = self.timer_target(&t) else {
                     return;
                 };
-                if self.conns[slot as usize].flags & CLOSING == 0 {
+                if !self.conns[slot as usize].is_closing() {
                     self.call(slot, |h, cx| h.on_timer(cx, token));
                 }
             }
@@ -152,11 +154,11 @@ impl Reactor {
             }
             TimerKind::ShutdownDeadline => {
                 for slot in 0..self.conns.len() as u32 {
-                    let f = self.conns[slot as usize].flags;
-                    if !self.conns[slot as usize].phase.is_open() {
+                    let c = &self.conns[slot as usize];
+                    if !c.phase.is_open() {
                         continue;
                     }
-                    if is_lingering(f) {
+                    if c.closing == Closing::Lingering {
                         // closed by its handler, everything sent: only
                         // the wait for the peer's FIN is cut short
                         self.finalize(slot, CloseReason::Local);

@@ -34,7 +34,7 @@ impl Reactor {
     pub(super) fn write(&mut self, slot: u32, parts: &[&[u8]]) {
         let Reactor { conns, pool, .. } = self;
         let c = &mut conns[slot as usize];
-        if refuses_writes(c.phase, c.flags) {
+        if refuses_writes(c) {
             return;
         }
         if let Some(f) = c.filter.as_mut() {
@@ -49,7 +49,7 @@ impl Reactor {
             if failed.is_some() {
                 // Encoding cannot fail for a healthy TLS session; treat it
                 // as fatal for this connection.
-                c.flags |= ABORT_REQ;
+                c.reset_for(Closing::Abort);
             }
         } else {
             c.out.push_parts(pool, parts);
@@ -64,7 +64,7 @@ impl Reactor {
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> usize {
         let c = &self.conns[slot as usize];
-        if refuses_writes(c.phase, c.flags) {
+        if refuses_writes(c) {
             return 0;
         }
         if c.filter.is_some() || max > OutboundQueue::max_fill(&self.pool) {
@@ -95,14 +95,15 @@ impl Reactor {
     pub(super) fn close_graceful(&mut self, slot: u32) {
         let Reactor { conns, pool, .. } = self;
         let c = &mut conns[slot as usize];
-        if !c.phase.is_open() || c.flags & CLOSING != 0 {
+        if !c.phase.is_open() || c.is_closing() {
             return;
         }
         if let Some(f) = c.filter.as_mut() {
             let out = &mut c.out;
             f.close(&mut OutboundView { out, pool });
         }
-        self.set_flag(slot, CLOSE_REQ);
+        c.close_as(Closing::Graceful);
+        self.mark_dirty(slot);
     }
 
     /// Back-pressure bookkeeping after bytes were queued.
@@ -110,7 +111,7 @@ impl Reactor {
         let c = &mut self.conns[slot as usize];
         let lim = self.limits[c.limits as usize];
         if c.out.len >= lim.hard_limit {
-            c.flags |= SLOW;
+            c.reset_for(Closing::Slow);
         } else if c.out.len >= lim.high_water && c.flags & PAUSE_BP == 0 {
             c.flags |= PAUSE_BP;
             LoopCounters::add(&self.shared.counters.backpressure_pauses, 1);
@@ -124,12 +125,13 @@ impl Reactor {
     /// The loop's queued bytes passed its cap: closes the connections with
     /// the largest queues (a reset, their queues dropped) until what stays
     /// is under nine tenths of the cap. O(connections), but only when the
-    /// cap is passed, and a shed connection no longer counts.
+    /// cap is passed, and a connection already being reset for it (or for
+    /// a panic) no longer counts.
     pub(super) fn shed(&mut self) {
         let target = self.max_queued / 10 * 9;
         let mut queued = self.pool.queued;
         for c in &self.conns {
-            if c.flags & SHED != 0 {
+            if c.closing >= Closing::Shed {
                 queued = queued.saturating_sub(u64::from(c.out.len));
             }
         }
@@ -140,7 +142,7 @@ impl Reactor {
             .conns
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.phase.is_open() && c.flags & SHED == 0 && c.out.len > 0)
+            .filter(|(_, c)| c.phase.is_open() && c.closing < Closing::Shed && c.out.len > 0)
             .map(|(i, c)| (c.out.len, i as u32))
             .collect();
         big.sort_unstable_by(|a, b| b.cmp(a));
@@ -149,13 +151,13 @@ impl Reactor {
                 break;
             }
             queued = queued.saturating_sub(u64::from(len));
-            self.set_flag(slot, SHED);
+            self.close_for(slot, Closing::Shed);
         }
     }
 
     pub(super) fn write_shared(&mut self, slot: u32, bytes: &Arc<[u8]>) {
         let c = &mut self.conns[slot as usize];
-        if refuses_writes(c.phase, c.flags) {
+        if refuses_writes(c) {
             return;
         }
         if c.filter.is_some() {
@@ -175,7 +177,7 @@ impl Reactor {
         len: u64,
     ) -> bool {
         let c = &mut self.conns[slot as usize];
-        if refuses_writes(c.phase, c.flags) || c.filter.is_some() {
+        if refuses_writes(c) || c.filter.is_some() {
             return false;
         }
         if len > 0 {
@@ -185,10 +187,20 @@ impl Reactor {
         true
     }
 
-    pub(super) fn set_flag(&mut self, slot: u32, flag: u32) {
+    pub(super) fn set_flag(&mut self, slot: u32, flag: u16) {
         let c = &mut self.conns[slot as usize];
         if c.phase.is_open() {
             c.flags |= flag;
+            self.mark_dirty(slot);
+        }
+    }
+
+    /// Asks for a reset of an open connection for `why` (see
+    /// [`Conn::reset_for`]); the flush carries it out.
+    pub(super) fn close_for(&mut self, slot: u32, why: Closing) {
+        let c = &mut self.conns[slot as usize];
+        if c.phase.is_open() {
+            c.reset_for(why);
             self.mark_dirty(slot);
         }
     }
