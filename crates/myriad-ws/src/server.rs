@@ -681,18 +681,19 @@ fn burst_milli(shared: &Shared) -> u32 {
     shared.rate.map_or(0, |(_, b)| b.saturating_mul(1000))
 }
 
-// ----- the per-loop decoder pool -----
+// ----- the per-loop spare decoders -----
 
 /// Decoders kept per loop for connections that become busy again.
-const POOL_MAX: usize = 64;
+const SPARE_MAX: usize = 64;
 
 /// Parked decoders of one loop. Boxed so that handing one to a connection
-/// moves a pointer, not the decoder.
+/// moves a pointer, not the decoder. (Not a `Pool`: that name is
+/// `myriad::Pool`'s, the blocking-work threads.)
 #[allow(clippy::vec_box)]
-struct Pool(Vec<Box<Decoder>>);
+struct SpareDecoders(Vec<Box<Decoder>>);
 
 thread_local! {
-    static DECODERS: RefCell<Pool> = const { RefCell::new(Pool(Vec::new())) };
+    static DECODERS: RefCell<SpareDecoders> = const { RefCell::new(SpareDecoders(Vec::new())) };
 }
 
 fn take_decoder() -> Option<Box<Decoder>> {
@@ -705,7 +706,7 @@ fn take_decoder() -> Option<Box<Decoder>> {
 fn give_decoder(d: Box<Decoder>) {
     let _ = DECODERS.try_with(|p| {
         if let Ok(mut p) = p.try_borrow_mut() {
-            if p.0.len() < POOL_MAX {
+            if p.0.len() < SPARE_MAX {
                 p.0.push(d);
             }
         }
@@ -1091,12 +1092,12 @@ mod tests {
     }
 
     #[test]
-    fn decoder_pool_is_bounded() {
-        for _ in 0..POOL_MAX + 10 {
+    fn spare_decoders_are_bounded() {
+        for _ in 0..SPARE_MAX + 10 {
             give_decoder(Box::new(Decoder::new(crate::frame::Role::Server)));
         }
         let n = DECODERS.with(|p| p.borrow().0.len());
-        assert_eq!(n, POOL_MAX);
+        assert_eq!(n, SPARE_MAX);
         assert!(take_decoder().is_some());
     }
 }

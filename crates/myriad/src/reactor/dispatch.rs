@@ -66,7 +66,7 @@ impl Reactor {
             LoopCounters::sub(&self.counters().open, 1);
             LoopCounters::add(&self.counters().closed, 1);
         }
-        if service != OUTBOUND {
+        if service != NO_SERVICE {
             if let Some(s) = self.services.get(service as usize) {
                 s.open.fetch_sub(1, Ordering::Relaxed);
                 if let Some(ip) = self.sources.remove(&slot) {

@@ -9,7 +9,9 @@ use super::*;
 /// byte), so a slot must be reused four billion times before a stale
 /// token (a long user timer, an id kept by a room) could match again.
 pub(super) const MAX_SLOTS: usize = 1 << 24;
-pub(crate) const OUTBOUND: u16 = u16::MAX;
+/// The service index of an outbound connection (`LoopCx::connect`): it
+/// belongs to no service.
+pub(crate) const NO_SERVICE: u16 = u16::MAX;
 
 // Connection flags: what the handler asked for and what the engine
 // noted. Where a connection is in its life is its `Phase`, whether and how

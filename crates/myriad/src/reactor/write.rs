@@ -248,7 +248,7 @@ impl Reactor {
         if opts.linger_zero {
             flags |= LINGER0;
         }
-        let slot = self.alloc(sock, Phase::Connecting, flags, handler, li, OUTBOUND);
+        let slot = self.alloc(sock, Phase::Connecting, flags, handler, li, NO_SERVICE);
         if let Some(f) = &opts.filter {
             self.pending_filters
                 .push((slot, f.clone(), dur_ms(Some(opts.handshake_timeout))));
