@@ -408,6 +408,8 @@ pub struct HostState {
     conn: u64,
     calls: Vec<HostCall>,
     queued: usize,
+    /// Whether the guest's on-drain is called (`drain-events`).
+    drain: bool,
 }
 
 impl HostState {
@@ -468,6 +470,10 @@ impl Host for HostState {
 
     fn counter_add(&mut self, name: String, n: u64) -> i32 {
         self.push_any(name.len(), HostCall::CounterAdd(name, n))
+    }
+
+    fn drain_events(&mut self, on: bool) {
+        self.drain = on;
     }
 }
 
@@ -625,7 +631,7 @@ struct Inner {
 
 /// An instance of a plugin made apart from the loops' (by
 /// [`WasmPlugin::new_instance`]): for measuring what an instance costs.
-pub struct DetachedInstance(Instance);
+pub struct DetachedInstance(Box<Instance>);
 
 impl DetachedInstance {
     /// Its linear memory, all memories together, in bytes.
@@ -652,7 +658,9 @@ struct Instance {
 struct Slot {
     plugin: Weak<Inner>,
     id: u64,
-    inst: Option<Instance>,
+    /// Boxed: the instance moves out of the slot and back at each call
+    /// (a pointer rather than the bindings' hundreds of bytes).
+    inst: Option<Box<Instance>>,
     generation: u64,
 }
 
@@ -863,6 +871,15 @@ impl WasmPlugin {
                 // nothing of it in the fresh instance to free
                 return Ok(None);
             }
+            if !stale
+                && matches!(ev, Event::Drain)
+                && slot.inst.as_ref().is_some_and(|i| !i.store.data().drain)
+            {
+                // the guest said it has nothing to do on drain
+                // (`drain-events`): no call into it, which for an echo is
+                // one of its two calls per message
+                return Ok(None);
+            }
             Ok(Some((slot.inst.take(), slot.generation, stale)))
         })?;
         let Some((inst, gen, stale)) = found else {
@@ -905,8 +922,15 @@ impl WasmPlugin {
     }
 }
 
+/// `d` in ticks, rounded down, plus one (the tick under way may be
+/// almost over). In u64 (a u128 division showed in a call's profile).
 fn ticks(d: Duration) -> u64 {
-    (d.as_micros() / TICK.as_micros()).max(1) as u64 + 1
+    const TICK_US: u64 = TICK.as_micros() as u64;
+    let us = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()));
+    (us / TICK_US).max(1) + 1
 }
 
 /// The epoch ticker's count (the engine's epoch is not readable): how much
@@ -1008,6 +1032,7 @@ fn new_store(engine: &Engine, limits: Limits, grants: &Grants) -> Result<Store<H
         conn: 0,
         calls: Vec::new(),
         queued: 0,
+        drain: true,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -1016,7 +1041,7 @@ fn new_store(engine: &Engine, limits: Limits, grants: &Grants) -> Result<Store<H
     Ok(store)
 }
 
-fn instantiate(inner: &Inner) -> Result<Instance, CallError> {
+fn instantiate(inner: &Inner) -> Result<Box<Instance>, CallError> {
     let engine = engine().map_err(|e| CallError::Instantiate(e.to_string()))?;
     let mut store =
         new_store(engine, inner.limits, &inner.grants).map_err(CallError::Instantiate)?;
@@ -1031,9 +1056,25 @@ fn instantiate(inner: &Inner) -> Result<Instance, CallError> {
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .unwrap_or(("", "{}"));
     match bindings.call_init(&mut store, service, config) {
-        Ok(Ok(())) => Ok(Instance { store, bindings }),
+        Ok(Ok(())) => Ok(Box::new(Instance { store, bindings })),
         Ok(Err(reason)) => Err(CallError::Instantiate(reason)),
         Err(e) => Err(CallError::Instantiate(format!("{e:#}"))),
+    }
+}
+
+thread_local! {
+    /// A call's queue, given back by [`recycle`] once applied: the next
+    /// call queues into it instead of allocating a new one.
+    static SPARE_CALLS: std::cell::Cell<Vec<HostCall>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Gives back an [`Outcome`]'s `calls` once applied (emptied or not), for
+/// the next call on this thread to reuse: one allocation less per call.
+pub fn recycle(mut calls: Vec<HostCall>) {
+    // a rare burst's big queue is not kept
+    if calls.capacity() <= 64 {
+        calls.clear();
+        SPARE_CALLS.set(calls);
     }
 }
 
@@ -1044,6 +1085,11 @@ fn run(
     ev: Event<'_>,
 ) -> Result<(u32, Vec<HostCall>), CallError> {
     let Instance { store, bindings } = inst;
+    if matches!(ev, Event::Drain) && !store.data().drain {
+        // `drain-events` off (a connection reopened on a fresh instance
+        // comes here; the others do not reach `run`)
+        return Ok((0, Vec::new()));
+    }
     {
         let d = store.data_mut();
         d.conn = conn;
@@ -1061,7 +1107,7 @@ fn run(
         Event::Timer(t) => bindings.call_on_timer(&mut *store, conn, t).map(|()| 0),
         Event::Close(r, c) => bindings.call_on_close(&mut *store, conn, r, c).map(|()| 0),
     };
-    let calls = std::mem::take(&mut store.data_mut().calls);
+    let calls = std::mem::replace(&mut store.data_mut().calls, SPARE_CALLS.take());
     match r {
         Ok(n) => Ok((n, calls)),
         Err(e) => match e.downcast_ref::<Trap>() {

@@ -89,6 +89,56 @@ fn echo_keeps_per_connection_state_in_the_guest() {
     assert_eq!(c2.calls, vec![HostCall::CounterAdd("bytes".into(), 3)]);
 }
 
+/// `drain-events`: the host calls a guest's on-drain unless the guest said
+/// it has nothing to do there (as the echo does in init), and then skips
+/// the call into it altogether.
+#[test]
+fn on_drain_is_skipped_when_the_guest_turned_drain_events_off() {
+    // drain events left on: on-drain runs (and writes "drained")
+    let on = load(
+        &build(
+            "echo-wasm-c/echo.c",
+            "echo-drain-on.wasm",
+            &["-DDRAIN_NOTE", "-DDRAIN_EVENTS"],
+        ),
+        Limits::default(),
+    );
+    let g = on.call(1, None, Event::Open).unwrap().generation;
+    let d = on.call(1, Some(g), Event::Drain).unwrap();
+    assert_eq!(d.calls, vec![HostCall::Write(b"drained".to_vec())]);
+    assert_eq!(d.generation, g);
+    // turned off in init: no call into the guest, so no write
+    let off = load(
+        &build(
+            "echo-wasm-c/echo.c",
+            "echo-drain-off.wasm",
+            &["-DDRAIN_NOTE"],
+        ),
+        Limits::default(),
+    );
+    let g = off.call(1, None, Event::Open).unwrap().generation;
+    for _ in 0..3 {
+        let d = off.call(1, Some(g), Event::Drain).unwrap();
+        assert!(d.calls.is_empty(), "on-drain was called: {:?}", d.calls);
+        assert_eq!(d.generation, g);
+    }
+    // the connection's other events still reach the guest
+    let out = off.call(1, Some(g), Event::Data(b"ab")).unwrap();
+    assert_eq!(out.calls, vec![HostCall::Write(b"ab".to_vec())]);
+    let c = off
+        .call(1, Some(g), Event::Close(CloseReason::Peer, 0))
+        .unwrap();
+    assert_eq!(c.calls, vec![HostCall::CounterAdd("bytes".into(), 2)]);
+    // a connection reopened on a fresh instance (its generation is not
+    // the slot's; the echo says reopen): on-open runs, on-drain does not
+    let d = off.call(3, Some(g + 1), Event::Drain).unwrap();
+    assert!(d.calls.is_empty(), "on-drain was called: {:?}", d.calls);
+    let c = off
+        .call(3, Some(d.generation), Event::Close(CloseReason::Peer, 0))
+        .unwrap();
+    assert_eq!(c.calls, vec![HostCall::CounterAdd("bytes".into(), 0)]);
+}
+
 #[test]
 fn many_connections_share_one_instance() {
     let p = load(

@@ -72,6 +72,15 @@ static inline void mw_log(myriad_plugin_host_log_level_t level, const char *msg)
     myriad_plugin_host_log(level, &s);
 }
 
+/* Whether this instance's on-drain is called (yes until told otherwise):
+ * a plugin whose on-drain does nothing calls mw_drain_events(false) in
+ * init, and the host skips that call into the guest (for an echo, one of
+ * its two calls per message). */
+static inline void mw_drain_events(bool on)
+{
+    myriad_plugin_host_drain_events(on);
+}
+
 /* describe's answer: the name is copied (the bindings free it after the
  * call). `reopen`: see the `info` record of the WIT world. */
 static inline void mw_describe(myriad_plugin_info_t *ret, const char *name,

@@ -203,11 +203,12 @@ impl WasmLib {
     }
 }
 
-/// Applies a guest's queued host calls, in order, until one faults.
-fn apply(hc: &mut HostCx<'_>, calls: Vec<HostCall>) {
-    for call in calls {
+/// Applies a guest's queued host calls, in order, until one faults; gives
+/// the queue back for the next call to reuse.
+fn apply(hc: &mut HostCx<'_>, mut calls: Vec<HostCall>) {
+    for call in calls.drain(..) {
         if hc.fault.is_some() {
-            return;
+            break;
         }
         match call {
             HostCall::Write(d) => hc.with_conn(|c, _| c.write(&d)),
@@ -227,4 +228,5 @@ fn apply(hc: &mut HostCx<'_>, calls: Vec<HostCall>) {
             _ => MYRIAD_ERR_UNSUPPORTED,
         };
     }
+    myriad_wasm::recycle(calls);
 }
