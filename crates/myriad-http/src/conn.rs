@@ -535,7 +535,7 @@ impl ServerConn {
                 date: now.date(),
                 headers: &[("Content-Type", b"text/plain; charset=utf-8")],
                 framing: b"\r\nContent-Length: ",
-                length: Digits::of(body.len() as u64),
+                length: Some(body.len() as u64),
                 connection: b"\r\nConnection: close",
                 known: Known::NO,
             };
@@ -749,8 +749,8 @@ impl ServerConn {
             close = true;
             self.expect_continue = false;
         }
-        let (framing, framing_header, length): (Out, &'static [u8], Digits) = if no_body {
-            (Out::Empty, b"", Digits::NONE)
+        let (framing, framing_header, length): (Out, &'static [u8], Option<u64>) = if no_body {
+            (Out::Empty, b"", None)
         } else {
             match body {
                 BodySize::Known(n) => (
@@ -760,7 +760,7 @@ impl ServerConn {
                         Out::Length(n)
                     },
                     b"\r\nContent-Length: ",
-                    Digits::of(n),
+                    Some(n),
                 ),
                 BodySize::Streamed if self.version == Version::Http11 => (
                     if self.is_head {
@@ -769,16 +769,16 @@ impl ServerConn {
                         Out::Chunked
                     },
                     b"\r\nTransfer-Encoding: chunked",
-                    Digits::NONE,
+                    None,
                 ),
                 _ => {
                     // HTTP/1.0 knows no chunked coding: the end of the body
                     // is the end of the connection.
                     if self.is_head {
-                        (Out::Drop, b"", Digits::NONE)
+                        (Out::Drop, b"", None)
                     } else {
                         close = true;
-                        (Out::Raw, b"", Digits::NONE)
+                        (Out::Raw, b"", None)
                     }
                 }
             }

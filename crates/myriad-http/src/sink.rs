@@ -100,7 +100,11 @@ pub(crate) struct Head<'a> {
     /// `\r\nContent-Length: ` and `length`, `\r\nTransfer-Encoding:
     /// chunked`, or nothing.
     pub(crate) framing: &'static [u8],
-    pub(crate) length: Digits,
+    /// The content length, kept as a number: its digits are written only
+    /// when the head is not the cached one, so a cache hit compares one
+    /// integer instead of formatting it (`Digits::of` was 88 of 2,909
+    /// user-space instructions of a pipelined GET).
+    pub(crate) length: Option<u64>,
     /// `\r\nConnection: close`, `\r\nConnection: keep-alive` or nothing.
     pub(crate) connection: &'static [u8],
     /// [`headers_known`]'s answer for `headers` (see [`Known`]).
@@ -136,7 +140,7 @@ struct HeadCache {
     framing: (usize, usize),
     connection: (usize, usize),
     digits: Digits,
-    length: Digits,
+    length: Option<u64>,
     date: [u8; DATE_LEN],
     headers: Vec<(Box<str>, Box<[u8]>)>,
     bytes: Vec<u8>,
@@ -154,7 +158,7 @@ thread_local! {
             framing: (0, 0),
             connection: (0, 0),
             digits: Digits::NONE,
-            length: Digits::NONE,
+            length: None,
             date: [0; DATE_LEN],
             headers: Vec::new(),
             bytes: Vec::new(),
@@ -252,7 +256,7 @@ impl Digits {
 }
 
 impl Head<'_> {
-    fn len(&self) -> usize {
+    fn len(&self, length: &Digits) -> usize {
         let mut n = self.line.len();
         if !self.digits.as_bytes().is_empty() {
             n += self.digits.as_bytes().len() + 1 + self.reason.len();
@@ -261,7 +265,7 @@ impl Head<'_> {
         for (name, value) in self.headers {
             n += 4 + name.len() + value.len();
         }
-        n + self.framing.len() + self.length.as_bytes().len() + self.connection.len() + 4
+        n + self.framing.len() + length.as_bytes().len() + self.connection.len() + 4
     }
 
     /// Writes the head, then `body`, through the sink's lent space: the
@@ -289,7 +293,8 @@ impl Head<'_> {
 
     /// The head part by part, then `body`; `head` sees the head's bytes.
     fn write_parts<S: Sink + ?Sized>(&self, body: &[u8], out: &mut S, head: &mut dyn FnMut(&[u8])) {
-        let head_len = self.len();
+        let length = self.length.map_or(Digits::NONE, Digits::of);
+        let head_len = self.len(&length);
         let len = head_len + body.len();
         out.write_exact(len, &mut |buf: &mut [u8]| {
             let mut c = Cursor { buf, at: 0 };
@@ -308,7 +313,7 @@ impl Head<'_> {
                 c.put(value);
             }
             c.put(self.framing);
-            c.put(self.length.as_bytes());
+            c.put(length.as_bytes());
             c.put(self.connection);
             c.put(b"\r\n\r\n");
             debug_assert_eq!(c.at, head_len);
@@ -392,7 +397,7 @@ mod tests {
             date: &date,
             headers: &[("A", b"1"), ("Bb", b"")],
             framing: b"\r\nContent-Length: ",
-            length: Digits::of(4),
+            length: Some(4),
             connection: b"\r\nConnection: close",
             known: Known::NO,
         };
@@ -427,7 +432,7 @@ mod tests {
             date,
             headers,
             framing: b"\r\nContent-Length: ",
-            length: Digits::of(2),
+            length: Some(2),
             connection: b"",
             known: headers_known(headers),
         };
