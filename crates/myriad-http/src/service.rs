@@ -792,8 +792,9 @@ impl Http {
             &mut self.source,
             &mut self.deferred,
         );
-        let (route, params, tail) = match router.lookup(req.method(), path, upgrade) {
-            Lookup::Route(i, p, t) => (i, p, t),
+        let mut params = Params::default();
+        let (route, tail) = match router.lookup(req.method(), path, upgrade, &mut params) {
+            Lookup::Route(i, t) => (i, t),
             Lookup::NotFound => {
                 let _ = res.text(404, "Not Found\n");
                 return HeadAction::Next;
