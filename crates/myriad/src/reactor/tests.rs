@@ -265,6 +265,21 @@ impl Harness {
             .collect()
     }
 
+    /// The test's one socket (7) was closed, after the handler saw its
+    /// open, `data` and the close for `reason`; nothing is left behind.
+    fn assert_ended(&mut self, ops: &[Op], data: &[u8], reason: &str) {
+        assert_eq!(Harness::closes(ops), vec![Sock::from_raw(7)]);
+        assert_eq!(
+            self.take_seen(),
+            vec![
+                Seen::Open,
+                Seen::Data(data.to_vec()),
+                Seen::Close(reason.into())
+            ]
+        );
+        self.assert_empty();
+    }
+
     /// Nothing left behind: no slot, no queued byte, no leftover input.
     fn assert_empty(&self) {
         assert_eq!(self.r.live, 0, "a slot is still in use");
@@ -392,16 +407,7 @@ fn a_lingering_close_sends_fin_then_waits_for_the_peer_or_the_timer() {
             how: RecvEnd::Eof,
         });
         let ops = h.settle();
-        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
-        assert_eq!(
-            h.take_seen(),
-            vec![
-                Seen::Open,
-                Seen::Data(b"close".to_vec()),
-                Seen::Close("Local".into())
-            ]
-        );
-        h.assert_empty();
+        h.assert_ended(&ops, b"close", "Local");
 
         // a silent peer: the timer ends it
         let mut h = Harness::with(sync, linger);
@@ -442,16 +448,7 @@ fn the_peers_fin_ends_lingering_and_a_linger_timer_due_meanwhile_does_nothing() 
         assert_eq!(h.r.conns[slot].phase, Phase::Open);
         h.r.flush(&mut h.be);
         let ops = h.settle();
-        assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
-        assert_eq!(
-            h.take_seen(),
-            vec![
-                Seen::Open,
-                Seen::Data(b"close".to_vec()),
-                Seen::Close("Local".into())
-            ]
-        );
-        h.assert_empty();
+        h.assert_ended(&ops, b"close", "Local");
     });
 }
 
@@ -473,16 +470,7 @@ fn a_fin_that_comes_while_the_close_is_still_sending_ends_it_without_lingering()
     h.complete(&sends);
     let ops = h.settle();
     assert!(!ops.iter().any(|o| matches!(o, Op::ShutdownWrite(_))));
-    assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
-    assert_eq!(
-        h.take_seen(),
-        vec![
-            Seen::Open,
-            Seen::Data(b"hello".to_vec()),
-            Seen::Close("PeerClosed".into())
-        ]
-    );
-    h.assert_empty();
+    h.assert_ended(&ops, b"hello", "PeerClosed");
 }
 
 #[test]
