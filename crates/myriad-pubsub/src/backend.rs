@@ -55,7 +55,13 @@ pub(crate) async fn run(
 }
 
 fn run_syncs(shared: &Shared) {
-    for done in shared.take_syncs() {
+    run_all(shared.take_syncs());
+}
+
+/// Runs sync callbacks taken earlier (see `nats` for why they are taken
+/// before the interest is read).
+fn run_all(syncs: Vec<crate::SyncDone>) {
+    for done in syncs {
         done();
     }
 }
@@ -172,9 +178,7 @@ async fn nats(shared: Arc<Shared>, topics: Topics, mut rx: mpsc::Receiver<(Arc<s
             if shared.connected.load(Ordering::Relaxed) {
                 round_trip(&client, &shared).await;
             }
-            for done in syncs {
-                done();
-            }
+            run_all(syncs);
         }
     }
     for (_, task) in subs.drain() {
@@ -287,9 +291,7 @@ async fn redis_loop(
                 if !ok {
                     shared.dirty.store(true, Ordering::SeqCst);
                     // Broker down: nothing to wait for (as `sync` does).
-                    for done in syncs {
-                        done();
-                    }
+                    run_all(syncs);
                     break;
                 }
             }
@@ -300,9 +302,7 @@ async fn redis_loop(
                 set_connected(&shared, true, &mut ever);
             }
             // SUBSCRIBE is answered before it returns: nothing to flush.
-            for done in syncs {
-                done();
-            }
+            run_all(syncs);
             tokio::select! {
                 _ = shared.changed.notified() => {}
                 m = rx.recv() => {
