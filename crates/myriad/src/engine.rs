@@ -13,7 +13,7 @@ use crate::stats::Stats;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -590,35 +590,7 @@ impl EngineBuilder {
             listen_fds.push(fds_of_service);
         }
 
-        let mut limits: Vec<Limits> = Vec::new();
-        let mut service_limits = Vec::new();
-        for s in &self.services {
-            let i = match limits.iter().position(|l| *l == s.limits) {
-                Some(i) => i,
-                None => {
-                    limits.push(s.limits);
-                    limits.len() - 1
-                }
-            };
-            service_limits.push(i as u16);
-        }
-        let per_addr: Vec<crate::reactor::PerAddr> =
-            self.services.iter().map(|_| Default::default()).collect();
-        let open_counts: Vec<Arc<AtomicUsize>> = self
-            .services
-            .iter()
-            .map(|_| Arc::new(AtomicUsize::new(0)))
-            .collect();
-        let outbound_limits = Limits {
-            idle_ms: 0,
-            send_ms: 0,
-            high_water: 1 << 20,
-            hard_limit: 64 << 20,
-            max_input: 16 << 20,
-            // a client closes first and does not wait for the server
-            linger_ms: 0,
-        };
-
+        let plan = self.plan();
         let loops_cell: Arc<OnceLock<Vec<LoopHandle>>> = Arc::new(OnceLock::new());
         let mut handles = Vec::new();
         let mut threads = Vec::new();
@@ -630,33 +602,12 @@ impl EngineBuilder {
                 context: "eventfd",
                 source,
             })?);
-            let shared = Arc::new(LoopShared {
-                waker: waker.clone(),
-                notified: AtomicBool::new(false),
-                counters: Default::default(),
-                filter_errors: std::sync::Mutex::new(Vec::new()),
-                accepting: AtomicBool::new(true),
-            });
+            let shared = LoopShared::new(waker.clone());
             let (tx, rx) = mpsc::channel();
             handles.push(LoopHandle::new(idx, tx, shared.clone()));
-            let services: Vec<ServiceRt> = self
-                .services
-                .iter()
-                .enumerate()
-                .map(|(i, s)| ServiceRt {
-                    factory: s.factory.clone(),
-                    limits: service_limits[i],
-                    max_conns: s.max_connections,
-                    max_per_addr: s.max_per_addr,
-                    per_addr: per_addr[i].clone(),
-                    open: open_counts[i].clone(),
-                    nodelay: s.nodelay,
-                    filter: s.filter.clone(),
-                    handshake_ms: s.handshake_ms,
-                })
-                .collect();
+            let services = self.service_rts(&plan);
             let loops_cell2 = loops_cell.clone();
-            let limits2 = limits.clone();
+            let limits2 = plan.limits.clone();
             let chunk_size = self.chunk_size;
             let max_queued = self.max_queued;
             let uring = self.uring;
@@ -674,7 +625,7 @@ impl EngineBuilder {
                         services,
                         limits2,
                         chunk_size,
-                        outbound_limits,
+                        OUTBOUND_LIMITS,
                         max_queued,
                         Box::new(OsSockets::new()),
                         Instant::now(),
@@ -755,6 +706,102 @@ impl EngineBuilder {
             }
         }
         Ok(engine)
+    }
+}
+
+/// The limits of outbound connections before their [`ConnectOptions`]
+/// (`crate::ConnectOptions`) apply.
+const OUTBOUND_LIMITS: Limits = Limits {
+    idle_ms: 0,
+    send_ms: 0,
+    high_water: 1 << 20,
+    hard_limit: 64 << 20,
+    max_input: 16 << 20,
+    // a client closes first and does not wait for the server
+    linger_ms: 0,
+};
+
+/// What every loop's services are made from: the distinct limits, each
+/// service's index into them, and what the loops of one service share
+/// (connections per source address, open connections).
+pub(crate) struct Plan {
+    pub(crate) limits: Vec<Limits>,
+    service_limits: Vec<u16>,
+    per_addr: Vec<crate::reactor::PerAddr>,
+    open: Vec<Arc<AtomicUsize>>,
+}
+
+impl EngineBuilder {
+    pub(crate) fn plan(&self) -> Plan {
+        let mut limits: Vec<Limits> = Vec::new();
+        let mut service_limits = Vec::new();
+        for s in &self.services {
+            let i = match limits.iter().position(|l| *l == s.limits) {
+                Some(i) => i,
+                None => {
+                    limits.push(s.limits);
+                    limits.len() - 1
+                }
+            };
+            service_limits.push(i as u16);
+        }
+        Plan {
+            limits,
+            service_limits,
+            per_addr: self.services.iter().map(|_| Default::default()).collect(),
+            open: self
+                .services
+                .iter()
+                .map(|_| Arc::new(AtomicUsize::new(0)))
+                .collect(),
+        }
+    }
+
+    /// One loop's view of the services.
+    pub(crate) fn service_rts(&self, plan: &Plan) -> Vec<ServiceRt> {
+        self.services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ServiceRt {
+                factory: s.factory.clone(),
+                limits: plan.service_limits[i],
+                max_conns: s.max_connections,
+                max_per_addr: s.max_per_addr,
+                per_addr: plan.per_addr[i].clone(),
+                open: plan.open[i].clone(),
+                nodelay: s.nodelay,
+                filter: s.filter.clone(),
+                handshake_ms: s.handshake_ms,
+            })
+            .collect()
+    }
+
+    /// The services' addresses (for the simulation, which binds nothing).
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn service_addrs(&self) -> Vec<Vec<SocketAddr>> {
+        self.services.iter().map(|s| s.addrs.clone()).collect()
+    }
+
+    /// The settings a loop's reactor is made with besides its services:
+    /// chunk size, outbound limits, the cap on queued bytes.
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn reactor_settings(&self) -> (usize, Limits, u64) {
+        (self.chunk_size, OUTBOUND_LIMITS, self.max_queued)
+    }
+
+    /// Runs this configuration — its services with their handlers,
+    /// filters and limits, on simulated addresses — in one loop on a
+    /// simulated network under the seed's faults and a virtual clock,
+    /// on this thread (feature `sim`; see [`crate::sim::SimEngine`]).
+    /// Port 0 addresses get ports of their own; the loop is loop 0 of one.
+    #[cfg(any(test, feature = "sim"))]
+    #[doc(hidden)]
+    ///
+    /// # Errors
+    ///
+    /// The loop's waker (an eventfd) cannot be made.
+    pub fn simulate(self, seed: u64) -> Result<crate::reactor::sim_engine::SimEngine, Error> {
+        crate::reactor::sim_engine::SimEngine::new(self, seed, true)
     }
 }
 

@@ -56,6 +56,15 @@ pub mod sim {
     }
 
     pub use crate::reactor::sim::{PeerOutcome, PeerSpec, Rng, Talker};
+    pub use crate::reactor::sim_engine::{SimEngine, SimOutcome};
+
+    /// Runs seed `seed` of the engine-level echo scenario once (an echo
+    /// service and clients made by the engine's connector, both ends on
+    /// the simulated network): the hash of its trace, or the first
+    /// invariant it broke.
+    pub fn run_engine_echo(seed: u64) -> Result<u64, String> {
+        crate::reactor::sim_engine::run_echo(seed)
+    }
 
     /// Runs seed `seed` of a scenario of another layer (the WebSocket
     /// crate's, say): one scripted peer per script, each sending it and

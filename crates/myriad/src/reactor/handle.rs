@@ -65,6 +65,17 @@ pub(crate) struct LoopShared {
 }
 
 impl LoopShared {
+    /// A loop's shared state, its counters at zero, accepting.
+    pub(crate) fn new(waker: Arc<Waker>) -> Arc<Self> {
+        Arc::new(LoopShared {
+            waker,
+            notified: AtomicBool::new(false),
+            counters: Default::default(),
+            filter_errors: std::sync::Mutex::new(Vec::new()),
+            accepting: AtomicBool::new(true),
+        })
+    }
+
     pub(crate) fn count_filter_error(&self, kind: &'static str) {
         LoopCounters::add(&self.counters.err_filter, 1);
         let mut v = match self.filter_errors.lock() {

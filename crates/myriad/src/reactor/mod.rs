@@ -31,6 +31,8 @@ mod tests;
 #[cfg(any(test, feature = "sim"))]
 pub(crate) mod sim;
 #[cfg(any(test, feature = "sim"))]
+pub(crate) mod sim_engine;
+#[cfg(any(test, feature = "sim"))]
 mod testkit;
 
 use config::clamp_u32;

@@ -22,7 +22,7 @@
 //! (`EngineBuilder`), outbound clients through the engine's connector,
 //! the same scenarios on loopback (those are the layers' `tests/loopback.rs`).
 
-use super::testkit::{fake_reactor, Kernel, Op};
+use super::testkit::{fake_reactor, FakeBackend, Kernel, Op};
 use super::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -71,16 +71,21 @@ fn random_limits(rng: &mut Rng) -> Limits {
 
 /// A completion the simulated kernel holds until the driver delivers it.
 #[derive(Debug, Clone, Copy)]
-enum Pending {
+pub(super) enum Pending {
     Sent(u64, i32),
     RecvEnd(u64, RecvEnd),
     Writable(u64),
+    /// An outbound connect resolved (`-errno` or 0).
+    Connected(u64, i32),
 }
 
 impl Pending {
     fn token(self) -> u64 {
         match self {
-            Pending::Sent(t, _) | Pending::RecvEnd(t, _) | Pending::Writable(t) => t,
+            Pending::Sent(t, _)
+            | Pending::RecvEnd(t, _)
+            | Pending::Writable(t)
+            | Pending::Connected(t, _) => t,
         }
     }
 }
@@ -103,16 +108,20 @@ pub trait Talker {
 /// server afterwards (`None`: the first words are all it says).
 pub type PeerSpec = (Vec<u8>, Option<Box<dyn Talker>>);
 
-/// One scripted peer: it sends `script`, then its end of stream, and
-/// collects what the echo server sends back. A peer with a `talker`
-/// extends its script as the server's bytes arrive.
+/// The far side of one simulated socket of the reactor. A scripted peer
+/// sends `script`, then its end of stream, and collects what the echo
+/// server sends back; a peer with a `talker` extends its script as the
+/// server's bytes arrive. A socket whose far side is another socket of
+/// the reactor (`link`: an engine's own client and the connection its
+/// listener accepted) gets in `script` what that one sends, and its end
+/// of stream once that one shut down or closed.
 #[derive(Default)]
-struct Peer {
-    script: Vec<u8>,
+pub(super) struct Peer {
+    pub(super) script: Vec<u8>,
     talker: Option<Box<dyn Talker>>,
     fed: usize,
     got: Vec<u8>,
-    token: Option<u64>,
+    pub(super) token: Option<u64>,
     recv_armed: bool,
     /// A cancel of the receive is submitted (io_uring style): data may
     /// still arrive before its end.
@@ -122,14 +131,26 @@ struct Peer {
     reset: bool,
     closes: u32,
     fin: bool,
+    /// The socket at the other end, when it is one of the reactor's too.
+    pub(super) link: Option<usize>,
+    /// Made by the reactor's connect (not accepted).
+    pub(super) outbound: bool,
+    /// This connection is reset half-way (an injected fault): once half
+    /// the script is fed (a scripted peer) or `reset_after` bytes (a
+    /// linked socket, whose script grows as the other end sends).
+    will_reset: bool,
+    reset_after: usize,
+    /// The other end reset the connection (or closed it with our bytes
+    /// unread): the next receive ends with `ECONNRESET`, sends fail.
+    rst_pending: bool,
 }
 
 #[derive(Default)]
-struct World {
+pub(super) struct World {
     /// io_uring style (false) or epoll style (true).
-    sync: bool,
-    peers: Vec<Peer>,
-    by_token: HashMap<u64, usize>,
+    pub(super) sync: bool,
+    pub(super) peers: Vec<Peer>,
+    pub(super) by_token: HashMap<u64, usize>,
     pending: Vec<Pending>,
     /// Tokens of closed connections, for stale completions.
     dead: Vec<u64>,
@@ -138,12 +159,17 @@ struct World {
     submitted: u64,
     completed: u64,
     violations: Vec<String>,
-    trace: u64,
+    pub(super) trace: u64,
     /// Decides how much of each send goes through.
-    send_rng: Rng,
+    pub(super) send_rng: Rng,
     /// Whether to inject faults (short receives and sends, would-block
-    /// sends, `ENOBUFS` ends, stale completions; resets are the caller's).
-    faults: bool,
+    /// sends, `ENOBUFS` ends, stale completions, resets).
+    pub(super) faults: bool,
+    /// Connections waiting to be accepted: (listener, socket).
+    accepts: std::collections::VecDeque<(usize, usize)>,
+    /// The listeners' simulated addresses, by listener index (the
+    /// reactor's connect reaches the listener whose address it names).
+    pub(super) listen_addrs: Vec<SocketAddr>,
 }
 
 impl World {
@@ -157,17 +183,61 @@ impl World {
         let i = self.by_token[&token];
         &mut self.peers[i]
     }
-    /// The peer of `token` receives `bytes` (and its talker answers).
+    /// The peer of `token` receives `bytes` (and its talker answers); a
+    /// linked socket's other end gets them to read, unless it is closed
+    /// (then a reset comes back, as from a kernel).
     fn deliver(&mut self, token: u64, bytes: &[u8]) {
-        let p = self.peer(token);
+        let i = self.by_token[&token];
+        let p = &mut self.peers[i];
         p.got.extend_from_slice(bytes);
         if let Some(t) = &mut p.talker {
             t.received(bytes, &mut p.script);
         }
+        if let Some(j) = p.link {
+            if self.peers[j].closes > 0 {
+                self.peers[i].rst_pending = true;
+            } else {
+                self.peers[j].script.extend_from_slice(bytes);
+            }
+        }
+    }
+    /// Whether the reactor's receive on socket `i` has something to get:
+    /// bytes, a reset, or (all bytes fed) an end of stream — for a linked
+    /// socket once the other end shut down or closed, for a talker once
+    /// it is done.
+    fn readable(&self, i: usize) -> bool {
+        let p = &self.peers[i];
+        if !p.recv_armed || p.eof_sent || p.token.is_none() {
+            return false;
+        }
+        if p.rst_pending || p.fed < p.script.len() {
+            return true;
+        }
+        match p.link {
+            Some(j) => self.peers[j].fin || self.peers[j].closes > 0,
+            None => p.talker.as_ref().is_none_or(|t| t.done()),
+        }
+    }
+    /// A world with no socket yet: io_uring's style or (`sync`) epoll's,
+    /// with or without faults, its sends cut by `send_rng`.
+    pub(super) fn new(sync: bool, faults: bool, send_rng: Rng) -> Self {
+        World {
+            sync,
+            faults,
+            send_rng,
+            ..Default::default()
+        }
+    }
+    /// A new socket's far side: scripted peers and both ends of a connect
+    /// to a listener.
+    pub(super) fn add_peer(&mut self, mut p: Peer, will_reset: bool) -> usize {
+        p.will_reset = will_reset;
+        self.peers.push(p);
+        self.peers.len() - 1
     }
 }
 
-type Shared = Rc<RefCell<World>>;
+pub(super) type Shared = Rc<RefCell<World>>;
 
 /// The simulated kernel behind the shared fake backend and sockets.
 impl Kernel for World {
@@ -177,14 +247,25 @@ impl Kernel for World {
     fn record(&mut self, op: Op) {
         match op {
             Op::AddConn(token, sock, mode) => {
-                assert!(mode == AddMode::Recv);
                 let i = sock_index(sock);
                 self.by_token.insert(token, i);
-                self.note(1 ^ token << 8);
+                self.note(1 ^ token << 8 ^ u64::from(mode == AddMode::Connect) << 7);
                 self.submitted += 1;
                 let p = &mut self.peers[i];
                 p.token = Some(token);
-                p.recv_armed = true;
+                match mode {
+                    AddMode::Recv => p.recv_armed = true,
+                    // the handshake is the kernel's: it resolves whether or
+                    // not the listener has accepted yet
+                    AddMode::Connect => {
+                        let res = if p.link.is_some() {
+                            0
+                        } else {
+                            -libc::ECONNREFUSED
+                        };
+                        self.pending.push(Pending::Connected(token, res));
+                    }
+                }
             }
             Op::ArmRecv(token) => {
                 self.note(2 ^ token << 8);
@@ -203,7 +284,11 @@ impl Kernel for World {
                 let i = sock_index(s);
                 self.peers[i].fin = true;
             }
-            Op::Close { sock: s, .. } => {
+            Op::Close {
+                sock: s,
+                linger_zero,
+                ..
+            } => {
                 if s.number() < SOCK_BASE {
                     return; // the listener
                 }
@@ -226,8 +311,34 @@ impl Kernel for World {
                     }
                 }
                 self.note(7 ^ (i as u64) << 8);
+                // the other end of a linked socket sees a reset (a RST, or
+                // our bytes left unread), else its end of stream once it
+                // has read everything
+                let p = &self.peers[i];
+                let unread = !p.reset && p.fed < p.script.len();
+                if let Some(j) = p.link {
+                    let q = &mut self.peers[j];
+                    if (linger_zero || unread) && q.closes == 0 && !q.reset {
+                        q.rst_pending = true;
+                    }
+                }
             }
-            Op::ArmAccept(_) | Op::RemoveListener(_) | Op::SetNodelay(_) => {}
+            Op::RemoveListener(l) => {
+                // connections still waiting are refused: closed unaccepted
+                let mut left = std::collections::VecDeque::new();
+                while let Some((li, s)) = self.accepts.pop_front() {
+                    if li == l {
+                        self.peers[s].closes += 1;
+                        if let Some(j) = self.peers[s].link {
+                            self.peers[j].rst_pending = true;
+                        }
+                    } else {
+                        left.push_back((li, s));
+                    }
+                }
+                self.accepts = left;
+            }
+            Op::ArmAccept(_) | Op::SetNodelay(_) => {}
             Op::CancelRecv(_) | Op::CancelAll(..) | Op::Send(..) | Op::Connect(_) => {
                 unreachable!("answered by their own methods")
             }
@@ -255,6 +366,16 @@ impl Kernel for World {
                         ops.recv
                     ));
                 }
+                let connecting = self
+                    .pending
+                    .iter()
+                    .any(|p| matches!(p, Pending::Connected(t, _) if *t == token));
+                if ops.connect != connecting {
+                    self.violations.push(format!(
+                        "cancel_all on {token:#x}: connect {} but pending {connecting}",
+                        ops.connect
+                    ));
+                }
                 if self.sync {
                     if armed {
                         self.completed += 1;
@@ -273,13 +394,24 @@ impl Kernel for World {
                     self.peer(token).cancelling = true;
                     self.pending.push(Pending::RecvEnd(token, RecvEnd::Eof));
                 }
+                // a connect still resolving ends cancelled, or (the cancel
+                // too late) with its own result
+                if self.faults && self.send_rng.one_in(2) {
+                    for p in &mut self.pending {
+                        if let Pending::Connected(t, res) = p {
+                            if *t == token {
+                                *res = -libc::ECANCELED;
+                            }
+                        }
+                    }
+                }
                 false
             }
             _ => unreachable!("not a cancellation: {op:?}"),
         }
     }
     fn send(&mut self, token: u64, bytes: Vec<u8>) -> SendOutcome {
-        let reset = self.peer(token).reset;
+        let reset = self.peer(token).reset || self.peer(token).rst_pending;
         // a short send: sometimes one byte, sometimes some, often all
         let rng = &mut self.send_rng;
         let n = match self.faults.then(|| rng.below(4)) {
@@ -309,15 +441,36 @@ impl Kernel for World {
         }
         SendOutcome::InFlight
     }
-    fn connect(&mut self, _addr: SocketAddr) -> io::Result<Sock> {
-        Err(io::Error::other(
-            "no outbound connections in this simulation",
-        ))
+    /// A new socket; when `addr` is a listener's, the connection it will
+    /// accept is linked to it (each gets what the other sends), else the
+    /// connect is refused.
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<Sock> {
+        let listener = self.listen_addrs.iter().position(|a| *a == addr);
+        let i = self.peers.len();
+        self.note(8 ^ (i as u64) << 8);
+        for (outbound, link) in [(true, i + 1), (false, i)] {
+            let will_reset = self.faults && self.send_rng.one_in(8);
+            let reset_after = self.send_rng.below(1 << 15);
+            let p = Peer {
+                link: listener.map(|_| link),
+                outbound,
+                reset_after,
+                ..Default::default()
+            };
+            self.add_peer(p, will_reset);
+            if listener.is_none() {
+                break;
+            }
+        }
+        if let Some(l) = listener {
+            self.accepts.push_back((l, i + 1));
+        }
+        Ok(Sock::from_raw(SOCK_BASE + i as i32))
     }
 }
 
-/// Socket numbers are peer indices plus this (0 is the listener's).
-const SOCK_BASE: i32 = 10;
+/// Socket numbers are peer indices plus this (listeners' are below it).
+const SOCK_BASE: i32 = 1000;
 
 fn sock_index(s: Sock) -> usize {
     (s.number() - SOCK_BASE) as usize
@@ -325,20 +478,20 @@ fn sock_index(s: Sock) -> usize {
 
 /// What the echo handlers saw, by token.
 #[derive(Default)]
-struct Seen {
-    data: HashMap<u64, Vec<u8>>,
+pub(super) struct Seen {
+    pub(super) data: HashMap<u64, Vec<u8>>,
     closes: HashMap<u64, u32>,
     reasons: HashMap<u64, String>,
 }
 
 /// The echo handlers consume whole frames of this many bytes (the scripts
 /// are whole frames).
-const FRAME: usize = 7;
+pub(super) const FRAME: usize = 7;
 
 /// Echoes what it consumes: whole frames, nothing past the high-water
 /// mark.
-struct Echo {
-    seen: Arc<Mutex<Seen>>,
+pub(super) struct Echo {
+    pub(super) seen: Arc<Mutex<Seen>>,
 }
 
 impl Handler for Echo {
@@ -375,7 +528,6 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
         ..Default::default()
     }));
     let n_peers = 1 + rng.below(6);
-    let mut resets = Vec::new();
     for _ in 0..n_peers {
         let len = match rng.below(3) {
             0 => rng.below(16),
@@ -385,11 +537,14 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
         let len = len - len % FRAME;
         let script = (0..len).map(|_| rng.next() as u8).collect();
         // this peer resets the connection half-way
-        resets.push(rng.one_in(8));
-        w.borrow_mut().peers.push(Peer {
-            script,
-            ..Default::default()
-        });
+        let reset = rng.one_in(8);
+        w.borrow_mut().add_peer(
+            Peer {
+                script,
+                ..Default::default()
+            },
+            reset,
+        );
     }
     let seen = Arc::new(Mutex::new(Seen::default()));
     let seen2 = seen.clone();
@@ -399,64 +554,116 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
         }) as Box<dyn Handler>
     });
     let lim = random_limits(&mut rng);
-    let r = drive(&mut rng, &w, seed, &resets, factory, None, lim);
+    let r = drive(&mut rng, &w, seed, factory, None, lim);
     let seen = seen.lock().unwrap();
-    check(&w.borrow(), &seen.closes, &r)?;
-    check_echo(&w.borrow(), &seen, &resets)?;
+    check(&w.borrow(), &seen.closes, &Default::default(), &r)?;
+    check_echo(&w.borrow(), &seen)?;
     let t = w.borrow().trace;
     Ok(t)
 }
 
-/// Runs the world `w` (its peers set up) against a reactor with handlers
-/// from `factory` until every peer is done or the step budget is spent;
-/// the reactor, for the checks. `rng` drives the schedule and the faults
-/// (none without `w.faults`: whole receives, whole sends, no resets, no
-/// stale completions; only the schedule is random).
+/// Runs the world `w` (its peers set up, each to be accepted by listener
+/// 0) against a reactor with handlers from `factory` until every peer is
+/// done or the step budget is spent; the reactor, for the checks. `rng`
+/// drives the schedule and the faults (none without `w.faults`: whole
+/// receives, whole sends, no resets, no stale completions; only the
+/// schedule is random).
 fn drive(
     rng: &mut Rng,
     w: &Shared,
     seed: u64,
-    resets: &[bool],
     factory: Factory,
     filter: Option<FilterFactory>,
     lim: Limits,
 ) -> Reactor {
-    let n_peers = w.borrow().peers.len();
-    let faults = w.borrow().faults;
-    // only differences of instants reach the reactor: the trace does not
-    // depend on when the run started
-    let epoch = Instant::now();
-    let at = |ms: u64| epoch + Duration::from_millis(ms);
-    w.borrow_mut().send_rng = Rng(seed ^ 0x5eed);
-    let (mut r, mut be) = fake_reactor(w, factory, lim, epoch);
+    {
+        let mut w = w.borrow_mut();
+        w.send_rng = Rng(seed ^ 0x5eed);
+        w.accepts = (0..w.peers.len()).map(|i| (0, i)).collect();
+    }
+    let mut d = Driver::new(Rng(rng.next()));
+    let (mut r, mut be) = fake_reactor(w, factory, lim, d.epoch);
     r.services[0].filter = filter;
-    let mut now = 0u64;
-    let mut accepted = 0;
-    let mut buf = vec![0u8; 4096];
-    for _step in 0..200_000 {
-        r.tick(at(now));
-        r.flush(&mut be);
-        if accepted < n_peers && rng.one_in(3) {
-            r.set_now(at(now));
-            r.handle_event(Event::Accept {
-                listener: 0,
-                res: Ok(Sock::from_raw(SOCK_BASE + accepted as i32)),
-            });
-            accepted += 1;
+    d.run(&mut r, &mut be, w, 200_000);
+    r
+}
+
+/// The simulation's schedule and virtual clock: it turns the reactor's
+/// loop — timers and posted tasks, the flush, then one batch of
+/// completions in an order of its choosing — and moves the clock on, to
+/// the next timer when nothing else is left to happen.
+pub(super) struct Driver {
+    rng: Rng,
+    /// Only differences of instants reach the reactor: the trace does not
+    /// depend on when the run started.
+    pub(super) epoch: Instant,
+    /// The virtual clock, in milliseconds since `epoch`.
+    now: u64,
+    buf: Vec<u8>,
+}
+
+impl Driver {
+    pub(super) fn new(rng: Rng) -> Self {
+        Driver {
+            rng,
+            epoch: Instant::now(),
+            now: 0,
+            buf: vec![0u8; 4096],
+        }
+    }
+
+    /// Turns the loop until nothing is left (no connection, no completion
+    /// to deliver, no connection to accept) or `steps` turns are spent;
+    /// the turns taken.
+    pub(super) fn run(
+        &mut self,
+        r: &mut Reactor,
+        be: &mut FakeBackend<World>,
+        w: &Shared,
+        steps: u64,
+    ) -> u64 {
+        for step in 0..steps {
+            let active = self.turn(r, be, w);
+            let w = w.borrow();
+            let quiet = w.accepts.is_empty() && w.pending.is_empty();
+            if quiet && r.live == 0 {
+                return step + 1;
+            }
+            if !active && quiet && !(0..w.peers.len()).any(|i| w.readable(i)) {
+                // nothing can happen before the next timer: time passes
+                // up to it
+                let next = r.next_timeout().map_or(1, |d| d.as_millis() as u64);
+                self.now += next.max(1);
+            }
+        }
+        steps
+    }
+
+    /// One turn of the loop; whether anything was delivered.
+    fn turn(&mut self, r: &mut Reactor, be: &mut FakeBackend<World>, w: &Shared) -> bool {
+        let rng = &mut self.rng;
+        r.tick(self.epoch + Duration::from_millis(self.now));
+        r.flush(be);
+        let mut active = false;
+        let accept = w.borrow().accepts.front().copied();
+        if let Some((listener, i)) = accept {
+            if rng.one_in(3) {
+                w.borrow_mut().accepts.pop_front();
+                r.set_now(self.epoch + Duration::from_millis(self.now));
+                r.handle_event(Event::Accept {
+                    listener,
+                    res: Ok(Sock::from_raw(SOCK_BASE + i as i32)),
+                });
+                active = true;
+            }
         }
         // one batch of completions, in an order of the simulation's choice
+        let buf = &mut self.buf;
         for _ in 0..1 + rng.below(8) {
             let ev = {
                 let mut w = w.borrow_mut();
-                let readable: Vec<usize> = (0..w.peers.len())
-                    .filter(|&i| {
-                        let p = &w.peers[i];
-                        // a talker that said all it has so far waits
-                        let waits =
-                            p.fed == p.script.len() && p.talker.as_ref().is_some_and(|t| !t.done());
-                        p.recv_armed && !p.eof_sent && p.token.is_some() && !waits
-                    })
-                    .collect();
+                let faults = w.faults;
+                let readable: Vec<usize> = (0..w.peers.len()).filter(|&i| w.readable(i)).collect();
                 let choice = rng.below(readable.len() + w.pending.len() + 1);
                 if choice < readable.len() {
                     let i = readable[choice];
@@ -465,10 +672,25 @@ fn drive(
                     let tok = p.token.unwrap_or(0);
                     let left = p.script.len() - p.fed;
                     let cancelling = p.cancelling;
-                    if resets[i] && p.fed >= p.script.len() / 2 && !p.reset {
+                    let reset_now = p.will_reset
+                        && !p.reset
+                        && p.fed
+                            >= match p.link {
+                                None => p.script.len() / 2,
+                                Some(_) => p.reset_after,
+                            };
+                    if reset_now || p.rst_pending {
                         p.reset = true;
+                        p.rst_pending = false;
                         p.recv_armed = false;
                         p.eof_sent = true;
+                        if let (true, Some(j)) = (reset_now, p.link) {
+                            // the other end is reset too
+                            let q = &mut w.peers[j];
+                            if q.closes == 0 && !q.reset {
+                                q.rst_pending = true;
+                            }
+                        }
                         Some((tok, Sim::End(RecvEnd::Error(libc::ECONNRESET))))
                     } else if left == 0 {
                         p.recv_armed = false;
@@ -496,12 +718,13 @@ fn drive(
                 } else if faults && !w.dead.is_empty() && rng.one_in(4) {
                     // a late completion for a connection already closed
                     let t = w.dead[rng.below(w.dead.len())];
-                    Some((t, Sim::Stale))
+                    Some((t, Sim::Stale(rng.one_in(2))))
                 } else {
                     None
                 }
             };
             let Some((token, what)) = ev else { continue };
+            active = true;
             if let Sim::End(_) = what {
                 // the receive ended by itself: a cancel on its way finds
                 // nothing to cancel (no completion of its own)
@@ -513,7 +736,7 @@ fn drive(
                 }
             }
             w.borrow_mut().note(0x100 ^ token);
-            r.set_now(at(now));
+            r.set_now(self.epoch + Duration::from_millis(self.now));
             match what {
                 Sim::Data(k) => r.handle_event(Event::Recv {
                     token,
@@ -532,49 +755,52 @@ fn drive(
                             p.recv_armed = false;
                             p.cancelling = false;
                         }
-                        Pending::Sent(..) | Pending::Writable(..) => {}
+                        Pending::Sent(..) | Pending::Writable(..) | Pending::Connected(..) => {}
                     }
                     drop(wm);
                     r.handle_event(match pe {
                         Pending::Sent(t, res) => Event::Sent { token: t, res },
                         Pending::RecvEnd(t, how) => Event::RecvEnd { token: t, how },
                         Pending::Writable(t) => Event::Writable { token: t },
+                        Pending::Connected(t, res) => Event::Connected { token: t, res },
                     })
                 }
-                Sim::Stale => {
+                Sim::Stale(false) => {
                     buf[0] = 0xee;
                     r.handle_event(Event::Recv {
                         token,
                         data: &mut buf[..1],
                     })
                 }
+                Sim::Stale(true) => r.handle_event(Event::Connected { token, res: 0 }),
             }
         }
-        now += rng.below(3) as u64;
-        let done = {
-            let w = w.borrow();
-            accepted == n_peers && w.pending.is_empty() && r.live == 0
-        };
-        if done {
-            break;
-        }
+        self.now += rng.below(3) as u64;
+        active
     }
-    r
 }
 
 enum Sim {
     Data(usize),
     End(RecvEnd),
     Done(Pending),
-    Stale,
+    /// A late completion for a closed connection: a receive's bytes, or
+    /// (true) a connect's success.
+    Stale(bool),
 }
 
 /// What every scenario must keep: no broken rule on the way (an operation
 /// started twice, a socket closed under an operation), nothing left (no
-/// slot, no queued byte, every operation completed), each peer's socket
-/// closed once and its handler's `on_close` called once (`closes`, by
-/// token).
-fn check(w: &World, closes: &HashMap<u64, u32>, r: &Reactor) -> Result<(), String> {
+/// slot, no queued byte, every operation completed), each socket closed
+/// once and its handler's `on_close` called once (`closes`, by token; for
+/// outbound connections only those in `counted`, whose handlers were
+/// wrapped to count).
+pub(super) fn check(
+    w: &World,
+    closes: &HashMap<u64, u32>,
+    counted: &std::collections::HashSet<u64>,
+    r: &Reactor,
+) -> Result<(), String> {
     if let Some(v) = w.violations.first() {
         return Err(v.clone());
     }
@@ -590,15 +816,23 @@ fn check(w: &World, closes: &HashMap<u64, u32>, r: &Reactor) -> Result<(), Strin
             w.submitted, w.completed
         ));
     }
+    if !w.accepts.is_empty() {
+        return Err(format!("{} connections never accepted", w.accepts.len()));
+    }
     for (i, p) in w.peers.iter().enumerate() {
-        let Some(t) = p.token else {
-            return Err(format!("peer {i} never registered"));
-        };
         if p.closes != 1 {
-            return Err(format!("peer {i}: socket closed {} times", p.closes));
+            return Err(format!("socket {i}: closed {} times", p.closes));
         }
-        if closes.get(&t) != Some(&1) {
-            return Err(format!("peer {i}: on_close {:?} times", closes.get(&t)));
+        let scripted = p.link.is_none() && !p.outbound;
+        let Some(t) = p.token else {
+            // (a connection refused at once, never registered)
+            if scripted {
+                return Err(format!("peer {i} never registered"));
+            }
+            continue;
+        };
+        if (!p.outbound || counted.contains(&t)) && closes.get(&t) != Some(&1) {
+            return Err(format!("socket {i}: on_close {:?} times", closes.get(&t)));
         }
     }
     Ok(())
@@ -607,11 +841,11 @@ fn check(w: &World, closes: &HashMap<u64, u32>, r: &Reactor) -> Result<(), Strin
 /// The echo scenario's own check: the handler got each script in order
 /// exactly once (a prefix of it for a peer that reset), and the peer got
 /// it back.
-fn check_echo(w: &World, seen: &Seen, resets: &[bool]) -> Result<(), String> {
+fn check_echo(w: &World, seen: &Seen) -> Result<(), String> {
     for (i, p) in w.peers.iter().enumerate() {
         let t = p.token.unwrap_or(0);
         let data = seen.data.get(&t).map_or(&[][..], |d| &d[..]);
-        if resets[i] {
+        if p.will_reset {
             // a prefix, in order, exactly once
             if !p.script.starts_with(data) || !data.starts_with(&p.got) {
                 return Err(format!("peer {i} (reset): bytes out of order"));
@@ -639,9 +873,9 @@ fn check_echo(w: &World, seen: &Seen, resets: &[bool]) -> Result<(), String> {
 
 /// Counts `on_close` calls by token around any handler (the scenarios of
 /// other crates bring their own handlers).
-struct Counted {
-    inner: Box<dyn Handler>,
-    closes: Arc<Mutex<HashMap<u64, u32>>>,
+pub(super) struct Counted {
+    pub(super) inner: Box<dyn Handler>,
+    pub(super) closes: Arc<Mutex<HashMap<u64, u32>>>,
 }
 
 impl Handler for Counted {
@@ -717,11 +951,12 @@ pub(crate) fn run_talkers(
     let mut resets = Vec::new();
     for (script, talker) in peers {
         resets.push(faults && rng.one_in(8));
-        w.borrow_mut().peers.push(Peer {
+        let p = Peer {
             script,
             talker,
             ..Default::default()
-        });
+        };
+        w.borrow_mut().add_peer(p, resets[resets.len() - 1]);
     }
     let closes: Arc<Mutex<HashMap<u64, u32>>> = Default::default();
     let closes2 = closes.clone();
@@ -732,8 +967,13 @@ pub(crate) fn run_talkers(
         }) as Box<dyn Handler>
     });
     let lim = random_limits(&mut rng);
-    let r = drive(&mut rng, &w, seed, &resets, counted, filter, lim);
-    check(&w.borrow(), &closes.lock().unwrap(), &r)?;
+    let r = drive(&mut rng, &w, seed, counted, filter, lim);
+    check(
+        &w.borrow(),
+        &closes.lock().unwrap(),
+        &Default::default(),
+        &r,
+    )?;
     let w = w.borrow();
     let peers = w
         .peers
@@ -748,7 +988,7 @@ pub(crate) fn run_talkers(
 }
 
 #[cfg(test)]
-fn seeds() -> u64 {
+pub(super) fn seeds() -> u64 {
     std::env::var("MYRIAD_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -21,13 +21,7 @@ pub(super) fn test_reactor(
     socks: Box<dyn Sockets>,
     epoch: Instant,
 ) -> Reactor {
-    let shared = Arc::new(LoopShared {
-        waker: Arc::new(Waker::new().expect("eventfd")),
-        notified: AtomicBool::new(false),
-        counters: Default::default(),
-        filter_errors: std::sync::Mutex::new(Vec::new()),
-        accepting: AtomicBool::new(true),
-    });
+    let shared = LoopShared::new(Arc::new(Waker::new().expect("eventfd")));
     let (_tx, rx) = mpsc::channel();
     let services = vec![ServiceRt {
         factory,

@@ -1,0 +1,420 @@
+//! A whole engine configuration on the simulated network (issue 17, part
+//! 2): [`SimEngine`] runs an [`EngineBuilder`]'s services — their
+//! handlers, filters and limits — in one loop whose backend and sockets
+//! are the simulation's (`sim.rs`: the same world, faults and schedule
+//! as the reactor's own scenarios), on this thread under a virtual clock.
+//! Listeners are simulated addresses; a connection opened through the
+//! loop's connector (`LoopCx::connect`, what a handler uses, reached here
+//! through `LoopHandle::connect`) to one of them is accepted by it, and
+//! the two ends — both engine connections with real handlers — get what
+//! the other sends, split, delayed, reordered and reset by the seed.
+//! Timers run on the virtual clock (it jumps to the next timer when
+//! nothing else can happen). [`SimEngine::run`] checks the invariants of
+//! `sim::check` at the end.
+//!
+//! [`run_echo`] is the engine-level scenario: an echo service and clients
+//! made by the engine's connector.
+
+// (the API is used by the layers' scenarios, feature `sim`)
+#![cfg_attr(not(feature = "sim"), allow(dead_code))]
+
+use super::sim::{check, Counted, Driver, Rng, Shared, World};
+use super::testkit::{FakeBackend, FakeSockets};
+use super::*;
+use crate::engine::{EngineBuilder, Error, Service};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Mutex;
+
+/// The low 56 bits of a [`ConnId`]: the token, without the loop index.
+const TOKEN_MASK: u64 = (1 << 56) - 1;
+
+/// An engine configuration running on the simulated network (see the
+/// module documentation). Made by [`EngineBuilder::simulate`].
+pub struct SimEngine {
+    w: Shared,
+    r: Reactor,
+    be: FakeBackend<World>,
+    driver: Driver,
+    handle: LoopHandle,
+    local_addrs: Vec<Vec<SocketAddr>>,
+    /// `on_close` calls by token (services' handlers and the handlers of
+    /// [`SimEngine::connect`] are wrapped to count them).
+    closes: Arc<Mutex<HashMap<u64, u32>>>,
+    /// Tokens of outbound connections whose handlers count.
+    counted: Arc<Mutex<HashSet<u64>>>,
+}
+
+/// What a run of a [`SimEngine`] ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimOutcome {
+    /// The hash of everything that happened: the same seed (and the same
+    /// handlers) must give the same.
+    pub trace: u64,
+    /// Loop turns taken.
+    pub turns: u64,
+}
+
+impl SimEngine {
+    pub(crate) fn new(b: EngineBuilder, seed: u64, faults: bool) -> Result<Self, Error> {
+        let mut rng = Rng(seed ^ 0x51e6_e261_9e5e_ed00);
+        let w: Shared = Rc::new(RefCell::new(World::new(
+            rng.one_in(2),
+            faults,
+            Rng(seed ^ 0x5eed),
+        )));
+        let closes: Arc<Mutex<HashMap<u64, u32>>> = Default::default();
+        let plan = b.plan();
+        let mut services = b.service_rts(&plan);
+        for s in &mut services {
+            let (inner, closes) = (s.factory.clone(), closes.clone());
+            s.factory = Arc::new(move || {
+                Box::new(Counted {
+                    inner: inner(),
+                    closes: closes.clone(),
+                }) as Box<dyn Handler>
+            });
+        }
+        let waker = Waker::new().map_err(|source| Error::Io {
+            context: "eventfd",
+            source,
+        })?;
+        let shared = LoopShared::new(Arc::new(waker));
+        let (tx, rx) = mpsc::channel();
+        let handle = LoopHandle::new(0, tx, shared.clone());
+        let loops = Arc::new(OnceLock::new());
+        let _ = loops.set(vec![handle.clone()]);
+        let driver = Driver::new(Rng(rng.next()));
+        let (chunk_size, outbound, max_queued) = b.reactor_settings();
+        let mut r = Reactor::new(
+            0,
+            shared,
+            rx,
+            loops,
+            services,
+            plan.limits,
+            chunk_size,
+            outbound,
+            max_queued,
+            Box::new(FakeSockets(w.clone())),
+            driver.epoch,
+        );
+        // Every address a listener of its own (a loop's share of a real
+        // engine's); port 0 gets a free port.
+        let mut local_addrs = Vec::new();
+        let mut port = 40_000;
+        for (si, addrs) in b.service_addrs().into_iter().enumerate() {
+            let mut resolved = Vec::new();
+            for mut a in addrs {
+                let mut wm = w.borrow_mut();
+                if a.port() == 0 {
+                    a.set_port(port);
+                    while wm.listen_addrs.contains(&a) {
+                        port += 1;
+                        a.set_port(port);
+                    }
+                }
+                let li = r.listeners.len();
+                r.listeners.push(ListenerRt {
+                    sock: Sock::from_raw(li as i32),
+                    service: si as u16,
+                    paused: false,
+                    removed: false,
+                });
+                wm.listen_addrs.push(a);
+                resolved.push(a);
+            }
+            local_addrs.push(resolved);
+        }
+        Ok(SimEngine {
+            be: FakeBackend(w.clone()),
+            w,
+            r,
+            driver,
+            handle,
+            local_addrs,
+            closes,
+            counted: Default::default(),
+        })
+    }
+
+    /// The simulated addresses of service `service` (port 0 resolved).
+    pub fn local_addrs(&self, service: usize) -> &[SocketAddr] {
+        self.local_addrs.get(service).map_or(&[], |v| v.as_slice())
+    }
+
+    /// The handle of the simulated loop (post to it, connect on it).
+    pub fn loop_handle(&self) -> &LoopHandle {
+        &self.handle
+    }
+
+    /// Opens an outbound connection through the loop's connector (as
+    /// [`LoopHandle::connect`] does, at the next turn), its handler's
+    /// `on_close` counted for the checks.
+    pub fn connect<H: Handler + Send>(
+        &self,
+        addr: SocketAddr,
+        opts: ConnectOptions,
+        handler: H,
+    ) -> bool {
+        let (closes, counted) = (self.closes.clone(), self.counted.clone());
+        self.handle.post(move |lcx| {
+            let h = Box::new(Counted {
+                inner: Box::new(handler),
+                closes,
+            });
+            if let Ok(id) = lcx.connect(addr, &opts, h) {
+                let mut c = counted.lock().unwrap_or_else(|p| p.into_inner());
+                c.insert(id.as_u64() & TOKEN_MASK);
+            }
+        })
+    }
+
+    /// Begins a graceful shutdown (as [`crate::Engine::shutdown`]).
+    pub fn shutdown(&self, grace: Duration) {
+        self.handle.post(move |lcx| lcx.begin_shutdown(grace));
+    }
+
+    /// The loop's counters.
+    pub fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    /// The connection at the other end of `id` in the simulation (the
+    /// one the listener accepted for a client, or the client of an
+    /// accepted one), once both are registered.
+    pub fn peer_of(&self, id: ConnId) -> Option<ConnId> {
+        let w = self.w.borrow();
+        let i = *w.by_token.get(&(id.as_u64() & TOKEN_MASK))?;
+        let t = w.peers[w.peers[i].link?].token?;
+        let (slot, gen) = untoken(t);
+        Some(ConnId::new(0, slot, gen))
+    }
+
+    /// Runs the loop until nothing is left to happen (no connection, no
+    /// completion to deliver, no connection to accept) or `max_turns`
+    /// turns are spent, then checks the invariants: no operation started
+    /// twice or closed under, every one completed, no slot or queued byte
+    /// left, each socket closed once, each counted handler's `on_close`
+    /// called once, the open-connection counter back at zero.
+    pub fn run(&mut self, max_turns: u64) -> Result<SimOutcome, String> {
+        let turns = self
+            .driver
+            .run(&mut self.r, &mut self.be, &self.w, max_turns);
+        let closes = self.closes.lock().unwrap_or_else(|p| p.into_inner());
+        let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        check(&self.w.borrow(), &closes, &counted, &self.r)?;
+        let open = self.stats().open;
+        if open != 0 {
+            return Err(format!("{open} connections counted open at the end"));
+        }
+        Ok(SimOutcome {
+            trace: self.w.borrow().trace,
+            turns,
+        })
+    }
+}
+
+/// How a client of [`run_echo`] ended.
+struct ClientEnd {
+    id: ConnId,
+    got: Vec<u8>,
+    reason: CloseReason,
+}
+
+/// A client of the echo scenario: writes its script in pieces (the first
+/// on open, the others from timers), reads the echo, and closes once it
+/// has it all — or, half-closing, shuts its sending side down after the
+/// last piece and closes on the server's end of stream.
+struct Client {
+    script: Vec<u8>,
+    /// Where the pieces end, and the delay before each after the first.
+    cuts: Vec<(usize, u64)>,
+    written: usize,
+    next: usize,
+    half_close: bool,
+    got: Vec<u8>,
+    ends: Arc<Mutex<Vec<(usize, ClientEnd)>>>,
+    index: usize,
+}
+
+impl Client {
+    fn write_next(&mut self, cx: &mut Ctx<'_>) {
+        if let Some(&(end, _)) = self.cuts.get(self.next) {
+            cx.write(&self.script[self.written..end]);
+            self.written = end;
+            self.next += 1;
+            match self.cuts.get(self.next) {
+                Some(&(_, delay)) => cx.set_timer(Duration::from_millis(delay), 0),
+                None if self.half_close => cx.shutdown_write(),
+                None => {}
+            }
+        }
+        self.maybe_done(cx);
+    }
+
+    fn maybe_done(&mut self, cx: &mut Ctx<'_>) {
+        if !self.half_close && self.written == self.script.len() && self.got.len() >= self.written {
+            cx.close();
+        }
+    }
+}
+
+impl Handler for Client {
+    fn on_open(&mut self, cx: &mut Ctx<'_>) {
+        self.write_next(cx);
+    }
+    fn on_timer(&mut self, cx: &mut Ctx<'_>, _token: u64) {
+        self.write_next(cx);
+    }
+    fn on_data(&mut self, cx: &mut Ctx<'_>, data: &mut [u8]) -> usize {
+        self.got.extend_from_slice(data);
+        self.maybe_done(cx);
+        data.len()
+    }
+    fn on_close(&mut self, cx: &mut Ctx<'_>, reason: CloseReason) {
+        let end = ClientEnd {
+            id: cx.id(),
+            got: std::mem::take(&mut self.got),
+            reason,
+        };
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        ends.push((self.index, end));
+    }
+}
+
+/// Runs seed `seed` of the engine-level echo scenario: an engine with an
+/// echo service (the reactor scenario's frame echo, random high-water
+/// mark and linger) on the simulated network, and 1 to 6 clients made by
+/// the engine's own connector, each sending a random script (in pieces,
+/// over timers) and reading it back; one in ten connects to an address
+/// nothing listens on. Checks [`SimEngine::run`]'s invariants, and that
+/// each client was refused (when it should be) or the server got a prefix
+/// of its script in order, exactly once, and the client a prefix of that —
+/// all of it unless the connection reports an error. The trace hash.
+pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
+    let mut rng = Rng(seed);
+    let seen = Arc::new(Mutex::new(super::sim::Seen::default()));
+    let seen2 = seen.clone();
+    let addr: SocketAddr = ([192, 0, 2, 2], 0).into();
+    let service = Service::new("echo", addr, move || super::sim::Echo {
+        seen: seen2.clone(),
+    })
+    .write_high_water(1 + rng.below(8192))
+    .linger([None, Some(Duration::from_millis(50))][rng.below(2)]);
+    let mut sim = EngineBuilder::default()
+        .service(service)
+        .simulate(seed)
+        .map_err(|e| e.to_string())?;
+    let addr = sim.local_addrs(0)[0];
+    let ends: Arc<Mutex<Vec<(usize, ClientEnd)>>> = Default::default();
+    let n = 1 + rng.below(6);
+    let mut scripts = Vec::new();
+    let mut refused = Vec::new();
+    for index in 0..n {
+        let len = match rng.below(3) {
+            0 => rng.below(16),
+            1 => rng.below(3000),
+            _ => rng.below(40_000),
+        };
+        let len = len - len % super::sim::FRAME;
+        let script: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut cuts: Vec<(usize, u64)> = (0..rng.below(4))
+            .map(|_| (rng.below(len + 1), rng.below(20) as u64))
+            .collect();
+        cuts.push((len, rng.below(20) as u64));
+        cuts.sort_unstable();
+        let to = if rng.one_in(10) {
+            refused.push(true);
+            SocketAddr::from(([192, 0, 2, 3], 9))
+        } else {
+            refused.push(false);
+            addr
+        };
+        let opts = ConnectOptions {
+            write_high_water: 1 + rng.below(8192),
+            ..Default::default()
+        };
+        sim.connect(
+            to,
+            opts,
+            Client {
+                script: script.clone(),
+                cuts,
+                written: 0,
+                next: 0,
+                half_close: rng.one_in(2),
+                got: Vec::new(),
+                ends: ends.clone(),
+                index,
+            },
+        );
+        scripts.push(script);
+    }
+    let out = sim.run(500_000)?;
+    let ends = ends.lock().unwrap_or_else(|p| p.into_inner());
+    if ends.len() != n {
+        return Err(format!("{} of {n} clients closed", ends.len()));
+    }
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    for (i, end) in ends.iter() {
+        let (i, script) = (*i, &scripts[*i]);
+        if refused[i] {
+            if !matches!(end.reason, CloseReason::ConnectFailed(_)) {
+                return Err(format!("client {i}: {:?}, not refused", end.reason));
+            }
+            continue;
+        }
+        let server = sim.peer_of(end.id).map(|s| s.as_u64() & TOKEN_MASK);
+        let data = server
+            .and_then(|t| seen.data.get(&t))
+            .map_or(&[][..], |d| &d[..]);
+        if !script.starts_with(data) || !data.starts_with(&end.got) {
+            return Err(format!(
+                "client {i}: bytes out of order ({} sent, {} served, {} back, {:?})",
+                script.len(),
+                data.len(),
+                end.got.len(),
+                end.reason
+            ));
+        }
+        let clean = matches!(end.reason, CloseReason::Local | CloseReason::PeerClosed);
+        if clean && end.got != *script {
+            return Err(format!(
+                "client {i}: closed cleanly with {} bytes of {} back ({} served)",
+                end.got.len(),
+                script.len(),
+                data.len()
+            ));
+        }
+    }
+    Ok(out.trace)
+}
+
+#[cfg(test)]
+#[test]
+fn engine_echo_over_the_simulated_network_keeps_its_invariants() {
+    let first = std::env::var("MYRIAD_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let range = match first {
+        Some(s) => s..s + 1,
+        None => 0..super::sim::seeds(),
+    };
+    let mut failures = Vec::new();
+    for seed in range {
+        let a = std::panic::catch_unwind(|| run_echo(seed));
+        let b = std::panic::catch_unwind(|| run_echo(seed));
+        let verdict = match (a, b) {
+            (Ok(Ok(x)), Ok(Ok(y))) if x == y => continue,
+            (Ok(Ok(_)), Ok(Ok(_))) => "two runs, two traces".to_string(),
+            (Ok(Err(e)), _) | (_, Ok(Err(e))) => e,
+            (Err(_), _) | (_, Err(_)) => "panicked".to_string(),
+        };
+        failures.push(format!(
+            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad --features sim --lib sim_engine)"
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
