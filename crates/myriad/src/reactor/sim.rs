@@ -218,6 +218,18 @@ impl World {
             None => p.talker.as_ref().is_none_or(|t| t.done()),
         }
     }
+    /// A socket is used (`what`) before its connect resolved: a kernel
+    /// would refuse it (`ENOTCONN`, `EAGAIN`).
+    fn check_connected(&mut self, token: u64, what: &str) {
+        let connecting = self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Connected(t, _) if *t == token));
+        if connecting {
+            self.violations
+                .push(format!("{what} on {token:#x} before its connect resolved"));
+        }
+    }
     /// A world with no socket yet: io_uring's style or (`sync`) epoll's,
     /// with or without faults, its sends cut by `send_rng`.
     pub(super) fn new(sync: bool, faults: bool, send_rng: Rng) -> Self {
@@ -274,6 +286,7 @@ impl Kernel for World {
                     self.violations
                         .push(format!("receive armed twice on {token:#x}"));
                 }
+                self.check_connected(token, "receive");
                 self.peer(token).recv_armed = true;
             }
             Op::RemoveConn(token) => {
@@ -411,6 +424,7 @@ impl Kernel for World {
         }
     }
     fn send(&mut self, token: u64, bytes: Vec<u8>) -> SendOutcome {
+        self.check_connected(token, "send");
         let reset = self.peer(token).reset || self.peer(token).rst_pending;
         // a short send: sometimes one byte, sometimes some, often all
         let rng = &mut self.send_rng;

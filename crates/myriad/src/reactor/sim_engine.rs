@@ -237,6 +237,10 @@ struct Client {
     got: Vec<u8>,
     ends: Arc<Mutex<Vec<(usize, ClientEnd)>>>,
     index: usize,
+    /// Clients this one starts when it closes, with the loop's connector
+    /// from its `on_close` (so that new connections take slots just freed,
+    /// whose old tokens late completions still carry).
+    then: Vec<(SocketAddr, ConnectOptions, Client)>,
 }
 
 impl Client {
@@ -281,6 +285,11 @@ impl Handler for Client {
         };
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         ends.push((self.index, end));
+        drop(ends);
+        for (addr, opts, next) in self.then.drain(..) {
+            // (a failure leaves the client without an end: reported)
+            let _ = cx.loop_cx().connect(addr, &opts, Box::new(next));
+        }
     }
 }
 
@@ -312,6 +321,9 @@ pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
     let n = 1 + rng.below(6);
     let mut scripts = Vec::new();
     let mut refused = Vec::new();
+    let mut clients: Vec<Option<(SocketAddr, ConnectOptions, Client)>> = Vec::new();
+    // which earlier client starts each one when it closes (none: at once)
+    let mut parent = Vec::new();
     for index in 0..n {
         let len = match rng.below(3) {
             0 => rng.below(16),
@@ -336,26 +348,45 @@ pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
             write_high_water: 1 + rng.below(8192),
             ..Default::default()
         };
-        sim.connect(
-            to,
-            opts,
-            Client {
-                script: script.clone(),
-                cuts,
-                written: 0,
-                next: 0,
-                half_close: rng.one_in(2),
-                got: Vec::new(),
-                ends: ends.clone(),
-                index,
-            },
-        );
+        let client = Client {
+            script: script.clone(),
+            cuts,
+            written: 0,
+            next: 0,
+            half_close: rng.one_in(2),
+            got: Vec::new(),
+            ends: ends.clone(),
+            index,
+            then: Vec::new(),
+        };
+        clients.push(Some((to, opts, client)));
+        parent.push((index > 0 && rng.one_in(2)).then(|| rng.below(index)));
         scripts.push(script);
+    }
+    // children first: each is complete (with its own children) when it
+    // moves into its parent
+    for k in (0..n).rev() {
+        let Some(c) = clients[k].take() else { continue };
+        match parent[k] {
+            Some(j) => {
+                if let Some(p) = clients[j].as_mut() {
+                    p.2.then.push(c);
+                }
+            }
+            None => clients[k] = Some(c),
+        }
+    }
+    for (to, opts, client) in clients.into_iter().flatten() {
+        sim.connect(to, opts, client);
     }
     let out = sim.run(500_000)?;
     let ends = ends.lock().unwrap_or_else(|p| p.into_inner());
-    if ends.len() != n {
-        return Err(format!("{} of {n} clients closed", ends.len()));
+    let mut once = vec![0u32; n];
+    for (i, _) in ends.iter() {
+        once[*i] += 1;
+    }
+    if let Some(i) = once.iter().position(|&k| k != 1) {
+        return Err(format!("client {i}: on_close {} times", once[i]));
     }
     let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
     for (i, end) in ends.iter() {
