@@ -1009,9 +1009,13 @@ pub(super) fn seeds() -> u64 {
         .unwrap_or(300)
 }
 
+/// Runs `run` on the seeds the environment names (`MYRIAD_SIM_SEED=S`
+/// one, else the first `MYRIAD_SIM_SEEDS`), twice each: every run must
+/// keep its invariants (a panic fails the seed, not the others) and a
+/// seed's two traces must hash the same. `test` names the test to replay
+/// a failing seed with.
 #[cfg(test)]
-#[test]
-fn simulated_echo_keeps_its_invariants_and_is_deterministic() {
+pub(super) fn check_seeds(run: fn(u64) -> Result<u64, String>, test: &str) {
     let first = std::env::var("MYRIAD_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok());
@@ -1019,19 +1023,26 @@ fn simulated_echo_keeps_its_invariants_and_is_deterministic() {
         Some(s) => s..s + 1,
         None => 0..seeds(),
     };
+    let once =
+        |seed| std::panic::catch_unwind(|| run(seed)).unwrap_or_else(|_| Err("panicked".into()));
     let mut failures = Vec::new();
     for seed in range {
-        let a = run(seed);
-        let b = run(seed);
-        match (a, b) {
-            (Ok(x), Ok(y)) if x == y => {}
-            (Ok(_), Ok(_)) => failures.push(format!("seed {seed}: two runs, two traces")),
-            (Err(e), _) | (_, Err(e)) => failures.push(format!(
-                "seed {seed}: {e} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad --lib sim)"
-            )),
-        }
+        let verdict = match (once(seed), once(seed)) {
+            (Ok(x), Ok(y)) if x == y => continue,
+            (Ok(_), Ok(_)) => "two runs, two traces".to_string(),
+            (Err(e), _) | (_, Err(e)) => e,
+        };
+        failures.push(format!(
+            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad --features sim --lib {test})"
+        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[cfg(test)]
+#[test]
+fn simulated_echo_keeps_its_invariants_and_is_deterministic() {
+    check_seeds(run, "simulated_echo");
 }
 
 /// `run_peers` as another layer uses it: a faulted run gives each peer

@@ -426,26 +426,5 @@ pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
 #[cfg(test)]
 #[test]
 fn engine_echo_over_the_simulated_network_keeps_its_invariants() {
-    let first = std::env::var("MYRIAD_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok());
-    let range = match first {
-        Some(s) => s..s + 1,
-        None => 0..super::sim::seeds(),
-    };
-    let mut failures = Vec::new();
-    for seed in range {
-        let a = std::panic::catch_unwind(|| run_echo(seed));
-        let b = std::panic::catch_unwind(|| run_echo(seed));
-        let verdict = match (a, b) {
-            (Ok(Ok(x)), Ok(Ok(y))) if x == y => continue,
-            (Ok(Ok(_)), Ok(Ok(_))) => "two runs, two traces".to_string(),
-            (Ok(Err(e)), _) | (_, Ok(Err(e))) => e,
-            (Err(_), _) | (_, Err(_)) => "panicked".to_string(),
-        };
-        failures.push(format!(
-            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad --features sim --lib sim_engine)"
-        ));
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    super::sim::check_seeds(run_echo, "engine_echo");
 }
