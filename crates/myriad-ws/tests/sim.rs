@@ -12,6 +12,10 @@
 //! masking keys and `Sec-WebSocket-Key`s included, so a seed's two faulted
 //! runs must give the same trace and the same bytes.
 //!
+//! The same server also runs in an engine on the simulated network
+//! (`EngineBuilder::simulate`) against `WsClient`s made by the engine's own
+//! connector: both ends are engine connections under the faults.
+//!
 //! `MYRIAD_SIM_SEEDS=N` runs N seeds (default 300), `MYRIAD_SIM_SEED=S`
 //! replays one.
 
@@ -350,4 +354,135 @@ fn websocket_scenarios_on_loopback_io_uring() {
 #[test]
 fn websocket_scenarios_on_loopback_epoll() {
     loopback(myriad::BackendKind::Epoll)
+}
+
+/// A WebSocket client of the engine (`WsClient`): sends its messages on
+/// open, collects the echoes, and closes (1000) once all came back.
+struct Sender {
+    msgs: Vec<Got>,
+    got: Arc<std::sync::Mutex<Vec<Got>>>,
+    /// The close code its `on_close` saw, once per close.
+    closed: Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+impl WsHandler for Sender {
+    fn on_open(&mut self, cx: &mut WsCtx<'_, '_>, _hs: &myriad_ws::Handshake<'_>) {
+        for m in &self.msgs {
+            let _ = match m {
+                Got::Text(t) => cx.send_text(t),
+                Got::Binary(b) => cx.send_binary(b),
+                _ => Ok(()),
+            };
+        }
+        if self.msgs.is_empty() {
+            let _ = cx.close(CloseCode::NORMAL, "bye");
+        }
+    }
+    fn on_message(&mut self, cx: &mut WsCtx<'_, '_>, msg: Message<'_>) {
+        let mut got = self.got.lock().unwrap_or_else(|p| p.into_inner());
+        got.push(match msg {
+            Message::Text(t) => Got::Text(t.to_owned()),
+            Message::Binary(b) => Got::Binary(b.to_vec()),
+        });
+        if got.len() == self.msgs.len() {
+            let _ = cx.close(CloseCode::NORMAL, "bye");
+        }
+    }
+    fn on_close(&mut self, _cx: &mut WsCtx<'_, '_>, code: CloseCode, _reason: &str) {
+        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        closed.push(code.0);
+    }
+}
+
+/// Seed `seed` with engine clients: the scenario's server in an engine on
+/// the simulated network (`EngineBuilder::simulate`), and 1 to 4
+/// `WsClient`s made by the engine's connector (masks and keys from the
+/// seed, deflate offered or not, random fragment sizes), each sending
+/// text and binary messages. Each client's `on_close` runs once; what it
+/// got back is its messages in order — all of them when it closed with
+/// 1000, a prefix when the faults broke the connection (1006). The trace
+/// and what each client got, for the determinism check.
+fn run_engine(seed: u64) -> Result<(u64, Vec<Vec<Got>>), String> {
+    let (ws, _) = scenario(seed);
+    let mut rng = Rng(seed ^ 0xc11e_4700);
+    let addr: std::net::SocketAddr = ([192, 0, 2, 2], 80).into();
+    let mut sim = myriad::Engine::builder()
+        .service(ws.service("ws-echo", addr, || Echo))
+        .simulate(seed)
+        .map_err(|e| e.to_string())?;
+    let mut clients = Vec::new();
+    for i in 0..1 + rng.below(4) {
+        let config = ClientConfig {
+            mask_seed: Some(seed << 8 | i as u64),
+            deflate: rng.one_in(2).then(DeflateConfig::default),
+            max_fragment_size: [0, 0, 1 + rng.below(40), 1 + rng.below(3000)][rng.below(4)],
+            ..ClientConfig::default()
+        };
+        let msgs: Vec<Got> = (0..rng.below(8))
+            .map(|_| {
+                let n = len(&mut rng);
+                if rng.one_in(2) {
+                    Got::Text(text(&mut rng, n))
+                } else {
+                    Got::Binary((0..n).map(|_| rng.next() as u8).collect())
+                }
+            })
+            .collect();
+        let got: Arc<std::sync::Mutex<Vec<Got>>> = Default::default();
+        let closed: Arc<std::sync::Mutex<Vec<u16>>> = Default::default();
+        let client = myriad_ws::client::WsClient::new(
+            config,
+            "sim.test",
+            "/echo",
+            Sender {
+                msgs: msgs.clone(),
+                got: got.clone(),
+                closed: closed.clone(),
+            },
+        );
+        sim.connect(addr, myriad::ConnectOptions::default(), client);
+        clients.push((msgs, got, closed));
+    }
+    let out = sim.run(500_000)?;
+    let mut gots = Vec::new();
+    for (i, (msgs, got, closed)) in clients.into_iter().enumerate() {
+        let got = got.lock().map_err(|_| "poisoned")?.clone();
+        let closed = closed.lock().map_err(|_| "poisoned")?.clone();
+        let complete = match closed[..] {
+            [1000] => true,
+            [1006] => false,
+            _ => return Err(format!("client {i}: closed with {closed:?}")),
+        };
+        if !msgs.starts_with(&got) || (complete && got != msgs) {
+            return Err(format!(
+                "client {i} (closed {closed:?}): {} messages back of {} (the first {} right)",
+                got.len(),
+                msgs.len(),
+                got.iter().zip(&msgs).take_while(|(a, b)| a == b).count()
+            ));
+        }
+        gots.push(got);
+    }
+    Ok((out.trace, gots))
+}
+
+#[test]
+fn websocket_engine_clients_over_the_simulated_engine_get_their_echo() {
+    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
+    let range = match env("MYRIAD_SIM_SEED") {
+        Some(s) => s..s + 1,
+        None => 0..env("MYRIAD_SIM_SEEDS").unwrap_or(300),
+    };
+    let mut failures = Vec::new();
+    for seed in range {
+        let verdict = match (run_engine(seed), run_engine(seed)) {
+            (Ok(a), Ok(b)) if a == b => continue,
+            (Ok(_), Ok(_)) => "two runs of the seed differ".to_string(),
+            (Err(e), _) | (_, Err(e)) => e,
+        };
+        failures.push(format!(
+            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad-ws --test sim engine)"
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
