@@ -89,6 +89,34 @@ fn echo_keeps_per_connection_state_in_the_guest() {
     assert_eq!(c2.calls, vec![HostCall::CounterAdd("bytes".into(), 3)]);
 }
 
+/// A call's queue and its write buffers are given back (`recycle`) and
+/// reused by the next calls: each write holds exactly its own bytes,
+/// whatever size the buffer it reuses had.
+#[test]
+fn recycled_queues_and_buffers_carry_only_their_own_bytes() {
+    let p = load(
+        &build("echo-wasm-c/echo.c", "echo.wasm", &[]),
+        Limits::default(),
+    );
+    let g = p.call(7, None, Event::Open).unwrap().generation;
+    let big = vec![b'x'; 3000];
+    let msgs: [&[u8]; 5] = [b"hello", &big, b"ab", b"", b"0123456789"];
+    for round in 0..50 {
+        for m in msgs {
+            let out = p.call(7, Some(g), Event::Data(m)).unwrap();
+            assert_eq!(out.consumed as usize, m.len(), "round {round}");
+            // the echo writes what it got, nothing else (an empty write
+            // for an empty delivery)
+            assert_eq!(
+                out.calls,
+                vec![HostCall::Write(m.to_vec())],
+                "round {round}"
+            );
+            myriad_wasm::recycle(out.calls);
+        }
+    }
+}
+
 /// `drain-events`: the host calls a guest's on-drain unless the guest said
 /// it has nothing to do there (as the echo does in init), and then skips
 /// the call into it altogether.

@@ -204,27 +204,27 @@ impl WasmLib {
 }
 
 /// Applies a guest's queued host calls, in order, until one faults; gives
-/// the queue back for the next call to reuse.
-fn apply(hc: &mut HostCx<'_>, mut calls: Vec<HostCall>) {
-    for call in calls.drain(..) {
+/// the queue back (with its byte buffers) for the next call to reuse.
+fn apply(hc: &mut HostCx<'_>, calls: Vec<HostCall>) {
+    for call in &calls {
         if hc.fault.is_some() {
             break;
         }
         match call {
-            HostCall::Write(d) => hc.with_conn(|c, _| c.write(&d)),
-            HostCall::Send(k, d) => hc.with_conn(|c, _| c.send(kind_of(k), &d)),
-            HostCall::Close(code, r) => hc.with_conn(|c, _| c.close(code, r.as_bytes())),
-            HostCall::SetTimer(ms, t) => hc.with_conn(|c, _| c.set_timer(ms, t)),
-            HostCall::CancelTimer(t) => hc.with_conn(|c, _| c.cancel_timer(t)),
-            HostCall::Subscribe(t, on) => hc.with_conn(|c, s| c.subscribe(s, t.as_bytes(), on)),
+            HostCall::Write(d) => hc.with_conn(|c, _| c.write(d)),
+            HostCall::Send(k, d) => hc.with_conn(|c, _| c.send(kind_of(*k), d)),
+            HostCall::Close(code, r) => hc.with_conn(|c, _| c.close(*code, r.as_bytes())),
+            HostCall::SetTimer(ms, t) => hc.with_conn(|c, _| c.set_timer(*ms, *t)),
+            HostCall::CancelTimer(t) => hc.with_conn(|c, _| c.cancel_timer(*t)),
+            HostCall::Subscribe(t, on) => hc.with_conn(|c, s| c.subscribe(s, t.as_bytes(), *on)),
             HostCall::Publish(t, k, d) => {
-                hc.with_conn(|c, s| c.publish(s, t.as_bytes(), kind_of(k), &d))
+                hc.with_conn(|c, s| c.publish(s, t.as_bytes(), kind_of(*k), d))
             }
             HostCall::Log(l, m) => {
-                hc.svc().log(level_of(l), &m);
+                hc.svc().log(level_of(*l), m);
                 MYRIAD_OK
             }
-            HostCall::CounterAdd(n, v) => hc.svc().counter_add(n.as_bytes(), v),
+            HostCall::CounterAdd(n, v) => hc.svc().counter_add(n.as_bytes(), *v),
             _ => MYRIAD_ERR_UNSUPPORTED,
         };
     }
