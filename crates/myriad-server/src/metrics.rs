@@ -37,6 +37,7 @@ fn help(name: &str) -> &'static str {
         "reads" => "Receive completions.",
         "writes" => "Send completions.",
         "ring_exhausted" => "Times the io_uring provided-buffer ring ran dry.",
+        "bytes_lent" => "Bytes sent from receive buffers without a copy (io_uring).",
         "backpressure_pauses" => "Times reading paused at the write high-water mark.",
         _ => "Connections closed by this error kind.",
     }

@@ -59,6 +59,11 @@ impl Sink for Ctx<'_> {
     }
 
     #[inline]
+    fn write_from_input(&mut self, head: &[u8], body: &[u8]) {
+        Ctx::write_from_input(self, head, body);
+    }
+
+    #[inline]
     fn write_shared(&mut self, bytes: &Arc<[u8]>) {
         Ctx::write_shared(self, bytes);
     }

@@ -385,8 +385,9 @@ const SMALL_FRAME: usize = 256;
 /// Without a mask a payload of up to 256 bytes is copied behind the header
 /// into one stack buffer and written with one call (one append to the
 /// engine's out-queue instead of two); a larger payload is passed to the
-/// sink as is, next to the header ([`Sink::write_vectored`]), without a copy
-/// here. With a mask (client
+/// sink as is, next to the header ([`Sink::write_from_input`]), without a
+/// copy here (the engine's sink sends a received payload echoed back from
+/// its receive buffer). With a mask (client
 /// frames) the payload is masked into the sink through a small stack buffer.
 /// `header.payload_len` is set from `payload`.
 ///
@@ -407,7 +408,9 @@ pub fn write_frame<S: Sink + ?Sized>(sink: &mut S, mut header: FrameHeader, payl
             buf[hlen..hlen + payload.len()].copy_from_slice(payload);
             sink.write(&buf[..hlen + payload.len()]);
         }
-        None => sink.write_vectored(&[&hbuf[..hlen], payload]),
+        // The payload may be a received one being echoed: the sink may send
+        // it from where it lies.
+        None => sink.write_from_input(&hbuf[..hlen], payload),
         Some(key) => {
             let mut chunk = [0u8; MASK_CHUNK];
             // header and the first chunk together

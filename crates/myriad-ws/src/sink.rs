@@ -29,6 +29,23 @@ pub trait Sink {
         }
     }
 
+    /// Appends `head` then `body`, where `body` may be a slice of the input
+    /// being decoded (a received payload echoed back). The default is
+    /// [`Sink::write_vectored`]; the engine's sink sends a large `body` from
+    /// the receive buffer itself where the backend allows, with `head` put in
+    /// place of the frame header received before it (a server's header is
+    /// always 4 bytes shorter than the client's masked one).
+    ///
+    /// ```
+    /// use myriad_ws::Sink;
+    /// let mut out: Vec<u8> = Vec::new();
+    /// out.write_from_input(&[0x82, 2], b"hi");
+    /// assert_eq!(out, [0x82, 2, b'h', b'i']);
+    /// ```
+    fn write_from_input(&mut self, head: &[u8], body: &[u8]) {
+        self.write_vectored(&[head, body]);
+    }
+
     /// Appends an immutable shared buffer (an encoded
     /// [`crate::PreparedMessage`] written to many connections). The default
     /// copies it with [`Sink::write`]; the engine's sink queues the buffer
@@ -83,6 +100,10 @@ impl<S: Sink + ?Sized> Sink for &mut S {
 
     fn write_vectored(&mut self, parts: &[&[u8]]) {
         (**self).write_vectored(parts);
+    }
+
+    fn write_from_input(&mut self, head: &[u8], body: &[u8]) {
+        (**self).write_from_input(head, body);
     }
 
     fn write_shared(&mut self, bytes: &Arc<[u8]>) {

@@ -60,6 +60,7 @@ both_backends!(
     http_fallback_page,
     subprotocol_and_headers,
     peer_behind_proxy_protocol,
+    large_echoes_from_the_receive_buffer,
 );
 
 // ----- helpers -----
@@ -1304,4 +1305,43 @@ fn peer_behind_proxy_protocol(kind: BackendKind) {
         rx.recv_timeout(IO_TIMEOUT).unwrap(),
         (Some(client), Some(client))
     );
+}
+
+/// Echoes around the engine's lending threshold (2 KiB) and the receive
+/// buffer size (32 KiB), one per write and several in one write: on
+/// io_uring a whole frame is sent from the receive buffer with the server
+/// header put in place of the client's, and must come back byte-exact.
+fn large_echoes_from_the_receive_buffer(kind: BackendKind) {
+    let ws = WsServer::builder().deflate(false).build();
+    let (_engine, addr) = echo_server(kind, &ws);
+    let mut c = Blocking::connect(addr, ClientConfig::default(), "/");
+    let sizes = [
+        125, 126, 2047, 2048, 5000, 16384, 30000, 32768, 65535, 65536, 70000,
+    ];
+    let payload = |n: usize, seed: usize| -> Vec<u8> {
+        (0..n).map(|i| ((i * 31 + seed) % 251) as u8).collect()
+    };
+    for (k, &n) in sizes.iter().enumerate() {
+        let b = payload(n, k);
+        c.send(|c, o| c.send_binary(o, &b).unwrap());
+        assert_eq!(c.next(), Ev::Binary(b), "binary of {n} bytes");
+        let t: String = (0..n)
+            .map(|i| (b'a' + ((i + k) % 26) as u8) as char)
+            .collect();
+        c.text(&t);
+        assert_eq!(c.next(), Ev::Text(t), "text of {n} bytes");
+    }
+    // several frames in one write: several slices of one receive buffer
+    for round in 0..5 {
+        let mut out = Vec::new();
+        let msgs: Vec<Vec<u8>> = sizes.iter().map(|&n| payload(n, round)).collect();
+        for m in &msgs {
+            c.conn.send_binary(&mut out, m).unwrap();
+        }
+        c.s.write_all(&out).unwrap();
+        for m in msgs {
+            let n = m.len();
+            assert_eq!(c.next(), Ev::Binary(m), "round {round}: {n} bytes");
+        }
+    }
 }

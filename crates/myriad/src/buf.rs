@@ -10,6 +10,7 @@
 //! Leftover input (bytes a handler did not consume yet) goes into a pooled
 //! `Vec<u8>` that is returned to the pool as soon as it is empty.
 
+use crate::backend::lend::Lent;
 use std::fs::File;
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -35,6 +36,15 @@ enum ByRef {
     /// A file's bytes `offset + start .. offset + end`, sent by the kernel
     /// (`sendfile`) without passing through user space.
     File { file: Arc<File>, offset: u64 },
+    /// A slice of a receive buffer, kept out of the ring until this chunk
+    /// is released (`Ctx::write_from_input`): `lent.bytes()[start..end]`.
+    Lent(Lent),
+    /// Room reserved for a slice of the input being handled, filled by
+    /// [`ChunkPool::fill_lent`] or [`ChunkPool::fill_copy`] as soon as the
+    /// handler returns (never seen by a send). `seq` tells a reservation
+    /// from whatever later took the arena slot, should the queue have let
+    /// go of it meanwhile.
+    Input { seq: u32 },
 }
 
 /// Size of the small chunk class: a queue that starts with a small write
@@ -197,6 +207,49 @@ impl ChunkPool {
             self.bare = i;
             self.live[class] -= 1;
         }
+    }
+
+    /// Whether arena slot `i` is still the reservation `seq` made by
+    /// [`OutboundQueue::push_input`].
+    pub(crate) fn is_input(&self, i: u32, seq: u32) -> bool {
+        self.chunks
+            .get(i as usize)
+            .is_some_and(|c| matches!(c.by_ref, ByRef::Input { seq: s } if s == seq))
+    }
+
+    /// Fills the reservation `i` with a lent slice of the same length.
+    pub(crate) fn fill_lent(&mut self, i: u32, lent: Lent) {
+        let c = &mut self.chunks[i as usize];
+        debug_assert!(matches!(c.by_ref, ByRef::Input { .. }));
+        debug_assert_eq!((c.end - c.start) as usize, lent.bytes().len());
+        c.by_ref = ByRef::Lent(lent);
+    }
+
+    /// Fills the reservation `i` with a copy of `parts` (as many bytes as
+    /// reserved, at most a large chunk): the slot takes the memory of a
+    /// pooled chunk and stays where it is in its queue.
+    pub(crate) fn fill_copy(&mut self, i: u32, parts: &[&[u8]]) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        debug_assert!(total <= self.sizes[2]);
+        let class = if total <= self.sizes[1] { 1 } else { 2 };
+        let j = self.alloc(class);
+        let mut at = 0;
+        {
+            let c = &mut self.chunks[j as usize];
+            for p in parts {
+                c.buf[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            c.end = at as u32;
+        }
+        // Swap the two arena slots' contents; the reservation's memory-less
+        // slot (now at `j`) goes to the bare list.
+        let (a, b) = if i < j { (i, j) } else { (j, i) };
+        let (lo, hi) = self.chunks.split_at_mut(b as usize);
+        std::mem::swap(&mut lo[a as usize], &mut hi[0]);
+        let next = self.chunks[j as usize].next;
+        self.chunks[i as usize].next = next;
+        self.release(j);
     }
 
     /// Chunks currently allocated (in use or pooled), for stats.
@@ -374,7 +427,10 @@ impl OutboundQueue {
         while i != NIL && count < JOIN_MAX_CHUNKS {
             let c = &pool.chunks[i as usize];
             let len = (c.end - c.start) as usize;
-            if matches!(c.by_ref, ByRef::File { .. }) || len > SMALL_CHUNK || total + len > max {
+            if matches!(c.by_ref, ByRef::File { .. } | ByRef::Input { .. })
+                || len > SMALL_CHUNK
+                || total + len > max
+            {
                 break;
             }
             total += len;
@@ -401,6 +457,7 @@ impl OutboundQueue {
             };
             let bytes: &[u8] = match &src.by_ref {
                 ByRef::Bytes(s) => s,
+                ByRef::Lent(l) => l.bytes(),
                 _ => &src.buf,
             };
             let part = &bytes[src.start as usize..src.end as usize];
@@ -417,6 +474,16 @@ impl OutboundQueue {
         if after == NIL {
             self.tail = m;
         }
+    }
+
+    /// Reserves `len` bytes for a slice of the input being handled (see
+    /// [`ByRef::Input`]); returns the arena slot.
+    pub(crate) fn push_input(&mut self, pool: &mut ChunkPool, seq: u32, len: u32) -> u32 {
+        let total = self.len.saturating_add(len);
+        self.set_len(pool, total);
+        let i = pool.alloc_by_ref(ByRef::Input { seq }, len);
+        self.link(pool, i);
+        i
     }
 
     /// Appends a reference to `shared` (no copy of its bytes).
@@ -506,8 +573,12 @@ impl OutboundQueue {
                 let bytes: &[u8] = match &c.by_ref {
                     ByRef::Bytes(s) => s,
                     ByRef::None => &c.buf,
+                    ByRef::Lent(l) => l.bytes(),
                     // Sent by `sendfile` once it is at the front.
                     ByRef::File { .. } => break,
+                    // Filled before any send (the handler's call ends
+                    // first); never sent unfilled.
+                    ByRef::Input { .. } => break,
                 };
                 out[n] = IoSlice::new(&bytes[c.start as usize..c.end as usize]);
                 n += 1;

@@ -93,6 +93,9 @@ counters! {
     err_accept,
     /// Times the provided-buffer ring ran dry (io_uring `ENOBUFS`).
     ring_exhausted,
+    /// Bytes that `Ctx::write_from_input` queued as slices of the receive
+    /// buffer (io_uring: sent without a copy) rather than as copies.
+    bytes_lent,
     /// Times reading was paused by back-pressure (high-water mark).
     backpressure_pauses,
     /// Connections closed because their filter (TLS) failed.

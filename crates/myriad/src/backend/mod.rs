@@ -11,6 +11,7 @@
 //! longer matches the slot is stale and is ignored by the core.
 
 pub(crate) mod epoll;
+pub(crate) mod lend;
 mod os;
 pub(crate) mod sys;
 pub(crate) mod uring;
@@ -195,6 +196,15 @@ pub(crate) enum Event<'a> {
     /// Bytes for a connection. The slice is the backend's buffer; it is
     /// recycled as soon as the callback returns.
     Recv { token: u64, data: &'a mut [u8] },
+    /// Bytes for a connection, as [`Event::Recv`], in a receive buffer of
+    /// which `keep` can lend slices to the connection's write queue
+    /// (io_uring): the buffer then stays out of the ring until the last
+    /// lent slice is dropped.
+    RecvLendable {
+        token: u64,
+        data: &'a mut [u8],
+        keep: lend::Keep<'a>,
+    },
     /// The receive stream of a connection ended.
     RecvEnd { token: u64, how: RecvEnd },
     /// An asynchronous send finished (`res` = bytes or `-errno`).

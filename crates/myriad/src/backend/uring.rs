@@ -17,6 +17,7 @@
 //! `user_data` layout: `kind << 56 | token` (token = 32-bit generation and
 //! 24-bit slot).
 
+use super::lend::{Keep, Lender};
 use super::{
     sys, untoken, AddMode, Backend, Event, InFlight, RecvEnd, SendOutcome, Sock, TurnClock,
     UringParams,
@@ -24,6 +25,7 @@ use super::{
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,10 @@ const K_WRITABLE: u64 = 7;
 const KIND_SHIFT: u32 = 56;
 const TOKEN_MASK: u64 = (1 << KIND_SHIFT) - 1;
 const BGID: u16 = 0;
+/// The bulk ring's buffer group (see `UringBackend::bulk`).
+const BGID_BULK: u16 = 1;
+/// A receive on the bulk ring.
+const K_RECV_BULK: u64 = 8;
 // From the kernel's io_uring uapi header (stable ABI); the `io-uring` crate
 // does not re-export them.
 const IOU_PBUF_RING_INC: u16 = 2;
@@ -57,13 +63,13 @@ fn ud(kind: u64, token: u64) -> u64 {
 }
 
 /// Anonymous private mapping, freed on drop.
-struct Mapping {
-    ptr: *mut u8,
+pub(super) struct Mapping {
+    pub(super) ptr: *mut u8,
     len: usize,
 }
 
 impl Mapping {
-    fn new(len: usize) -> io::Result<Self> {
+    pub(super) fn new(len: usize) -> io::Result<Self> {
         // SAFETY: anonymous mapping with no file; the kernel chooses the address.
         let ptr = unsafe {
             libc::mmap(
@@ -88,7 +94,8 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `new` mapped; no references remain
-        // (the ring that used it is dropped first, see field order).
+        // (the ring that used it is dropped first, see field order; the
+        // buffer area is owned by a `Lender`, which `Lent`s keep alive).
         unsafe {
             libc::munmap(self.ptr.cast(), self.len);
         }
@@ -111,7 +118,8 @@ impl Drop for Mapping {
 /// buffers only; bulk traffic grows the set within a few turns.
 struct BufRing {
     entries: Mapping,
-    bufs: Mapping,
+    /// The buffer area, shared with the slices of it lent to write queues.
+    lender: Rc<Lender>,
     count: u16,
     size: u32,
     mask: u16,
@@ -125,6 +133,8 @@ struct BufRing {
     offsets: Vec<u32>,
     /// Buffers handed to the kernel so far (bids `0..circulating`).
     circulating: u16,
+    /// Buffers were pushed back since the tail was last published.
+    returned: bool,
 }
 
 /// Buffers a ring starts with (see [`BufRing`]).
@@ -139,10 +149,12 @@ impl BufRing {
             ));
         }
         let entries = Mapping::new(count as usize * std::mem::size_of::<types::BufRingEntry>())?;
-        let bufs = Mapping::new(count as usize * size as usize)?;
+        // A quarter of the buffers may be lent at once: the ring keeps
+        // three quarters for receiving whatever the handlers hold.
+        let lender = Rc::new(Lender::new(count, size, u32::from(count / 4).max(1))?);
         let mut r = BufRing {
             entries,
-            bufs,
+            lender,
             count,
             size,
             mask: count - 1,
@@ -150,6 +162,7 @@ impl BufRing {
             inc: false,
             offsets: vec![0; count as usize],
             circulating: 0,
+            returned: false,
         };
         r.grow();
         r.publish();
@@ -182,7 +195,7 @@ impl BufRing {
         // the kernel only reads entries between head and the published tail,
         // and this one is beyond the published tail until `publish`.
         let e = unsafe { &mut *self.base().add(idx) };
-        e.set_addr(self.bufs.ptr as u64 + bid as u64 * self.size as u64);
+        e.set_addr(self.lender.buf_addr(bid));
         e.set_len(self.size);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
@@ -200,17 +213,21 @@ impl BufRing {
 
     /// Registers the ring, with incremental consumption where the kernel
     /// has it.
-    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
-        // SAFETY: the entries mapping lives as long as `self`, and whoever
-        // owns both drops the ring first (see `UringBackend`'s field order)
-        // or unregisters before dropping.
-        let inc = unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                self.entries.ptr as u64,
-                self.count,
-                BGID,
-                IOU_PBUF_RING_INC,
-            )
+    fn register(&mut self, ring: &IoUring, bgid: u16, want_inc: bool) -> io::Result<()> {
+        let inc = if want_inc {
+            // SAFETY: the entries mapping lives as long as `self`, and
+            // whoever owns both drops the ring first (see `UringBackend`'s
+            // field order) or unregisters before dropping.
+            unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    self.entries.ptr as u64,
+                    self.count,
+                    bgid,
+                    IOU_PBUF_RING_INC,
+                )
+            }
+        } else {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
         };
         match inc {
             Ok(()) => {
@@ -222,16 +239,17 @@ impl BufRing {
                 ring.submitter().register_buf_ring_with_flags(
                     self.entries.ptr as u64,
                     self.count,
-                    BGID,
+                    bgid,
                     0,
                 )
             },
         }
     }
 
-    /// The bytes a completion with buffer `bid` delivered, and whether the
-    /// buffer is finished (to be given back) after them.
-    fn take(&mut self, bid: u16, len: usize, flags: u32) -> (Option<&mut [u8]>, bool) {
+    /// Where in buffer `bid` the bytes a completion delivered start (`None`
+    /// for a bad completion), and whether the kernel is finished with the
+    /// buffer after them.
+    fn take(&mut self, bid: u16, len: usize, flags: u32) -> (Option<u32>, bool) {
         if bid >= self.count {
             return (None, false);
         }
@@ -247,17 +265,26 @@ impl BufRing {
         if start + len > self.size as usize {
             return (None, done);
         }
-        // SAFETY: the kernel has handed these bytes of buffer `bid` to us
-        // with this completion and will not write them again until the
-        // buffer is pushed back; the range lies inside the buffer mapping
-        // (checked above).
-        let s = unsafe {
-            std::slice::from_raw_parts_mut(
-                self.bufs.ptr.add(bid as usize * self.size as usize + start),
-                len,
-            )
-        };
-        (Some(s), done)
+        (Some(start as u32), done)
+    }
+
+    /// Gives buffer `bid` back (unless lent slices still hold it: the last
+    /// one to go does); true when it was pushed.
+    fn finished(&mut self, bid: u16) -> bool {
+        if self.lender.kernel_done(bid) {
+            self.push(bid);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Pushes back the buffers whose last lent slice went.
+    fn take_back(&mut self) {
+        let lender = Rc::clone(&self.lender);
+        if lender.take_back(&mut |bid| self.push(bid)) > 0 {
+            self.returned = true;
+        }
     }
 }
 
@@ -359,7 +386,7 @@ pub(crate) fn probe(params: &UringParams) -> io::Result<()> {
         params.buf_count.max(1).next_power_of_two(),
         4096.min(params.buf_size),
     )?;
-    br.register(&ring)?;
+    br.register(&ring, BGID, true)?;
     ring.submitter().unregister_buf_ring(BGID)?;
     drop(br);
     Ok(())
@@ -370,6 +397,18 @@ pub(crate) struct UringBackend {
     // memory it may still reference is unmapped.
     ring: IoUring,
     bufs: BufRing,
+    /// A second ring, without incremental consumption, for connections
+    /// that receive in bulk (a receive of a quarter buffer or more moves a
+    /// connection there for good): on the incremental ring a large message
+    /// is cut wherever the buffer it started in ends (a 16 KiB message in
+    /// two of three receives with 32 KiB buffers), and the engine then
+    /// copies it twice (kept as input, then into the reply) instead of
+    /// lending it. Small traffic stays packed in the first ring. `None`
+    /// when the first ring is not incremental (then it is the same) or the
+    /// kernel refused a second one.
+    bulk: Option<BufRing>,
+    /// Connection slots on the bulk ring (one bit each).
+    bulk_slots: Vec<u64>,
     waker: Arc<sys::EventFd>,
     wake_buf: Box<u64>,
     /// Entries that found both queues full; submitted first thing next turn.
@@ -382,7 +421,6 @@ pub(crate) struct UringBackend {
     /// The next completion of `batch` to dispatch (non-zero only when a
     /// turn ran out of time).
     batch_pos: usize,
-    buffers_returned: bool,
     /// Batched waits (`min_complete`, `min_wait_usec`), where the kernel
     /// has `IORING_FEAT_MIN_TIMEOUT`.
     batch_wait: Option<(u32, u32)>,
@@ -401,6 +439,45 @@ struct ListenerState {
 }
 
 impl UringBackend {
+    fn is_bulk(&self, slot: usize) -> bool {
+        self.bulk_slots
+            .get(slot / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    fn set_bulk(&mut self, slot: usize, on: bool) {
+        if slot / 64 >= self.bulk_slots.len() {
+            if !on {
+                return;
+            }
+            self.bulk_slots.resize(slot / 64 + 1, 0);
+        }
+        let w = &mut self.bulk_slots[slot / 64];
+        if on {
+            *w |= 1 << (slot % 64);
+        } else {
+            *w &= !(1 << (slot % 64));
+        }
+    }
+
+    /// The receive kind (and so ring) of a connection.
+    fn recv_kind(&self, token: u64) -> u64 {
+        if self.is_bulk(untoken(token).0 as usize) {
+            K_RECV_BULK
+        } else {
+            K_RECV
+        }
+    }
+
+    /// Cancels the connection's receive: on the bulk ring, and on the
+    /// first one too in case the move between them has not completed.
+    fn cancel_recvs(&mut self, token: u64) {
+        if self.recv_kind(token) == K_RECV_BULK {
+            self.cancel_ud(ud(K_RECV_BULK, token));
+        }
+        self.cancel_ud(ud(K_RECV, token));
+    }
+
     /// Cancels the request with this user data (found by the kernel by
     /// user data, not by scanning every request on the ring).
     fn cancel_ud(&mut self, user_data: u64) {
@@ -416,9 +493,23 @@ impl UringBackend {
             params.buf_count.max(1).next_power_of_two(),
             params.buf_size.max(64),
         )?;
-        bufs.register(&ring)?;
+        bufs.register(&ring, BGID, true)?;
+        let bulk = if bufs.inc {
+            let made = BufRing::new(bufs.count, bufs.size)
+                .and_then(|mut b| b.register(&ring, BGID_BULK, false).map(|()| b));
+            match made {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no bulk provided-buffer ring");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         tracing::debug!(
             incremental = bufs.inc,
+            bulk = bulk.is_some(),
             count = bufs.count,
             size = bufs.size,
             "provided-buffer ring"
@@ -427,6 +518,8 @@ impl UringBackend {
         let mut me = UringBackend {
             ring,
             bufs,
+            bulk,
+            bulk_slots: Vec::new(),
             waker,
             overflow: Vec::new(),
             wake_buf: Box::new(0),
@@ -434,7 +527,6 @@ impl UringBackend {
             retiring: 0,
             batch: Vec::with_capacity(512),
             batch_pos: 0,
-            buffers_returned: false,
             batch_wait: None,
             fixed,
         };
@@ -531,9 +623,14 @@ impl UringBackend {
     /// done (and emptied).
     fn dispatch(&mut self, f: &mut dyn FnMut(Event<'_>), clock: &TurnClock) -> bool {
         let done = self.dispatch_batch(f, clock);
-        if self.buffers_returned {
-            self.bufs.publish();
-            self.buffers_returned = false;
+        for br in std::iter::once(&mut self.bufs).chain(self.bulk.as_mut()) {
+            // Buffers whose lent slices were sent (or dropped with their
+            // connection) during the dispatch go back too.
+            br.take_back();
+            if br.returned {
+                br.publish();
+                br.returned = false;
+            }
         }
         done
     }
@@ -550,18 +647,43 @@ impl UringBackend {
             let kind = user_data >> KIND_SHIFT;
             let token = user_data & TOKEN_MASK;
             match kind {
-                K_RECV => {
+                K_RECV | K_RECV_BULK => {
+                    let bulk = kind == K_RECV_BULK && self.bulk.is_some();
+                    let br = match self.bulk.as_mut() {
+                        Some(b) if bulk => b,
+                        _ => &mut self.bufs,
+                    };
+                    let mut switch = false;
                     if res > 0 {
                         match cqueue::buffer_select(flags) {
                             Some(bid) => {
-                                let (data, done) = self.bufs.take(bid, res as usize, flags);
-                                if let Some(data) = data {
-                                    f(Event::Recv { token, data });
+                                let len = res as usize;
+                                let (start, done) = br.take(bid, len, flags);
+                                if let Some(start) = start {
+                                    // SAFETY: the kernel wrote these bytes
+                                    // with this completion and does not write
+                                    // them again until the buffer is back in
+                                    // the ring, which is not before this call
+                                    // returned and no lent slice of them is
+                                    // left; `take` checked the bounds. `Lent`s
+                                    // are only made after the handler's last
+                                    // use of `data`.
+                                    let data =
+                                        unsafe { br.lender.slice_mut(bid, start as usize, len) };
+                                    let keep = Keep {
+                                        lender: &br.lender,
+                                        bid,
+                                        start,
+                                        len: len as u32,
+                                    };
+                                    f(Event::RecvLendable { token, data, keep });
                                 }
-                                if done {
-                                    self.bufs.push(bid);
-                                    self.buffers_returned = true;
+                                if done && br.finished(bid) {
+                                    br.returned = true;
                                 }
+                                // A large receive on the incremental ring:
+                                // move the connection to the bulk ring.
+                                switch = !bulk && br.inc && len >= br.size as usize / 4;
                             }
                             None => f(Event::RecvEnd {
                                 token,
@@ -573,6 +695,14 @@ impl UringBackend {
                                 token,
                                 how: RecvEnd::Stopped,
                             });
+                        } else if switch && self.bulk.is_some() {
+                            let slot = untoken(token).0 as usize;
+                            if !self.is_bulk(slot) {
+                                self.set_bulk(slot, true);
+                                // ends with `ECANCELED` (the core re-arms it,
+                                // on the bulk ring); no data is lost
+                                self.cancel_ud(ud(K_RECV, token));
+                            }
                         }
                     } else {
                         let how = match -res {
@@ -580,8 +710,8 @@ impl UringBackend {
                             libc::ENOBUFS => {
                                 // the connection's receive is armed again
                                 // by the core; give it more buffers first
-                                if self.bufs.grow() {
-                                    self.buffers_returned = true;
+                                if br.grow() {
+                                    br.returned = true;
                                 }
                                 RecvEnd::NoBuffers
                             }
@@ -589,9 +719,10 @@ impl UringBackend {
                             e => RecvEnd::Error(e),
                         };
                         if let Some(bid) = cqueue::buffer_select(flags) {
-                            if let (_, true) = self.bufs.take(bid, 0, flags) {
-                                self.bufs.push(bid);
-                                self.buffers_returned = true;
+                            if let (_, true) = br.take(bid, 0, flags) {
+                                if br.finished(bid) {
+                                    br.returned = true;
+                                }
                             }
                         }
                         if cqueue::more(flags) && how != RecvEnd::Eof {
@@ -701,7 +832,10 @@ impl Backend for UringBackend {
 
     fn add_conn(&mut self, token: u64, sock: Sock, mode: AddMode) -> io::Result<()> {
         let fd = sock.0;
-        self.set_fixed(untoken(token).0 as usize, fd);
+        let slot = untoken(token).0 as usize;
+        self.set_fixed(slot, fd);
+        // a new connection starts on the incremental ring
+        self.set_bulk(slot, false);
         match mode {
             AddMode::Recv => self.arm_recv(token, sock),
             AddMode::Connect => {
@@ -716,14 +850,16 @@ impl Backend for UringBackend {
 
     fn arm_recv(&mut self, token: u64, sock: Sock) {
         let fd = sock.0;
-        let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
+        let kind = self.recv_kind(token);
+        let group = if kind == K_RECV_BULK { BGID_BULK } else { BGID };
+        let e = opcode::RecvMulti::new(types::Fd(fd), group)
             .build()
-            .user_data(ud(K_RECV, token));
+            .user_data(ud(kind, token));
         self.push(e);
     }
 
     fn cancel_recv(&mut self, token: u64, _sock: Sock) -> bool {
-        self.cancel_ud(ud(K_RECV, token));
+        self.cancel_recvs(token);
         false
     }
 
@@ -738,7 +874,7 @@ impl Backend for UringBackend {
         // nothing to the peer); a send or connect, rare at close, is
         // cancelled by its user data.
         if ops.recv && sys::shutdown(fd, libc::SHUT_RD).is_err() {
-            self.cancel_ud(ud(K_RECV, token));
+            self.cancel_recvs(token);
         }
         if ops.send {
             self.cancel_ud(ud(K_SEND, token));

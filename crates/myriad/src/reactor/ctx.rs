@@ -271,6 +271,37 @@ impl<'a> Ctx<'a> {
         self.lcx.core.write(self.slot, parts);
     }
 
+    /// Queues `head` then `body`, like `write_vectored(&[head, body])`,
+    /// where `body` is a slice of the bytes this `on_data` call received (a
+    /// payload echoed back): where the backend can (io_uring) and `body` is
+    /// large (2 KiB or more), it is sent from the receive buffer itself
+    /// instead of a copy, and `head` (at most 16 bytes) is put in place of
+    /// the input bytes just before `body`, which must be bytes this call
+    /// consumes (a protocol's own header). The receive buffer then stays
+    /// out of the backend's ring until the send is done; a loop lends at
+    /// most a quarter of its buffers at once. Otherwise (epoll, a filter,
+    /// `body` not in this call's input or too short, the header's bytes not
+    /// consumed, the cap reached) the bytes are copied as by `write`.
+    ///
+    /// What is sent is `body` as the input holds it when `on_data`
+    /// returns: do not change those bytes after this call.
+    ///
+    /// ```
+    /// # use myriad::{Ctx, Handler};
+    /// # struct H;
+    /// # impl Handler for H { fn on_data(&mut self, cx: &mut Ctx<'_>, d: &mut [u8]) -> usize {
+    /// // input: 4-byte length, then the payload; echo it with a 2-byte length
+    /// if d.len() >= 4 {
+    ///     let n = (d.len() - 4) as u16;
+    ///     cx.write_from_input(&n.to_be_bytes(), &d[4..]);
+    /// }
+    /// # d.len() } }
+    /// ```
+    #[inline]
+    pub fn write_from_input(&mut self, head: &[u8], body: &[u8]) {
+        self.lcx.core.write_from_input(self.slot, head, body);
+    }
+
     /// Queues a shared, immutable buffer by reference: no copy of its bytes
     /// is made, however many connections it is written to (fan-out of one
     /// encoded message). The buffer is released when the last connection

@@ -107,6 +107,7 @@ impl Reactor {
     pub(crate) fn handle_event(&mut self, ev: Event<'_>) {
         match ev {
             Event::Recv { token, data } => self.on_recv(token, data),
+            Event::RecvLendable { token, data, keep } => self.on_recv_lendable(token, data, keep),
             Event::Sent { token, res } => self.on_sent(token, res),
             Event::RecvEnd { token, how } => self.on_recv_end(token, how),
             Event::Accept { listener, res } => self.on_accept(listener, res),
@@ -346,6 +347,9 @@ impl Reactor {
         if c.input_len() == 0 {
             let n = data.len();
             let consumed = self.call(slot, |h, cx| h.on_data(cx, data)).min(n);
+            if let Some(s) = self.lend_src.as_mut() {
+                s.consumed = consumed;
+            }
             if consumed < n {
                 self.append_input(slot, &data[consumed..]);
             }

@@ -13,14 +13,16 @@
 //! lifecycle and flags), `config` (limits, services, connect options),
 //! `handle` (the thread-safe `ConnId`/`LoopHandle`), `ctx` (the handler-facing
 //! `Ctx`/`LoopCx`), `dispatch` (completions → handler calls), `timers`,
-//! `write` (queueing, back-pressure, connect) and `flush` (the end of the
-//! turn, the only place that drives the backend).
+//! `write` (queueing, back-pressure, connect), `lend` (sending slices of
+//! the input without a copy) and `flush` (the end of the turn, the only
+//! place that drives the backend).
 
 mod config;
 mod ctx;
 mod dispatch;
 mod flush;
 mod handle;
+mod lend;
 mod slot;
 mod timers;
 mod write;
@@ -109,6 +111,12 @@ pub(crate) struct Reactor {
     /// Outbound connections still connecting whose filter starts once
     /// connected (few at a time; kept out of the slot to keep it small).
     pending_filters: Vec<(u32, FilterFactory, u32)>,
+    /// The receive buffer `on_data` is handling, while slices of it may be
+    /// lent ([`Ctx::write_from_input`]).
+    lend_src: Option<lend::LendSrc>,
+    /// Reservations for lent slices, filled when `on_data` returns.
+    lends: Vec<lend::PendingLend>,
+    lend_seq: u32,
 }
 
 impl Drop for Reactor {
@@ -180,6 +188,9 @@ impl Reactor {
             scratch: Vec::new(),
             wscratch: Vec::new(),
             pending_filters: Vec::new(),
+            lend_src: None,
+            lends: Vec::new(),
+            lend_seq: 0,
         }
     }
 
