@@ -218,6 +218,20 @@ pub fn server_config(seed: u64, tls13: bool) -> Arc<rustls::ServerConfig> {
     Arc::new(cfg)
 }
 
+/// A client's configuration, its randomness from `seed`, trusting exactly
+/// the server's certificate.
+pub fn client_config(seed: u64, tls13: bool) -> rustls::ClientConfig {
+    let (cert, _) = server_identity();
+    let provider = provider(seed);
+    let algs = provider.signature_verification_algorithms;
+    rustls::ClientConfig::builder_with_details(provider, Arc::new(FixedTime))
+        .with_protocol_versions(versions(tls13))
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { cert, algs }))
+        .with_no_client_auth()
+}
+
 // ---- the scenario ----
 
 /// One client of a scenario: what it sends, in which writes (each write is
@@ -287,15 +301,7 @@ pub struct Client {
 impl Client {
     /// The client and its first words (the ClientHello).
     pub fn new(spec: ClientSpec, tls13: bool) -> (Client, Vec<u8>) {
-        let (cert, _) = server_identity();
-        let provider = provider(spec.seed ^ 0x00c1_1e47);
-        let algs = provider.signature_verification_algorithms;
-        let mut cfg = rustls::ClientConfig::builder_with_details(provider, Arc::new(FixedTime))
-            .with_protocol_versions(versions(tls13))
-            .expect("versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { cert, algs }))
-            .with_no_client_auth();
+        let mut cfg = client_config(spec.seed ^ 0x00c1_1e47, tls13);
         cfg.max_fragment_size = spec.max_fragment;
         let name = ServerName::try_from("sim.test").expect("name");
         let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");

@@ -300,7 +300,7 @@ impl Kernel for World {
             Op::Close {
                 sock: s,
                 linger_zero,
-                ..
+                last_words,
             } => {
                 if s.number() < SOCK_BASE {
                     return; // the listener
@@ -329,8 +329,13 @@ impl Kernel for World {
                 // has read everything
                 let p = &self.peers[i];
                 let unread = !p.reset && p.fed < p.script.len();
+                let broken = p.reset || p.rst_pending;
                 if let Some(j) = p.link {
                     let q = &mut self.peers[j];
+                    // the last words (a TLS alert) go out first
+                    if q.closes == 0 && !q.reset && !broken {
+                        q.script.extend_from_slice(&last_words);
+                    }
                     if (linger_zero || unread) && q.closes == 0 && !q.reset {
                         q.rst_pending = true;
                     }
