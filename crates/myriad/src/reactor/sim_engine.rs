@@ -1,7 +1,7 @@
 //! A whole engine configuration on the simulated network (issue 17, part
 //! 2): [`SimEngine`] runs an [`EngineBuilder`]'s services — their
 //! handlers, filters and limits — in one loop whose backend and sockets
-//! are the simulation's (`sim.rs`: the same world, faults and schedule
+//! are the simulation's (`sim/`: the same world, faults and schedule
 //! as the reactor's own scenarios), on this thread under a virtual clock.
 //! Listeners are simulated addresses; a connection opened through the
 //! loop's connector (`LoopCx::connect`, what a handler uses, reached here

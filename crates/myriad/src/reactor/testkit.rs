@@ -1,5 +1,5 @@
 //! What the reactor's unit tests (`tests.rs`) and its simulation
-//! (`sim.rs`) share: a reactor with one service and no backend, and one
+//! (`sim/`) share: a reactor with one service and no backend, and one
 //! fake backend plus fake sockets that turn every call the reactor makes
 //! into an [`Op`] and hand it to a [`Kernel`] — a recorder the unit tests
 //! inspect, or the simulation's world, which answers with faults.

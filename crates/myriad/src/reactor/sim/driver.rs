@@ -1,0 +1,205 @@
+//! The simulation's schedule and virtual clock (`Driver`), shared by the
+//! reactor's scenarios and `SimEngine`.
+
+use super::*;
+
+/// The simulation's schedule and virtual clock: it turns the reactor's
+/// loop — timers and posted tasks, the flush, then one batch of
+/// completions in an order of its choosing — and moves the clock on, to
+/// the next timer when nothing else is left to happen.
+pub(in crate::reactor) struct Driver {
+    rng: Rng,
+    /// Only differences of instants reach the reactor: the trace does not
+    /// depend on when the run started.
+    pub(in crate::reactor) epoch: Instant,
+    /// The virtual clock, in milliseconds since `epoch`.
+    now: u64,
+    buf: Vec<u8>,
+}
+
+impl Driver {
+    pub(in crate::reactor) fn new(rng: Rng) -> Self {
+        Driver {
+            rng,
+            epoch: Instant::now(),
+            now: 0,
+            buf: vec![0u8; 4096],
+        }
+    }
+
+    /// Turns the loop until nothing is left (no connection, no completion
+    /// to deliver, no connection to accept) or `steps` turns are spent;
+    /// the turns taken.
+    pub(in crate::reactor) fn run(
+        &mut self,
+        r: &mut Reactor,
+        be: &mut FakeBackend<World>,
+        w: &Shared,
+        steps: u64,
+    ) -> u64 {
+        for step in 0..steps {
+            let active = self.turn(r, be, w);
+            let w = w.borrow();
+            let quiet = w.accepts.is_empty() && w.pending.is_empty();
+            if quiet && r.live == 0 {
+                return step + 1;
+            }
+            if !active && quiet && !(0..w.peers.len()).any(|i| w.readable(i)) {
+                // nothing can happen before the next timer: time passes
+                // up to it
+                let next = r.next_timeout().map_or(1, |d| d.as_millis() as u64);
+                self.now += next.max(1);
+            }
+        }
+        steps
+    }
+
+    /// One turn of the loop; whether anything was delivered.
+    fn turn(&mut self, r: &mut Reactor, be: &mut FakeBackend<World>, w: &Shared) -> bool {
+        let rng = &mut self.rng;
+        r.tick(self.epoch + Duration::from_millis(self.now));
+        r.flush(be);
+        let mut active = false;
+        let accept = w.borrow().accepts.front().copied();
+        if let Some((listener, i)) = accept {
+            if rng.one_in(3) {
+                w.borrow_mut().accepts.pop_front();
+                r.set_now(self.epoch + Duration::from_millis(self.now));
+                r.handle_event(Event::Accept {
+                    listener,
+                    res: Ok(Sock::from_raw(SOCK_BASE + i as i32)),
+                });
+                active = true;
+            }
+        }
+        // one batch of completions, in an order of the simulation's choice
+        let buf = &mut self.buf;
+        for _ in 0..1 + rng.below(8) {
+            let ev = {
+                let mut w = w.borrow_mut();
+                let faults = w.faults;
+                let readable: Vec<usize> = (0..w.peers.len()).filter(|&i| w.readable(i)).collect();
+                let choice = rng.below(readable.len() + w.pending.len() + 1);
+                if choice < readable.len() {
+                    let i = readable[choice];
+                    let sync = w.sync;
+                    let p = &mut w.peers[i];
+                    let tok = p.token.unwrap_or(0);
+                    let left = p.script.len() - p.fed;
+                    let cancelling = p.cancelling;
+                    let reset_now = p.will_reset
+                        && !p.reset
+                        && p.fed
+                            >= match p.link {
+                                None => p.script.len() / 2,
+                                Some(_) => p.reset_after,
+                            };
+                    if reset_now || p.rst_pending {
+                        p.reset = true;
+                        p.rst_pending = false;
+                        p.recv_armed = false;
+                        p.eof_sent = true;
+                        if let (true, Some(j)) = (reset_now, p.link) {
+                            // the other end is reset too
+                            let q = &mut w.peers[j];
+                            if q.closes == 0 && !q.reset {
+                                q.rst_pending = true;
+                            }
+                        }
+                        Some((tok, Sim::End(RecvEnd::Error(libc::ECONNRESET))))
+                    } else if left == 0 {
+                        p.recv_armed = false;
+                        p.eof_sent = true;
+                        Some((tok, Sim::End(RecvEnd::Eof)))
+                    } else if faults && !cancelling && !sync && rng.one_in(20) {
+                        // the buffer ring ran dry: the receive ends, the
+                        // bytes wait in the socket
+                        p.recv_armed = false;
+                        Some((tok, Sim::End(RecvEnd::NoBuffers)))
+                    } else {
+                        let k = if faults {
+                            let max = if rng.one_in(2) { 8 } else { buf.len() };
+                            1 + rng.below(left.min(max))
+                        } else {
+                            left.min(buf.len())
+                        };
+                        buf[..k].copy_from_slice(&p.script[p.fed..p.fed + k]);
+                        p.fed += k;
+                        Some((tok, Sim::Data(k)))
+                    }
+                } else if choice < readable.len() + w.pending.len() {
+                    let pe = w.pending.remove(choice - readable.len());
+                    Some((pe.token(), Sim::Done(pe)))
+                } else if faults && !w.dead.is_empty() && rng.one_in(4) {
+                    // a late completion for a connection already closed
+                    let t = w.dead[rng.below(w.dead.len())];
+                    Some((t, Sim::Stale(rng.one_in(2))))
+                } else {
+                    None
+                }
+            };
+            let Some((token, what)) = ev else { continue };
+            active = true;
+            if let Sim::End(_) = what {
+                // the receive ended by itself: a cancel on its way finds
+                // nothing to cancel (no completion of its own)
+                let mut w = w.borrow_mut();
+                if w.peer(token).cancelling {
+                    w.peer(token).cancelling = false;
+                    w.pending
+                        .retain(|p| !matches!(p, Pending::RecvEnd(t, _) if *t == token));
+                }
+            }
+            w.borrow_mut().note(0x100 ^ token);
+            r.set_now(self.epoch + Duration::from_millis(self.now));
+            match what {
+                Sim::Data(k) => r.handle_event(Event::Recv {
+                    token,
+                    data: &mut buf[..k],
+                }),
+                Sim::End(how) => {
+                    w.borrow_mut().completed += 1;
+                    r.handle_event(Event::RecvEnd { token, how })
+                }
+                Sim::Done(pe) => {
+                    let mut wm = w.borrow_mut();
+                    wm.completed += 1;
+                    match pe {
+                        Pending::RecvEnd(..) => {
+                            let p = wm.peer(token);
+                            p.recv_armed = false;
+                            p.cancelling = false;
+                        }
+                        Pending::Sent(..) | Pending::Writable(..) | Pending::Connected(..) => {}
+                    }
+                    drop(wm);
+                    r.handle_event(match pe {
+                        Pending::Sent(t, res) => Event::Sent { token: t, res },
+                        Pending::RecvEnd(t, how) => Event::RecvEnd { token: t, how },
+                        Pending::Writable(t) => Event::Writable { token: t },
+                        Pending::Connected(t, res) => Event::Connected { token: t, res },
+                    })
+                }
+                Sim::Stale(false) => {
+                    buf[0] = 0xee;
+                    r.handle_event(Event::Recv {
+                        token,
+                        data: &mut buf[..1],
+                    })
+                }
+                Sim::Stale(true) => r.handle_event(Event::Connected { token, res: 0 }),
+            }
+        }
+        self.now += rng.below(3) as u64;
+        active
+    }
+}
+
+enum Sim {
+    Data(usize),
+    End(RecvEnd),
+    Done(Pending),
+    /// A late completion for a closed connection: a receive's bytes, or
+    /// (true) a connect's success.
+    Stale(bool),
+}
