@@ -108,11 +108,7 @@ fn run(seed: u64) -> Result<(), String> {
 
 #[test]
 fn tls_echo_under_faults_gives_the_unfaulted_runs_data() {
-    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
-    let range = match env("MYRIAD_SIM_SEED") {
-        Some(s) => s..s + 1,
-        None => 0..env("MYRIAD_SIM_SEEDS").unwrap_or(200),
-    };
+    let range = myriad::sim::seed_range(200);
     let mut failures = Vec::new();
     for seed in range {
         if let Err(e) = run(seed) {
@@ -318,11 +314,7 @@ fn run_engine(seed: u64) -> Result<EngineRun, String> {
 
 #[test]
 fn tls_engine_clients_over_the_simulated_engine_resume_and_negotiate() {
-    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
-    let range = match env("MYRIAD_SIM_SEED") {
-        Some(s) => s..s + 1,
-        None => 0..env("MYRIAD_SIM_SEEDS").unwrap_or(200),
-    };
+    let range = myriad::sim::seed_range(200);
     let mut failures = Vec::new();
     let (mut refused, mut resumed) = (0, 0);
     for seed in range {
@@ -342,7 +334,7 @@ fn tls_engine_clients_over_the_simulated_engine_resume_and_negotiate() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // (over the default 200 seeds: both happen, many times)
     eprintln!("{refused} clients refused by ALPN, {resumed} handshakes resumed");
-    if env("MYRIAD_SIM_SEED").is_none() {
+    if std::env::var_os("MYRIAD_SIM_SEED").is_none() {
         assert!(
             refused > 0 && resumed > 0,
             "{refused} refused, {resumed} resumed"

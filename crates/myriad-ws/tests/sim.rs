@@ -243,11 +243,7 @@ fn run(seed: u64) -> Result<(), String> {
 
 #[test]
 fn websocket_echo_under_faults_gives_the_unfaulted_runs_messages() {
-    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
-    let range = match env("MYRIAD_SIM_SEED") {
-        Some(s) => s..s + 1,
-        None => 0..env("MYRIAD_SIM_SEEDS").unwrap_or(300),
-    };
+    let range = myriad::sim::seed_range(300);
     let mut failures = Vec::new();
     for seed in range {
         if let Err(e) = run(seed) {
@@ -468,11 +464,7 @@ fn run_engine(seed: u64) -> Result<(u64, Vec<Vec<Got>>), String> {
 
 #[test]
 fn websocket_engine_clients_over_the_simulated_engine_get_their_echo() {
-    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
-    let range = match env("MYRIAD_SIM_SEED") {
-        Some(s) => s..s + 1,
-        None => 0..env("MYRIAD_SIM_SEEDS").unwrap_or(300),
-    };
+    let range = myriad::sim::seed_range(300);
     let mut failures = Vec::new();
     for seed in range {
         let verdict = match (run_engine(seed), run_engine(seed)) {
