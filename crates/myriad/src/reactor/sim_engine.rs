@@ -59,11 +59,9 @@ pub struct SimOutcome {
 impl SimEngine {
     pub(crate) fn new(b: EngineBuilder, seed: u64, faults: bool) -> Result<Self, Error> {
         let mut rng = Rng(seed ^ 0x51e6_e261_9e5e_ed00);
-        let w: Shared = Rc::new(RefCell::new(World::new(
-            rng.one_in(2),
-            faults,
-            Rng(seed ^ 0x5eed),
-        )));
+        let mut world = World::new(rng.one_in(2), faults, Rng(seed ^ 0x5eed));
+        world.accept_faults = faults;
+        let w: Shared = Rc::new(RefCell::new(world));
         let closes: Arc<Mutex<HashMap<u64, u32>>> = Default::default();
         let plan = b.plan();
         let mut services = b.service_rts(&plan);
@@ -205,10 +203,18 @@ impl SimEngine {
         let closes = self.closes.lock().unwrap_or_else(|p| p.into_inner());
         let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
         check(&self.w.borrow(), &closes, &counted, &self.r)?;
-        let open = self.stats().open;
-        if open != 0 {
-            return Err(format!("{open} connections counted open at the end"));
+        let st = self.stats();
+        if st.open != 0 {
+            return Err(format!("{} connections counted open at the end", st.open));
         }
+        let w = self.w.borrow();
+        if (st.err_accept, st.refused_fd_limit) != (w.accept_failures, w.rejected) {
+            return Err(format!(
+                "accept errors and refusals counted {}, {}; happened {}, {}",
+                st.err_accept, st.refused_fd_limit, w.accept_failures, w.rejected
+            ));
+        }
+        drop(w);
         Ok(SimOutcome {
             trace: self.w.borrow().trace,
             turns,

@@ -110,6 +110,11 @@ pub(super) trait Kernel {
     fn send(&mut self, token: u64, bytes: Vec<u8>) -> SendOutcome;
     /// A new outbound socket, its connect started.
     fn connect(&mut self, addr: SocketAddr) -> io::Result<Sock>;
+    /// Out of descriptors: up to `max` connections waiting on `listener`
+    /// closed unaccepted; how many.
+    fn reject_pending(&mut self, _listener: Sock, _max: usize) -> usize {
+        0
+    }
 }
 
 /// A [`Backend`] that hands every call to its kernel.
@@ -190,8 +195,8 @@ impl<K: Kernel> Sockets for FakeSockets<K> {
             last_words: last_words.iter().flat_map(|b| b.iter().copied()).collect(),
         });
     }
-    fn reject_pending(&mut self, _listener: Sock, _max: usize) -> usize {
-        0
+    fn reject_pending(&mut self, listener: Sock, max: usize) -> usize {
+        self.0.borrow_mut().reject_pending(listener, max)
     }
 }
 

@@ -44,7 +44,10 @@ impl Driver {
             if quiet && r.live == 0 {
                 return step + 1;
             }
-            if !active && quiet && !(0..w.peers.len()).any(|i| w.readable(i)) {
+            // (connections waiting on a listener whose accepting stopped
+            // wait for its retry timer)
+            let stuck = w.accept_waiting().is_none() && w.pending.is_empty();
+            if !active && stuck && !(0..w.peers.len()).any(|i| w.readable(i)) {
                 // nothing can happen before the next timer: time passes
                 // up to it
                 let next = r.next_timeout().map_or(1, |d| d.as_millis() as u64);
@@ -60,15 +63,22 @@ impl Driver {
         r.tick(self.epoch + Duration::from_millis(self.now));
         r.flush(be);
         let mut active = false;
-        let accept = w.borrow().accepts.front().copied();
+        let accept = w.borrow().accept_waiting();
         if let Some((listener, i)) = accept {
             if rng.one_in(3) {
-                w.borrow_mut().accepts.pop_front();
                 r.set_now(self.epoch + Duration::from_millis(self.now));
-                r.handle_event(Event::Accept {
-                    listener,
-                    res: Ok(Sock::from_raw(SOCK_BASE + i as i32)),
-                });
+                let fail = w.borrow().accept_faults && rng.one_in(24);
+                let res = if fail {
+                    // out of descriptors: the reactor closes what waits
+                    // (reject_pending) and retries later
+                    let errno = [libc::EMFILE, libc::ENFILE][rng.below(2)];
+                    w.borrow_mut().accept_failed(listener, errno);
+                    Err(errno)
+                } else {
+                    w.borrow_mut().accepted(listener, i);
+                    Ok(Sock::from_raw(SOCK_BASE + i as i32))
+                };
+                r.handle_event(Event::Accept { listener, res });
                 active = true;
             }
         }

@@ -97,20 +97,13 @@ impl Kernel for World {
             }
             Op::RemoveListener(l) => {
                 // connections still waiting are refused: closed unaccepted
-                let mut left = std::collections::VecDeque::new();
-                while let Some((li, s)) = self.accepts.pop_front() {
-                    if li == l {
-                        self.peers[s].closes += 1;
-                        if let Some(j) = self.peers[s].link {
-                            self.peers[j].rst_pending = true;
-                        }
-                    } else {
-                        left.push_back((li, s));
-                    }
-                }
-                self.accepts = left;
+                self.refuse_waiting(l, usize::MAX);
             }
-            Op::ArmAccept(_) | Op::SetNodelay(_) => {}
+            Op::ArmAccept(l) => {
+                self.note(10 ^ (l as u64) << 8);
+                self.accept_paused.retain(|&x| x != l);
+            }
+            Op::SetNodelay(_) => {}
             Op::CancelRecv(_) | Op::CancelAll(..) | Op::Send(..) | Op::Connect(_) => {
                 unreachable!("answered by their own methods")
             }
@@ -214,6 +207,15 @@ impl Kernel for World {
         }
         SendOutcome::InFlight
     }
+    fn reject_pending(&mut self, listener: Sock, max: usize) -> usize {
+        // the reactor scenarios' one listener is `LISTENER` (no number),
+        // the engine's listener i is socket i
+        let l = usize::try_from(listener.number()).unwrap_or(0);
+        let n = self.refuse_waiting(l, max);
+        self.rejected += n as u64;
+        self.note(11 ^ (n as u64) << 8);
+        n
+    }
     /// A new socket; when `addr` is a listener's, the connection it will
     /// accept is linked to it (each gets what the other sends), else the
     /// connect is refused.
@@ -239,5 +241,50 @@ impl Kernel for World {
             self.accepts.push_back((l, i + 1));
         }
         Ok(Sock::from_raw(SOCK_BASE + i as i32))
+    }
+}
+
+impl World {
+    /// Closes up to `max` connections waiting on listener `l` unaccepted
+    /// (their clients see a reset); how many.
+    fn refuse_waiting(&mut self, l: usize, max: usize) -> usize {
+        let mut n = 0;
+        let mut left = std::collections::VecDeque::new();
+        while let Some((li, s)) = self.accepts.pop_front() {
+            if li == l && n < max {
+                n += 1;
+                self.peers[s].closes += 1;
+                if let Some(j) = self.peers[s].link {
+                    self.peers[j].rst_pending = true;
+                }
+            } else {
+                left.push_back((li, s));
+            }
+        }
+        self.accepts = left;
+        n
+    }
+
+    /// Whether a connection waits on a listener that is accepting.
+    pub(super) fn accept_waiting(&self) -> Option<(usize, usize)> {
+        self.accepts
+            .iter()
+            .copied()
+            .find(|(l, _)| !self.accept_paused.contains(l))
+    }
+
+    /// The accept of `(listener, socket)` failed for want of descriptors:
+    /// the listener stops accepting until the reactor arms it again.
+    pub(super) fn accept_failed(&mut self, listener: usize, errno: i32) {
+        self.note(12 ^ (listener as u64) << 8 ^ (errno as u64) << 40);
+        self.accept_failures += 1;
+        self.accept_paused.push(listener);
+    }
+
+    /// `(listener, socket)` is accepted: off the queue.
+    pub(super) fn accepted(&mut self, listener: usize, sock: usize) {
+        if let Some(k) = self.accepts.iter().position(|&a| a == (listener, sock)) {
+            self.accepts.remove(k);
+        }
     }
 }

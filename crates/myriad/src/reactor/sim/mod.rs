@@ -173,6 +173,18 @@ pub(super) struct World {
     pub(super) faults: bool,
     /// Connections waiting to be accepted: (listener, socket).
     accepts: std::collections::VecDeque<(usize, usize)>,
+    /// Whether an accept may fail for want of descriptors (`EMFILE`,
+    /// `ENFILE`): only where both ends are engine connections
+    /// (`SimEngine`), whose client sees the refusal as a reset; scripted
+    /// peers expect to be served.
+    pub(super) accept_faults: bool,
+    /// Listeners whose accepting stopped at such an error, until the
+    /// reactor arms it again (as a real backend's multishot accept ends).
+    accept_paused: Vec<usize>,
+    /// Connections closed unaccepted by `reject_pending`.
+    pub(super) rejected: u64,
+    /// Accepts failed for want of descriptors.
+    pub(super) accept_failures: u64,
     /// The listeners' simulated addresses, by listener index (the
     /// reactor's connect reaches the listener whose address it names).
     pub(super) listen_addrs: Vec<SocketAddr>,
