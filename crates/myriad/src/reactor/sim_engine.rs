@@ -299,30 +299,29 @@ impl Handler for Client {
     }
 }
 
-/// Runs seed `seed` of the engine-level echo scenario: an engine with an
-/// echo service (the reactor scenario's frame echo, random high-water
-/// mark and linger) on the simulated network, and 1 to 6 clients made by
-/// the engine's own connector, each sending a random script (in pieces,
-/// over timers) and reading it back; one in ten connects to an address
-/// nothing listens on. Checks [`SimEngine::run`]'s invariants, and that
-/// each client was refused (when it should be) or the server got a prefix
-/// of its script in order, exactly once, and the client a prefix of that —
-/// all of it unless the connection reports an error. The trace hash.
-pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
-    let mut rng = Rng(seed);
-    let seen = Arc::new(Mutex::new(super::sim::Seen::default()));
-    let seen2 = seen.clone();
-    let addr: SocketAddr = ([192, 0, 2, 2], 0).into();
-    let service = Service::new("echo", addr, move || super::sim::Echo {
-        seen: seen2.clone(),
+/// The echo service of [`run_echo`] (the reactor scenario's frame echo),
+/// with a random high-water mark and linger drawn from `rng`.
+fn echo_service(rng: &mut Rng, addr: SocketAddr, seen: Arc<Mutex<super::sim::Seen>>) -> Service {
+    Service::new("echo", addr, move || super::sim::Echo {
+        seen: seen.clone(),
     })
     .write_high_water(1 + rng.below(8192))
-    .linger([None, Some(Duration::from_millis(50))][rng.below(2)]);
-    let mut sim = EngineBuilder::default()
-        .service(service)
-        .simulate(seed)
-        .map_err(|e| e.to_string())?;
-    let addr = sim.local_addrs(0)[0];
+    .linger([None, Some(Duration::from_millis(50))][rng.below(2)])
+}
+
+/// One seed's clients of [`run_echo`], drawn from `rng`: 1 to 6, each
+/// with a random script sent in pieces over timers, half-closing or not,
+/// one in ten addressed to `refused` (nothing listens there); some start
+/// from an earlier one's `on_close`.
+struct EchoClients {
+    scripts: Vec<Vec<u8>>,
+    refused: Vec<bool>,
+    /// Those started at once, each carrying those it starts when it closes.
+    roots: Vec<(SocketAddr, ConnectOptions, Client)>,
+    ends: Arc<Mutex<Vec<(usize, ClientEnd)>>>,
+}
+
+fn echo_clients(rng: &mut Rng, addr: SocketAddr, refused_addr: SocketAddr) -> EchoClients {
     let ends: Arc<Mutex<Vec<(usize, ClientEnd)>>> = Default::default();
     let n = 1 + rng.below(6);
     let mut scripts = Vec::new();
@@ -345,7 +344,7 @@ pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
         cuts.sort_unstable();
         let to = if rng.one_in(10) {
             refused.push(true);
-            SocketAddr::from(([192, 0, 2, 3], 9))
+            refused_addr
         } else {
             refused.push(false);
             addr
@@ -382,55 +381,160 @@ pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
             None => clients[k] = Some(c),
         }
     }
-    for (to, opts, client) in clients.into_iter().flatten() {
+    EchoClients {
+        scripts,
+        refused,
+        roots: clients.into_iter().flatten().collect(),
+        ends,
+    }
+}
+
+impl EchoClients {
+    /// Each client ended once, refused when it should be; otherwise the
+    /// server got (`served`, where known) a prefix of its script in order,
+    /// exactly once, and the client a prefix of that — all of it when it
+    /// closed cleanly. With `clean`, every client not refused must have
+    /// closed cleanly (no faults: loopback).
+    fn check(&self, served: &dyn Fn(ConnId) -> Option<Vec<u8>>, clean: bool) -> Result<(), String> {
+        let ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let mut once = vec![0u32; self.scripts.len()];
+        for (i, _) in ends.iter() {
+            once[*i] += 1;
+        }
+        if let Some(i) = once.iter().position(|&k| k != 1) {
+            return Err(format!("client {i}: on_close {} times", once[i]));
+        }
+        for (i, end) in ends.iter() {
+            let (i, script) = (*i, &self.scripts[*i]);
+            if self.refused[i] {
+                if !matches!(end.reason, CloseReason::ConnectFailed(_)) {
+                    return Err(format!("client {i}: {:?}, not refused", end.reason));
+                }
+                continue;
+            }
+            let data = served(end.id);
+            let data = data.as_deref().unwrap_or(&script[..]);
+            if !script.starts_with(data) || !data.starts_with(&end.got) {
+                return Err(format!(
+                    "client {i}: bytes out of order ({} sent, {} served, {} back, {:?})",
+                    script.len(),
+                    data.len(),
+                    end.got.len(),
+                    end.reason
+                ));
+            }
+            let closed_clean = matches!(end.reason, CloseReason::Local | CloseReason::PeerClosed);
+            if clean && !closed_clean {
+                return Err(format!("client {i}: {:?} without faults", end.reason));
+            }
+            if closed_clean && end.got != *script {
+                return Err(format!(
+                    "client {i}: closed cleanly with {} bytes of {} back ({} served)",
+                    end.got.len(),
+                    script.len(),
+                    data.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs seed `seed` of the engine-level echo scenario: an engine with an
+/// echo service ([`echo_service`]) on the simulated network and the
+/// clients of [`echo_clients`], made by the engine's own connector.
+/// Checks [`SimEngine::run`]'s invariants and [`EchoClients::check`] (the
+/// server's side of each connection from its echo handler's record). The
+/// trace hash.
+pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
+    let mut rng = Rng(seed);
+    let seen = Arc::new(Mutex::new(super::sim::Seen::default()));
+    let service = echo_service(&mut rng, ([192, 0, 2, 2], 0).into(), seen.clone());
+    let mut sim = EngineBuilder::default()
+        .service(service)
+        .simulate(seed)
+        .map_err(|e| e.to_string())?;
+    let addr = sim.local_addrs(0)[0];
+    let mut clients = echo_clients(&mut rng, addr, ([192, 0, 2, 3], 9).into());
+    for (to, opts, client) in std::mem::take(&mut clients.roots) {
         sim.connect(to, opts, client);
     }
     let out = sim.run(500_000)?;
-    let ends = ends.lock().unwrap_or_else(|p| p.into_inner());
-    let mut once = vec![0u32; n];
-    for (i, _) in ends.iter() {
-        once[*i] += 1;
-    }
-    if let Some(i) = once.iter().position(|&k| k != 1) {
-        return Err(format!("client {i}: on_close {} times", once[i]));
-    }
-    let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-    for (i, end) in ends.iter() {
-        let (i, script) = (*i, &scripts[*i]);
-        if refused[i] {
-            if !matches!(end.reason, CloseReason::ConnectFailed(_)) {
-                return Err(format!("client {i}: {:?}, not refused", end.reason));
-            }
-            continue;
-        }
-        let server = sim.peer_of(end.id).map(|s| s.as_u64() & TOKEN_MASK);
-        let data = server
-            .and_then(|t| seen.data.get(&t))
-            .map_or(&[][..], |d| &d[..]);
-        if !script.starts_with(data) || !data.starts_with(&end.got) {
-            return Err(format!(
-                "client {i}: bytes out of order ({} sent, {} served, {} back, {:?})",
-                script.len(),
-                data.len(),
-                end.got.len(),
-                end.reason
-            ));
-        }
-        let clean = matches!(end.reason, CloseReason::Local | CloseReason::PeerClosed);
-        if clean && end.got != *script {
-            return Err(format!(
-                "client {i}: closed cleanly with {} bytes of {} back ({} served)",
-                end.got.len(),
-                script.len(),
-                data.len()
-            ));
-        }
-    }
+    let served = |id: ConnId| {
+        let t = sim.peer_of(id)?.as_u64() & TOKEN_MASK;
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        Some(seen.data.get(&t).cloned().unwrap_or_default())
+    };
+    clients.check(&served, false)?;
     Ok(out.trace)
+}
+
+/// The loopback twin of [`run_echo`]: the same seed's service and clients
+/// on a real [`Engine`](crate::Engine) over 127.0.0.1 (backend `kind`,
+/// one loop), the refused clients sent to a port nothing listens on.
+/// Without faults every client must end cleanly with its whole echo.
+#[cfg(test)]
+fn run_echo_loopback(seed: u64, kind: crate::BackendKind) -> Result<(), String> {
+    let mut rng = Rng(seed);
+    let seen = Arc::new(Mutex::new(super::sim::Seen::default()));
+    let service = echo_service(&mut rng, ([127, 0, 0, 1], 0).into(), seen);
+    let engine = EngineBuilder::default()
+        .threads(1)
+        .backend(kind)
+        .service(service)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let addr = engine.local_addrs(0)[0];
+    // a port bound but not listening (kept until the end, so that nothing
+    // else takes it): connects to it are refused
+    let refuser = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .and_then(|s| {
+            s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+            Ok(s)
+        })
+        .map_err(|e| e.to_string())?;
+    let refused_addr = refuser
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or("no address")?;
+    let mut clients = echo_clients(&mut rng, addr, refused_addr);
+    for (to, opts, client) in std::mem::take(&mut clients.roots) {
+        engine.loop_handle(0).connect(to, opts, client);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = clients.ends.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if done == clients.scripts.len() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    engine.shutdown(Duration::from_secs(1));
+    drop(refuser);
+    clients.check(&|_| None, true)
 }
 
 #[cfg(test)]
 #[test]
 fn engine_echo_over_the_simulated_network_keeps_its_invariants() {
     super::sim::check_seeds(run_echo, "engine_echo");
+}
+
+#[cfg(test)]
+#[test]
+fn engine_echo_scenarios_run_the_same_on_loopback() {
+    // fewer seeds: real sockets and timers (each seed's pieces are up to
+    // 20 ms apart)
+    let mut failures = Vec::new();
+    for seed in super::sim::seed_range(300).step_by(10) {
+        for kind in [crate::BackendKind::IoUring, crate::BackendKind::Epoll] {
+            if let Err(e) = run_echo_loopback(seed, kind) {
+                failures.push(format!(
+                    "seed {seed} on {kind:?}: {e} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad --features sim --lib loopback)"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
