@@ -48,9 +48,19 @@ impl Driver {
             // wait for its retry timer)
             let stuck = w.accept_waiting().is_none() && w.pending.is_empty();
             if !active && stuck && !(0..w.peers.len()).any(|i| w.readable(i)) {
-                // nothing can happen before the next timer: time passes
-                // up to it
-                let next = r.next_timeout().map_or(1, |d| d.as_millis() as u64);
+                // nothing can happen before the next timer or the end of
+                // a clog: time passes up to it
+                let timer = r.next_timeout().map(|d| d.as_millis() as u64);
+                let unclog = w
+                    .peers
+                    .iter()
+                    .filter(|p| p.clogged_until > self.now)
+                    .map(|p| p.clogged_until - self.now)
+                    .min();
+                let next = match (timer, unclog) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b).unwrap_or(1),
+                };
                 self.now += next.max(1);
             }
         }
@@ -60,6 +70,7 @@ impl Driver {
     /// One turn of the loop; whether anything was delivered.
     fn turn(&mut self, r: &mut Reactor, be: &mut FakeBackend<World>, w: &Shared) -> bool {
         let rng = &mut self.rng;
+        w.borrow_mut().now = self.now;
         r.tick(self.epoch + Duration::from_millis(self.now));
         r.flush(be);
         let mut active = false;
@@ -92,6 +103,15 @@ impl Driver {
                 let choice = rng.below(readable.len() + w.pending.len() + 1);
                 if choice < readable.len() {
                     let i = readable[choice];
+                    if faults && w.peers[i].link.is_some() && rng.one_in(64) {
+                        // clogging between two engine connections (as
+                        // between hosts): this direction delivers nothing
+                        // for up to 200 ms of virtual time, then all of it
+                        let until = w.now + 1 + rng.below(200) as u64;
+                        w.peers[i].clogged_until = until;
+                        w.note(13 ^ (i as u64) << 8 ^ until << 32);
+                        continue;
+                    }
                     let sync = w.sync;
                     let p = &mut w.peers[i];
                     let tok = p.token.unwrap_or(0);

@@ -149,6 +149,10 @@ pub(super) struct Peer {
     /// The other end reset the connection (or closed it with our bytes
     /// unread): the next receive ends with `ECONNRESET`, sends fail.
     rst_pending: bool,
+    /// Clogged (an injected fault between two engine connections, as
+    /// between hosts): nothing reaches this end before this virtual
+    /// millisecond; nothing is lost.
+    clogged_until: u64,
 }
 
 #[derive(Default)]
@@ -173,6 +177,8 @@ pub(super) struct World {
     pub(super) faults: bool,
     /// Connections waiting to be accepted: (listener, socket).
     accepts: std::collections::VecDeque<(usize, usize)>,
+    /// The virtual clock (ms), as the driver last set it.
+    pub(super) now: u64,
     /// Whether an accept may fail for want of descriptors (`EMFILE`,
     /// `ENFILE`): only where both ends are engine connections
     /// (`SimEngine`), whose client sees the refusal as a reset; scripted
@@ -225,7 +231,7 @@ impl World {
     /// it is done.
     fn readable(&self, i: usize) -> bool {
         let p = &self.peers[i];
-        if !p.recv_armed || p.eof_sent || p.token.is_none() {
+        if !p.recv_armed || p.eof_sent || p.token.is_none() || p.clogged_until > self.now {
             return false;
         }
         if p.rst_pending || p.fed < p.script.len() {
