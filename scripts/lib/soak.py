@@ -99,6 +99,40 @@ def scrape(url):
     return sums["myriad_connections_open"], sums["myriad_timers"], sums["myriad_queued_bytes"]
 
 
+# The io_uring provided-buffer rings' buffer areas: one anonymous mapping of
+# 512 x 32 KiB per ring (the engine's default), two rings per loop (the
+# packed one and the bulk one); their pages count in RSS once the kernel has
+# received into them.
+RING_AREA_KB = 512 * 32
+
+
+def rss_split(pid):
+    """(RSS of the receive-buffer ring areas, RSS of the rest) in KiB, from
+    /proc/PID/smaps; None if unreadable. Tells a creep of the rings (buffers
+    entering circulation as the rings grow) from one of the heap."""
+    rings = other = 0
+    size = 0
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                field = line.split()
+                if not field:
+                    continue
+                if not line[0].isupper() or ":" not in field[0]:
+                    size = 0  # a mapping's first line: address range, perms, ...
+                    continue
+                if field[0] == "Size:":
+                    size = int(field[1])
+                elif field[0] == "Rss:":
+                    if size == RING_AREA_KB:
+                        rings += int(field[1])
+                    else:
+                        other += int(field[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return rings, other
+
+
 def server_state(pid):
     """None if the process is gone or a zombie, else its RSS in KiB."""
     try:
@@ -535,7 +569,9 @@ def main():
             samples.append(s)
             with totals.lock:
                 v, e = totals.verified, totals.errors
-            log(f"t={t}s rss_kb={rss} open={o} timers={tm} queued_bytes={q} verified={v} errors={e}")
+            split = rss_split(a.server_pid)
+            parts = f" (rings {split[0]}, rest {split[1]})" if split else ""
+            log(f"t={t}s rss_kb={rss}{parts} open={o} timers={tm} queued_bytes={q} verified={v} errors={e}")
             if t >= warmup and baseline is None:
                 baseline = rss
                 log(f"soak: warm-up over, rss baseline {rss} kB")
