@@ -246,7 +246,8 @@ fn run_engine(seed: u64) -> Result<EngineRun, String> {
         .filter(move || acceptor.filter());
     let mut sim = myriad::Engine::builder()
         .service(service)
-        .simulate(seed)
+        // 1 to 3 loops: a client's session resumed on whichever accepts it
+        .simulate(seed, 1 + (seed % 3) as usize)
         .map_err(|e| e.to_string())?;
     let ends: Ends = Default::default();
     let n = 1 + rng.below(4);
@@ -268,7 +269,8 @@ fn run_engine(seed: u64) -> Result<EngineRun, String> {
         }));
     }
     if let Some(first) = chain {
-        sim.connect(TLS_ADDR.into(), opts.clone(), *first);
+        let lp = (seed / 3) as usize % sim.loop_count();
+        sim.connect(lp, TLS_ADDR.into(), opts.clone(), *first);
     }
     let out = sim.run(1_000_000)?;
     let ends = ends.lock().map_err(|_| "poisoned")?.clone();

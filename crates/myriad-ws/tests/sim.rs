@@ -404,7 +404,8 @@ fn run_engine(seed: u64) -> Result<(u64, Vec<Vec<Got>>), String> {
     let addr: std::net::SocketAddr = ([192, 0, 2, 2], 80).into();
     let mut sim = myriad::Engine::builder()
         .service(ws.service("ws-echo", addr, || Echo))
-        .simulate(seed)
+        // 1 to 3 loops: the server's connections on any of them
+        .simulate(seed, 1 + (seed % 3) as usize)
         .map_err(|e| e.to_string())?;
     let mut clients = Vec::new();
     for i in 0..1 + rng.below(4) {
@@ -436,7 +437,8 @@ fn run_engine(seed: u64) -> Result<(u64, Vec<Vec<Got>>), String> {
                 closed: closed.clone(),
             },
         );
-        sim.connect(addr, myriad::ConnectOptions::default(), client);
+        let lp = i % sim.loop_count();
+        sim.connect(lp, addr, myriad::ConnectOptions::default(), client);
         clients.push((msgs, got, closed));
     }
     let out = sim.run(500_000)?;

@@ -790,18 +790,27 @@ impl EngineBuilder {
     }
 
     /// Runs this configuration — its services with their handlers,
-    /// filters and limits, on simulated addresses — in one loop on a
-    /// simulated network under the seed's faults and a virtual clock,
-    /// on this thread (feature `sim`; see [`crate::sim::SimEngine`]).
-    /// Port 0 addresses get ports of their own; the loop is loop 0 of one.
-    #[cfg(any(test, feature = "sim"))]
-    #[doc(hidden)]
+    /// filters and limits, on simulated addresses — in `loops` loops on a
+    /// simulated network under the seed's faults and a virtual clock, all
+    /// turned on this thread (feature `sim`; see
+    /// [`crate::sim::SimEngine`]). Every loop listens on every address
+    /// (as with `SO_REUSEPORT`); port 0 addresses get ports of their own.
+    /// The number of loops is an argument rather than
+    /// [`EngineBuilder::threads`], whose default is the machine's core
+    /// count: a seed must mean the same run on every machine.
     ///
     /// # Errors
     ///
-    /// The loop's waker (an eventfd) cannot be made.
-    pub fn simulate(self, seed: u64) -> Result<crate::reactor::sim_engine::SimEngine, Error> {
-        crate::reactor::sim_engine::SimEngine::new(self, seed, true)
+    /// `loops` is not 1..=255, or a loop's waker (an eventfd) cannot be
+    /// made.
+    #[cfg(any(test, feature = "sim"))]
+    #[doc(hidden)]
+    pub fn simulate(
+        self,
+        seed: u64,
+        loops: usize,
+    ) -> Result<crate::reactor::sim_engine::SimEngine, Error> {
+        crate::reactor::sim_engine::SimEngine::new(self, seed, true, loops)
     }
 }
 

@@ -1,8 +1,9 @@
 //! A whole engine configuration on the simulated network (issue 17, part
 //! 2): [`SimEngine`] runs an [`EngineBuilder`]'s services — their
-//! handlers, filters and limits — in one loop whose backend and sockets
-//! are the simulation's (`sim/`: the same world, faults and schedule
-//! as the reactor's own scenarios), on this thread under a virtual clock.
+//! handlers, filters and limits — in one or more loops whose backend and
+//! sockets are the simulation's (`sim/`: the same world, faults and
+//! schedule as the reactor's own scenarios), all turned on this thread
+//! under a virtual clock.
 //! Listeners are simulated addresses; a connection opened through the
 //! loop's connector (`LoopCx::connect`, what a handler uses, reached here
 //! through `LoopHandle::connect`) to one of them is accepted by it, and
@@ -34,10 +35,11 @@ const TOKEN_MASK: u64 = (1 << 56) - 1;
 /// module documentation). Made by [`EngineBuilder::simulate`].
 pub struct SimEngine {
     w: Shared,
-    r: Reactor,
-    be: FakeBackend<World>,
+    /// The loops, loop k's reactor `rs[k]` flushed into `bes[k]`.
+    rs: Vec<Reactor>,
+    bes: Vec<FakeBackend<World>>,
     driver: Driver,
-    handle: LoopHandle,
+    handles: Vec<LoopHandle>,
     local_addrs: Vec<Vec<SocketAddr>>,
     /// `on_close` calls by token (services' handlers and the handlers of
     /// [`SimEngine::connect`] are wrapped to count them).
@@ -57,49 +59,62 @@ pub struct SimOutcome {
 }
 
 impl SimEngine {
-    pub(crate) fn new(b: EngineBuilder, seed: u64, faults: bool) -> Result<Self, Error> {
+    pub(crate) fn new(
+        b: EngineBuilder,
+        seed: u64,
+        faults: bool,
+        loops: usize,
+    ) -> Result<Self, Error> {
+        if loops == 0 || loops > 255 {
+            return Err(Error::Config(format!("loops must be 1..=255, got {loops}")));
+        }
         let mut rng = Rng(seed ^ 0x51e6_e261_9e5e_ed00);
         let mut world = World::new(rng.one_in(2), faults, Rng(seed ^ 0x5eed));
         world.accept_faults = faults;
+        world.loops = loops;
         let w: Shared = Rc::new(RefCell::new(world));
         let closes: Arc<Mutex<HashMap<u64, u32>>> = Default::default();
         let plan = b.plan();
-        let mut services = b.service_rts(&plan);
-        for s in &mut services {
-            let (inner, closes) = (s.factory.clone(), closes.clone());
-            s.factory = Arc::new(move || {
-                Box::new(Counted {
-                    inner: inner(),
-                    closes: closes.clone(),
-                }) as Box<dyn Handler>
-            });
-        }
-        let waker = Waker::new().map_err(|source| Error::Io {
-            context: "eventfd",
-            source,
-        })?;
-        let shared = LoopShared::new(Arc::new(waker));
-        let (tx, rx) = mpsc::channel();
-        let handle = LoopHandle::new(0, tx, shared.clone());
-        let loops = Arc::new(OnceLock::new());
-        let _ = loops.set(vec![handle.clone()]);
         let driver = Driver::new(Rng(rng.next()));
         let (chunk_size, outbound, max_queued) = b.reactor_settings();
-        let mut r = Reactor::new(
-            0,
-            shared,
-            rx,
-            loops,
-            services,
-            plan.limits,
-            chunk_size,
-            outbound,
-            max_queued,
-            Box::new(FakeSockets(w.clone())),
-            driver.epoch,
-        );
-        // Every address a listener of its own (a loop's share of a real
-        // engine's); port 0 gets a free port.
+        let cell = Arc::new(OnceLock::new());
+        let mut handles = Vec::new();
+        let mut rs = Vec::new();
+        for idx in 0..loops {
+            let mut services = b.service_rts(&plan);
+            for s in &mut services {
+                let (inner, closes) = (s.factory.clone(), closes.clone());
+                s.factory = Arc::new(move || {
+                    Box::new(Counted {
+                        inner: inner(),
+                        closes: closes.clone(),
+                    }) as Box<dyn Handler>
+                });
+            }
+            let waker = Waker::new().map_err(|source| Error::Io {
+                context: "eventfd",
+                source,
+            })?;
+            let shared = LoopShared::new(Arc::new(waker));
+            let (tx, rx) = mpsc::channel();
+            handles.push(LoopHandle::new(idx, tx, shared.clone()));
+            rs.push(Reactor::new(
+                idx as u32,
+                shared,
+                rx,
+                cell.clone(),
+                services,
+                plan.limits.clone(),
+                chunk_size,
+                outbound,
+                max_queued,
+                Box::new(FakeSockets(w.clone())),
+                driver.epoch,
+            ));
+        }
+        let _ = cell.set(handles.clone());
+        // Every address a listener of its own on every loop (as with
+        // SO_REUSEPORT); port 0 gets a free port.
         let mut local_addrs = Vec::new();
         let mut port = 40_000;
         for (si, addrs) in b.service_addrs().into_iter().enumerate() {
@@ -113,24 +128,28 @@ impl SimEngine {
                         a.set_port(port);
                     }
                 }
-                let li = r.listeners.len();
-                r.listeners.push(ListenerRt {
-                    sock: Sock::from_raw(li as i32),
-                    service: si as u16,
-                    paused: false,
-                    removed: false,
-                });
+                let li = rs[0].listeners.len();
+                for r in &mut rs {
+                    r.listeners.push(ListenerRt {
+                        sock: Sock::from_raw(li as i32),
+                        service: si as u16,
+                        paused: false,
+                        removed: false,
+                    });
+                }
                 wm.listen_addrs.push(a);
                 resolved.push(a);
             }
             local_addrs.push(resolved);
         }
         Ok(SimEngine {
-            be: FakeBackend(w.clone()),
+            bes: (0..loops)
+                .map(|k| FakeBackend(w.clone(), (k as u64) << 56))
+                .collect(),
             w,
-            r,
+            rs,
             driver,
-            handle,
+            handles,
             local_addrs,
             closes,
             counted: Default::default(),
@@ -142,52 +161,71 @@ impl SimEngine {
         self.local_addrs.get(service).map_or(&[], |v| v.as_slice())
     }
 
-    /// The handle of the simulated loop (post to it, connect on it).
-    pub fn loop_handle(&self) -> &LoopHandle {
-        &self.handle
+    /// The handle of simulated loop `i` (post to it, connect on it).
+    ///
+    /// # Panics
+    ///
+    /// If there is no loop `i`.
+    pub fn loop_handle(&self, i: usize) -> &LoopHandle {
+        &self.handles[i]
     }
 
-    /// Opens an outbound connection through the loop's connector (as
+    /// The number of simulated loops.
+    pub fn loop_count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Opens an outbound connection through loop `lp`'s connector (as
     /// [`LoopHandle::connect`] does, at the next turn), its handler's
-    /// `on_close` counted for the checks.
+    /// `on_close` counted for the checks; false if there is no loop `lp`.
     pub fn connect<H: Handler + Send>(
         &self,
+        lp: usize,
         addr: SocketAddr,
         opts: ConnectOptions,
         handler: H,
     ) -> bool {
+        let Some(handle) = self.handles.get(lp) else {
+            return false;
+        };
         let (closes, counted) = (self.closes.clone(), self.counted.clone());
-        self.handle.post(move |lcx| {
+        handle.post(move |lcx| {
             let h = Box::new(Counted {
                 inner: Box::new(handler),
                 closes,
             });
             if let Ok(id) = lcx.connect(addr, &opts, h) {
                 let mut c = counted.lock().unwrap_or_else(|p| p.into_inner());
-                c.insert(id.as_u64() & TOKEN_MASK);
+                c.insert(id.as_u64());
             }
         })
     }
 
-    /// Begins a graceful shutdown (as [`crate::Engine::shutdown`]).
+    /// Begins a graceful shutdown of every loop (as
+    /// [`crate::Engine::shutdown`]).
     pub fn shutdown(&self, grace: Duration) {
-        self.handle.post(move |lcx| lcx.begin_shutdown(grace));
+        for h in &self.handles {
+            h.post(move |lcx| lcx.begin_shutdown(grace));
+        }
     }
 
-    /// The loop's counters.
+    /// The loops' counters, summed.
     pub fn stats(&self) -> Stats {
-        self.handle.stats()
+        self.handles
+            .iter()
+            .map(|h| h.stats())
+            .fold(Stats::default(), |a, b| a + b)
     }
 
     /// The connection at the other end of `id` in the simulation (the
-    /// one the listener accepted for a client, or the client of an
+    /// one a listener accepted for a client, or the client of an
     /// accepted one), once both are registered.
     pub fn peer_of(&self, id: ConnId) -> Option<ConnId> {
         let w = self.w.borrow();
-        let i = *w.by_token.get(&(id.as_u64() & TOKEN_MASK))?;
+        let i = *w.by_token.get(&id.as_u64())?;
         let t = w.peers[w.peers[i].link?].token?;
-        let (slot, gen) = untoken(t);
-        Some(ConnId::new(0, slot, gen))
+        let (slot, gen) = untoken(t & TOKEN_MASK);
+        Some(ConnId::new((t >> 56) as u32, slot, gen))
     }
 
     /// Runs the loop until nothing is left to happen (no connection, no
@@ -199,10 +237,10 @@ impl SimEngine {
     pub fn run(&mut self, max_turns: u64) -> Result<SimOutcome, String> {
         let turns = self
             .driver
-            .run(&mut self.r, &mut self.be, &self.w, max_turns);
+            .run(&mut self.rs, &mut self.bes, &self.w, max_turns);
         let closes = self.closes.lock().unwrap_or_else(|p| p.into_inner());
         let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
-        check(&self.w.borrow(), &closes, &counted, &self.r)?;
+        check(&self.w.borrow(), &closes, &counted, &self.rs)?;
         let st = self.stats();
         if st.open != 0 {
             return Err(format!("{} connections counted open at the end", st.open));
@@ -450,18 +488,20 @@ pub(crate) fn run_echo(seed: u64) -> Result<u64, String> {
     let mut rng = Rng(seed);
     let seen = Arc::new(Mutex::new(super::sim::Seen::default()));
     let service = echo_service(&mut rng, ([192, 0, 2, 2], 0).into(), seen.clone());
+    // 1 to 3 loops: connections accepted on any, clients on any
+    let loops = 1 + (seed % 3) as usize;
     let mut sim = EngineBuilder::default()
         .service(service)
-        .simulate(seed)
+        .simulate(seed, loops)
         .map_err(|e| e.to_string())?;
     let addr = sim.local_addrs(0)[0];
     let mut clients = echo_clients(&mut rng, addr, ([192, 0, 2, 3], 9).into());
-    for (to, opts, client) in std::mem::take(&mut clients.roots) {
-        sim.connect(to, opts, client);
+    for (k, (to, opts, client)) in std::mem::take(&mut clients.roots).into_iter().enumerate() {
+        sim.connect(k % loops, to, opts, client);
     }
     let out = sim.run(500_000)?;
     let served = |id: ConnId| {
-        let t = sim.peer_of(id)?.as_u64() & TOKEN_MASK;
+        let t = sim.peer_of(id)?.as_u64();
         let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
         Some(seen.data.get(&t).cloned().unwrap_or_default())
     };

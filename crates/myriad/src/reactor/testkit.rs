@@ -117,31 +117,47 @@ pub(super) trait Kernel {
     }
 }
 
-/// A [`Backend`] that hands every call to its kernel.
-pub(super) struct FakeBackend<K>(pub(super) Rc<RefCell<K>>);
+/// A [`Backend`] that hands every call to its kernel. The second field is
+/// its loop's index in the top byte of a token (`loop << 56`, as in a
+/// [`ConnId`]): the kernel sees every loop's tokens tagged, so that
+/// several loops' tokens never meet; listener indices carry the loop
+/// above bit 16.
+pub(super) struct FakeBackend<K>(pub(super) Rc<RefCell<K>>, pub(super) u64);
+
+impl<K> FakeBackend<K> {
+    fn lid(&self, listener: usize) -> usize {
+        listener | ((self.1 >> 56) as usize) << 16
+    }
+}
 
 impl<K: Kernel> Backend for FakeBackend<K> {
     fn add_listener(&mut self, _sock: Sock) -> io::Result<usize> {
         Ok(0)
     }
     fn arm_accept(&mut self, listener: usize) {
-        self.0.borrow_mut().record(Op::ArmAccept(listener));
+        let l = self.lid(listener);
+        self.0.borrow_mut().record(Op::ArmAccept(l));
     }
     fn remove_listener(&mut self, listener: usize) {
-        self.0.borrow_mut().record(Op::RemoveListener(listener));
+        let l = self.lid(listener);
+        self.0.borrow_mut().record(Op::RemoveListener(l));
     }
     fn add_conn(&mut self, token: u64, sock: Sock, mode: AddMode) -> io::Result<()> {
-        self.0.borrow_mut().record(Op::AddConn(token, sock, mode));
+        self.0
+            .borrow_mut()
+            .record(Op::AddConn(token | self.1, sock, mode));
         Ok(())
     }
     fn arm_recv(&mut self, token: u64, _sock: Sock) {
-        self.0.borrow_mut().record(Op::ArmRecv(token));
+        self.0.borrow_mut().record(Op::ArmRecv(token | self.1));
     }
     fn cancel_recv(&mut self, token: u64, _sock: Sock) -> bool {
-        self.0.borrow_mut().cancel(Op::CancelRecv(token))
+        self.0.borrow_mut().cancel(Op::CancelRecv(token | self.1))
     }
     fn cancel_all(&mut self, token: u64, _sock: Sock, ops: InFlight) -> bool {
-        self.0.borrow_mut().cancel(Op::CancelAll(token, ops))
+        self.0
+            .borrow_mut()
+            .cancel(Op::CancelAll(token | self.1, ops))
     }
     fn sends_one_buffer(&self) -> bool {
         !self.0.borrow().sync()
@@ -153,13 +169,13 @@ impl<K: Kernel> Backend for FakeBackend<K> {
         } else {
             bufs.first().map_or_else(Vec::new, |b| b.to_vec())
         };
-        k.send(token, bytes)
+        k.send(token | self.1, bytes)
     }
     fn send_file(&mut self, _: u64, _: Sock, _: &std::fs::File, _: u64, _: usize) -> SendOutcome {
         SendOutcome::Done(Err(io::Error::other("no files in the fake backend")))
     }
     fn remove_conn(&mut self, token: u64, _sock: Sock) {
-        self.0.borrow_mut().record(Op::RemoveConn(token));
+        self.0.borrow_mut().record(Op::RemoveConn(token | self.1));
     }
     fn wait(&mut self, _: Option<Duration>, _: &mut dyn FnMut(Event<'_>)) -> io::Result<()> {
         Ok(())
@@ -209,5 +225,5 @@ pub(super) fn fake_reactor<K: Kernel + 'static>(
     epoch: Instant,
 ) -> (Reactor, FakeBackend<K>) {
     let r = test_reactor(factory, lim, Box::new(FakeSockets(kernel.clone())), epoch);
-    (r, FakeBackend(kernel.clone()))
+    (r, FakeBackend(kernel.clone(), 0))
 }

@@ -27,30 +27,37 @@ impl Driver {
         }
     }
 
-    /// Turns the loop until nothing is left (no connection, no completion
-    /// to deliver, no connection to accept) or `steps` turns are spent;
-    /// the turns taken.
+    /// Turns the loops (`rs[k]` with `bes[k]`, loop k) until nothing is
+    /// left (no connection, no completion to deliver, no connection to
+    /// accept, no task posted) or `steps` turns are spent; the turns taken.
     pub(in crate::reactor) fn run(
         &mut self,
-        r: &mut Reactor,
-        be: &mut FakeBackend<World>,
+        rs: &mut [Reactor],
+        bes: &mut [FakeBackend<World>],
         w: &Shared,
         steps: u64,
     ) -> u64 {
         for step in 0..steps {
-            let active = self.turn(r, be, w);
+            let active = self.turn(rs, bes, w);
             let w = w.borrow();
             let quiet = w.accepts.is_empty() && w.pending.is_empty();
-            if quiet && r.live == 0 {
+            let posted = rs.iter().any(|r| r.shared.notified.load(Ordering::SeqCst));
+            if quiet && !posted && rs.iter().all(|r| r.live == 0) {
                 return step + 1;
             }
             // (connections waiting on a listener whose accepting stopped
             // wait for its retry timer)
-            let stuck = w.accept_waiting().is_none() && w.pending.is_empty();
+            let stuck = (0..rs.len()).all(|k| w.accept_waiting(k).is_none())
+                && w.pending.is_empty()
+                && !posted;
             if !active && stuck && !(0..w.peers.len()).any(|i| w.readable(i)) {
                 // nothing can happen before the next timer or the end of
                 // a clog: time passes up to it
-                let timer = r.next_timeout().map(|d| d.as_millis() as u64);
+                let timer = rs
+                    .iter()
+                    .filter_map(|r| r.next_timeout())
+                    .min()
+                    .map(|d| d.as_millis() as u64);
                 let unclog = w
                     .peers
                     .iter()
@@ -67,23 +74,32 @@ impl Driver {
         steps
     }
 
-    /// One turn of the loop; whether anything was delivered.
-    fn turn(&mut self, r: &mut Reactor, be: &mut FakeBackend<World>, w: &Shared) -> bool {
+    /// One turn of every loop (timers and posted tasks, then the flush,
+    /// in loop order), then one accept on a loop of the simulation's
+    /// choice and one batch of completions, each handed to the loop its
+    /// token names; whether anything was delivered.
+    fn turn(&mut self, rs: &mut [Reactor], bes: &mut [FakeBackend<World>], w: &Shared) -> bool {
         let rng = &mut self.rng;
+        let now = self.epoch + Duration::from_millis(self.now);
         w.borrow_mut().now = self.now;
-        r.tick(self.epoch + Duration::from_millis(self.now));
-        r.flush(be);
+        for (r, be) in rs.iter_mut().zip(bes.iter_mut()) {
+            r.tick(now);
+            r.flush(be);
+        }
         let mut active = false;
-        let accept = w.borrow().accept_waiting();
+        // (no draw with one loop: its schedules stay what they were)
+        let lp = if rs.len() > 1 { rng.below(rs.len()) } else { 0 };
+        let accept = w.borrow().accept_waiting(lp);
         if let Some((listener, i)) = accept {
             if rng.one_in(3) {
-                r.set_now(self.epoch + Duration::from_millis(self.now));
+                let r = &mut rs[lp];
+                r.set_now(now);
                 let fail = w.borrow().accept_faults && rng.one_in(24);
                 let res = if fail {
                     // out of descriptors: the reactor closes what waits
                     // (reject_pending) and retries later
                     let errno = [libc::EMFILE, libc::ENFILE][rng.below(2)];
-                    w.borrow_mut().accept_failed(listener, errno);
+                    w.borrow_mut().accept_failed(lp, listener, errno);
                     Err(errno)
                 } else {
                     w.borrow_mut().accepted(listener, i);
@@ -181,7 +197,11 @@ impl Driver {
                 }
             }
             w.borrow_mut().note(0x100 ^ token);
-            r.set_now(self.epoch + Duration::from_millis(self.now));
+            // the kernel's tokens carry their loop in the top byte
+            let r = &mut rs[(token >> 56) as usize];
+            let tagged = token;
+            let token = token & LOOP_MASK;
+            r.set_now(now);
             match what {
                 Sim::Data(k) => r.handle_event(Event::Recv {
                     token,
@@ -196,7 +216,7 @@ impl Driver {
                     wm.completed += 1;
                     match pe {
                         Pending::RecvEnd(..) => {
-                            let p = wm.peer(token);
+                            let p = wm.peer(tagged);
                             p.recv_armed = false;
                             p.cancelling = false;
                         }
@@ -204,10 +224,10 @@ impl Driver {
                     }
                     drop(wm);
                     r.handle_event(match pe {
-                        Pending::Sent(t, res) => Event::Sent { token: t, res },
-                        Pending::RecvEnd(t, how) => Event::RecvEnd { token: t, how },
-                        Pending::Writable(t) => Event::Writable { token: t },
-                        Pending::Connected(t, res) => Event::Connected { token: t, res },
+                        Pending::Sent(_, res) => Event::Sent { token, res },
+                        Pending::RecvEnd(_, how) => Event::RecvEnd { token, how },
+                        Pending::Writable(_) => Event::Writable { token },
+                        Pending::Connected(_, res) => Event::Connected { token, res },
                     })
                 }
                 Sim::Stale(false) => {
@@ -224,6 +244,9 @@ impl Driver {
         active
     }
 }
+
+/// A token without its loop byte.
+const LOOP_MASK: u64 = (1 << 56) - 1;
 
 enum Sim {
     Data(usize),

@@ -95,9 +95,14 @@ impl Kernel for World {
                     }
                 }
             }
-            Op::RemoveListener(l) => {
-                // connections still waiting are refused: closed unaccepted
-                self.refuse_waiting(l, usize::MAX);
+            Op::RemoveListener(id) => {
+                // connections still waiting are refused (closed
+                // unaccepted) once no loop listens on the address
+                self.removed.push(id);
+                let l = id & 0xffff;
+                if self.removed.iter().filter(|&&x| x & 0xffff == l).count() >= self.loops {
+                    self.refuse_waiting(l, usize::MAX);
+                }
             }
             Op::ArmAccept(l) => {
                 self.note(10 ^ (l as u64) << 8);
@@ -265,20 +270,21 @@ impl World {
         n
     }
 
-    /// Whether a connection waits on a listener that is accepting.
-    pub(super) fn accept_waiting(&self) -> Option<(usize, usize)> {
-        self.accepts
-            .iter()
-            .copied()
-            .find(|(l, _)| !self.accept_paused.contains(l))
+    /// The first connection waiting on a listener that loop `lp`
+    /// accepts on (not paused, not removed there).
+    pub(super) fn accept_waiting(&self, lp: usize) -> Option<(usize, usize)> {
+        self.accepts.iter().copied().find(|(l, _)| {
+            let id = l | lp << 16;
+            !self.accept_paused.contains(&id) && !self.removed.contains(&id)
+        })
     }
 
-    /// The accept of `(listener, socket)` failed for want of descriptors:
-    /// the listener stops accepting until the reactor arms it again.
-    pub(super) fn accept_failed(&mut self, listener: usize, errno: i32) {
-        self.note(12 ^ (listener as u64) << 8 ^ (errno as u64) << 40);
+    /// Loop `lp`'s accept on `listener` failed for want of descriptors:
+    /// that listener stops accepting until the reactor arms it again.
+    pub(super) fn accept_failed(&mut self, lp: usize, listener: usize, errno: i32) {
+        self.note(12 ^ (listener as u64) << 8 ^ (lp as u64) << 24 ^ (errno as u64) << 40);
         self.accept_failures += 1;
-        self.accept_paused.push(listener);
+        self.accept_paused.push(listener | lp << 16);
     }
 
     /// `(listener, socket)` is accepted: off the queue.

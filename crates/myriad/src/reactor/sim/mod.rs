@@ -185,8 +185,15 @@ pub(super) struct World {
     /// peers expect to be served.
     pub(super) accept_faults: bool,
     /// Listeners whose accepting stopped at such an error, until the
-    /// reactor arms it again (as a real backend's multishot accept ends).
+    /// reactor arms it again (as a real backend's multishot accept ends);
+    /// by listener index with the loop above bit 16 (each loop has its
+    /// own listener on a shared address, as with `SO_REUSEPORT`).
     accept_paused: Vec<usize>,
+    /// Loops turned (each a listener on every address).
+    pub(super) loops: usize,
+    /// Listeners removed, by the same ids: an address refuses what waits
+    /// once every loop's listener on it is gone.
+    removed: Vec<usize>,
     /// Connections closed unaccepted by `reject_pending`.
     pub(super) rejected: u64,
     /// Accepts failed for want of descriptors.
@@ -261,6 +268,7 @@ impl World {
             sync,
             faults,
             send_rng,
+            loops: 1,
             ..Default::default()
         }
     }
@@ -312,13 +320,13 @@ impl Handler for Echo {
             data.len() - data.len() % FRAME
         };
         cx.write(&data[..n]);
-        let tok = cx.id().as_u64() & ((1 << 56) - 1);
+        let tok = cx.id().as_u64();
         let mut s = self.seen.lock().unwrap();
         s.data.entry(tok).or_default().extend_from_slice(&data[..n]);
         n
     }
     fn on_close(&mut self, cx: &mut Ctx<'_>, reason: CloseReason) {
-        let tok = cx.id().as_u64() & ((1 << 56) - 1);
+        let tok = cx.id().as_u64();
         let mut s = self.seen.lock().unwrap();
         *s.closes.entry(tok).or_default() += 1;
         s.reasons.insert(tok, format!("{reason:?}"));
@@ -362,7 +370,12 @@ pub(crate) fn run(seed: u64) -> Result<u64, String> {
     let lim = random_limits(&mut rng);
     let r = drive(&mut rng, &w, seed, factory, None, lim);
     let seen = seen.lock().unwrap();
-    check(&w.borrow(), &seen.closes, &Default::default(), &r)?;
+    check(
+        &w.borrow(),
+        &seen.closes,
+        &Default::default(),
+        std::slice::from_ref(&r),
+    )?;
     check_echo(&w.borrow(), &seen)?;
     let t = w.borrow().trace;
     Ok(t)
@@ -390,7 +403,12 @@ fn drive(
     let mut d = Driver::new(Rng(rng.next()));
     let (mut r, mut be) = fake_reactor(w, factory, lim, d.epoch);
     r.services[0].filter = filter;
-    d.run(&mut r, &mut be, w, 200_000);
+    d.run(
+        std::slice::from_mut(&mut r),
+        std::slice::from_mut(&mut be),
+        w,
+        200_000,
+    );
     r
 }
 
@@ -404,16 +422,18 @@ pub(super) fn check(
     w: &World,
     closes: &HashMap<u64, u32>,
     counted: &std::collections::HashSet<u64>,
-    r: &Reactor,
+    rs: &[Reactor],
 ) -> Result<(), String> {
     if let Some(v) = w.violations.first() {
         return Err(v.clone());
     }
-    if r.live != 0 {
-        return Err(format!("{} slots still in use at the end", r.live));
-    }
-    if r.pool.queued != 0 {
-        return Err(format!("{} bytes still queued at the end", r.pool.queued));
+    for r in rs {
+        if r.live != 0 {
+            return Err(format!("{} slots still in use at the end", r.live));
+        }
+        if r.pool.queued != 0 {
+            return Err(format!("{} bytes still queued at the end", r.pool.queued));
+        }
     }
     if w.submitted != w.completed {
         return Err(format!(
@@ -503,7 +523,7 @@ impl Handler for Counted {
         self.inner.on_shutdown(cx)
     }
     fn on_close(&mut self, cx: &mut Ctx<'_>, reason: CloseReason) {
-        let tok = cx.id().as_u64() & ((1 << 56) - 1);
+        let tok = cx.id().as_u64();
         *self.closes.lock().unwrap().entry(tok).or_default() += 1;
         self.inner.on_close(cx, reason)
     }
@@ -577,7 +597,7 @@ pub(crate) fn run_talkers(
         &w.borrow(),
         &closes.lock().unwrap(),
         &Default::default(),
-        &r,
+        std::slice::from_ref(&r),
     )?;
     let w = w.borrow();
     let peers = w
