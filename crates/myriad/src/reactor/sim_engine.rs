@@ -252,6 +252,21 @@ impl SimEngine {
                 st.err_accept, st.refused_fd_limit, w.accept_failures, w.rejected
             ));
         }
+        // every accepted socket counted once, as accepted or refused (a
+        // limit), and every connection opened closed by the end
+        let refused = st.refused - st.refused_fd_limit;
+        if st.accepted + refused != w.accepts_delivered {
+            return Err(format!(
+                "{} accepted + {refused} refused counted, {} accepted sockets handed over",
+                st.accepted, w.accepts_delivered
+            ));
+        }
+        if st.accepted + st.connected != st.closed {
+            return Err(format!(
+                "{} accepted + {} connected, {} closed at the end",
+                st.accepted, st.connected, st.closed
+            ));
+        }
         drop(w);
         Ok(SimOutcome {
             trace: self.w.borrow().trace,

@@ -292,5 +292,6 @@ impl World {
         if let Some(k) = self.accepts.iter().position(|&a| a == (listener, sock)) {
             self.accepts.remove(k);
         }
+        self.accepts_delivered += 1;
     }
 }

@@ -198,6 +198,8 @@ pub(super) struct World {
     pub(super) rejected: u64,
     /// Accepts failed for want of descriptors.
     pub(super) accept_failures: u64,
+    /// Accepted sockets handed to a loop.
+    pub(super) accepts_delivered: u64,
     /// The listeners' simulated addresses, by listener index (the
     /// reactor's connect reaches the listener whose address it names).
     pub(super) listen_addrs: Vec<SocketAddr>,
