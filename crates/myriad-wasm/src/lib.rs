@@ -414,33 +414,44 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// Whether a call on `conn` queuing `bytes` would be taken.
+    /// Whether a call on `conn` queuing `bytes` would be taken: only on
+    /// the connection of the current call, and within the queue's bounds.
     fn admits(&self, conn: u64, bytes: usize) -> i32 {
         if conn == 0 || conn != self.conn {
             status::UNSUPPORTED
-        } else if self.calls.len() >= MAX_CALLS
-            || self.queued.saturating_add(bytes) > MAX_QUEUED_BYTES
-        {
+        } else {
+            self.room(bytes)
+        }
+    }
+
+    /// Whether the queue has room for one more call of `bytes`.
+    fn room(&self, bytes: usize) -> i32 {
+        if self.calls.len() >= MAX_CALLS || self.queued.saturating_add(bytes) > MAX_QUEUED_BYTES {
             status::LIMIT
         } else {
             status::OK
         }
     }
 
-    fn push(&mut self, conn: u64, bytes: usize, c: HostCall) -> i32 {
-        if conn == 0 || conn != self.conn {
-            return status::UNSUPPORTED;
-        }
-        self.push_any(bytes, c)
-    }
-
-    fn push_any(&mut self, bytes: usize, c: HostCall) -> i32 {
-        if self.calls.len() >= MAX_CALLS || self.queued.saturating_add(bytes) > MAX_QUEUED_BYTES {
-            return status::LIMIT;
-        }
+    /// Queues `c` (admitted already).
+    fn queue(&mut self, bytes: usize, c: HostCall) -> i32 {
         self.queued += bytes;
         self.calls.push(c);
         status::OK
+    }
+
+    fn push(&mut self, conn: u64, bytes: usize, c: HostCall) -> i32 {
+        match self.admits(conn, bytes) {
+            status::OK => self.queue(bytes, c),
+            refused => refused,
+        }
+    }
+
+    fn push_any(&mut self, bytes: usize, c: HostCall) -> i32 {
+        match self.room(bytes) {
+            status::OK => self.queue(bytes, c),
+            refused => refused,
+        }
     }
 }
 
@@ -1115,14 +1126,25 @@ pub fn recycle(mut calls: Vec<HostCall>) {
     }
 }
 
-/// The guest's bytes of a `write` or `send`, copied into a spare buffer.
-fn guest_bytes(cx: &StoreContextMut<'_, HostState>, data: &WasmList<u8>) -> Vec<u8> {
-    let src = data.as_le_slice(cx);
+/// A `write` or `send` of the guest's bytes `data` on `conn`: checked
+/// first (another connection or a full queue is refused before any copy),
+/// then copied once into a spare buffer and queued as `call(bytes)`.
+fn byte_call(
+    mut cx: StoreContextMut<'_, HostState>,
+    conn: u64,
+    data: &WasmList<u8>,
+    call: impl FnOnce(Vec<u8>) -> HostCall,
+) -> wasmtime::Result<(i32,)> {
+    let n = data.len();
+    let st = cx.data().admits(conn, n);
+    if st != status::OK {
+        return Ok((st,));
+    }
     let mut b = SPARE_BYTES
         .with(|s| s.borrow_mut().pop())
         .unwrap_or_default();
-    b.extend_from_slice(src);
-    b
+    b.extend_from_slice(data.as_le_slice(&cx));
+    Ok((cx.data_mut().queue(n, call(b)),))
 }
 
 /// `write` and `send` again, in place of the generated ones (the linker
@@ -1130,34 +1152,20 @@ fn guest_bytes(cx: &StoreContextMut<'_, HostState>, data: &WasmList<u8>) -> Vec<
 /// of its linear memory, and copy it once into a recycled buffer, where
 /// the generated binding lifts it into a new `Vec` per call (an
 /// allocation and a free per echoed message, a sixth of the host side of
-/// a call in a profile of the 64-byte ping-pong). Same checks, same
-/// order: another connection or a full queue is refused before any copy.
+/// a call in a profile of the 64-byte ping-pong).
 fn add_byte_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut host = linker.instance("myriad:plugin/host@1.0.0")?;
     host.func_wrap(
         "write",
-        |mut cx: StoreContextMut<'_, HostState>, (conn, data): (u64, WasmList<u8>)| {
-            let n = data.len();
-            let st = cx.data().admits(conn, n);
-            if st != status::OK {
-                return Ok((st,));
-            }
-            let b = guest_bytes(&cx, &data);
-            Ok((cx.data_mut().push(conn, n, HostCall::Write(b)),))
+        |cx: StoreContextMut<'_, HostState>, (conn, data): (u64, WasmList<u8>)| {
+            byte_call(cx, conn, &data, HostCall::Write)
         },
     )?;
     host.func_wrap(
         "send",
-        |mut cx: StoreContextMut<'_, HostState>,
-         (conn, kind, data): (u64, MsgKind, WasmList<u8>)| {
-            let n = data.len();
-            let st = cx.data().admits(conn, n);
-            if st != status::OK {
-                return Ok((st,));
-            }
-            let b = guest_bytes(&cx, &data);
-            Ok((cx.data_mut().push(conn, n, HostCall::Send(kind, b)),))
+        |cx: StoreContextMut<'_, HostState>, (conn, kind, data): (u64, MsgKind, WasmList<u8>)| {
+            byte_call(cx, conn, &data, |b| HostCall::Send(kind, b))
         },
     )?;
     linker.allow_shadowing(false);
