@@ -316,24 +316,16 @@ fn run_engine(seed: u64) -> Result<EngineRun, String> {
 
 #[test]
 fn tls_engine_clients_over_the_simulated_engine_resume_and_negotiate() {
-    let range = myriad::sim::seed_range(200);
-    let mut failures = Vec::new();
-    let (mut refused, mut resumed) = (0, 0);
-    for seed in range {
-        let verdict = match (run_engine(seed), run_engine(seed)) {
-            (Ok(a), Ok(b)) if a == b => {
-                refused += a.1.iter().filter(|(_, e)| e.filter_failed).count();
-                resumed += a.2 .1;
-                continue;
-            }
-            (Ok(_), Ok(_)) => "two runs of the seed differ".to_string(),
-            (Err(e), _) | (_, Err(e)) => e,
-        };
-        failures.push(format!(
-            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad-tls --test sim engine)"
-        ));
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let outcomes = myriad::sim::check_seeds(
+        200,
+        run_engine,
+        "cargo test -p myriad-tls --test sim engine",
+    );
+    let refused: usize = outcomes
+        .iter()
+        .map(|o| o.1.iter().filter(|(_, e)| e.filter_failed).count())
+        .sum();
+    let resumed: u64 = outcomes.iter().map(|o| o.2 .1).sum();
     // (over the default 200 seeds: both happen, many times)
     eprintln!("{refused} clients refused by ALPN, {resumed} handshakes resumed");
     if std::env::var_os("MYRIAD_SIM_SEED").is_none() {

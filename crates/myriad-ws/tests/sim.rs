@@ -466,19 +466,7 @@ fn run_engine(seed: u64) -> Result<(u64, Vec<Vec<Got>>), String> {
 
 #[test]
 fn websocket_engine_clients_over_the_simulated_engine_get_their_echo() {
-    let range = myriad::sim::seed_range(300);
-    let mut failures = Vec::new();
-    for seed in range {
-        let verdict = match (run_engine(seed), run_engine(seed)) {
-            (Ok(a), Ok(b)) if a == b => continue,
-            (Ok(_), Ok(_)) => "two runs of the seed differ".to_string(),
-            (Err(e), _) | (_, Err(e)) => e,
-        };
-        failures.push(format!(
-            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad-ws --test sim engine)"
-        ));
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    myriad::sim::check_seeds(300, run_engine, "cargo test -p myriad-ws --test sim engine");
 }
 
 /// A member of the room scenario's server: joins the room on open,
@@ -653,22 +641,12 @@ fn run_room(seed: u64) -> Result<(u64, Vec<Vec<String>>), String> {
 
 #[test]
 fn a_room_fans_out_across_simulated_loops() {
-    let mut failures = Vec::new();
-    let mut delivered = 0;
-    for seed in myriad::sim::seed_range(300) {
-        let verdict = match (run_room(seed), run_room(seed)) {
-            (Ok(a), Ok(b)) if a == b => {
-                delivered += a.1.iter().map(Vec::len).sum::<usize>();
-                continue;
-            }
-            (Ok(_), Ok(_)) => "two runs of the seed differ".to_string(),
-            (Err(e), _) | (_, Err(e)) => e,
-        };
-        failures.push(format!(
-            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad-ws --test sim room)"
-        ));
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let outcomes =
+        myriad::sim::check_seeds(300, run_room, "cargo test -p myriad-ws --test sim room");
+    let delivered: usize = outcomes
+        .iter()
+        .flat_map(|(_, gots)| gots.iter().map(Vec::len))
+        .sum();
     eprintln!("{delivered} broadcast texts delivered");
     assert!(delivered > 0, "nothing delivered");
 }

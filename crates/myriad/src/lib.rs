@@ -55,7 +55,7 @@ pub mod sim {
         crate::reactor::sim::run(seed)
     }
 
-    pub use crate::reactor::sim::{seed_range, PeerOutcome, PeerSpec, Rng, Talker};
+    pub use crate::reactor::sim::{check_seeds, seed_range, PeerOutcome, PeerSpec, Rng, Talker};
     pub use crate::reactor::sim_engine::{SimEngine, SimOutcome};
 
     /// Runs seed `seed` of the engine-level echo scenario once (an echo

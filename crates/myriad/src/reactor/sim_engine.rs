@@ -573,7 +573,11 @@ fn run_echo_loopback(seed: u64, kind: crate::BackendKind) -> Result<(), String> 
 #[cfg(test)]
 #[test]
 fn engine_echo_over_the_simulated_network_keeps_its_invariants() {
-    super::sim::check_seeds(run_echo, "engine_echo");
+    super::sim::check_seeds(
+        300,
+        run_echo,
+        "cargo test -p myriad --features sim --lib engine_echo",
+    );
 }
 
 #[cfg(test)]

@@ -626,34 +626,54 @@ pub fn seed_range(default: u64) -> std::ops::Range<u64> {
     }
 }
 
-/// Runs `run` on the seeds the environment names (`MYRIAD_SIM_SEED=S`
-/// one, else the first `MYRIAD_SIM_SEEDS`), twice each: every run must
-/// keep its invariants (a panic fails the seed, not the others) and a
-/// seed's two traces must hash the same. `test` names the test to replay
-/// a failing seed with.
-#[cfg(test)]
-pub(super) fn check_seeds(run: fn(u64) -> Result<u64, String>, test: &str) {
-    let range = seed_range(300);
-    let once =
-        |seed| std::panic::catch_unwind(|| run(seed)).unwrap_or_else(|_| Err("panicked".into()));
+/// Runs `run` on the seeds the environment names ([`seed_range`] with
+/// `default`), twice each: every run must keep its invariants (a panic
+/// fails the seed, not the others) and a seed's two outcomes (its trace,
+/// and whatever else the scenario compares) must be equal. Public (as
+/// `myriad::sim::check_seeds`) so that every layer's scenarios check
+/// seeds the same way. Returns each passing seed's outcome, for the
+/// scenario's own tallies.
+///
+/// # Panics
+///
+/// If a seed failed: with every failing seed, each with the command that
+/// replays it (`MYRIAD_SIM_SEED=S` and `replay`).
+pub fn check_seeds<T: PartialEq>(
+    default: u64,
+    run: impl Fn(u64) -> Result<T, String>,
+    replay: &str,
+) -> Vec<T> {
+    let once = |seed| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed)))
+            .unwrap_or_else(|_| Err("panicked".into()))
+    };
     let mut failures = Vec::new();
-    for seed in range {
+    let mut outcomes = Vec::new();
+    for seed in seed_range(default) {
         let verdict = match (once(seed), once(seed)) {
-            (Ok(x), Ok(y)) if x == y => continue,
-            (Ok(_), Ok(_)) => "two runs, two traces".to_string(),
+            (Ok(x), Ok(y)) if x == y => {
+                outcomes.push(x);
+                continue;
+            }
+            (Ok(_), Ok(_)) => "two runs of the seed differ".to_string(),
             (Err(e), _) | (_, Err(e)) => e,
         };
         failures.push(format!(
-            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} cargo test -p myriad --features sim --lib {test})"
+            "seed {seed}: {verdict} (replay: MYRIAD_SIM_SEED={seed} {replay})"
         ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    outcomes
 }
 
 #[cfg(test)]
 #[test]
 fn simulated_echo_keeps_its_invariants_and_is_deterministic() {
-    check_seeds(run, "simulated_echo");
+    check_seeds(
+        300,
+        run,
+        "cargo test -p myriad --features sim --lib simulated_echo",
+    );
 }
 
 /// `run_peers` as another layer uses it: a faulted run gives each peer
