@@ -729,6 +729,24 @@ impl Rig {
         &self.bin_dir
     }
 
+    /// Takes the programs under test from the directory of cargo profile
+    /// `profile` beside this executable's (`target/<profile>`; `dev` is
+    /// `target/debug`) instead of this executable's own, and builds them
+    /// with that profile.
+    ///
+    /// # Errors
+    ///
+    /// If this executable's directory has no parent.
+    pub fn use_profile(&mut self, profile: &str) -> Result<()> {
+        let dir = if profile == "dev" { "debug" } else { profile };
+        let target = self
+            .bin_dir
+            .parent()
+            .context("this executable's directory has no parent")?;
+        self.bin_dir = target.join(dir);
+        Ok(())
+    }
+
     /// A sibling program of this executable.
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
@@ -1169,7 +1187,8 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Runs `cargo build ARGS` in the workspace root with the profile of
-/// `bin_dir` (`--release` for `target/release`; `$CARGO` if set, else
+/// `bin_dir` (`--release` for `target/release`, `--profile P` for
+/// `target/P`; `$CARGO` if set, else
 /// `cargo`) plus `env`; returns whether it succeeded. Fails if `bin_dir`
 /// is not a profile directory.
 pub fn cargo_build(
@@ -1178,9 +1197,13 @@ pub fn cargo_build(
     args: &[&str],
     env: &[(&str, PathBuf)],
 ) -> Result<bool> {
-    let profile: &[&str] = match bin_dir.file_name().and_then(|s| s.to_str()) {
-        Some("release") => &["--release"],
-        Some("debug") => &[],
+    // Cargo names a profile's directory after the profile, except `dev`
+    // (`debug`); `release-lto` (the workspace's link-time-optimised
+    // profile) lands in `target/release-lto`.
+    let profile: Vec<&str> = match bin_dir.file_name().and_then(|s| s.to_str()) {
+        Some("release") => vec!["--release"],
+        Some("debug") => vec![],
+        Some(p) if !matches!(p, "deps" | "examples" | "build") => vec!["--profile", p],
         _ => bail!(
             "{} is not a cargo profile directory; build with --no-build",
             bin_dir.display()
@@ -1194,7 +1217,7 @@ pub fn cargo_build(
     );
     let st = Command::new(cargo)
         .arg("build")
-        .args(profile)
+        .args(&profile)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(workspace_root())

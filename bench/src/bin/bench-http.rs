@@ -104,6 +104,12 @@ struct Args {
     /// Do not build anything (use binaries already built).
     #[arg(long)]
     no_build: bool,
+    /// Build and run the servers and load generators with this cargo
+    /// profile (from `target/<PROFILE>`) instead of this program's own:
+    /// `release-lto` gives Myriad and the baselines alike link-time
+    /// optimisation across crates.
+    #[arg(long)]
+    profile: Option<String>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -516,6 +522,13 @@ fn main() -> Result<()> {
     let mut rig = Rig::new("bench-http", args.server_cpu, args.client_cpu, args.port)?;
     rig.wait_quiet = args.wait_quiet;
     rig.busy_retries = args.busy_retries;
+    if let Some(p) = &args.profile {
+        rig.use_profile(p)?;
+        eprintln!(
+            "bench-http: servers and clients from {}",
+            rig.bin_dir().display()
+        );
+    }
     if !args.no_build {
         build(&rig)?;
     }
