@@ -107,7 +107,12 @@ def scrape(url):
 # The io_uring provided-buffer rings' buffer areas: one anonymous mapping of
 # 512 x 32 KiB per ring (the engine's default), two rings per loop (the
 # packed one and the bulk one); their pages count in RSS once the kernel has
-# received into them.
+# received into them. The kernel merges adjacent areas into one mapping (two
+# loops' four areas showed as 16 MiB + 48 MiB), and this kernel cannot name
+# anonymous mappings (PR_SET_VMA_ANON_NAME: EINVAL), so an area is told by
+# its shape: anonymous, private read-write, a multiple of 16 MiB, and
+# accounted (glibc's arena heaps, the other large anonymous mappings, are
+# mapped MAP_NORESERVE: `nr` in their VmFlags).
 RING_AREA_KB = 512 * 32
 
 
@@ -116,7 +121,8 @@ def rss_split(pid):
     /proc/PID/smaps; None if unreadable. Tells a creep of the rings (buffers
     entering circulation as the rings grow) from one of the heap."""
     rings = other = 0
-    size = 0
+    size = rss = 0
+    anon_rw = False
     try:
         with open(f"/proc/{pid}/smaps") as f:
             for line in f:
@@ -124,15 +130,21 @@ def rss_split(pid):
                 if not field:
                     continue
                 if not line[0].isupper() or ":" not in field[0]:
-                    size = 0  # a mapping's first line: address range, perms, ...
+                    # a mapping's first line: range, perms, offset, dev, inode[, path]
+                    anon_rw = len(field) == 5 and field[1] == "rw-p"
+                    size = rss = 0
                     continue
                 if field[0] == "Size:":
                     size = int(field[1])
                 elif field[0] == "Rss:":
-                    if size == RING_AREA_KB:
-                        rings += int(field[1])
+                    rss = int(field[1])
+                elif field[0] == "VmFlags:":
+                    # the last line of each mapping
+                    ring = anon_rw and size % RING_AREA_KB == 0 and "nr" not in field[1:]
+                    if ring:
+                        rings += rss
                     else:
-                        other += int(field[1])
+                        other += rss
     except (OSError, ValueError, IndexError):
         return None
     return rings, other
