@@ -44,7 +44,10 @@ import zlib
 # ---- bounds (stated here, checked after the warm-up) ----------------------
 # Warm-up: the first 20% of the run, at least 60 s. The sample taken when it
 # ends is the RSS baseline (rss_start_kb). At 20 s the 2-minute CI form took
-# its baseline before the heap had grown to its working set: the server's
+# its baseline before the server's memory had grown to its working set
+# (mostly the receive-buffer rings coming into circulation, as rss_split
+# shows since it recognises merged ring areas: t=60 s rings 92 MB, rest
+# 121 MB; t=110 s 108 MB and 130 MB, 2026-12-06): the server's
 # RSS rose 60-80 MB over the next 30-50 s and then flattened, and the run
 # failed with binaries from before and after this bound was raised alike
 # (2026-12-06: 105.8 -> 189.7 MB and 174.7 -> 254.1 MB from t=30 s; from
