@@ -95,10 +95,21 @@ pub fn spread(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
 /// The per-round ratios `metric(a) / metric(b)`, pairing the runs of `a`
 /// and `b` by [`Run::round`]; rounds missing on either side are skipped.
 pub fn paired_ratios(a: &[Run], b: &[Run], metric: impl Fn(&Run) -> f64) -> Vec<f64> {
+    paired_ratios_of(a, &metric, b, &metric)
+}
+
+/// [`paired_ratios`] of one figure of `a` (`ma`) to another of `b` (`mb`):
+/// e.g. a server's kernel CPU per request against a peer's whole CPU.
+pub fn paired_ratios_of(
+    a: &[Run],
+    ma: impl Fn(&Run) -> f64,
+    b: &[Run],
+    mb: impl Fn(&Run) -> f64,
+) -> Vec<f64> {
     a.iter()
         .filter_map(|x| {
             let y = b.iter().find(|y| y.round == x.round)?;
-            ratio(metric(x), metric(y))
+            ratio(ma(x), mb(y))
         })
         .collect()
 }
@@ -125,6 +136,9 @@ pub struct Run {
     pub fields: BTreeMap<String, String>,
     /// CPU time (`utime + stime`) of the server in the window.
     pub server_cpu_secs: f64,
+    /// The system (kernel) part of `server_cpu_secs` (`stime`): what the
+    /// server's system calls and the network stack under them cost it.
+    pub server_sys_secs: f64,
     /// CPU time of the load generator in the window.
     pub loadgen_cpu_secs: f64,
     /// CPU time of anything else on the benchmark CPUs in the window
@@ -176,6 +190,22 @@ impl Run {
         } else {
             f64::NAN
         }
+    }
+
+    /// The kernel's part of [`Run::cpu_us_per_op`]: server system CPU
+    /// microseconds per operation (NaN when none completed).
+    pub fn sys_us_per_op(&self) -> f64 {
+        let n = self.count();
+        if n > 0.0 {
+            self.server_sys_secs * 1e6 / n
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// User space's part of [`Run::cpu_us_per_op`].
+    pub fn user_us_per_op(&self) -> f64 {
+        self.cpu_us_per_op() - self.sys_us_per_op()
     }
 
     /// The server's CPU use in the window, in CPUs.
@@ -752,6 +782,37 @@ impl Rig {
         self.bin_dir.join(name)
     }
 
+    /// A program of the baseline workspace `bench/<ws>` (a cargo workspace
+    /// of its own, built into `target/<ws>`: see [`Rig::build_baselines`]),
+    /// from the directory of the profile the rig runs (`bench-http
+    /// --profile release-lto` runs the baselines built with it too).
+    pub fn baseline_bin(&self, ws: &str, name: &str) -> PathBuf {
+        let profile = self.bin_dir.file_name().unwrap_or_default();
+        workspace_root()
+            .join("target")
+            .join(ws)
+            .join(profile)
+            .join(name)
+    }
+
+    /// Builds the baseline workspace `bench/<ws>` (its binaries `bins`, or
+    /// all of them when empty) into `target/<ws>` with the rig's profile;
+    /// returns whether cargo succeeded, as [`cargo_build`].
+    ///
+    /// # Errors
+    ///
+    /// As [`cargo_build`]: the rig's directory is no profile directory, or
+    /// cargo could not be run.
+    pub fn build_baselines(&self, prog: &str, ws: &str, bins: &[&str]) -> Result<bool> {
+        let manifest = format!("bench/{ws}/Cargo.toml");
+        let mut args = vec!["--manifest-path", manifest.as_str()];
+        for b in bins {
+            args.extend(["--bin", b]);
+        }
+        let target = workspace_root().join("target").join(ws);
+        cargo_build(prog, &self.bin_dir, &args, &[("CARGO_TARGET_DIR", target)])
+    }
+
     /// Clock ticks per second of `/proc` CPU times.
     pub fn clk_tck(&self) -> u64 {
         self.clk_tck
@@ -806,8 +867,10 @@ impl Rig {
         let cpus = self.cpus();
         let args: Vec<String> = load.args.iter().map(|a| subst(a, server.addr())).collect();
         let sample = |lpid: u32| -> Result<Sample> {
+            let (user, sys) = procfs::cpu_ticks_split(spid)?;
             Ok(Sample {
-                server: procfs::cpu_ticks(spid)?,
+                server: user + sys,
+                server_sys: sys,
                 loadgen: procfs::cpu_ticks(lpid)?,
                 cpus: procfs::cpus_busy_ticks(&cpus)?,
                 at: Instant::now(),
@@ -848,6 +911,7 @@ impl Rig {
         };
         let tck = self.clk_tck.max(1) as f64;
         let server_ticks = e.server.saturating_sub(s.server);
+        let server_sys_ticks = e.server_sys.saturating_sub(s.server_sys);
         let loadgen_ticks = e.loadgen.saturating_sub(s.loadgen);
         let other_ticks = e
             .cpus
@@ -857,6 +921,7 @@ impl Rig {
             round: 0,
             fields,
             server_cpu_secs: server_ticks as f64 / tck,
+            server_sys_secs: server_sys_ticks as f64 / tck,
             loadgen_cpu_secs: loadgen_ticks as f64 / tck,
             other_cpu_secs: other_ticks as f64 / tck,
             wall_secs: e.at.duration_since(s.at).as_secs_f64().max(1e-9),
@@ -1153,6 +1218,8 @@ enum Output<'a> {
 /// CPU counters at one edge of a measured window.
 struct Sample {
     server: u64,
+    /// `stime`, part of `server`.
+    server_sys: u64,
     loadgen: u64,
     cpus: u64,
     at: Instant,
@@ -1760,6 +1827,7 @@ mod tests {
             round,
             fields: parse_fields(&format!("msgs={msgs} msgs_per_sec={msgs}")),
             server_cpu_secs: cpu,
+            server_sys_secs: 0.0,
             loadgen_cpu_secs: 0.0,
             other_cpu_secs: 0.0,
             wall_secs: 1.0,

@@ -283,13 +283,24 @@ pub mod procfs {
     /// `utime + stime` of process `pid` (all its threads, including exited
     /// ones), in clock ticks: fields 14 and 15 of `/proc/PID/stat`.
     pub fn cpu_ticks(pid: u32) -> Result<u64> {
+        cpu_ticks_split(pid).map(|(u, s)| u + s)
+    }
+
+    /// `(utime, stime)` of process `pid`: its user and its system (kernel)
+    /// CPU time, in clock ticks, as [`cpu_ticks`] reads them.
+    pub fn cpu_ticks_split(pid: u32) -> Result<(u64, u64)> {
         let path = format!("/proc/{pid}/stat");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        parse_cpu_ticks(&text).with_context(|| format!("parsing {path}"))
+        parse_cpu_ticks_split(&text).with_context(|| format!("parsing {path}"))
     }
 
     /// Parses utime+stime from the text of a `/proc/PID/stat` file.
     pub fn parse_cpu_ticks(text: &str) -> Result<u64> {
+        parse_cpu_ticks_split(text).map(|(u, s)| u + s)
+    }
+
+    /// Parses `(utime, stime)` from the text of a `/proc/PID/stat` file.
+    pub fn parse_cpu_ticks_split(text: &str) -> Result<(u64, u64)> {
         // The command name (field 2) is in parentheses and may contain
         // spaces or ')' itself: fields after it start past the last ')'.
         let Some(close) = text.rfind(')') else {
@@ -301,7 +312,7 @@ pub mod procfs {
         let stime = fields.next().context("no stime field")?;
         let u: u64 = utime.parse().context("utime")?;
         let s: u64 = stime.parse().context("stime")?;
-        Ok(u + s)
+        Ok((u, s))
     }
 
     /// Busy clock ticks (everything but idle and iowait) of the given CPUs,
@@ -368,6 +379,7 @@ pub mod procfs {
             let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 500 0 0 0 \
                         17 5 0 0 20 0 1 0 100 1000 200 18446744073709551615";
             assert_eq!(super::parse_cpu_ticks(line).unwrap(), 22);
+            assert_eq!(super::parse_cpu_ticks_split(line).unwrap(), (17, 5));
         }
 
         #[test]

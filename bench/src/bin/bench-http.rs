@@ -22,7 +22,11 @@
 //! for 256 connections is far below a millisecond of a multi-second run)
 //! divided by the requests completed in that run (myriad-load's JSON
 //! `messages_total`, wrk's "N requests in"); requests/s is the client's
-//! own figure. Before each measured run the same client runs `--warmup`
+//! own figure. The server's CPU per request is also shown split into user
+//! and system (kernel) time (`utime`, `stime`), and for `get` the targets'
+//! report adds Myriad's system time alone ÷ hyper's whole CPU per request
+//! (reported, no target): the part of the 0.7× target that nothing in
+//! Myriad's user space can move. Before each measured run the same client runs `--warmup`
 //! seconds unmeasured. Runs are interleaved round by round (`--repeat`),
 //! the table shows the median run (by CPU per request) and the spread over
 //! the rounds; ratios are medians of the per-round paired ratios. The
@@ -56,8 +60,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use myriad_bench::harness::{
-    cargo_build, median, num, paired_ratio_median, result_line, spread, workspace_root, Load, Rig,
-    Run, ServerSpec, Table, OTHER_CPU_WARN,
+    cargo_build, median, num, paired_ratio_median, paired_ratios_of, result_line, spread, Load,
+    Rig, Run, ServerSpec, Table, OTHER_CPU_WARN,
 };
 
 #[derive(Parser, Debug)]
@@ -177,13 +181,7 @@ fn serves_files(server: &str) -> bool {
 
 fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
     let hello = rig.bin("examples/http_hello");
-    let profile = rig.bin_dir().file_name().unwrap_or_default().to_owned();
-    let baseline = |b: &str| {
-        workspace_root()
-            .join("target/http-baselines")
-            .join(&profile)
-            .join(b)
-    };
+    let baseline = |b: &str| rig.baseline_bin("http-baselines", b);
     let dir = dir.display().to_string();
     Ok(match name {
         "myriad" | "myriad-epoll" => {
@@ -218,22 +216,13 @@ fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
 
 fn build(rig: &Rig) -> Result<()> {
     let dir = rig.bin_dir();
-    let baselines = [(
-        "CARGO_TARGET_DIR",
-        workspace_root().join("target/http-baselines"),
-    )];
     let ok = cargo_build(
         "bench-http",
         dir,
         &["-p", "myriad-http", "--example", "http_hello"],
         &[],
     )? && cargo_build("bench-http", dir, &["-p", "myriad-load"], &[])?
-        && cargo_build(
-            "bench-http",
-            dir,
-            &["--manifest-path", "bench/http-baselines/Cargo.toml"],
-            &baselines,
-        )?;
+        && rig.build_baselines("bench-http", "http-baselines", &[])?;
     if !ok {
         bail!("cargo build failed");
     }
@@ -626,6 +615,7 @@ fn main() -> Result<()> {
             .right("req/s", 10)
             .right("CPU us/req", 10)
             .right("us/req rounds", 15)
+            .right("user/sys us", 11)
             .right("CPU ns/B", 8)
             .right("p99 ms", 7)
             .right("server", 6)
@@ -664,6 +654,7 @@ fn main() -> Result<()> {
                     format!("{:.0}", m.rate()),
                     format!("{:.3}", m.cpu_us_per_op()),
                     rounds.map_or("-".into(), |(lo, hi)| format!("{lo:.3}-{hi:.3}")),
+                    format!("{:.3}/{:.3}", m.user_us_per_op(), m.sys_us_per_op()),
                     per_byte.map_or("-".into(), |v| format!("{v:.3}")),
                     p99.map_or("-".into(), |v| format!("{:.2}", v / 1e3)),
                     format!("{:.0}%", m.server_util() * 100.0),
@@ -675,6 +666,8 @@ fn main() -> Result<()> {
                     "server": name, "requests_per_sec": m.rate(), "requests": m.count(),
                     "cpu_us_per_request": m.cpu_us_per_op(), "cpu_ns_per_byte": per_byte,
                     "cpu_us_per_request_rounds": rounds.map(|(a, b)| [a, b]),
+                    "user_us_per_request": m.user_us_per_op(),
+                    "sys_us_per_request": m.sys_us_per_op(),
                     "p50_us": m.field("p50_us").filter(|_| latency), "p99_us": p99,
                     "server_cpu_util": m.server_util(), "client_cpu_util": m.loadgen_util(),
                     "other_cpu_util_max": other, "rounds": runs.len()}),
@@ -686,6 +679,8 @@ fn main() -> Result<()> {
                     ("server", name.to_string()),
                     ("req_per_sec", num(Some(m.rate()), 1)),
                     ("cpu_us_per_req", num(Some(m.cpu_us_per_op()), 4)),
+                    ("user_us_per_req", num(Some(m.user_us_per_op()), 4)),
+                    ("sys_us_per_req", num(Some(m.sys_us_per_op()), 4)),
                     ("cpu_ns_per_byte", num(per_byte, 4)),
                     ("p99_us", num(p99, 0)),
                     ("rounds", runs.len().to_string()),
@@ -739,18 +734,44 @@ fn main() -> Result<()> {
                     );
                 }
                 match sc.name {
-                    "get" => targets.push(Target {
-                        client: client.name(),
-                        scenario: sc.name,
-                        what: "server CPU/req".into(),
-                        server: names[mi].into(),
-                        baseline: "hyper".into(),
-                        ratio: hyper.and_then(|h| {
-                            let b = grid.get(ji, h).ok_runs()?;
-                            paired_ratio_median(grid.get(ji, mi).ok_runs()?, b, Run::cpu_us_per_op)
-                        }),
-                        limit: Some((0.7, false)),
-                    }),
+                    "get" => {
+                        targets.push(Target {
+                            client: client.name(),
+                            scenario: sc.name,
+                            what: "server CPU/req".into(),
+                            server: names[mi].into(),
+                            baseline: "hyper".into(),
+                            ratio: hyper.and_then(|h| {
+                                let b = grid.get(ji, h).ok_runs()?;
+                                paired_ratio_median(
+                                    grid.get(ji, mi).ok_runs()?,
+                                    b,
+                                    Run::cpu_us_per_op,
+                                )
+                            }),
+                            limit: Some((0.7, false)),
+                        });
+                        // What user space cannot move: the server's kernel
+                        // CPU per request alone against hyper's whole CPU.
+                        targets.push(Target {
+                            client: client.name(),
+                            scenario: sc.name,
+                            what: "kernel CPU/req".into(),
+                            server: names[mi].into(),
+                            baseline: "hyper (all CPU)".into(),
+                            ratio: hyper.and_then(|h| {
+                                let b = grid.get(ji, h).ok_runs()?;
+                                let m = grid.get(ji, mi).ok_runs()?;
+                                median(paired_ratios_of(
+                                    m,
+                                    Run::sys_us_per_op,
+                                    b,
+                                    Run::cpu_us_per_op,
+                                ))
+                            }),
+                            limit: None,
+                        });
+                    }
                     "pipe16" => {
                         // Per round: Myriad's rate over the fastest peer's.
                         let mr = grid.get(ji, mi).ok_runs().unwrap_or(&[]);

@@ -61,8 +61,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Parser;
 use myriad_bench::harness::{
-    cargo_build, median, median_run, num, paired_ratio_median, result_line, spread, workspace_root,
-    Load, Rig, Run, ServerSpec, Table,
+    cargo_build, median, median_run, num, paired_ratio_median, result_line, spread, Load, Rig, Run,
+    ServerSpec, Table,
 };
 
 #[derive(Parser, Debug)]
@@ -155,7 +155,6 @@ struct Scenario {
 }
 
 fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
-    let profile = rig.bin_dir().file_name().unwrap_or_default().to_owned();
     let s = match name {
         "myriad" => ServerSpec::new(
             name,
@@ -176,18 +175,12 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
         ),
         "tokio-broadcast" => ServerSpec::new(
             name,
-            workspace_root()
-                .join("target/ws-baselines")
-                .join(&profile)
-                .join("pubsub-tokio-broadcast"),
+            rig.baseline_bin("ws-baselines", "pubsub-tokio-broadcast"),
             ["--addr", "{addr}"],
         ),
         "floor" => ServerSpec::new(
             name,
-            workspace_root()
-                .join("target/ws-baselines")
-                .join(&profile)
-                .join("pubsub-floor"),
+            rig.baseline_bin("ws-baselines", "pubsub-floor"),
             ["--addr", "{addr}"],
         ),
         other => {
@@ -200,10 +193,6 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
 
 fn build(rig: &Rig) -> Result<()> {
     let dir = rig.bin_dir();
-    let baselines = [(
-        "CARGO_TARGET_DIR",
-        workspace_root().join("target/ws-baselines"),
-    )];
     let ok = cargo_build(
         "bench-pubsub",
         dir,
@@ -216,18 +205,10 @@ fn build(rig: &Rig) -> Result<()> {
             "pubsub-load",
         ],
         &[],
-    )? && cargo_build(
+    )? && rig.build_baselines(
         "bench-pubsub",
-        dir,
-        &[
-            "--manifest-path",
-            "bench/ws-baselines/Cargo.toml",
-            "--bin",
-            "pubsub-tokio-broadcast",
-            "--bin",
-            "pubsub-floor",
-        ],
-        &baselines,
+        "ws-baselines",
+        &["pubsub-tokio-broadcast", "pubsub-floor"],
     )?;
     if !ok {
         bail!("cargo build failed");

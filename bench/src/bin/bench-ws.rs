@@ -39,8 +39,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Parser;
 use myriad_bench::harness::{
-    cargo_build, median_run, num, paired_ratio_median, result_line, workspace_root, Load, Rig, Run,
-    Scenario, ServerSpec, Table,
+    cargo_build, median_run, num, paired_ratio_median, result_line, Load, Rig, Run, Scenario,
+    ServerSpec, Table,
 };
 
 #[derive(Parser, Debug)]
@@ -115,13 +115,7 @@ const SCENARIOS: [Scenario; 3] = [
 
 fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
     let ws_echo = rig.bin("examples/ws_echo");
-    let profile = rig.bin_dir().file_name().unwrap_or_default().to_owned();
-    let baseline = |b: &str| {
-        workspace_root()
-            .join("target/ws-baselines")
-            .join(&profile)
-            .join(b)
-    };
+    let baseline = |b: &str| rig.baseline_bin("ws-baselines", b);
     let s = match name {
         "myriad" => ServerSpec::new(
             name,
@@ -149,10 +143,6 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
 
 fn build(rig: &Rig) -> Result<()> {
     let dir = rig.bin_dir();
-    let baselines = [(
-        "CARGO_TARGET_DIR",
-        workspace_root().join("target/ws-baselines"),
-    )];
     let ok = cargo_build(
         "bench-ws",
         dir,
@@ -170,12 +160,7 @@ fn build(rig: &Rig) -> Result<()> {
             "ws-idle",
         ],
         &[],
-    )? && cargo_build(
-        "bench-ws",
-        dir,
-        &["--manifest-path", "bench/ws-baselines/Cargo.toml"],
-        &baselines,
-    )?;
+    )? && rig.build_baselines("bench-ws", "ws-baselines", &[])?;
     if !ok {
         bail!("cargo build failed");
     }
