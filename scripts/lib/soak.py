@@ -120,12 +120,15 @@ RING_AREA_KB = 512 * 32
 
 
 def rss_split(pid):
-    """(RSS of the receive-buffer ring areas, RSS of the rest) in KiB, from
-    /proc/PID/smaps; None if unreadable. Tells a creep of the rings (buffers
-    entering circulation as the rings grow) from one of the heap."""
-    rings = other = 0
+    """(RSS of the receive-buffer ring areas, of the other anonymous memory
+    (heaps, arenas, stacks), of file-backed mappings (the binary's and the
+    libraries' pages)) in KiB, from /proc/PID/smaps; None if unreadable.
+    Tells a creep of the rings (buffers entering circulation as the rings
+    grow) from one of the heap, and both from code pages being faulted in
+    as rarer paths run for the first time."""
+    rings = heap = files = 0
     size = rss = 0
-    anon_rw = False
+    anon_rw = backed = False
     try:
         with open(f"/proc/{pid}/smaps") as f:
             for line in f:
@@ -135,6 +138,7 @@ def rss_split(pid):
                 if not line[0].isupper() or ":" not in field[0]:
                     # a mapping's first line: range, perms, offset, dev, inode[, path]
                     anon_rw = len(field) == 5 and field[1] == "rw-p"
+                    backed = len(field) >= 6 and field[5].startswith("/")
                     size = rss = 0
                     continue
                 if field[0] == "Size:":
@@ -143,14 +147,15 @@ def rss_split(pid):
                     rss = int(field[1])
                 elif field[0] == "VmFlags:":
                     # the last line of each mapping
-                    ring = anon_rw and size % RING_AREA_KB == 0 and "nr" not in field[1:]
-                    if ring:
+                    if anon_rw and size % RING_AREA_KB == 0 and "nr" not in field[1:]:
                         rings += rss
+                    elif backed:
+                        files += rss
                     else:
-                        other += rss
+                        heap += rss
     except (OSError, ValueError, IndexError):
         return None
-    return rings, other
+    return rings, heap, files
 
 
 def server_state(pid):
@@ -590,7 +595,7 @@ def main():
             with totals.lock:
                 v, e = totals.verified, totals.errors
             split = rss_split(a.server_pid)
-            parts = f" (rings {split[0]}, rest {split[1]})" if split else ""
+            parts = f" (rings {split[0]}, heap {split[1]}, files {split[2]})" if split else ""
             log(f"t={t}s rss_kb={rss}{parts} open={o} timers={tm} queued_bytes={q} verified={v} errors={e}")
             if t >= warmup and baseline is None:
                 baseline = rss
