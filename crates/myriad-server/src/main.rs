@@ -95,6 +95,10 @@ enum ServiceCmd {
     },
 }
 
+/// How often the server gives the allocator's free memory back to the
+/// kernel ([`myriad::trim_heap`]).
+const TRIM_EVERY: Duration = Duration::from_secs(30);
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -375,6 +379,7 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     let watchdog = myriad::workers::watchdog_usec();
     let mut last_summary = Instant::now();
     let mut last_watchdog = Instant::now();
+    let mut last_trim = Instant::now();
     let mut prev = total(&server);
     let mut loop_died = None;
     'run: loop {
@@ -448,6 +453,18 @@ fn serve(cfg: Config, path: Option<PathBuf>) -> Result<()> {
             ))]);
             prev = now;
             last_summary = Instant::now();
+        }
+        if last_trim.elapsed() >= TRIM_EVERY {
+            // The allocator's arenas keep what connections freed; give it
+            // back so that RSS follows the live heap (see myriad::trim_heap).
+            let t = Instant::now();
+            let released = myriad::trim_heap();
+            tracing::debug!(
+                released,
+                took_us = t.elapsed().as_micros() as u64,
+                "heap trimmed"
+            );
+            last_trim = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -347,3 +347,20 @@ pub(crate) fn ignore_sigpipe() {
 pub(crate) fn set_bind_address_no_port(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
 }
+
+/// glibc's `malloc_trim(0)`: gives the free memory of every malloc arena
+/// back to the kernel (free pages inside the heaps too, not only at their
+/// tops); true if any was released. Elsewhere (musl, other C libraries)
+/// nothing to do: false.
+pub(crate) fn trim_heap() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim takes the arenas' own locks and only returns
+        // free pages; it touches no memory the program owns.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
