@@ -182,25 +182,25 @@ impl Run {
         self.field("errors").unwrap_or(0.0) as u64
     }
 
-    /// Server CPU microseconds per operation (NaN when none completed).
-    pub fn cpu_us_per_op(&self) -> f64 {
+    /// Microseconds of `secs` per operation (NaN when none completed).
+    fn us_per_op(&self, secs: f64) -> f64 {
         let n = self.count();
         if n > 0.0 {
-            self.server_cpu_secs * 1e6 / n
+            secs * 1e6 / n
         } else {
             f64::NAN
         }
     }
 
+    /// Server CPU microseconds per operation (NaN when none completed).
+    pub fn cpu_us_per_op(&self) -> f64 {
+        self.us_per_op(self.server_cpu_secs)
+    }
+
     /// The kernel's part of [`Run::cpu_us_per_op`]: server system CPU
     /// microseconds per operation (NaN when none completed).
     pub fn sys_us_per_op(&self) -> f64 {
-        let n = self.count();
-        if n > 0.0 {
-            self.server_sys_secs * 1e6 / n
-        } else {
-            f64::NAN
-        }
+        self.us_per_op(self.server_sys_secs)
     }
 
     /// User space's part of [`Run::cpu_us_per_op`].

@@ -733,44 +733,28 @@ fn main() -> Result<()> {
                         "paired_cpu_ratio": cpu, "paired_rate_ratio": rate}),
                     );
                 }
+                // Myriad's figure `ma` against hyper's `mb`, per round.
+                let vs_hyper = |ma: fn(&Run) -> f64, mb: fn(&Run) -> f64| {
+                    let b = grid.get(ji, hyper?).ok_runs()?;
+                    median(paired_ratios_of(grid.get(ji, mi).ok_runs()?, ma, b, mb))
+                };
+                let target = |what: &str, baseline: &str, ratio, limit| Target {
+                    client: client.name(),
+                    scenario: sc.name,
+                    what: what.into(),
+                    server: names[mi].into(),
+                    baseline: baseline.into(),
+                    ratio,
+                    limit,
+                };
                 match sc.name {
                     "get" => {
-                        targets.push(Target {
-                            client: client.name(),
-                            scenario: sc.name,
-                            what: "server CPU/req".into(),
-                            server: names[mi].into(),
-                            baseline: "hyper".into(),
-                            ratio: hyper.and_then(|h| {
-                                let b = grid.get(ji, h).ok_runs()?;
-                                paired_ratio_median(
-                                    grid.get(ji, mi).ok_runs()?,
-                                    b,
-                                    Run::cpu_us_per_op,
-                                )
-                            }),
-                            limit: Some((0.7, false)),
-                        });
+                        let cpu = vs_hyper(Run::cpu_us_per_op, Run::cpu_us_per_op);
+                        targets.push(target("server CPU/req", "hyper", cpu, Some((0.7, false))));
                         // What user space cannot move: the server's kernel
                         // CPU per request alone against hyper's whole CPU.
-                        targets.push(Target {
-                            client: client.name(),
-                            scenario: sc.name,
-                            what: "kernel CPU/req".into(),
-                            server: names[mi].into(),
-                            baseline: "hyper (all CPU)".into(),
-                            ratio: hyper.and_then(|h| {
-                                let b = grid.get(ji, h).ok_runs()?;
-                                let m = grid.get(ji, mi).ok_runs()?;
-                                median(paired_ratios_of(
-                                    m,
-                                    Run::sys_us_per_op,
-                                    b,
-                                    Run::cpu_us_per_op,
-                                ))
-                            }),
-                            limit: None,
-                        });
+                        let kernel = vs_hyper(Run::sys_us_per_op, Run::cpu_us_per_op);
+                        targets.push(target("kernel CPU/req", "hyper (all CPU)", kernel, None));
                     }
                     "pipe16" => {
                         // Per round: Myriad's rate over the fastest peer's.
@@ -796,28 +780,18 @@ fn main() -> Result<()> {
                             })
                             .max_by(|a, b| a.1.total_cmp(&b.1))
                             .map_or("-", |(n, _)| n);
-                        targets.push(Target {
-                            client: client.name(),
-                            scenario: sc.name,
-                            what: "req/s".into(),
-                            server: names[mi].into(),
-                            baseline: format!("best peer ({best_name})"),
-                            ratio: median(per_round),
-                            limit: Some((1.0, true)),
-                        });
+                        let baseline = format!("best peer ({best_name})");
+                        targets.push(target(
+                            "req/s",
+                            &baseline,
+                            median(per_round),
+                            Some((1.0, true)),
+                        ));
                     }
-                    "static1m" => targets.push(Target {
-                        client: client.name(),
-                        scenario: sc.name,
-                        what: "server CPU/byte".into(),
-                        server: names[mi].into(),
-                        baseline: "hyper".into(),
-                        ratio: hyper.and_then(|h| {
-                            let b = grid.get(ji, h).ok_runs()?;
-                            paired_ratio_median(grid.get(ji, mi).ok_runs()?, b, Run::cpu_us_per_op)
-                        }),
-                        limit: None,
-                    }),
+                    "static1m" => {
+                        let cpu = vs_hyper(Run::cpu_us_per_op, Run::cpu_us_per_op);
+                        targets.push(target("server CPU/byte", "hyper", cpu, None));
+                    }
                     _ => {}
                 }
             }
