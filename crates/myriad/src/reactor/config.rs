@@ -118,6 +118,13 @@ pub(crate) fn dur_ms(d: Option<Duration>) -> u32 {
     d.map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32)
 }
 
+/// The loop time (ms) `after` from `now_ms`, saturating: a delay a handler,
+/// a plugin or a config chose ("never" as `Duration::MAX`) must not wrap
+/// the clock into a timer due at once.
+pub(crate) fn at_after(now_ms: u64, after: Duration) -> u64 {
+    now_ms.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(super) fn clamp_u32(v: usize) -> u32 {
     v.min(u32::MAX as usize) as u32
 }

@@ -537,7 +537,9 @@ impl<'a> Ctx<'a> {
     }
 
     /// Calls [`Handler::on_timer`] with `token` after `after`. Timers cannot
-    /// be cancelled; ignore stale tokens instead.
+    /// be cancelled; ignore stale tokens instead (or use
+    /// [`Ctx::set_deadline`], which a later one replaces). A delay past the
+    /// loop's clock (`Duration::MAX`) saturates: that timer never fires.
     ///
     /// ```
     /// # use myriad::{Ctx, Handler};
@@ -555,7 +557,7 @@ impl<'a> Ctx<'a> {
     /// ```
     pub fn set_timer(&mut self, after: Duration, token: u64) {
         let core = &mut *self.lcx.core;
-        let at = core.now_ms + after.as_millis() as u64;
+        let at = at_after(core.now_ms, after);
         core.timers.push(TimerEntry {
             at_ms: at,
             slot: self.slot,
@@ -604,7 +606,7 @@ impl<'a> Ctx<'a> {
         // after 32,768 deadlines set within one timeout.
         let seq = (c.deadline.wrapping_add(1)) & !DEADLINE_SET;
         c.deadline = DEADLINE_SET | seq;
-        let at = core.now_ms + after.as_millis() as u64;
+        let at = at_after(core.now_ms, after);
         core.timers.push(TimerEntry {
             at_ms: at,
             slot: self.slot,

@@ -37,8 +37,8 @@ pub(crate) mod sim_engine;
 #[cfg(any(test, feature = "sim"))]
 mod testkit;
 
-use config::clamp_u32;
 pub use config::ConnectOptions;
+use config::{at_after, clamp_u32};
 pub(crate) use config::{dur_ms, Limits, ListenerRt, PerAddr, ServiceRt};
 pub use ctx::{Ctx, LoopCx};
 pub(crate) use handle::LoopShared;
@@ -240,7 +240,7 @@ impl Reactor {
         if self.shutdown_at.is_some() {
             return;
         }
-        let at = self.now_ms + grace.as_millis() as u64;
+        let at = at_after(self.now_ms, grace);
         self.shutdown_at = Some(at);
         self.stop_listeners = true;
         self.timers.push(TimerEntry {

@@ -62,8 +62,9 @@ enum Seen {
 
 type SeenLog = Arc<Mutex<Vec<Seen>>>;
 
-/// Echoes; `close`, `close twice`, `abort`, `shut`, `pause`, `big` and
-/// `panic` in the input are commands.
+/// Echoes; `close`, `close twice`, `abort`, `shut`, `pause`, `big`,
+/// `panic`, `never` (a timer and a deadline after `Duration::MAX`) and
+/// `soon` (a timer after 5 ms) in the input are commands.
 struct Probe {
     seen: SeenLog,
 }
@@ -85,6 +86,11 @@ impl Handler for Probe {
             b"pause" => cx.pause_reading(),
             b"big" => cx.write(&[7u8; 3000]),
             b"panic" => panic!("the probe was asked to panic"),
+            b"never" => {
+                cx.set_timer(Duration::MAX, 1);
+                cx.set_deadline(Duration::MAX, 2);
+            }
+            b"soon" => cx.set_timer(Duration::from_millis(5), 3),
             _ => cx.write(data),
         }
         data.len()
@@ -385,6 +391,34 @@ fn the_idle_timeout_follows_the_clock_it_is_given() {
         assert_eq!(Harness::closes(&ops), vec![Sock::from_raw(7)]);
         h.assert_empty();
         assert_eq!(h.r.shared.counters.snapshot().err_idle_timeout, 1);
+    });
+}
+
+#[test]
+fn a_delay_past_the_clock_saturates_and_never_fires() {
+    both(|sync| {
+        let mut h = Harness::with(sync, |_| {});
+        let tok = h.accept(7);
+        // a clock past zero, where a wrapping sum would land in the past
+        h.now = 1000;
+        h.recv(tok, b"never");
+        h.recv(tok, b"soon");
+        h.settle();
+        h.take_seen();
+        h.now = 1005;
+        h.turn();
+        assert_eq!(h.take_seen(), vec![Seen::Timer(3)]);
+        h.now = 1 << 50;
+        h.turn();
+        assert_eq!(
+            h.take_seen(),
+            vec![],
+            "neither the timer nor the deadline fired"
+        );
+        assert!(h
+            .r
+            .next_timeout()
+            .is_some_and(|t| t > Duration::from_secs(1 << 50)));
     });
 }
 

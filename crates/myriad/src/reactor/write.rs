@@ -255,7 +255,7 @@ impl Reactor {
         }
         let gen = self.conns[slot as usize].gen;
         self.timers.push(TimerEntry {
-            at_ms: self.now_ms + opts.timeout.as_millis().max(1) as u64,
+            at_ms: at_after(self.now_ms, opts.timeout.max(Duration::from_millis(1))),
             slot,
             gen,
             kind: TimerKind::Connect,
