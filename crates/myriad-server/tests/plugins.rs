@@ -205,6 +205,33 @@ fn rust_and_c_echo_kv_and_probe_host_calls() {
     assert_ne!(p.ask("ID"), "0");
     assert_eq!(p.ask("CANCEL 1"), "cancelled");
     assert_eq!(p.ask("TIMER 20"), "tick", "the cancelled timer never fires");
+    // several timers fire in the order they are due, not the order set
+    assert_eq!(p.ask("TIMERS 60 20 40"), "tick 1");
+    assert_eq!(p.read(), "tick 2");
+    assert_eq!(p.read(), "tick 0");
+    // "never" neither fires nor wraps the loop's clock into a timer due
+    // at once (nor, in a debug build, overflows inside a host call)
+    assert_eq!(p.ask("NEVER"), "never");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(p.ask("ECHO still"), "still");
+    // a timer re-armed 100,000 times (a timeout re-armed per message)
+    // holds one entry of the loop's timer heap, not one per re-arm
+    let timers = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with("myriad_timers{service=\"probe\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = timers(&metrics(pm));
+    assert_eq!(p.ask("REARM 100000 60000"), "rearmed");
+    let after = timers(&metrics(pm));
+    assert!(after <= before + 2, "timer entries {before} -> {after}");
+    assert_eq!(p.ask("REARM 1 30"), "rearmed");
+    assert_eq!(
+        p.read(),
+        "tick",
+        "the re-armed timer fires once, at its last due time"
+    );
     assert_eq!(p.ask("BLOCK 21"), "done 42");
     assert_eq!(p.ask("COUNT greetings"), "counted");
     assert_eq!(p.ask("COUNT bad name!"), "refused");

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasm::WasmLib;
 
 /// Timers one connection may have at once.
@@ -49,9 +49,18 @@ const MAX_TOPIC_LEN: usize = 256;
 /// Counter names one service may have.
 const MAX_COUNTERS: usize = 256;
 /// Engine timer token that delivers finished blocking work (below the
-/// WebSocket layer's internal bit 63; user timers use small sequence
-/// numbers).
+/// WebSocket layer's internal bit 63).
 const TASK_TIMER: u64 = 1 << 62;
+/// Engine deadline token of a connection's plugin timers: the host keeps
+/// the plugin's timers itself and only the earliest in the engine, as the
+/// connection's one deadline (`Ctx::set_deadline`), which a later one
+/// replaces and the loop's timer heap then drops. Engine timers cannot be
+/// cancelled, so a plugin that re-arms a timer on every message would
+/// otherwise grow the loop's heap by an entry per message.
+const PLUGIN_TIMERS: u64 = TASK_TIMER | 1;
+/// Longest plugin timer delay (about 31 years): any later "never" is
+/// that, so that a due time always fits the clock.
+const MAX_TIMER_MS: u64 = 1 << 40;
 /// A `ConnOps` answer meaning "the plugin asked for nonsense": the
 /// connection is closed as a fault.
 const NONSENSE: i32 = i32::MIN;
@@ -493,16 +502,21 @@ pub trait ConnOps {
     fn extra(&mut self) -> &mut Extra;
     /// Pauses or resumes reading on the engine connection.
     fn engine_pause(&mut self, on: bool);
-    /// Sets an engine timer.
-    fn engine_timer(&mut self, after: Duration, token: u64);
+    /// The loop's clock.
+    fn now(&mut self) -> Instant;
+    /// Sets the connection's engine deadline (token [`PLUGIN_TIMERS`]).
+    fn engine_deadline(&mut self, after: Duration);
     fn pause(&mut self, on: bool) -> i32 {
         self.engine_pause(on);
         MYRIAD_OK
     }
     fn set_timer(&mut self, after_ms: u64, token: u64) -> i32 {
-        match self.extra().set_timer(token) {
-            Some(seq) => {
-                self.engine_timer(Duration::from_millis(after_ms), seq);
+        let now = self.now();
+        match self.extra().set_timer(token, now, after_ms) {
+            Some(arm) => {
+                if let Some(after) = arm {
+                    self.engine_deadline(after);
+                }
                 MYRIAD_OK
             }
             None => MYRIAD_ERR_LIMIT,
@@ -537,11 +551,31 @@ struct Rare {
     closing: bool,
     /// The plugin failed (its `on_close` says so).
     faulted: bool,
-    /// (plugin token, engine token)
-    timers: Vec<(u64, u64)>,
-    next_seq: u64,
+    /// The plugin's timers: (token, due), at most [`MAX_TIMERS`].
+    timers: Vec<(u64, Instant)>,
+    /// When the connection's engine deadline is due, if one is set: never
+    /// later than the earliest of `timers`.
+    armed: Option<Instant>,
     topics: Vec<Box<str>>,
 }
+
+impl Rare {
+    /// How long to set the engine deadline for, when the earliest timer is
+    /// due before the deadline that is set (or none is).
+    fn rearm(&mut self, now: Instant) -> Option<Duration> {
+        let first = self.timers.iter().map(|t| t.1).min()?;
+        if self.armed.is_some_and(|a| a <= first) {
+            return None;
+        }
+        self.armed = Some(first);
+        // Rounded up: the engine's timers have millisecond resolution.
+        Some(first.saturating_duration_since(now) + TIMER_RESOLUTION)
+    }
+}
+
+/// The engine's timer resolution: a timer within it of its due time when
+/// the deadline fires is due.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 impl Extra {
     fn rare(&mut self) -> &mut Rare {
@@ -563,30 +597,54 @@ impl Extra {
         r.faulted |= faulted;
     }
 
-    /// A new engine token for the plugin's `token` (replacing an older one).
-    fn set_timer(&mut self, token: u64) -> Option<u64> {
+    /// Sets the plugin's timer `token` (replacing one with that token) due
+    /// `after_ms` from `now`; `None` past [`MAX_TIMERS`], else how long to
+    /// set the engine deadline for, if it must move earlier.
+    fn set_timer(&mut self, token: u64, now: Instant, after_ms: u64) -> Option<Option<Duration>> {
         let r = self.rare();
         r.timers.retain(|t| t.0 != token);
         if r.timers.len() >= MAX_TIMERS {
             return None;
         }
-        r.next_seq = (r.next_seq + 1) % TASK_TIMER;
-        let seq = r.next_seq.max(1);
-        r.timers.push((token, seq));
-        Some(seq)
+        r.timers.push((
+            token,
+            now + Duration::from_millis(after_ms.min(MAX_TIMER_MS)),
+        ));
+        Some(r.rearm(now))
     }
 
+    /// A cancelled timer leaves the deadline as it is: when it fires with
+    /// nothing due, it is set again for the earliest timer left.
     fn cancel_timer(&mut self, token: u64) {
         if let Some(r) = &mut self.rare {
             r.timers.retain(|t| t.0 != token);
         }
     }
 
-    /// The plugin's token of a fired engine timer, if it still stands.
-    fn fired(&mut self, seq: u64) -> Option<u64> {
-        let r = self.rare.as_mut()?;
-        let i = r.timers.iter().position(|t| t.1 == seq)?;
-        Some(r.timers.swap_remove(i).0)
+    /// The engine deadline fired at `now`: the tokens of the timers due,
+    /// earliest first, taken out.
+    fn take_due(&mut self, now: Instant) -> Vec<u64> {
+        let Some(r) = self.rare.as_mut() else {
+            return Vec::new();
+        };
+        r.armed = None;
+        let limit = now + TIMER_RESOLUTION;
+        let mut due = Vec::new();
+        r.timers.retain(|&t| {
+            let keep = t.1 > limit;
+            if !keep {
+                due.push(t);
+            }
+            keep
+        });
+        due.sort_by_key(|t| t.1);
+        due.into_iter().map(|t| t.0).collect()
+    }
+
+    /// After the due timers ran: how long to set the engine deadline for,
+    /// if timers are left and none set it already.
+    fn rearm(&mut self, now: Instant) -> Option<Duration> {
+        self.rare.as_mut()?.rearm(now)
     }
 }
 
@@ -726,8 +784,12 @@ impl ConnOps for TcpConn<'_, '_> {
         }
     }
 
-    fn engine_timer(&mut self, after: Duration, token: u64) {
-        self.cx.set_timer(after, token);
+    fn now(&mut self) -> Instant {
+        self.cx.now()
+    }
+
+    fn engine_deadline(&mut self, after: Duration) {
+        self.cx.set_deadline(after, PLUGIN_TIMERS);
     }
 
     fn addr(&mut self, local: bool) -> Option<SocketAddr> {
@@ -932,8 +994,17 @@ impl Handler for TcpPlugin {
                     lib.on_task(hc, st, Some(conn), t, arg)
                 });
             }
-        } else if let Some(t) = self.extra.fired(token) {
-            self.with(cx, |lib, hc, st, conn| lib.on_timer(hc, st, conn, t));
+        } else if token == PLUGIN_TIMERS {
+            let now = cx.now();
+            for t in self.extra.take_due(now) {
+                if self.extra.closing() {
+                    break;
+                }
+                self.with(cx, |lib, hc, st, conn| lib.on_timer(hc, st, conn, t));
+            }
+            if let Some(after) = self.extra.rearm(now) {
+                cx.set_deadline(after, PLUGIN_TIMERS);
+            }
         }
     }
 
@@ -1026,8 +1097,12 @@ impl ConnOps for WsConn<'_, '_, '_> {
         }
     }
 
-    fn engine_timer(&mut self, after: Duration, token: u64) {
-        self.cx.set_timer(after, token);
+    fn now(&mut self) -> Instant {
+        self.cx.engine().now()
+    }
+
+    fn engine_deadline(&mut self, after: Duration) {
+        self.cx.engine().set_deadline(after, PLUGIN_TIMERS);
     }
 
     fn addr(&mut self, local: bool) -> Option<SocketAddr> {
@@ -1236,8 +1311,17 @@ impl WsHandler for WsPlugin {
                     lib.on_task(hc, st, Some(conn), t, arg)
                 });
             }
-        } else if let Some(t) = self.extra.fired(token) {
-            self.with(cx, |lib, hc, st, conn| lib.on_timer(hc, st, conn, t));
+        } else if token == PLUGIN_TIMERS {
+            let now = cx.engine().now();
+            for t in self.extra.take_due(now) {
+                if self.extra.closing() {
+                    break;
+                }
+                self.with(cx, |lib, hc, st, conn| lib.on_timer(hc, st, conn, t));
+            }
+            if let Some(after) = self.extra.rearm(now) {
+                cx.engine().set_deadline(after, PLUGIN_TIMERS);
+            }
         }
     }
 

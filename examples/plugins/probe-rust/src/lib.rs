@@ -8,6 +8,10 @@
 //! ID            -> the connection id (non-zero)
 //! TIMER ms      -> "tick" after ms (on_timer)
 //! CANCEL ms     -> sets a timer and cancels it: "cancelled", never "tick"
+//! TIMERS a b .. -> timer i after the i-th delay (ms): "tick i" for each
+//! REARM n ms    -> sets the TIMER timer n times (a timeout re-armed per
+//!                  message): "rearmed", then one "tick" after ms
+//! NEVER         -> a timer after Duration::MAX: "never", and no tick
 //! BLOCK n       -> "done n*2" from the business pool (on_task)
 //! COUNT name    -> "counted" (counter_add)
 //! LOG text      -> "logged" (host log, level info)
@@ -63,6 +67,26 @@ impl Plugin for Probe {
             "TIMER" => {
                 let _ = cx.set_timer(Duration::from_millis(num), 7);
             }
+            "TIMERS" => {
+                for (i, ms) in arg.split_whitespace().enumerate() {
+                    let ms = ms.parse::<u64>().unwrap_or(0);
+                    let _ = cx.set_timer(Duration::from_millis(ms), 100 + i as u64);
+                }
+            }
+            "REARM" => {
+                let mut it = arg
+                    .split_whitespace()
+                    .map(|n| n.parse::<u64>().unwrap_or(0));
+                let (n, ms) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+                for _ in 0..n {
+                    let _ = cx.set_timer(Duration::from_millis(ms), 7);
+                }
+                reply(cx, "rearmed");
+            }
+            "NEVER" => {
+                let _ = cx.set_timer(Duration::MAX, 9);
+                reply(cx, "never");
+            }
             "CANCEL" => {
                 let _ = cx.set_timer(Duration::from_millis(num), 8);
                 let _ = cx.cancel_timer(8);
@@ -91,7 +115,11 @@ impl Plugin for Probe {
     }
 
     fn on_timer(&self, cx: &mut Cx<'_>, _conn: &mut u64, token: u64) {
-        reply(cx, if token == 7 { "tick" } else { "wrong timer" });
+        match token {
+            7 => reply(cx, "tick"),
+            100..200 => reply(cx, &format!("tick {}", token - 100)),
+            _ => reply(cx, "wrong timer"),
+        }
     }
 
     fn on_task(
