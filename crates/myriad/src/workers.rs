@@ -40,7 +40,6 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -174,9 +173,7 @@ impl Slot {
 /// Sends `sig` to a child not reaped yet (so its pid is still its own).
 fn signal(child: &Child, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) has no memory effects; the pid belongs to our
-        // child, which has not been waited for, so it cannot be reused.
-        unsafe { libc::kill(pid, sig) };
+        crate::backend::sys::kill(pid, sig);
     }
 }
 
@@ -228,57 +225,7 @@ impl Relay {
     /// One datagram, without blocking, and the sender's pid as the kernel
     /// tells it. Descriptors passed along are closed.
     fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // Room for the credentials and some descriptors; u64 for alignment.
-        let mut control = [0u64; 32];
-        // SAFETY: an all-zero msghdr is a valid, empty header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: msg points at iov (over buf) and control, both alive and
-        // writable for the lengths given.
-        let n = unsafe {
-            libc::recvmsg(
-                self.sock.as_raw_fd(),
-                &mut msg,
-                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut pid = None;
-        // SAFETY: the kernel wrote msg_controllen bytes of cmsg headers into
-        // control; the CMSG_* walk stays within them, and each payload is
-        // read unaligned within its header's cmsg_len.
-        unsafe {
-            let header = libc::CMSG_LEN(0) as usize;
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                let len = ((*c).cmsg_len as usize).saturating_sub(header);
-                let data = libc::CMSG_DATA(c);
-                if (*c).cmsg_level == libc::SOL_SOCKET {
-                    if (*c).cmsg_type == libc::SCM_CREDENTIALS
-                        && len >= std::mem::size_of::<libc::ucred>()
-                    {
-                        let cred: libc::ucred = std::ptr::read_unaligned(data.cast());
-                        pid = u32::try_from(cred.pid).ok();
-                    } else if (*c).cmsg_type == libc::SCM_RIGHTS {
-                        let fds = data.cast::<libc::c_int>();
-                        for k in 0..len / std::mem::size_of::<libc::c_int>() {
-                            libc::close(std::ptr::read_unaligned(fds.add(k)));
-                        }
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
-        Ok((n as usize, pid))
+        crate::backend::sys::recv_with_sender(self.sock.as_raw_fd(), buf)
     }
 }
 
@@ -357,20 +304,7 @@ pub fn supervise(n: usize, mut spawn: impl FnMut(usize) -> Command) -> io::Resul
             None => c.env_remove("WATCHDOG_USEC"),
         };
         let parent = libc::pid_t::try_from(supervisor).unwrap_or(0);
-        // SAFETY: the hook runs in the forked child before exec and calls
-        // only async-signal-safe syscalls (prctl, getppid).
-        unsafe {
-            c.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The supervisor may have died before prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        crate::backend::sys::die_with_parent(&mut c, parent);
         c.spawn()
     };
     let now = Instant::now();

@@ -1,8 +1,10 @@
 //! Thin, safe wrappers over the few raw syscalls the engine needs on plain
-//! file descriptors. This is the only place outside the backends proper that
-//! calls `libc` directly, so every `unsafe` block of the engine's socket
-//! handling lives in this module (DESIGN.md: `unsafe` only in backend and
-//! buffer modules).
+//! file descriptors, and over the process calls of the worker supervisor
+//! (`kill`, the notification socket's credentials, the workers' parent-death
+//! signal). This is the only place outside the backends proper that calls
+//! `libc` directly, so every `unsafe` block of the engine's socket and
+//! process handling lives in this module (DESIGN.md: `unsafe` only in
+//! backend and buffer modules).
 //!
 //! Connection descriptors are kept as bare `RawFd`s (4 bytes) rather than
 //! `OwnedFd`s inside the connection slots because the io_uring backend must
@@ -362,5 +364,83 @@ pub(crate) fn trim_heap() -> bool {
     #[cfg(not(target_env = "gnu"))]
     {
         false
+    }
+}
+
+/// kill(2) on a pid the caller owns (a child it has not waited for, so the
+/// pid cannot have been reused). Errors (the child already exited) are
+/// ignored: the caller waits for the child next either way.
+pub(crate) fn kill(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory effects.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// One datagram from a unix socket with `SO_PASSCRED`, without blocking,
+/// and the sender's pid as the kernel tells it (`SCM_CREDENTIALS`).
+/// Descriptors passed along (`SCM_RIGHTS`) are closed: nothing that sends
+/// to the socket can make the receiver keep descriptors.
+pub(crate) fn recv_with_sender(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for the credentials and some descriptors; u64 for alignment.
+    let mut control = [0u64; 32];
+    // SAFETY: an all-zero msghdr is a valid, empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at iov (over buf) and control, both alive and
+    // writable for the lengths given.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut pid = None;
+    // SAFETY: the kernel wrote msg_controllen bytes of cmsg headers into
+    // control; the CMSG_* walk stays within them, and each payload is read
+    // unaligned within its header's cmsg_len.
+    unsafe {
+        let header = libc::CMSG_LEN(0) as usize;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let len = ((*c).cmsg_len as usize).saturating_sub(header);
+            let data = libc::CMSG_DATA(c);
+            if (*c).cmsg_level == libc::SOL_SOCKET {
+                if (*c).cmsg_type == libc::SCM_CREDENTIALS && len >= size_of::<libc::ucred>() {
+                    let cred: libc::ucred = std::ptr::read_unaligned(data.cast());
+                    pid = u32::try_from(cred.pid).ok();
+                } else if (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let fds = data.cast::<libc::c_int>();
+                    for k in 0..len / size_of::<libc::c_int>() {
+                        libc::close(std::ptr::read_unaligned(fds.add(k)));
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, pid))
+}
+
+/// Makes the child that `cmd` starts get SIGTERM when its parent dies
+/// (`PR_SET_PDEATHSIG`), and fail to start if `parent` (the caller's pid)
+/// has died already, before the setting took effect.
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command, parent: libc::pid_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before exec and calls only
+    // async-signal-safe syscalls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
