@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 /// Errors from loading certificates or building a TLS configuration.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
     #[error("{path}: {reason}")]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Errors from building or running an engine.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Binding or configuring a listening socket failed.
     #[error("cannot listen on {addr}: {source}")]
