@@ -482,6 +482,42 @@ class Chaos:
 # ---- main ------------------------------------------------------------------
 
 
+def slope_mb_per_min(pts):
+    """Least-squares slope of (seconds, kB) points, in MB a minute."""
+    n = len(pts)
+    if n < 2:
+        return 0.0
+    mx = sum(p[0] for p in pts) / n
+    my = sum(p[1] for p in pts) / n
+    den = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / den * 60 / 1024 if den else 0.0
+
+
+def trend_lines(trend, warmup, windows=6):
+    """The rings' and the heap's course after the warm-up, in `windows`
+    equal windows (at least 60 s each): the range and least-squares slope of
+    each, so that a creep that levels off (or does not) shows in numbers
+    rather than in a glance at the samples. `trend`: (t, rings kB, heap kB)."""
+    after = [p for p in trend if p[0] >= warmup]
+    if len(after) < 2:
+        return []
+    t0, t1 = after[0][0], after[-1][0]
+    win = max(60, -(-(t1 - t0) // windows // 10) * 10)
+    out = []
+    start = t0
+    while start < t1:
+        seg = [p for p in after if start <= p[0] < start + win or (p[0] == t1 and start + win >= t1)]
+        if len(seg) >= 2:
+            heap = [p[2] for p in seg]
+            out.append(
+                f"trend t={start}-{seg[-1][0]}s heap {min(heap) / 1024:.1f}-{max(heap) / 1024:.1f} MB "
+                f"({slope_mb_per_min([(p[0], p[2]) for p in seg]):+.2f} MB/min) "
+                f"rings {seg[-1][1] / 1024:.1f} MB ({slope_mb_per_min([(p[0], p[1]) for p in seg]):+.2f} MB/min)"
+            )
+        start += win
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, required=True)
@@ -556,6 +592,7 @@ def main():
 
     fails = []
     samples = []
+    trend = []  # (t, rings kB, heap kB), for trend_lines
     baseline = None
     server_dead = False
     next_t = 10
@@ -596,6 +633,8 @@ def main():
                 v, e = totals.verified, totals.errors
             split = rss_split(a.server_pid)
             parts = f" (rings {split[0]}, heap {split[1]}, files {split[2]})" if split else ""
+            if split:
+                trend.append((t, split[0], split[1]))
             log(f"t={t}s rss_kb={rss}{parts} open={o} timers={tm} queued_bytes={q} verified={v} errors={e}")
             if t >= warmup and baseline is None:
                 baseline = rss
@@ -652,6 +691,8 @@ def main():
         log(f"ERROR {smp}")
     for f in fails:
         log(f"FAIL {f}")
+    for line in trend_lines(trend, warmup):
+        log(line)
     ok = totals.errors == 0 and not fails and totals.verified > 0
     log(f"soak: {'PASS' if ok else 'FAIL'}")
     log(
