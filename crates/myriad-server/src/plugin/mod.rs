@@ -58,7 +58,7 @@ const TASK_TIMER: u64 = 1 << 62;
 /// cancelled, so a plugin that re-arms a timer on every message would
 /// otherwise grow the loop's heap by an entry per message.
 const PLUGIN_TIMERS: u64 = TASK_TIMER | 1;
-/// Longest plugin timer delay (about 31 years): any later "never" is
+/// Longest plugin timer delay (2^40 ms, about 35 years): any later "never" is
 /// that, so that a due time always fits the clock.
 const MAX_TIMER_MS: u64 = 1 << 40;
 /// A `ConnOps` answer meaning "the plugin asked for nonsense": the
