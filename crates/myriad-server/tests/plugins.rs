@@ -232,6 +232,24 @@ fn rust_and_c_echo_kv_and_probe_host_calls() {
         "tick",
         "the re-armed timer fires once, at its last due time"
     );
+    // a zero-delay timer set again from its own on_timer, forever, does
+    // not hold the loop in its timer pass: the next command is answered
+    // (without the host's rounding to the engine's next millisecond the
+    // loop would fire it again in the same pass, for ever)
+    let mut s = Lines::new(pp);
+    s.0.get_mut().write_all(b"SPIN\r\n").unwrap();
+    assert_eq!(s.read(), "spin");
+    s.0.get_mut().write_all(b"ECHO served\r\n").unwrap();
+    let mut spins = 1;
+    loop {
+        match s.read().as_str() {
+            "spin" => spins += 1,
+            "served" => break,
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(spins < 100_000, "the echo never came");
+    }
+    drop(s);
     assert_eq!(p.ask("BLOCK 21"), "done 42");
     assert_eq!(p.ask("COUNT greetings"), "counted");
     assert_eq!(p.ask("COUNT bad name!"), "refused");

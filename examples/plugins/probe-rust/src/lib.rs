@@ -12,6 +12,8 @@
 //! REARM n ms    -> sets the TIMER timer n times (a timeout re-armed per
 //!                  message): "rearmed", then one "tick" after ms
 //! NEVER         -> a timer after Duration::MAX: "never", and no tick
+//! SPIN          -> a zero-delay timer that sets itself again from on_timer,
+//!                  forever: "spin" each time (the loop must go on serving)
 //! BLOCK n       -> "done n*2" from the business pool (on_task)
 //! COUNT name    -> "counted" (counter_add)
 //! LOG text      -> "logged" (host log, level info)
@@ -83,6 +85,9 @@ impl Plugin for Probe {
                 }
                 reply(cx, "rearmed");
             }
+            "SPIN" => {
+                let _ = cx.set_timer(Duration::ZERO, 10);
+            }
             "NEVER" => {
                 let _ = cx.set_timer(Duration::MAX, 9);
                 reply(cx, "never");
@@ -117,6 +122,10 @@ impl Plugin for Probe {
     fn on_timer(&self, cx: &mut Cx<'_>, _conn: &mut u64, token: u64) {
         match token {
             7 => reply(cx, "tick"),
+            10 => {
+                reply(cx, "spin");
+                let _ = cx.set_timer(Duration::ZERO, 10);
+            }
             100..200 => reply(cx, &format!("tick {}", token - 100)),
             _ => reply(cx, "wrong timer"),
         }
