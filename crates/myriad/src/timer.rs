@@ -44,6 +44,11 @@ pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<TimerEntry>>,
     /// Compact when the heap grows past this (see [`Timers::maybe_compact`]).
     compact_at: usize,
+    /// During a pass over the due timers ([`Timers::start_pass`]): its time.
+    pass: Option<u64>,
+    /// Entries pushed during a pass that were already due at its time; they
+    /// join the heap when it ends ([`Timers::end_pass`]).
+    late: Vec<TimerEntry>,
 }
 
 impl Default for Timers {
@@ -51,18 +56,43 @@ impl Default for Timers {
         Timers {
             heap: BinaryHeap::new(),
             compact_at: COMPACT_MIN,
+            pass: None,
+            late: Vec::new(),
         }
     }
 }
 
 impl Timers {
     pub(crate) fn push(&mut self, e: TimerEntry) {
-        self.heap.push(Reverse(e));
+        match self.pass {
+            Some(now_ms) if e.at_ms <= now_ms => self.late.push(e),
+            _ => self.heap.push(Reverse(e)),
+        }
+    }
+
+    /// Starts a pass over the timers due at `now_ms`: until
+    /// [`Timers::end_pass`], an entry pushed already due waits for the next
+    /// pass. So a timer callback that sets a zero-delay timer again (a
+    /// handler yielding and continuing later) runs once per pass, and the
+    /// loop goes on to its I/O between passes, instead of never leaving
+    /// this one.
+    pub(crate) fn start_pass(&mut self, now_ms: u64) {
+        debug_assert!(self.pass.is_none(), "a timer pass inside a timer pass");
+        self.pass = Some(now_ms);
+    }
+
+    /// Ends the pass: the entries deferred by it join the heap (due at
+    /// once: the loop's next wait does not block).
+    pub(crate) fn end_pass(&mut self) {
+        self.pass = None;
+        for e in self.late.drain(..) {
+            self.heap.push(Reverse(e));
+        }
     }
 
     /// Entries, live and stale.
     pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.late.len()
     }
 
     /// Drops the entries `live` says are stale (a closed connection's idle,
@@ -117,6 +147,21 @@ mod tests {
             gen: 0,
             kind: TimerKind::User(0),
         }
+    }
+
+    #[test]
+    fn an_entry_pushed_due_during_a_pass_waits_for_the_next() {
+        let mut t = Timers::default();
+        t.push(entry(5, 1));
+        t.start_pass(10);
+        assert_eq!(t.pop_due(10).map(|e| e.slot), Some(1));
+        t.push(entry(10, 2)); // due at the pass's time: deferred
+        t.push(entry(11, 3)); // later: into the heap at once
+        assert_eq!(t.pop_due(10).map(|e| e.slot), None);
+        assert_eq!(t.len(), 2);
+        t.end_pass();
+        assert_eq!(t.pop_due(10).map(|e| e.slot), Some(2));
+        assert_eq!(t.pop_due(11).map(|e| e.slot), Some(3));
     }
 
     #[test]

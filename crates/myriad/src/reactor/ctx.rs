@@ -539,7 +539,10 @@ impl<'a> Ctx<'a> {
     /// Calls [`Handler::on_timer`] with `token` after `after`. Timers cannot
     /// be cancelled; ignore stale tokens instead (or use
     /// [`Ctx::set_deadline`], which a later one replaces). A delay past the
-    /// loop's clock (`Duration::MAX`) saturates: that timer never fires.
+    /// loop's clock (`Duration::MAX`) saturates: that timer never fires. A
+    /// timer set from [`Handler::on_timer`] that is already due (a zero
+    /// delay: yield, continue later) fires at the loop's next turn, after
+    /// its I/O, not in the same pass.
     ///
     /// ```
     /// # use myriad::{Ctx, Handler};

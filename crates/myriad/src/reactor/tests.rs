@@ -64,7 +64,8 @@ type SeenLog = Arc<Mutex<Vec<Seen>>>;
 
 /// Echoes; `close`, `close twice`, `abort`, `shut`, `pause`, `big`,
 /// `panic`, `never` (a timer and a deadline after `Duration::MAX`) and
-/// `soon` (a timer after 5 ms) in the input are commands.
+/// `soon` (a timer after 5 ms) and `again` (a zero-delay timer that sets
+/// itself again) in the input are commands.
 struct Probe {
     seen: SeenLog,
 }
@@ -91,6 +92,7 @@ impl Handler for Probe {
                 cx.set_deadline(Duration::MAX, 2);
             }
             b"soon" => cx.set_timer(Duration::from_millis(5), 3),
+            b"again" => cx.set_timer(Duration::ZERO, 4),
             _ => cx.write(data),
         }
         data.len()
@@ -102,8 +104,14 @@ impl Handler for Probe {
         self.seen.lock().unwrap().push(Seen::Eof);
         cx.close();
     }
-    fn on_timer(&mut self, _cx: &mut Ctx<'_>, token: u64) {
-        self.seen.lock().unwrap().push(Seen::Timer(token));
+    fn on_timer(&mut self, cx: &mut Ctx<'_>, token: u64) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.push(Seen::Timer(token));
+        // `again`: set again from its own callback (bounded, so that a
+        // loop that never leaves its timer pass fails the test, not hangs)
+        if token == 4 && seen.iter().filter(|s| **s == Seen::Timer(4)).count() < 1000 {
+            cx.set_timer(Duration::ZERO, 4);
+        }
     }
     fn on_close(&mut self, _cx: &mut Ctx<'_>, reason: CloseReason) {
         let r = format!("{reason:?}");
@@ -419,6 +427,28 @@ fn a_delay_past_the_clock_saturates_and_never_fires() {
             .r
             .next_timeout()
             .is_some_and(|t| t > Duration::from_secs(1 << 50)));
+    });
+}
+
+#[test]
+fn a_timer_set_again_from_its_callback_fires_once_per_turn() {
+    both(|sync| {
+        let mut h = Harness::with(sync, |_| {});
+        let tok = h.accept(7);
+        h.recv(tok, b"again");
+        h.settle();
+        h.take_seen();
+        for _ in 0..3 {
+            assert_eq!(h.r.next_timeout(), Some(Duration::ZERO));
+            h.turn();
+            let seen = h.take_seen();
+            let fired = seen.iter().filter(|s| **s == Seen::Timer(4)).count();
+            assert_eq!(fired, 1, "{seen:?}");
+            // and the loop serves its connections between the turns
+            h.recv(tok, b"x");
+            h.settle();
+            assert!(h.take_seen().contains(&Seen::Data(b"x".to_vec())));
+        }
     });
 }
 

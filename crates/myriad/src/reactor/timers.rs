@@ -25,9 +25,11 @@ impl Reactor {
     /// asks [`Reactor::next_timeout`] how long it may sleep).
     pub(crate) fn tick(&mut self, now: Instant) {
         self.set_now(now);
+        self.timers.start_pass(self.now_ms);
         while let Some(t) = self.timers.pop_due(self.now_ms) {
             self.fire(t);
         }
+        self.timers.end_pass();
         let conns = &self.conns;
         self.timers.maybe_compact(|t| match t.kind {
             TimerKind::AcceptRetry | TimerKind::ShutdownDeadline => true,
