@@ -234,8 +234,9 @@ fn rust_and_c_echo_kv_and_probe_host_calls() {
     );
     // a zero-delay timer set again from its own on_timer, forever, does
     // not hold the loop in its timer pass: the next command is answered
-    // (without the host's rounding to the engine's next millisecond the
-    // loop would fire it again in the same pass, for ever)
+    // (both the host's rounding to the engine's next millisecond and the
+    // engine's deferral of timers set already due within a timer pass
+    // prevent the loop firing it again in the same pass, for ever)
     let mut s = Lines::new(pp);
     s.0.get_mut().write_all(b"SPIN\r\n").unwrap();
     assert_eq!(s.read(), "spin");
