@@ -843,7 +843,7 @@ pub fn parse(file: &str, text: &str, base: Option<&Path>) -> Result<Config, Conf
         Some(b) => b
             .get_ref()
             .parse()
-            .map_err(|e: String| cx.err(b.span(), e))?,
+            .map_err(|e: myriad::UnknownBackend| cx.err(b.span(), e.to_string()))?,
     };
     let io_threads = match &raw.io_threads {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -1436,6 +1436,18 @@ mod tests {
         let e = err("[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nstack = \"tcp\"\nhandler = \"echo\"\nmax_conns = 5\n");
         assert!(e.starts_with("test.toml:6:1:"), "{e}");
         assert!(e.contains("max_conns"), "{e}");
+    }
+
+    #[test]
+    fn unknown_backend_names_the_choices() {
+        let e = err("io_threads = 1\nbackend = \"kqueue\"\n");
+        assert!(e.starts_with("test.toml:2:11:"), "{e}");
+        assert!(
+            e.contains("unknown backend `kqueue` (expected auto, io_uring or epoll)"),
+            "{e}"
+        );
+        let c = parse("test.toml", "backend = \"io-uring\"\n", None).unwrap();
+        assert_eq!(c.backend, myriad::BackendKind::IoUring);
     }
 
     #[test]

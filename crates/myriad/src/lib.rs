@@ -97,7 +97,7 @@ pub mod sim {
     }
 }
 
-pub use crate::backend::{trim_heap, BackendKind};
+pub use crate::backend::{trim_heap, BackendKind, UnknownBackend};
 pub use crate::engine::{Engine, EngineBuilder, Error, Service};
 pub use crate::filter::{Filter, FilterError, FilterFactory, Outbound};
 pub use crate::handler::{CloseReason, Handler};

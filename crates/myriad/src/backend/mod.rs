@@ -167,16 +167,35 @@ pub enum BackendKind {
     Epoll,
 }
 
+/// A backend name that is none of `auto`, `io_uring` (or `io-uring`,
+/// `uring`) and `epoll`: the error of [`BackendKind`]'s `parse`.
+///
+/// ```
+/// use myriad::BackendKind;
+/// let e = "kqueue".parse::<BackendKind>().unwrap_err();
+/// assert_eq!(e.to_string(), "unknown backend `kqueue` (expected auto, io_uring or epoll)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backend `{name}` (expected auto, io_uring or epoll)")]
+pub struct UnknownBackend {
+    name: String,
+}
+
+impl UnknownBackend {
+    /// The name given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl FromStr for BackendKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownBackend;
+    fn from_str(s: &str) -> Result<Self, UnknownBackend> {
         match s {
             "auto" => Ok(BackendKind::Auto),
             "io_uring" | "io-uring" | "uring" => Ok(BackendKind::IoUring),
             "epoll" => Ok(BackendKind::Epoll),
-            other => Err(format!(
-                "unknown backend `{other}` (expected auto, io_uring or epoll)"
-            )),
+            other => Err(UnknownBackend { name: other.into() }),
         }
     }
 }
