@@ -171,6 +171,17 @@ impl Ctl<'_> {
         self.rr = ((self.rr as u64 + rem) % loops) as usize;
     }
 
+    /// Tells every loop that the hold has begun (after `hold_start` is set):
+    /// the connections waiting for it arm their checks.
+    fn hold_began(&self) {
+        for (i, init) in self.inits.iter().enumerate() {
+            let init = init.clone();
+            self.engine
+                .loop_handle(i)
+                .post(move |lcx| client::hold_began(lcx, &init));
+        }
+    }
+
     /// Ticks every few milliseconds until `until` or until `done` holds.
     /// Returns whether `done` held.
     fn wait(&mut self, until: Instant, mut done: impl FnMut(&Snapshot) -> bool) -> bool {
@@ -389,6 +400,7 @@ pub fn run(opts: RunOpts, obs: &mut dyn Observer) -> Result<Final> {
                 cpu_start = cpu_secs();
                 let t = ctl.set_now(&shared.hold_start);
                 shared.measure_start.store(t, Relaxed);
+                ctl.hold_began();
                 ctl.wait(Instant::now() + dur, |s| {
                     s.closed >= s.attempted && s.attempted >= n
                 });

@@ -280,6 +280,29 @@ fn hold_reverifies_the_sample() {
     assert_eq!(r.u("connections_established"), 50);
 }
 
+/// A ramp slower than the shortest check offsets: the early connections
+/// find the hold not begun and wait for it (no polling); every one is
+/// still checked once it begins.
+#[test]
+fn hold_checks_connections_that_waited_for_the_ramp() {
+    let _g = serial();
+    let s = Server::start(|| Echo);
+    let r = load(&[
+        &s.url("tcp"),
+        "-c",
+        "40",
+        "--connect-rate",
+        "40",
+        "--hold",
+        "1s",
+        "--hold-sample",
+        "100",
+        "-q",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(r.j()["hold_checks"]["verified"], 40, "{}", r.show());
+}
+
 #[test]
 fn connect_only_reports_connections_per_second() {
     let _g = serial();
