@@ -16,6 +16,17 @@
 //!   of a temporary directory; may_minihttp serves no files and is left
 //!   out): CPU per byte = server CPU seconds ÷ body bytes served.
 //!
+//! Two more servers can be named with `--servers`: `floor` and
+//! `floor-epoll`, `http-floor` (C, `bench/http-baselines/c/http-floor.c`,
+//! compiled with `cc … -luring`; Debian `liburing-dev`). They answer every
+//! request head with hyper's response bytes and do nothing else: `floor`
+//! drives io_uring the way Myriad's backend does (multishot receives into
+//! a provided-buffer ring, registered files, `DEFER_TASKRUN`, one enter per
+//! turn), `floor-epoll` does one `read` and one `write` per readable
+//! connection. Their CPU per request against hyper's (reported for `get`)
+//! is how low the `get` ratio can go at all with those system calls on the
+//! machine at hand; they are never "the best peer" of `pipe16`.
+//!
 //! Server CPU per request is the server's `utime + stime` over the client's
 //! whole run (sampled when the client starts and when its output ends:
 //! neither client prints markers, so connection set-up is included, which
@@ -76,7 +87,7 @@ struct Args {
     /// Interleaved rounds (runs per client, scenario and server).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
-    /// Servers: myriad, myriad-epoll, hyper, may.
+    /// Servers: myriad, myriad-epoll, hyper, may, floor, floor-epoll.
     #[arg(long, default_value = "myriad,hyper,may", value_delimiter = ',')]
     servers: Vec<String>,
     /// Clients: myriad-load, wrk.
@@ -176,8 +187,17 @@ struct Job {
 
 /// Whether a server serves `/static/`.
 fn serves_files(server: &str) -> bool {
-    server != "may"
+    !matches!(server, "may" | "floor" | "floor-epoll")
 }
+
+/// Whether a server is one of the floors (`http-floor`): measured and
+/// compared with, but never "the best peer" of a target.
+fn is_floor(server: &str) -> bool {
+    server.starts_with("floor")
+}
+
+/// The floors' C source, compiled by [`build_floor`].
+const FLOOR_SRC: &str = "bench/http-baselines/c/http-floor.c";
 
 fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
     let hello = rig.bin("examples/http_hello");
@@ -210,8 +230,33 @@ fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
             ["--addr", "{addr}", "--static", &dir],
         ),
         "may" => ServerSpec::new(name, baseline("http-hello-may"), ["--addr", "{addr}"]),
-        other => bail!("unknown server {other} (known: myriad, myriad-epoll, hyper, may)"),
+        "floor" => ServerSpec::new(name, baseline("http-floor"), ["{addr}"]),
+        "floor-epoll" => ServerSpec::new(name, baseline("http-floor"), ["{addr}", "--epoll"]),
+        other => bail!(
+            "unknown server {other} (known: myriad, myriad-epoll, hyper, may, floor, floor-epoll)"
+        ),
     })
+}
+
+/// Compiles `http-floor` (C, liburing) next to the Rust baselines.
+fn build_floor(rig: &Rig) -> Result<()> {
+    let out = rig.baseline_bin("http-baselines", "http-floor");
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let src = myriad_bench::harness::workspace_root().join(FLOOR_SRC);
+    eprintln!("bench-http: cc -O2 -o {} {FLOOR_SRC} -luring", out.display());
+    let st = std::process::Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-luring")
+        .status()
+        .context("running cc (Debian: apt-get install gcc)")?;
+    if !st.success() {
+        bail!("compiling {FLOOR_SRC} failed (it needs liburing: apt-get install liburing-dev)");
+    }
+    Ok(())
 }
 
 fn build(rig: &Rig) -> Result<()> {
@@ -521,6 +566,12 @@ fn main() -> Result<()> {
     if !args.no_build {
         build(&rig)?;
     }
+    if args.servers.iter().any(|s| is_floor(s)) {
+        let bin = rig.baseline_bin("http-baselines", "http-floor");
+        if !args.no_build || !bin.is_file() {
+            build_floor(&rig)?;
+        }
+    }
     let scratch = Scratch::new(args.static_size)?;
     let specs: Vec<ServerSpec> = args
         .servers
@@ -602,6 +653,12 @@ fn main() -> Result<()> {
         .collect();
     let peers: Vec<usize> = (0..names.len())
         .filter(|&i| !names[i].starts_with("myriad"))
+        .collect();
+    // The servers a target's "best peer" is chosen from: not the floors.
+    let rivals: Vec<usize> = peers
+        .iter()
+        .copied()
+        .filter(|&i| !is_floor(names[i]))
         .collect();
     let hyper = names.iter().position(|&n| n == "hyper");
     let mut json = Vec::new();
@@ -762,7 +819,7 @@ fn main() -> Result<()> {
                         let per_round: Vec<f64> = mr
                             .iter()
                             .filter_map(|r| {
-                                let best = peers
+                                let best = rivals
                                     .iter()
                                     .filter_map(|&pi| {
                                         grid.get(ji, pi).runs.iter().find(|x| x.round == r.round)
@@ -772,7 +829,7 @@ fn main() -> Result<()> {
                                 (best > 0.0).then(|| r.rate() / best)
                             })
                             .collect();
-                        let best_name = peers
+                        let best_name = rivals
                             .iter()
                             .filter_map(|&pi| {
                                 let rate = median(grid.get(ji, pi).runs.iter().map(Run::rate))?;
@@ -793,6 +850,31 @@ fn main() -> Result<()> {
                         targets.push(target("server CPU/byte", "hyper", cpu, None));
                     }
                     _ => {}
+                }
+            }
+            // The floors against hyper (reported): how low the `get` ratio
+            // can go at all with these system calls on this kernel.
+            if sc.name == "get" {
+                for &fi in peers.iter().filter(|&&i| is_floor(names[i])) {
+                    let ratio = (|| {
+                        let b = grid.get(ji, hyper?).ok_runs()?;
+                        let f = grid.get(ji, fi).ok_runs()?;
+                        median(paired_ratios_of(
+                            f,
+                            Run::cpu_us_per_op,
+                            b,
+                            Run::cpu_us_per_op,
+                        ))
+                    })();
+                    targets.push(Target {
+                        client: client.name(),
+                        scenario: sc.name,
+                        what: "server CPU/req".into(),
+                        server: names[fi].into(),
+                        baseline: "hyper".into(),
+                        ratio,
+                        limit: None,
+                    });
                 }
             }
         }
