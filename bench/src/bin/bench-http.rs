@@ -244,6 +244,19 @@ fn build_floor(rig: &Rig) -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // liburing's header (Debian liburing-dev): installed when missing, as
+    // the cluster scripts install their brokers (apt-get, as root).
+    if !Path::new("/usr/include/liburing.h").exists() {
+        eprintln!("bench-http: liburing-dev missing; apt-get install -y liburing-dev");
+        let ok = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-qq", "liburing-dev"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!("the floor servers need liburing: apt-get install liburing-dev (as root)");
+        }
+    }
     let src = myriad_bench::harness::workspace_root().join(FLOOR_SRC);
     eprintln!("bench-http: cc -O2 -o {} {FLOOR_SRC} -luring", out.display());
     let st = std::process::Command::new("cc")
