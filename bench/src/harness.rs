@@ -795,6 +795,61 @@ impl Rig {
             .join(name)
     }
 
+    /// Compiles the C program `src` (relative to the workspace root) into
+    /// [`Rig::baseline_bin`]`(ws, name)` with `cc -O3 -Wall`, linking `libs`
+    /// (`-luring`, …). Each `(header, package)` of `debs` whose header is
+    /// missing under `/usr/include` is installed first with `apt-get` (as
+    /// the cluster scripts install their brokers).
+    ///
+    /// # Errors
+    ///
+    /// A package could not be installed, `cc` could not be run, or it
+    /// failed.
+    pub fn build_c_baseline(
+        &self,
+        prog: &str,
+        ws: &str,
+        name: &str,
+        src: &str,
+        libs: &[&str],
+        debs: &[(&str, &str)],
+    ) -> Result<()> {
+        for (header, package) in debs {
+            if Path::new("/usr/include").join(header).exists() {
+                continue;
+            }
+            eprintln!("{prog}: {header} missing; apt-get install -y {package}");
+            let ok = Command::new("apt-get")
+                .args(["install", "-y", "-qq", package])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                bail!("{src} needs {package}: apt-get install {package} (as root)");
+            }
+        }
+        let out = self.baseline_bin(ws, name);
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        eprintln!(
+            "{prog}: cc -O3 -Wall -o {} {src} {}",
+            out.display(),
+            libs.join(" ")
+        );
+        let st = Command::new("cc")
+            .args(["-O3", "-Wall", "-o"])
+            .arg(&out)
+            .arg(workspace_root().join(src))
+            .args(libs)
+            .status()
+            .context("running cc (Debian: apt-get install gcc)")?;
+        if !st.success() {
+            bail!("compiling {src} failed");
+        }
+        Ok(())
+    }
+
     /// Builds the baseline workspace `bench/<ws>` (its binaries `bins`, or
     /// all of them when empty) into `target/<ws>` with the rig's profile;
     /// returns whether cargo succeeded, as [`cargo_build`].

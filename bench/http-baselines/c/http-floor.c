@@ -26,7 +26,7 @@
  * (write); a short or failed send closes the connection (the floor keeps no
  * output queue: under the benchmark's loads a loopback socket always takes
  * a few hundred bytes). Built by `bench-http` with
- *   cc -O2 -o target/http-baselines/release/http-floor bench/http-baselines/c/http-floor.c -luring
+ *   cc -O3 -Wall -o target/http-baselines/release/http-floor bench/http-baselines/c/http-floor.c -luring
  * (Debian: liburing-dev).
  *
  *   http-floor 127.0.0.1:19400 [--epoll]

@@ -18,7 +18,7 @@
 //!
 //! Two more servers can be named with `--servers`: `floor` and
 //! `floor-epoll`, `http-floor` (C, `bench/http-baselines/c/http-floor.c`,
-//! compiled with `cc … -luring`; Debian `liburing-dev`). They answer every
+//! compiled with `cc -O3 … -luring`; Debian `liburing-dev`, installed when missing). They answer every
 //! request head with hyper's response bytes and do nothing else: `floor`
 //! drives io_uring the way Myriad's backend does (multishot receives into
 //! a provided-buffer ring, registered files, `DEFER_TASKRUN`, one enter per
@@ -240,36 +240,14 @@ fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
 
 /// Compiles `http-floor` (C, liburing) next to the Rust baselines.
 fn build_floor(rig: &Rig) -> Result<()> {
-    let out = rig.baseline_bin("http-baselines", "http-floor");
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // liburing's header (Debian liburing-dev): installed when missing, as
-    // the cluster scripts install their brokers (apt-get, as root).
-    if !Path::new("/usr/include/liburing.h").exists() {
-        eprintln!("bench-http: liburing-dev missing; apt-get install -y liburing-dev");
-        let ok = std::process::Command::new("apt-get")
-            .args(["install", "-y", "-qq", "liburing-dev"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            bail!("the floor servers need liburing: apt-get install liburing-dev (as root)");
-        }
-    }
-    let src = myriad_bench::harness::workspace_root().join(FLOOR_SRC);
-    eprintln!("bench-http: cc -O2 -o {} {FLOOR_SRC} -luring", out.display());
-    let st = std::process::Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg("-luring")
-        .status()
-        .context("running cc (Debian: apt-get install gcc)")?;
-    if !st.success() {
-        bail!("compiling {FLOOR_SRC} failed (it needs liburing: apt-get install liburing-dev)");
-    }
-    Ok(())
+    rig.build_c_baseline(
+        "bench-http",
+        "http-baselines",
+        "http-floor",
+        FLOOR_SRC,
+        &["-luring"],
+        &[("liburing.h", "liburing-dev")],
+    )
 }
 
 fn build(rig: &Rig) -> Result<()> {

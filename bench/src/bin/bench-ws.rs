@@ -20,6 +20,20 @@
 //! does the same with clients that offer permessage-deflate as browsers do
 //! (Myriad only: the baselines do not implement the extension).
 //!
+//! Two more servers can be named with `--servers`: `floor` and
+//! `floor-epoll`, `ws-floor` (C, `bench/ws-baselines/c/ws-floor.c`,
+//! compiled with `cc -O3 … -luring -lcrypto`; Debian `liburing-dev` and
+//! `libssl-dev`, installed when missing). They echo each frame with the
+//! least work possible (unmask in place, the server header over the
+//! client's, one send from the same bytes): `floor` on io_uring as Myriad's
+//! backend drives it for large messages (multishot receives into 32 KiB
+//! provided buffers, echoes sent from them, one enter per turn),
+//! `floor-epoll` with one `read` and one `write` per frame as
+//! fastwebsockets does. Their ratios to fastwebsockets show how low
+//! Myriad's can go with those system calls in the window at hand. For
+//! ping-pong loads (a frame cut by a receive while earlier echoes of the
+//! same connection are in flight closes it); no idle figure.
+//!
 //! ```text
 //! cargo run --release -p myriad-bench --bin bench-ws -- [--duration 3] [--warmup 1] \
 //!     [--repeat 3] [--idle 19000] [--servers myriad,tungstenite,fastwebsockets] \
@@ -57,7 +71,8 @@ struct Args {
     /// Idle connections for the memory scenario.
     #[arg(long, default_value_t = 19_000)]
     idle: usize,
-    /// Servers to run.
+    /// Servers to run: myriad, myriad-epoll, tungstenite, fastwebsockets,
+    /// floor, floor-epoll.
     #[arg(
         long,
         default_value = "myriad,tungstenite,fastwebsockets",
@@ -135,11 +150,24 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
             baseline("ws-echo-fastwebsockets"),
             ["--addr", "{addr}"],
         ),
-        other => bail!("unknown server {other}"),
+        "floor" => ServerSpec::new(name, baseline("ws-floor"), ["{addr}"]),
+        "floor-epoll" => ServerSpec::new(name, baseline("ws-floor"), ["{addr}", "--epoll"]),
+        other => bail!(
+            "unknown server {other} (known: myriad, myriad-epoll, tungstenite, fastwebsockets, \
+             floor, floor-epoll)"
+        ),
     };
     // The readiness probe is not a WebSocket client: let the server drop it.
     Ok(s.env("RUST_LOG", "warn").settle(Duration::from_millis(100)))
 }
+
+/// Whether a server is one of the floors (`ws-floor`).
+fn is_floor(server: &str) -> bool {
+    server.starts_with("floor")
+}
+
+/// The floors' C source.
+const FLOOR_SRC: &str = "bench/ws-baselines/c/ws-floor.c";
 
 fn build(rig: &Rig) -> Result<()> {
     let dir = rig.bin_dir();
@@ -181,6 +209,21 @@ fn main() -> Result<()> {
     rig.busy_retries = args.busy_retries;
     if !args.no_build {
         build(&rig)?;
+    }
+    if args.servers.iter().any(|s| is_floor(s))
+        && (!args.no_build || !rig.baseline_bin("ws-baselines", "ws-floor").is_file())
+    {
+        rig.build_c_baseline(
+            "bench-ws",
+            "ws-baselines",
+            "ws-floor",
+            FLOOR_SRC,
+            &["-luring", "-lcrypto"],
+            &[
+                ("liburing.h", "liburing-dev"),
+                ("openssl/sha.h", "libssl-dev"),
+            ],
+        )?;
     }
     let specs: Vec<ServerSpec> = args
         .servers
@@ -251,6 +294,22 @@ fn main() -> Result<()> {
                         "baseline": s.name, "paired_msgs_ratio": rate, "paired_cpu_ratio": cpu}));
                 }
             }
+            // The floors against fastwebsockets: how low Myriad's ratio to
+            // it can go at all with the floors' system calls.
+            let fws = specs.iter().position(|s| s.name == "fastwebsockets");
+            for (fi, f) in specs.iter().enumerate().filter(|(_, s)| is_floor(&s.name)) {
+                let Some(bi) = fws else { break };
+                let (m, b) = (&grid.get(si, fi).runs, &grid.get(si, bi).runs);
+                let rate = paired_ratio_median(m, b, Run::rate).unwrap_or(f64::NAN);
+                let cpu = paired_ratio_median(m, b, Run::cpu_us_per_op).unwrap_or(f64::NAN);
+                ratios.push(format!(
+                    "{:<8} {} vs fastwebsockets msgs/s {rate:>6.2}x   CPU/msg {cpu:>6.3}x",
+                    sc.name, f.name
+                ));
+                json_ratios.push(serde_json::json!({"scenario": sc.name, "server": f.name,
+                    "baseline": "fastwebsockets", "paired_msgs_ratio": rate,
+                    "paired_cpu_ratio": cpu}));
+            }
             for (vi, s) in specs.iter().enumerate() {
                 let runs = &grid.get(si, vi).runs;
                 let Some(m) = median_run(runs, Run::cpu_us_per_op) else {
@@ -312,7 +371,9 @@ fn main() -> Result<()> {
                 .chain(extra.iter().copied()),
         );
         for s in &specs {
-            if deflate && !s.name.starts_with("myriad") {
+            // The floors keep a 128 KiB buffer per connection: no idle
+            // figure.
+            if (deflate && !s.name.starts_with("myriad")) || is_floor(&s.name) {
                 continue;
             }
             rig.check_stop()?;
@@ -352,7 +413,7 @@ fn main() -> Result<()> {
     print!("{}", table.render());
     println!();
     println!(
-        "ratios myriad / baseline, medians of per-round paired ratios \
+        "ratios myriad (or the floor named) / baseline, medians of per-round paired ratios \
          (msgs/s: higher is better; CPU/msg and memory: lower is better)"
     );
     for r in &ratios {

@@ -1,0 +1,570 @@
+/*
+ * ws-floor: the least work a WebSocket echo server can do per message, for
+ * `bench-ws`'s `floor` and `floor-epoll` servers.
+ *
+ * It answers the opening handshake (Sec-WebSocket-Key → Accept, nothing
+ * else checked) and echoes every data frame: unmask in place, write the
+ * server header over the last bytes of the client's header, send the frame
+ * from where it was received. A close frame ends the connection. No UTF-8
+ * check, no fragments, no control frames but close, no limits: not a
+ * server anyone should run. It measures what the kernel and the I/O
+ * interface cost per echo, so that a ratio target against a library can be
+ * checked against what any server making the same system calls reaches.
+ *
+ * Two modes, one thread each:
+ *   default  io_uring the way Myriad's backend drives it for large
+ *            messages: SINGLE_ISSUER + DEFER_TASKRUN + COOP_TASKRUN, a
+ *            multishot accept, sockets in the registered file table, one
+ *            multishot receive per connection into a ring of 32 KiB
+ *            provided buffers, each echo sent from the provided buffer it
+ *            arrived in (the buffer goes back to the ring when its sends
+ *            complete), one io_uring_enter per loop turn for all of them.
+ *   --epoll  level-triggered epoll, one read(2) into the connection's own
+ *            buffer, then for each whole frame unmask and write(2) from the
+ *            same bytes: the pattern of fastwebsockets' echo.
+ *
+ * A frame cut by the end of a receive is gathered in the connection's own
+ * buffer (a copy) and echoed from there; with ping-pong loads the client
+ * sends nothing more until that echo is back. A short or failed send
+ * closes the connection. Built by `bench-ws` with
+ *   cc -O3 -Wall -o target/ws-baselines/release/ws-floor bench/ws-baselines/c/ws-floor.c -luring -lcrypto
+ * (Debian: liburing-dev, libssl-dev).
+ *
+ *   ws-floor 127.0.0.1:19300 [--epoll]
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_FD 65536
+#define BUFS 512
+#define BUF_SIZE (32 * 1024)
+#define BGID 0
+/* A connection's own buffer: handshakes and frames cut by a receive. */
+#define CONN_BUF (128 * 1024)
+#define NO_BID 0xffff
+
+struct conn {
+	unsigned char *buf; /* CONN_BUF bytes, allocated at accept */
+	size_t have;	    /* bytes in buf */
+	int upgraded;
+	int sends_from_buf; /* sends in flight out of buf */
+	char answer[160];   /* the 101 response */
+};
+
+static struct conn *conns[MAX_FD];
+static int max_fd = MAX_FD;
+
+/* Unmasks `n` bytes at `p` with `key`, eight bytes at a time. */
+static void unmask(unsigned char *p, size_t n, const unsigned char key[4])
+{
+	uint64_t k8;
+	unsigned char kk[8] = { key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3] };
+	memcpy(&k8, kk, 8);
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		w ^= k8;
+		memcpy(p + i, &w, 8);
+	}
+	for (; i < n; i++)
+		p[i] ^= key[i & 3];
+}
+
+/* The 101 answer for the request head in `head`; its length, 0 if the
+ * head has no key. */
+static size_t answer(const unsigned char *head, size_t n, char *out, size_t cap)
+{
+	static const char NAME[] = "Sec-WebSocket-Key:";
+	const char *h = memmem(head, n, NAME, sizeof NAME - 1);
+	if (!h)
+		return 0;
+	h += sizeof NAME - 1;
+	while (*h == ' ')
+		h++;
+	const char *end = memmem(h, (const char *)head + n - h, "\r\n", 2);
+	if (!end || end - h > 64)
+		return 0;
+	unsigned char cat[100], sha[SHA_DIGEST_LENGTH], b64[40];
+	memcpy(cat, h, end - h);
+	memcpy(cat + (end - h), "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", 36);
+	SHA1(cat, (end - h) + 36, sha);
+	EVP_EncodeBlock(b64, sha, SHA_DIGEST_LENGTH);
+	int len = snprintf(out, cap,
+			   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+			   b64);
+	return len > 0 && (size_t)len < cap ? (size_t)len : 0;
+}
+
+/* One parsed client frame at p[0..): header length, payload length, the
+ * opcode; 0 if the frame is not whole in `n` bytes. -1: not a client
+ * frame the floor serves. */
+static int frame(const unsigned char *p, size_t n, size_t *hlen, size_t *plen, int *op)
+{
+	if (n < 2)
+		return 0;
+	if (!(p[1] & 0x80))
+		return -1; /* unmasked */
+	size_t len = p[1] & 0x7f, h = 2;
+	if (len == 126) {
+		if (n < 4)
+			return 0;
+		len = (size_t)p[2] << 8 | p[3];
+		h = 4;
+	} else if (len == 127) {
+		if (n < 10)
+			return 0;
+		len = 0;
+		for (int i = 0; i < 8; i++)
+			len = len << 8 | p[2 + i];
+		h = 10;
+		if (len > CONN_BUF)
+			return -1;
+	}
+	h += 4;
+	if (n < h + len)
+		return 0;
+	*hlen = h;
+	*plen = len;
+	*op = p[0] & 0x0f;
+	return 1;
+}
+
+/* Turns the whole client frame at p (header hlen, payload plen) into the
+ * server frame ending at the same place; returns where it starts. */
+static unsigned char *echo_in_place(unsigned char *p, size_t hlen, size_t plen)
+{
+	unsigned char *payload = p + hlen;
+	unmask(payload, plen, payload - 4);
+	size_t sh = plen < 126 ? 2 : plen < 65536 ? 4 : 10;
+	unsigned char *s = payload - sh;
+	unsigned char op = p[0];
+	s[0] = op;
+	if (sh == 2) {
+		s[1] = (unsigned char)plen;
+	} else if (sh == 4) {
+		s[1] = 126;
+		s[2] = (unsigned char)(plen >> 8);
+		s[3] = (unsigned char)plen;
+	} else {
+		s[1] = 127;
+		for (int i = 0; i < 8; i++)
+			s[2 + i] = (unsigned char)(plen >> (56 - 8 * i));
+	}
+	return s;
+}
+
+static int listen_on(const char *spec)
+{
+	char host[64];
+	const char *colon = strrchr(spec, ':');
+	if (!colon || (size_t)(colon - spec) >= sizeof host) {
+		fprintf(stderr, "ws-floor: address must be IP:PORT, got %s\n", spec);
+		exit(2);
+	}
+	memcpy(host, spec, colon - spec);
+	host[colon - spec] = 0;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(atoi(colon + 1)) };
+	if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+		fprintf(stderr, "ws-floor: bad IPv4 address %s\n", host);
+		exit(2);
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 4096)) {
+		perror("ws-floor: listen");
+		exit(1);
+	}
+	return fd;
+}
+
+static struct conn *new_conn(int fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	struct conn *c = calloc(1, sizeof *c);
+	if (c)
+		c->buf = malloc(CONN_BUF);
+	if (!c || !c->buf) {
+		free(c);
+		return NULL;
+	}
+	conns[fd] = c;
+	return c;
+}
+
+static void free_conn(int fd)
+{
+	struct conn *c = conns[fd];
+	if (c) {
+		free(c->buf);
+		free(c);
+		conns[fd] = NULL;
+	}
+}
+
+/* ---- epoll ---------------------------------------------------------- */
+
+static int run_epoll(int lfd)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = lfd };
+	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+	static struct epoll_event events[512];
+	for (;;) {
+		int n = epoll_wait(ep, events, 512, -1);
+		if (n < 0 && errno != EINTR)
+			return 1;
+		for (int i = 0; i < n; i++) {
+			int fd = events[i].data.fd;
+			if (fd == lfd) {
+				int s = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+				if (s < 0)
+					continue;
+				if (s >= MAX_FD || !new_conn(s)) {
+					close(s);
+					continue;
+				}
+				struct epoll_event ce = { .events = EPOLLIN, .data.fd = s };
+				epoll_ctl(ep, EPOLL_CTL_ADD, s, &ce);
+				continue;
+			}
+			struct conn *c = conns[fd];
+			ssize_t r = read(fd, c->buf + c->have, CONN_BUF - c->have);
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				continue;
+			int ok = r > 0;
+			if (ok)
+				c->have += r;
+			size_t at = 0;
+			while (ok && at < c->have) {
+				unsigned char *p = c->buf + at;
+				size_t left = c->have - at;
+				if (!c->upgraded) {
+					unsigned char *e = memmem(p, left, "\r\n\r\n", 4);
+					if (!e) {
+						ok = left < 8192;
+						break;
+					}
+					size_t hl = e + 4 - p;
+					size_t al = answer(p, hl, c->answer, sizeof c->answer);
+					ok = al && write(fd, c->answer, al) == (ssize_t)al;
+					c->upgraded = 1;
+					at += hl;
+					continue;
+				}
+				size_t hlen, plen;
+				int op, f = frame(p, left, &hlen, &plen, &op);
+				if (f <= 0) {
+					ok = f == 0 && c->have < CONN_BUF;
+					break;
+				}
+				unsigned char *s = echo_in_place(p, hlen, plen);
+				size_t len = p + hlen + plen - s;
+				ok = write(fd, s, len) == (ssize_t)len && op != 8;
+				at += hlen + plen;
+			}
+			if (!ok) {
+				free_conn(fd);
+				close(fd);
+				continue;
+			}
+			memmove(c->buf, c->buf + at, c->have - at);
+			c->have -= at;
+		}
+	}
+}
+
+/* ---- io_uring ------------------------------------------------------- */
+
+enum { K_ACCEPT = 1, K_RECV = 2, K_SEND = 3 };
+/* user_data: bytes sent << 40 | kind << 32 | provided buffer << 16 | fd */
+#define UD(k, fd, bid, len)                                                                      \
+	(((uint64_t)(len) << 40) | ((uint64_t)(k) << 32) | ((uint64_t)(bid) << 16) |           \
+	 (uint16_t)(fd))
+
+static struct io_uring ring;
+static struct io_uring_buf_ring *br;
+static unsigned char *bufs;
+static int refs[BUFS]; /* sends in flight out of each provided buffer */
+static int ring_mask;
+static unsigned returned;
+
+static struct io_uring_sqe *sqe(void)
+{
+	struct io_uring_sqe *s = io_uring_get_sqe(&ring);
+	if (!s) {
+		io_uring_submit(&ring);
+		s = io_uring_get_sqe(&ring);
+	}
+	return s;
+}
+
+static void give_back(int bid)
+{
+	io_uring_buf_ring_add(br, bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, bid, ring_mask,
+			      returned++);
+}
+
+static void arm_accept(int lfd)
+{
+	struct io_uring_sqe *s = sqe();
+	io_uring_prep_multishot_accept(s, lfd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(s, UD(K_ACCEPT, 0, 0, 0));
+}
+
+static void arm_recv(int fd)
+{
+	struct io_uring_sqe *s = sqe();
+	io_uring_prep_recv_multishot(s, fd, NULL, 0, 0);
+	s->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+	s->buf_group = BGID;
+	io_uring_sqe_set_data64(s, UD(K_RECV, fd, 0, 0));
+}
+
+static void send_from(int fd, const void *p, size_t len, int bid)
+{
+	struct io_uring_sqe *s = sqe();
+	io_uring_prep_send(s, fd, p, len, MSG_NOSIGNAL);
+	s->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(s, UD(K_SEND, fd, bid, len));
+	if (bid != NO_BID)
+		refs[bid]++;
+	else
+		conns[fd]->sends_from_buf++;
+}
+
+/* Echoes the whole frames of c->buf (the gathered bytes); false to close. */
+static int serve_gathered(int fd, struct conn *c)
+{
+	size_t at = 0;
+	while (at < c->have) {
+		unsigned char *p = c->buf + at;
+		size_t left = c->have - at;
+		if (!c->upgraded) {
+			unsigned char *e = memmem(p, left, "\r\n\r\n", 4);
+			if (!e)
+				return left < 8192;
+			size_t hl = e + 4 - p;
+			size_t al = answer(p, hl, c->answer, sizeof c->answer);
+			if (!al)
+				return 0;
+			struct io_uring_sqe *s = sqe();
+			io_uring_prep_send(s, fd, c->answer, al, MSG_NOSIGNAL);
+			s->flags |= IOSQE_FIXED_FILE;
+			io_uring_sqe_set_data64(s, UD(K_SEND, fd, NO_BID, al));
+			c->sends_from_buf++;
+			c->upgraded = 1;
+			at += hl;
+			continue;
+		}
+		size_t hlen, plen;
+		int op, f = frame(p, left, &hlen, &plen, &op);
+		if (f < 0)
+			return 0;
+		if (f == 0)
+			break;
+		unsigned char *s = echo_in_place(p, hlen, plen);
+		send_from(fd, s, p + hlen + plen - s, NO_BID);
+		if (op == 8)
+			return 0;
+		at += hlen + plen;
+	}
+	if (at == c->have) {
+		c->have = 0; /* the sends still read the bytes: only new data moves in */
+	} else if (at && !c->sends_from_buf) {
+		memmove(c->buf, c->buf + at, c->have - at);
+		c->have -= at;
+	} else if (at) {
+		return 0; /* a cut frame behind echoes in flight: not served */
+	}
+	return 1;
+}
+
+/* A receive of n bytes in provided buffer bid; false to close. */
+static int on_recv(int fd, int bid, size_t n)
+{
+	struct conn *c = conns[fd];
+	unsigned char *b = bufs + (size_t)bid * BUF_SIZE;
+	size_t at = 0;
+	int ok = 1;
+	if (c->upgraded && c->have == 0) {
+		/* Whole frames straight from the provided buffer. */
+		while (at < n) {
+			size_t hlen, plen;
+			int op, f = frame(b + at, n - at, &hlen, &plen, &op);
+			if (f <= 0) {
+				ok = f == 0;
+				break;
+			}
+			unsigned char *s = echo_in_place(b + at, hlen, plen);
+			send_from(fd, s, b + at + hlen + plen - s, bid);
+			at += hlen + plen;
+			if (op == 8) {
+				ok = 0;
+				break;
+			}
+		}
+	}
+	if (ok && at < n) {
+		/* The rest (a cut frame, or the handshake) is gathered; not
+		 * over bytes that a send still reads (see the top). */
+		if (c->have + (n - at) > CONN_BUF || (c->have == 0 && c->sends_from_buf)) {
+			ok = 0;
+		} else {
+			memcpy(c->buf + c->have, b + at, n - at);
+			c->have += n - at;
+			ok = serve_gathered(fd, c);
+		}
+	}
+	if (refs[bid] == 0)
+		give_back(bid);
+	return ok;
+}
+
+static void end_conn(int fd)
+{
+	shutdown(fd, SHUT_RDWR);
+}
+
+static int run_uring(int lfd)
+{
+	struct io_uring_params p = { 0 };
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
+	p.cq_entries = 16384;
+	int e = io_uring_queue_init_params(4096, &ring, &p);
+	if (e < 0) {
+		fprintf(stderr, "ws-floor: io_uring_queue_init: %s\n", strerror(-e));
+		return 1;
+	}
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)max_fd)
+		max_fd = (int)rl.rlim_cur;
+	if ((e = io_uring_register_files_sparse(&ring, max_fd)) < 0) {
+		fprintf(stderr, "ws-floor: register_files_sparse: %s\n", strerror(-e));
+		return 1;
+	}
+	br = mmap(NULL, BUFS * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+		  MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	bufs = malloc((size_t)BUFS * BUF_SIZE);
+	if (br == MAP_FAILED || !bufs) {
+		perror("ws-floor: buffers");
+		return 1;
+	}
+	io_uring_buf_ring_init(br);
+	struct io_uring_buf_reg reg = { .ring_addr = (uint64_t)(uintptr_t)br,
+					.ring_entries = BUFS,
+					.bgid = BGID };
+	if ((e = io_uring_register_buf_ring(&ring, &reg, 0)) < 0) {
+		fprintf(stderr, "ws-floor: register_buf_ring: %s\n", strerror(-e));
+		return 1;
+	}
+	ring_mask = io_uring_buf_ring_mask(BUFS);
+	for (int i = 0; i < BUFS; i++)
+		give_back(i);
+	io_uring_buf_ring_advance(br, returned);
+	returned = 0;
+
+	arm_accept(lfd);
+	for (;;) {
+		e = io_uring_submit_and_wait(&ring, 1);
+		if (e < 0 && e != -EINTR && e != -ETIME) {
+			fprintf(stderr, "ws-floor: io_uring_enter: %s\n", strerror(-e));
+			return 1;
+		}
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(&ring, head, cqe)
+		{
+			seen++;
+			uint64_t ud = io_uring_cqe_get_data64(cqe);
+			int kind = (int)((ud >> 32) & 0xff), fd = (int)(uint16_t)ud;
+			int bid = (int)((ud >> 16) & 0xffff), res = cqe->res;
+			long len = (long)(ud >> 40);
+			int more = cqe->flags & IORING_CQE_F_MORE;
+			switch (kind) {
+			case K_ACCEPT:
+				if (res >= 0) {
+					if (res >= max_fd || !new_conn(res)) {
+						close(res);
+					} else {
+						io_uring_register_files_update(&ring, res, &res, 1);
+						arm_recv(res);
+					}
+				}
+				if (!more)
+					arm_accept(lfd);
+				break;
+			case K_RECV:
+				if (res > 0) {
+					int b = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+					if (!on_recv(fd, b, res))
+						end_conn(fd);
+					if (!more)
+						arm_recv(fd);
+				} else if (res == -ENOBUFS) {
+					arm_recv(fd);
+				} else if (!more) {
+					int none = -1;
+					io_uring_register_files_update(&ring, fd, &none, 1);
+					close(fd);
+					/* Sends still in flight keep their own file
+					 * reference; the buffer goes when they end. */
+					struct conn *c = conns[fd];
+					if (c && c->sends_from_buf == 0)
+						free_conn(fd);
+					else if (c)
+						c->upgraded = -1; /* freed by its last send */
+				}
+				break;
+			case K_SEND:
+				if (bid != NO_BID) {
+					if (--refs[bid] == 0)
+						give_back(bid);
+				} else if (conns[fd]) {
+					struct conn *c = conns[fd];
+					if (--c->sends_from_buf == 0 && c->upgraded < 0)
+						free_conn(fd);
+				}
+				if (res != len && conns[fd] && conns[fd]->upgraded >= 0)
+					end_conn(fd);
+				break;
+			}
+		}
+		io_uring_cq_advance(&ring, seen);
+		if (returned) {
+			io_uring_buf_ring_advance(br, returned);
+			returned = 0;
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || (argc > 2 && strcmp(argv[2], "--epoll"))) {
+		fprintf(stderr, "usage: ws-floor IP:PORT [--epoll]\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	int lfd = listen_on(argv[1]);
+	return argc > 2 ? run_epoll(lfd) : run_uring(lfd);
+}
