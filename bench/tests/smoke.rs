@@ -42,7 +42,13 @@ fn start(bin: &str, args: &[&str]) -> (Guard, String) {
 }
 
 fn loadgen(addr: &str, conns: &str, size: &str, window: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    run_load(env!("CARGO_BIN_EXE_loadgen"), addr, conns, size, window)
+}
+
+/// A short closed-loop run of `bin` (`loadgen` or `ws-loadgen`), which
+/// verifies every echoed byte; its RESULT line, asserted error-free.
+fn run_load(bin: &str, addr: &str, conns: &str, size: &str, window: &str) -> String {
+    let out = Command::new(bin)
         .args([
             "--addr",
             addr,
@@ -189,4 +195,150 @@ fn driver_runs_baselines_and_writes_json() {
         assert!(s["idle"]["bytes_per_conn"].is_number(), "{v}");
     }
     assert!(!v["ratios"].as_array().unwrap().is_empty());
+}
+
+/// Compiles one of the C floor servers (`bench-http`/`bench-ws --servers
+/// floor`) as the harness does, warnings as errors.
+fn cc_floor(src: &str, name: &str, libs: &[&str]) -> std::path::PathBuf {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let st = Command::new("cc")
+        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&out)
+        .arg(root.join(src))
+        .args(libs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc {src} failed");
+    out
+}
+
+/// Starts a floor (`ADDR [--epoll]`) and waits for its port.
+fn start_floor(bin: &std::path::Path, epoll: bool) -> (Guard, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(bin)
+        .arg(&addr)
+        .args(epoll.then_some("--epoll"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "{} did not start", bin.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Guard(child), addr)
+}
+
+#[test]
+fn http_floor_answers_every_request_head_in_both_modes() {
+    use std::io::Read;
+    let bin = cc_floor(
+        "bench/http-baselines/c/http-floor.c",
+        "http-floor",
+        &["-luring"],
+    );
+    let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    for epoll in [false, true] {
+        let (_server, addr) = start_floor(&bin, epoll);
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // One head cut inside its "\r\n\r\n" across two receives, then
+        // three pipelined in one write.
+        s.write_all(&req[..req.len() - 2]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(&req[req.len() - 2..]).unwrap();
+        s.write_all(&req.repeat(3)).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.windows(13).filter(|w| w == b"Hello, World!").count() < 4 {
+            assert!(Instant::now() < deadline, "epoll={epoll}: {got:?}");
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "epoll={epoll}: closed after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8(got).unwrap();
+        assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 4, "{text}");
+        assert!(text.contains("content-length: 13\r\n"), "{text}");
+    }
+}
+
+#[test]
+fn ws_floor_echoes_verified_frames_in_both_modes() {
+    let bin = cc_floor(
+        "bench/ws-baselines/c/ws-floor.c",
+        "ws-floor",
+        &["-luring", "-lcrypto"],
+    );
+    for epoll in [false, true] {
+        let (_server, addr) = start_floor(&bin, epoll);
+        ws_floor_by_hand(&addr, epoll);
+        let ws = env!("CARGO_BIN_EXE_ws-loadgen");
+        // pp16k's shape; small pipelined frames (several per receive);
+        // frames larger than a provided buffer (gathered across receives).
+        run_load(ws, &addr, "10", "16384", "1");
+        run_load(ws, &addr, "10", "64", "16");
+        run_load(ws, &addr, "4", "100000", "1");
+    }
+}
+
+/// The handshake's accept key and two echoes with a non-zero mask (the
+/// load generator masks with zeros, which would not show a missing
+/// unmask), checked byte by byte.
+fn ws_floor_by_hand(addr: &str, epoll: bool) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(head.len() < 4096, "epoll={epoll}: {head:?}");
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    // RFC 6455 section 1.3's example key and answer.
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{head}"
+    );
+    for len in [11usize, 300] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+        let key = [0x11u8, 0x22, 0x33, 0x44];
+        let mut f = vec![0x82];
+        if len < 126 {
+            f.push(0x80 | len as u8);
+        } else {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        s.write_all(&f).unwrap();
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).unwrap();
+        assert_eq!(h[0], 0x82, "epoll={epoll}");
+        let got_len = match h[1] {
+            126 => {
+                let mut x = [0u8; 2];
+                s.read_exact(&mut x).unwrap();
+                u16::from_be_bytes(x) as usize
+            }
+            n => n as usize,
+        };
+        assert_eq!(got_len, len, "epoll={epoll}");
+        let mut got = vec![0u8; len];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, payload, "epoll={epoll}: echo of {len} bytes");
+    }
 }
