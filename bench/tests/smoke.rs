@@ -236,11 +236,7 @@ fn start_floor(bin: &std::path::Path, epoll: bool) -> (Guard, String) {
 #[test]
 fn http_floor_answers_every_request_head_in_both_modes() {
     use std::io::Read;
-    let bin = cc_floor(
-        "bench/http-baselines/c/http-floor.c",
-        "http-floor",
-        &["-luring"],
-    );
+    let bin = cc_floor("bench/floors/http-floor.c", "http-floor", &["-luring"]);
     let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     for epoll in [false, true] {
         let (_server, addr) = start_floor(&bin, epoll);
@@ -270,7 +266,7 @@ fn http_floor_answers_every_request_head_in_both_modes() {
 #[test]
 fn ws_floor_echoes_verified_frames_in_both_modes() {
     let bin = cc_floor(
-        "bench/ws-baselines/c/ws-floor.c",
+        "bench/floors/ws-floor.c",
         "ws-floor",
         &["-luring", "-lcrypto"],
     );

@@ -17,7 +17,7 @@
 //!   out): CPU per byte = server CPU seconds ÷ body bytes served.
 //!
 //! Two more servers can be named with `--servers`: `floor` and
-//! `floor-epoll`, `http-floor` (C, `bench/http-baselines/c/http-floor.c`,
+//! `floor-epoll`, `http-floor` (C, `bench/floors/http-floor.c`,
 //! compiled with `cc -O3 … -luring`; Debian `liburing-dev`, installed when missing). They answer every
 //! request head with hyper's response bytes and do nothing else: `floor`
 //! drives io_uring the way Myriad's backend does (multishot receives into
@@ -197,7 +197,7 @@ fn is_floor(server: &str) -> bool {
 }
 
 /// The floors' C source, compiled by [`build_floor`].
-const FLOOR_SRC: &str = "bench/http-baselines/c/http-floor.c";
+const FLOOR_SRC: &str = "bench/floors/http-floor.c";
 
 fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
     let hello = rig.bin("examples/http_hello");

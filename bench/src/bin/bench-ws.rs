@@ -21,7 +21,7 @@
 //! (Myriad only: the baselines do not implement the extension).
 //!
 //! Two more servers can be named with `--servers`: `floor` and
-//! `floor-epoll`, `ws-floor` (C, `bench/ws-baselines/c/ws-floor.c`,
+//! `floor-epoll`, `ws-floor` (C, `bench/floors/ws-floor.c`,
 //! compiled with `cc -O3 … -luring -lcrypto`; Debian `liburing-dev` and
 //! `libssl-dev`, installed when missing). They echo each frame with the
 //! least work possible (unmask in place, the server header over the
@@ -167,7 +167,7 @@ fn is_floor(server: &str) -> bool {
 }
 
 /// The floors' C source.
-const FLOOR_SRC: &str = "bench/ws-baselines/c/ws-floor.c";
+const FLOOR_SRC: &str = "bench/floors/ws-floor.c";
 
 fn build(rig: &Rig) -> Result<()> {
     let dir = rig.bin_dir();

@@ -27,37 +27,20 @@
  * buffer (a copy) and echoed from there; with ping-pong loads the client
  * sends nothing more until that echo is back. A short or failed send
  * closes the connection. Built by `bench-ws` with
- *   cc -O3 -Wall -o target/ws-baselines/release/ws-floor bench/ws-baselines/c/ws-floor.c -luring -lcrypto
+ *   cc -O3 -Wall -o target/ws-baselines/release/ws-floor bench/floors/ws-floor.c -luring -lcrypto
  * (Debian: liburing-dev, libssl-dev).
  *
  *   ws-floor 127.0.0.1:19300 [--epoll]
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <liburing.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include "floor.h"
+
 #include <openssl/evp.h>
 #include <openssl/sha.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#define MAX_FD 65536
 #define BUFS 512
 #define BUF_SIZE (32 * 1024)
-#define BGID 0
 /* A connection's own buffer: handshakes and frames cut by a receive. */
 #define CONN_BUF (128 * 1024)
-#define NO_BID 0xffff
 
 struct conn {
 	unsigned char *buf; /* CONN_BUF bytes, allocated at accept */
@@ -68,7 +51,6 @@ struct conn {
 };
 
 static struct conn *conns[MAX_FD];
-static int max_fd = MAX_FD;
 
 /* Unmasks `n` bytes at `p` with `key`, eight bytes at a time. */
 static void unmask(unsigned char *p, size_t n, const unsigned char key[4])
@@ -171,35 +153,8 @@ static unsigned char *echo_in_place(unsigned char *p, size_t hlen, size_t plen)
 	return s;
 }
 
-static int listen_on(const char *spec)
-{
-	char host[64];
-	const char *colon = strrchr(spec, ':');
-	if (!colon || (size_t)(colon - spec) >= sizeof host) {
-		fprintf(stderr, "ws-floor: address must be IP:PORT, got %s\n", spec);
-		exit(2);
-	}
-	memcpy(host, spec, colon - spec);
-	host[colon - spec] = 0;
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(atoi(colon + 1)) };
-	if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
-		fprintf(stderr, "ws-floor: bad IPv4 address %s\n", host);
-		exit(2);
-	}
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 4096)) {
-		perror("ws-floor: listen");
-		exit(1);
-	}
-	return fd;
-}
-
 static struct conn *new_conn(int fd)
 {
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	struct conn *c = calloc(1, sizeof *c);
 	if (c)
 		c->buf = malloc(CONN_BUF);
@@ -243,6 +198,7 @@ static int run_epoll(int lfd)
 					close(s);
 					continue;
 				}
+				nodelay(s);
 				struct epoll_event ce = { .events = EPOLLIN, .data.fd = s };
 				epoll_ctl(ep, EPOLL_CTL_ADD, s, &ce);
 				continue;
@@ -295,57 +251,11 @@ static int run_epoll(int lfd)
 
 /* ---- io_uring ------------------------------------------------------- */
 
-enum { K_ACCEPT = 1, K_RECV = 2, K_SEND = 3 };
-/* user_data: bytes sent << 40 | kind << 32 | provided buffer << 16 | fd */
-#define UD(k, fd, bid, len)                                                                      \
-	(((uint64_t)(len) << 40) | ((uint64_t)(k) << 32) | ((uint64_t)(bid) << 16) |           \
-	 (uint16_t)(fd))
-
-static struct io_uring ring;
-static struct io_uring_buf_ring *br;
-static unsigned char *bufs;
 static int refs[BUFS]; /* sends in flight out of each provided buffer */
-static int ring_mask;
-static unsigned returned;
-
-static struct io_uring_sqe *sqe(void)
-{
-	struct io_uring_sqe *s = io_uring_get_sqe(&ring);
-	if (!s) {
-		io_uring_submit(&ring);
-		s = io_uring_get_sqe(&ring);
-	}
-	return s;
-}
-
-static void give_back(int bid)
-{
-	io_uring_buf_ring_add(br, bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, bid, ring_mask,
-			      returned++);
-}
-
-static void arm_accept(int lfd)
-{
-	struct io_uring_sqe *s = sqe();
-	io_uring_prep_multishot_accept(s, lfd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(s, UD(K_ACCEPT, 0, 0, 0));
-}
-
-static void arm_recv(int fd)
-{
-	struct io_uring_sqe *s = sqe();
-	io_uring_prep_recv_multishot(s, fd, NULL, 0, 0);
-	s->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
-	s->buf_group = BGID;
-	io_uring_sqe_set_data64(s, UD(K_RECV, fd, 0, 0));
-}
 
 static void send_from(int fd, const void *p, size_t len, int bid)
 {
-	struct io_uring_sqe *s = sqe();
-	io_uring_prep_send(s, fd, p, len, MSG_NOSIGNAL);
-	s->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(s, UD(K_SEND, fd, bid, len));
+	send_on(fd, p, len, bid);
 	if (bid != NO_BID)
 		refs[bid]++;
 	else
@@ -367,11 +277,7 @@ static int serve_gathered(int fd, struct conn *c)
 			size_t al = answer(p, hl, c->answer, sizeof c->answer);
 			if (!al)
 				return 0;
-			struct io_uring_sqe *s = sqe();
-			io_uring_prep_send(s, fd, c->answer, al, MSG_NOSIGNAL);
-			s->flags |= IOSQE_FIXED_FILE;
-			io_uring_sqe_set_data64(s, UD(K_SEND, fd, NO_BID, al));
-			c->sends_from_buf++;
+			send_from(fd, c->answer, al, NO_BID);
 			c->upgraded = 1;
 			at += hl;
 			continue;
@@ -447,70 +353,26 @@ static void end_conn(int fd)
 
 static int run_uring(int lfd)
 {
-	struct io_uring_params p = { 0 };
-	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-		  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
-	p.cq_entries = 16384;
-	int e = io_uring_queue_init_params(4096, &ring, &p);
-	if (e < 0) {
-		fprintf(stderr, "ws-floor: io_uring_queue_init: %s\n", strerror(-e));
+	if (uring_setup(BUFS, BUF_SIZE))
 		return 1;
-	}
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)max_fd)
-		max_fd = (int)rl.rlim_cur;
-	if ((e = io_uring_register_files_sparse(&ring, max_fd)) < 0) {
-		fprintf(stderr, "ws-floor: register_files_sparse: %s\n", strerror(-e));
-		return 1;
-	}
-	br = mmap(NULL, BUFS * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
-		  MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	bufs = malloc((size_t)BUFS * BUF_SIZE);
-	if (br == MAP_FAILED || !bufs) {
-		perror("ws-floor: buffers");
-		return 1;
-	}
-	io_uring_buf_ring_init(br);
-	struct io_uring_buf_reg reg = { .ring_addr = (uint64_t)(uintptr_t)br,
-					.ring_entries = BUFS,
-					.bgid = BGID };
-	if ((e = io_uring_register_buf_ring(&ring, &reg, 0)) < 0) {
-		fprintf(stderr, "ws-floor: register_buf_ring: %s\n", strerror(-e));
-		return 1;
-	}
-	ring_mask = io_uring_buf_ring_mask(BUFS);
-	for (int i = 0; i < BUFS; i++)
-		give_back(i);
-	io_uring_buf_ring_advance(br, returned);
-	returned = 0;
-
 	arm_accept(lfd);
 	for (;;) {
-		e = io_uring_submit_and_wait(&ring, 1);
-		if (e < 0 && e != -EINTR && e != -ETIME) {
-			fprintf(stderr, "ws-floor: io_uring_enter: %s\n", strerror(-e));
+		if (uring_turn())
 			return 1;
-		}
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
 		io_uring_for_each_cqe(&ring, head, cqe)
 		{
 			seen++;
 			uint64_t ud = io_uring_cqe_get_data64(cqe);
-			int kind = (int)((ud >> 32) & 0xff), fd = (int)(uint16_t)ud;
-			int bid = (int)((ud >> 16) & 0xffff), res = cqe->res;
-			long len = (long)(ud >> 40);
+			int kind = UD_KIND(ud), fd = UD_FD(ud), bid = UD_BID(ud), res = cqe->res;
 			int more = cqe->flags & IORING_CQE_F_MORE;
 			switch (kind) {
 			case K_ACCEPT:
-				if (res >= 0) {
-					if (res >= max_fd || !new_conn(res)) {
-						close(res);
-					} else {
-						io_uring_register_files_update(&ring, res, &res, 1);
-						arm_recv(res);
-					}
-				}
+				if (res >= 0 && (res >= max_fd || !new_conn(res)))
+					close(res);
+				else if (res >= 0)
+					take_accepted(res);
 				if (!more)
 					arm_accept(lfd);
 				break;
@@ -524,9 +386,7 @@ static int run_uring(int lfd)
 				} else if (res == -ENOBUFS) {
 					arm_recv(fd);
 				} else if (!more) {
-					int none = -1;
-					io_uring_register_files_update(&ring, fd, &none, 1);
-					close(fd);
+					drop_fd(fd);
 					/* Sends still in flight keep their own file
 					 * reference; the buffer goes when they end. */
 					struct conn *c = conns[fd];
@@ -545,26 +405,19 @@ static int run_uring(int lfd)
 					if (--c->sends_from_buf == 0 && c->upgraded < 0)
 						free_conn(fd);
 				}
-				if (res != len && conns[fd] && conns[fd]->upgraded >= 0)
+				if (res != UD_LEN(ud) && conns[fd] && conns[fd]->upgraded >= 0)
 					end_conn(fd);
 				break;
 			}
 		}
 		io_uring_cq_advance(&ring, seen);
-		if (returned) {
-			io_uring_buf_ring_advance(br, returned);
-			returned = 0;
-		}
+		publish();
 	}
 }
 
 int main(int argc, char **argv)
 {
-	if (argc < 2 || (argc > 2 && strcmp(argv[2], "--epoll"))) {
-		fprintf(stderr, "usage: ws-floor IP:PORT [--epoll]\n");
-		return 2;
-	}
-	signal(SIGPIPE, SIG_IGN);
-	int lfd = listen_on(argv[1]);
-	return argc > 2 ? run_epoll(lfd) : run_uring(lfd);
+	int epoll;
+	int lfd = floor_start(argc, argv, "ws-floor", &epoll);
+	return epoll ? run_epoll(lfd) : run_uring(lfd);
 }
