@@ -75,19 +75,6 @@ static void nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-/* `main`'s common part: usage, SIGPIPE, the listener; returns it and
- * whether --epoll was given. */
-static int floor_start(int argc, char **argv, const char *prog, int *epoll)
-{
-	floor_prog = prog;
-	if (argc < 2 || (argc > 2 && strcmp(argv[2], "--epoll"))) {
-		fprintf(stderr, "usage: %s IP:PORT [--epoll]\n", prog);
-		exit(2);
-	}
-	signal(SIGPIPE, SIG_IGN);
-	*epoll = argc > 2;
-	return listen_on(argv[1]);
-}
 
 /* ---- io_uring ------------------------------------------------------- */
 
@@ -206,27 +193,127 @@ static void send_on(int fd, const void *p, size_t len, int bid)
 	io_uring_sqe_set_data64(s, UD(K_SEND, fd, bid, len));
 }
 
-/* An accepted socket: refused beyond the table, else nodelay, registered
- * under its own number, and its receive armed; whether it was taken. */
-static int take_accepted(int fd)
+/* What a floor does with its connections' events. */
+struct floor_ops {
+	/* A new connection (fd < MAX_FD); 0 refuses it (closed). */
+	int (*accepted)(int fd);
+	/* epoll: `fd` is readable; 0 ends the connection (closed). */
+	int (*readable)(int fd);
+	/* io_uring: n bytes arrived in provided buffer `bid`, which the floor
+	 * gives back (give_back) when it is done with it; 0 ends the
+	 * connection (shut down; its receive then ends and closes it). */
+	int (*received)(int fd, int bid, size_t n);
+	/* io_uring: a send_on completed with `res` of `want` bytes. */
+	void (*sent)(int fd, int bid, long want, int res);
+	/* The connection is closed (io_uring: sends in flight may still
+	 * complete after this). */
+	void (*closed)(int fd);
+};
+
+/* Level-triggered epoll: accept, then ops->readable per readiness. */
+static int epoll_run(int lfd, const struct floor_ops *ops)
 {
-	if (fd >= max_fd) {
-		close(fd);
-		return 0;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = lfd };
+	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+	static struct epoll_event events[512];
+	for (;;) {
+		int n = epoll_wait(ep, events, 512, -1);
+		if (n < 0 && errno != EINTR)
+			return 1;
+		for (int i = 0; i < n; i++) {
+			int fd = events[i].data.fd;
+			if (fd != lfd) {
+				if (!ops->readable(fd)) {
+					ops->closed(fd);
+					close(fd); /* also leaves the epoll set */
+				}
+				continue;
+			}
+			int s = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (s < 0)
+				continue;
+			if (s >= MAX_FD || !ops->accepted(s)) {
+				close(s);
+				continue;
+			}
+			nodelay(s);
+			struct epoll_event ce = { .events = EPOLLIN, .data.fd = s };
+			epoll_ctl(ep, EPOLL_CTL_ADD, s, &ce);
+		}
 	}
-	nodelay(fd);
-	io_uring_register_files_update(&ring, fd, &fd, 1);
-	arm_recv(fd);
-	return 1;
 }
 
-/* A connection's end: out of the table, then closed (sends in flight keep
- * their own reference to the socket). */
-static void drop_fd(int fd)
+/* io_uring with n provided buffers of `size` bytes: completions to ops. */
+static int uring_run(int lfd, unsigned n, size_t size, const struct floor_ops *ops)
 {
-	int none = -1;
-	io_uring_register_files_update(&ring, fd, &none, 1);
-	close(fd);
+	if (uring_setup(n, size))
+		return 1;
+	arm_accept(lfd);
+	for (;;) {
+		if (uring_turn())
+			return 1;
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(&ring, head, cqe)
+		{
+			seen++;
+			uint64_t ud = io_uring_cqe_get_data64(cqe);
+			int fd = UD_FD(ud), res = cqe->res;
+			int more = cqe->flags & IORING_CQE_F_MORE;
+			switch (UD_KIND(ud)) {
+			case K_ACCEPT:
+				if (res >= 0 && (res >= max_fd || !ops->accepted(res))) {
+					close(res);
+				} else if (res >= 0) {
+					nodelay(res);
+					io_uring_register_files_update(&ring, res, &res, 1);
+					arm_recv(res);
+				}
+				if (!more)
+					arm_accept(lfd);
+				break;
+			case K_RECV:
+				if (res > 0) {
+					int bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+					if (!ops->received(fd, bid, res))
+						shutdown(fd, SHUT_RDWR);
+					if (!more)
+						arm_recv(fd);
+				} else if (res == -ENOBUFS) {
+					arm_recv(fd);
+				} else if (!more) {
+					/* Out of the table, then closed: sends in
+					 * flight keep their own reference. */
+					int none = -1;
+					io_uring_register_files_update(&ring, fd, &none, 1);
+					close(fd);
+					ops->closed(fd);
+				}
+				break;
+			case K_SEND:
+				ops->sent(fd, UD_BID(ud), UD_LEN(ud), res);
+				break;
+			}
+		}
+		io_uring_cq_advance(&ring, seen);
+		publish();
+	}
+}
+
+/* `main`: `prog IP:PORT [--epoll]`, served with `ops` on io_uring (n
+ * provided buffers of `size` bytes) or epoll. */
+static int floor_main(int argc, char **argv, const char *prog, unsigned n, size_t size,
+		      const struct floor_ops *ops)
+{
+	floor_prog = prog;
+	if (argc < 2 || (argc > 2 && strcmp(argv[2], "--epoll"))) {
+		fprintf(stderr, "usage: %s IP:PORT [--epoll]\n", prog);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	int lfd = listen_on(argv[1]);
+	return argc > 2 ? epoll_run(lfd, ops) : uring_run(lfd, n, size, ops);
 }
 
 #endif

@@ -67,107 +67,54 @@ static unsigned count_heads(int fd, const unsigned char *p, size_t n)
 	return heads;
 }
 
-static int run_epoll(int lfd)
+static int accepted(int fd)
 {
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN, .data.fd = lfd };
-	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-	static struct epoll_event events[512];
-	static unsigned char buf[BUF_SIZE];
-	for (;;) {
-		int n = epoll_wait(ep, events, 512, -1);
-		if (n < 0 && errno != EINTR)
-			return 1;
-		for (int i = 0; i < n; i++) {
-			int fd = events[i].data.fd;
-			if (fd == lfd) {
-				int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-				if (c < 0)
-					continue;
-				if (c >= MAX_FD) {
-					close(c);
-					continue;
-				}
-				nodelay(c);
-				state[c] = 0;
-				struct epoll_event ce = { .events = EPOLLIN, .data.fd = c };
-				epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce);
-				continue;
-			}
-			ssize_t r = read(fd, buf, sizeof buf);
-			if (r < 0 && (errno == EAGAIN || errno == EINTR))
-				continue;
-			unsigned heads = r > 0 ? count_heads(fd, buf, r) : 0;
-			size_t len = (size_t)heads * RESPONSE_LEN;
-			if (r <= 0 || (heads && write(fd, responses, len) != (ssize_t)len))
-				close(fd); /* also leaves the epoll set */
-		}
-	}
+	state[fd] = 0;
+	return 1;
 }
 
-static int run_uring(int lfd)
+/* epoll: one read, then one write of a response per head it completed. */
+static int readable(int fd)
 {
-	if (uring_setup(BUFS, BUF_SIZE))
-		return 1;
-	arm_accept(lfd);
-	for (;;) {
-		if (uring_turn())
-			return 1;
-		struct io_uring_cqe *cqe;
-		unsigned head, seen = 0;
-		io_uring_for_each_cqe(&ring, head, cqe)
-		{
-			seen++;
-			uint64_t ud = io_uring_cqe_get_data64(cqe);
-			int kind = UD_KIND(ud), fd = UD_FD(ud), res = cqe->res;
-			int more = cqe->flags & IORING_CQE_F_MORE;
-			switch (kind) {
-			case K_ACCEPT:
-				if (res >= 0 && res < max_fd)
-					state[res] = 0;
-				if (res >= 0)
-					take_accepted(res);
-				if (!more)
-					arm_accept(lfd);
-				break;
-			case K_RECV:
-				if (res > 0) {
-					int bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-					unsigned heads =
-						count_heads(fd, bufs + (size_t)bid * BUF_SIZE, res);
-					give_back(bid);
-					if (heads)
-						send_on(fd, responses, (size_t)heads * RESPONSE_LEN,
-							NO_BID);
-					if (!more)
-						arm_recv(fd);
-				} else if (res == -ENOBUFS) {
-					arm_recv(fd);
-				} else if (!more) {
-					drop_fd(fd);
-				}
-				break;
-			case K_SEND:
-				/* A short or failed send: end the connection (its
-				 * receive then completes and closes it). */
-				if (res != UD_LEN(ud))
-					shutdown(fd, SHUT_RDWR);
-				break;
-			}
-		}
-		io_uring_cq_advance(&ring, seen);
-		publish();
-	}
+	static unsigned char buf[BUF_SIZE];
+	ssize_t r = read(fd, buf, sizeof buf);
+	if (r < 0)
+		return errno == EAGAIN || errno == EINTR;
+	unsigned heads = r > 0 ? count_heads(fd, buf, r) : 0;
+	size_t len = (size_t)heads * RESPONSE_LEN;
+	return r > 0 && (!heads || write(fd, responses, len) == (ssize_t)len);
+}
+
+/* io_uring: the buffer goes straight back; one send for the heads. */
+static int received(int fd, int bid, size_t n)
+{
+	unsigned heads = count_heads(fd, bufs + (size_t)bid * BUF_SIZE, n);
+	give_back(bid);
+	if (heads)
+		send_on(fd, responses, (size_t)heads * RESPONSE_LEN, NO_BID);
+	return 1;
+}
+
+/* A short or failed send ends the connection. */
+static void sent(int fd, int bid, long want, int res)
+{
+	(void)bid;
+	if (res != want)
+		shutdown(fd, SHUT_RDWR);
+}
+
+static void closed(int fd)
+{
+	(void)fd;
 }
 
 int main(int argc, char **argv)
 {
-	int epoll;
-	int lfd = floor_start(argc, argv, "http-floor", &epoll);
+	static const struct floor_ops ops = { accepted, readable, received, sent, closed };
 	responses = malloc((size_t)MAX_PER_RECV * RESPONSE_LEN);
 	if (!responses)
 		return 1;
 	for (int i = 0; i < MAX_PER_RECV; i++)
 		memcpy(responses + (size_t)i * RESPONSE_LEN, RESPONSE, RESPONSE_LEN);
-	return epoll ? run_epoll(lfd) : run_uring(lfd);
+	return floor_main(argc, argv, "http-floor", BUFS, BUF_SIZE, &ops);
 }

@@ -178,75 +178,55 @@ static void free_conn(int fd)
 
 /* ---- epoll ---------------------------------------------------------- */
 
-static int run_epoll(int lfd)
+static int accepted(int fd)
 {
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN, .data.fd = lfd };
-	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-	static struct epoll_event events[512];
-	for (;;) {
-		int n = epoll_wait(ep, events, 512, -1);
-		if (n < 0 && errno != EINTR)
-			return 1;
-		for (int i = 0; i < n; i++) {
-			int fd = events[i].data.fd;
-			if (fd == lfd) {
-				int s = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-				if (s < 0)
-					continue;
-				if (s >= MAX_FD || !new_conn(s)) {
-					close(s);
-					continue;
-				}
-				nodelay(s);
-				struct epoll_event ce = { .events = EPOLLIN, .data.fd = s };
-				epoll_ctl(ep, EPOLL_CTL_ADD, s, &ce);
-				continue;
+	return new_conn(fd) != NULL;
+}
+
+/* One read into the connection's buffer; each whole frame unmasked and
+ * written back from the same bytes; the rest moved to the front. */
+static int readable(int fd)
+{
+	struct conn *c = conns[fd];
+	ssize_t r = read(fd, c->buf + c->have, CONN_BUF - c->have);
+	if (r < 0)
+		return errno == EAGAIN || errno == EINTR;
+	int ok = r > 0;
+	if (ok)
+		c->have += r;
+	size_t at = 0;
+	while (ok && at < c->have) {
+		unsigned char *p = c->buf + at;
+		size_t left = c->have - at;
+		if (!c->upgraded) {
+			unsigned char *e = memmem(p, left, "\r\n\r\n", 4);
+			if (!e) {
+				ok = left < 8192;
+				break;
 			}
-			struct conn *c = conns[fd];
-			ssize_t r = read(fd, c->buf + c->have, CONN_BUF - c->have);
-			if (r < 0 && (errno == EAGAIN || errno == EINTR))
-				continue;
-			int ok = r > 0;
-			if (ok)
-				c->have += r;
-			size_t at = 0;
-			while (ok && at < c->have) {
-				unsigned char *p = c->buf + at;
-				size_t left = c->have - at;
-				if (!c->upgraded) {
-					unsigned char *e = memmem(p, left, "\r\n\r\n", 4);
-					if (!e) {
-						ok = left < 8192;
-						break;
-					}
-					size_t hl = e + 4 - p;
-					size_t al = answer(p, hl, c->answer, sizeof c->answer);
-					ok = al && write(fd, c->answer, al) == (ssize_t)al;
-					c->upgraded = 1;
-					at += hl;
-					continue;
-				}
-				size_t hlen, plen;
-				int op, f = frame(p, left, &hlen, &plen, &op);
-				if (f <= 0) {
-					ok = f == 0 && c->have < CONN_BUF;
-					break;
-				}
-				unsigned char *s = echo_in_place(p, hlen, plen);
-				size_t len = p + hlen + plen - s;
-				ok = write(fd, s, len) == (ssize_t)len && op != 8;
-				at += hlen + plen;
-			}
-			if (!ok) {
-				free_conn(fd);
-				close(fd);
-				continue;
-			}
-			memmove(c->buf, c->buf + at, c->have - at);
-			c->have -= at;
+			size_t hl = e + 4 - p;
+			size_t al = answer(p, hl, c->answer, sizeof c->answer);
+			ok = al && write(fd, c->answer, al) == (ssize_t)al;
+			c->upgraded = 1;
+			at += hl;
+			continue;
 		}
+		size_t hlen, plen;
+		int op, f = frame(p, left, &hlen, &plen, &op);
+		if (f <= 0) {
+			ok = f == 0 && c->have < CONN_BUF;
+			break;
+		}
+		unsigned char *s = echo_in_place(p, hlen, plen);
+		size_t len = p + hlen + plen - s;
+		ok = write(fd, s, len) == (ssize_t)len && op != 8;
+		at += hlen + plen;
 	}
+	if (ok) {
+		memmove(c->buf, c->buf + at, c->have - at);
+		c->have -= at;
+	}
+	return ok;
 }
 
 /* ---- io_uring ------------------------------------------------------- */
@@ -346,78 +326,35 @@ static int on_recv(int fd, int bid, size_t n)
 	return ok;
 }
 
-static void end_conn(int fd)
+/* The connection is closed: its state goes now, or with its last send
+ * out of its buffer. */
+static void closed(int fd)
 {
-	shutdown(fd, SHUT_RDWR);
+	struct conn *c = conns[fd];
+	if (c && c->sends_from_buf == 0)
+		free_conn(fd);
+	else if (c)
+		c->upgraded = -1; /* freed by its last send */
 }
 
-static int run_uring(int lfd)
+/* A send done: its provided buffer back when no other send reads it; a
+ * short or failed send ends the connection. */
+static void sent(int fd, int bid, long want, int res)
 {
-	if (uring_setup(BUFS, BUF_SIZE))
-		return 1;
-	arm_accept(lfd);
-	for (;;) {
-		if (uring_turn())
-			return 1;
-		struct io_uring_cqe *cqe;
-		unsigned head, seen = 0;
-		io_uring_for_each_cqe(&ring, head, cqe)
-		{
-			seen++;
-			uint64_t ud = io_uring_cqe_get_data64(cqe);
-			int kind = UD_KIND(ud), fd = UD_FD(ud), bid = UD_BID(ud), res = cqe->res;
-			int more = cqe->flags & IORING_CQE_F_MORE;
-			switch (kind) {
-			case K_ACCEPT:
-				if (res >= 0 && (res >= max_fd || !new_conn(res)))
-					close(res);
-				else if (res >= 0)
-					take_accepted(res);
-				if (!more)
-					arm_accept(lfd);
-				break;
-			case K_RECV:
-				if (res > 0) {
-					int b = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-					if (!on_recv(fd, b, res))
-						end_conn(fd);
-					if (!more)
-						arm_recv(fd);
-				} else if (res == -ENOBUFS) {
-					arm_recv(fd);
-				} else if (!more) {
-					drop_fd(fd);
-					/* Sends still in flight keep their own file
-					 * reference; the buffer goes when they end. */
-					struct conn *c = conns[fd];
-					if (c && c->sends_from_buf == 0)
-						free_conn(fd);
-					else if (c)
-						c->upgraded = -1; /* freed by its last send */
-				}
-				break;
-			case K_SEND:
-				if (bid != NO_BID) {
-					if (--refs[bid] == 0)
-						give_back(bid);
-				} else if (conns[fd]) {
-					struct conn *c = conns[fd];
-					if (--c->sends_from_buf == 0 && c->upgraded < 0)
-						free_conn(fd);
-				}
-				if (res != UD_LEN(ud) && conns[fd] && conns[fd]->upgraded >= 0)
-					end_conn(fd);
-				break;
-			}
-		}
-		io_uring_cq_advance(&ring, seen);
-		publish();
+	struct conn *c = conns[fd];
+	if (bid != NO_BID) {
+		if (--refs[bid] == 0)
+			give_back(bid);
+	} else if (c && --c->sends_from_buf == 0 && c->upgraded < 0) {
+		free_conn(fd);
+		return;
 	}
+	if (res != want && c && c->upgraded >= 0)
+		shutdown(fd, SHUT_RDWR);
 }
 
 int main(int argc, char **argv)
 {
-	int epoll;
-	int lfd = floor_start(argc, argv, "ws-floor", &epoll);
-	return epoll ? run_epoll(lfd) : run_uring(lfd);
+	static const struct floor_ops ops = { accepted, readable, on_recv, sent, closed };
+	return floor_main(argc, argv, "ws-floor", BUFS, BUF_SIZE, &ops);
 }

@@ -33,12 +33,17 @@ fn start(bin: &str, args: &[&str]) -> (Guard, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    wait_listening(&addr, bin);
+    (Guard(child), addr)
+}
+
+/// Waits up to 10 s for `addr` to accept connections.
+fn wait_listening(addr: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "{bin} did not start");
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    (Guard(child), addr)
 }
 
 fn loadgen(addr: &str, conns: &str, size: &str, window: &str) -> String {
@@ -225,11 +230,7 @@ fn start_floor(bin: &std::path::Path, epoll: bool) -> (Guard, String) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "{} did not start", bin.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(&addr, &bin.display().to_string());
     (Guard(child), addr)
 }
 
