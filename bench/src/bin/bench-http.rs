@@ -17,9 +17,10 @@
 //!   out): CPU per byte = server CPU seconds ÷ body bytes served.
 //!
 //! Two more servers can be named with `--servers`: `floor` and
-//! `floor-epoll`, `http-floor` (C, `bench/floors/http-floor.c`,
-//! compiled with `cc -O3 … -luring`; Debian `liburing-dev`, installed when missing). They answer every
-//! request head with hyper's response bytes and do nothing else: `floor`
+//! `floor-epoll`, `http-floor` (C, `bench/floors/http-floor.c`, compiled
+//! with `cc -O3 … -luring`; Debian `liburing-dev`, installed when
+//! missing). They answer every request head with hyper's response bytes
+//! and do nothing else: `floor`
 //! drives io_uring the way Myriad's backend does (multishot receives into
 //! a provided-buffer ring, registered files, `DEFER_TASKRUN`, one enter per
 //! turn), `floor-epoll` does one `read` and one `write` per readable
@@ -116,7 +117,8 @@ struct Args {
     /// times (the least disturbed one is kept).
     #[arg(long, default_value_t = 0)]
     busy_retries: usize,
-    /// Do not build anything (use binaries already built).
+    /// Do not build anything (use binaries already built; a C floor whose
+    /// binary is missing is still compiled).
     #[arg(long)]
     no_build: bool,
     /// Build and run the servers and load generators with this cargo

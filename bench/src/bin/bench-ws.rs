@@ -103,7 +103,8 @@ struct Args {
     /// times (the least disturbed one is kept).
     #[arg(long, default_value_t = 0)]
     busy_retries: usize,
-    /// Do not build anything (use binaries already built).
+    /// Do not build anything (use binaries already built; a C floor whose
+    /// binary is missing is still compiled).
     #[arg(long)]
     no_build: bool,
     /// Write the results as JSON here.
