@@ -26,7 +26,9 @@
  * A frame cut by the end of a receive is gathered in the connection's own
  * buffer (a copy) and echoed from there; with ping-pong loads the client
  * sends nothing more until that echo is back. A short or failed send
- * closes the connection. Built by `bench-ws` with
+ * closes the connection. A descriptor reused while the previous
+ * connection's last send out of its own buffer is still in flight is not
+ * told apart from it (the benchmarks open their connections once). Built by `bench-ws` with
  *   cc -O3 -Wall -o target/ws-baselines/release/ws-floor bench/floors/ws-floor.c -luring -lcrypto
  * (Debian: liburing-dev, libssl-dev).
  *
