@@ -75,7 +75,6 @@ static void nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-
 /* ---- io_uring ------------------------------------------------------- */
 
 static struct io_uring ring;

@@ -178,11 +178,55 @@ static void free_conn(int fd)
 	}
 }
 
+/* Answers buf[0..n) of connection `fd` from its start: the handshake
+ * (until c->upgraded), then each whole frame echoed in place, every answer
+ * handed to `out` with `bid` (false: it failed). Returns the bytes used (a
+ * cut frame or head is left), or -1 to end the connection: bad input, a
+ * close frame, a failed answer. Both modes serve through it. */
+static long serve(int fd, struct conn *c, unsigned char *buf, size_t n, int bid,
+		  int (*out)(int fd, const void *p, size_t len, int bid))
+{
+	size_t at = 0;
+	while (at < n) {
+		unsigned char *p = buf + at;
+		size_t left = n - at;
+		if (!c->upgraded) {
+			unsigned char *e = memmem(p, left, "\r\n\r\n", 4);
+			if (!e)
+				return left < 8192 ? (long)at : -1;
+			size_t hl = e + 4 - p;
+			size_t al = answer(p, hl, c->answer, sizeof c->answer);
+			if (!al || !out(fd, c->answer, al, NO_BID))
+				return -1;
+			c->upgraded = 1;
+			at += hl;
+			continue;
+		}
+		size_t hlen, plen;
+		int op, f = frame(p, left, &hlen, &plen, &op);
+		if (f < 0)
+			return -1;
+		if (f == 0)
+			break;
+		unsigned char *s = echo_in_place(p, hlen, plen);
+		if (!out(fd, s, p + hlen + plen - s, bid) || op == 8)
+			return -1;
+		at += hlen + plen;
+	}
+	return (long)at;
+}
+
 /* ---- epoll ---------------------------------------------------------- */
 
 static int accepted(int fd)
 {
 	return new_conn(fd) != NULL;
+}
+
+static int write_all(int fd, const void *p, size_t len, int bid)
+{
+	(void)bid;
+	return write(fd, p, len) == (ssize_t)len;
 }
 
 /* One read into the connection's buffer; each whole frame unmasked and
@@ -191,99 +235,31 @@ static int readable(int fd)
 {
 	struct conn *c = conns[fd];
 	ssize_t r = read(fd, c->buf + c->have, CONN_BUF - c->have);
-	if (r < 0)
-		return errno == EAGAIN || errno == EINTR;
-	int ok = r > 0;
-	if (ok)
-		c->have += r;
-	size_t at = 0;
-	while (ok && at < c->have) {
-		unsigned char *p = c->buf + at;
-		size_t left = c->have - at;
-		if (!c->upgraded) {
-			unsigned char *e = memmem(p, left, "\r\n\r\n", 4);
-			if (!e) {
-				ok = left < 8192;
-				break;
-			}
-			size_t hl = e + 4 - p;
-			size_t al = answer(p, hl, c->answer, sizeof c->answer);
-			ok = al && write(fd, c->answer, al) == (ssize_t)al;
-			c->upgraded = 1;
-			at += hl;
-			continue;
-		}
-		size_t hlen, plen;
-		int op, f = frame(p, left, &hlen, &plen, &op);
-		if (f <= 0) {
-			ok = f == 0 && c->have < CONN_BUF;
-			break;
-		}
-		unsigned char *s = echo_in_place(p, hlen, plen);
-		size_t len = p + hlen + plen - s;
-		ok = write(fd, s, len) == (ssize_t)len && op != 8;
-		at += hlen + plen;
-	}
-	if (ok) {
-		memmove(c->buf, c->buf + at, c->have - at);
-		c->have -= at;
-	}
-	return ok;
+	if (r <= 0)
+		return r < 0 && (errno == EAGAIN || errno == EINTR);
+	c->have += r;
+	long at = serve(fd, c, c->buf, c->have, NO_BID, write_all);
+	/* A full buffer that still holds no whole frame is not served. */
+	if (at < 0 || ((size_t)at < c->have && c->have == CONN_BUF))
+		return 0;
+	memmove(c->buf, c->buf + at, c->have - at);
+	c->have -= at;
+	return 1;
 }
 
 /* ---- io_uring ------------------------------------------------------- */
 
 static int refs[BUFS]; /* sends in flight out of each provided buffer */
 
-static void send_from(int fd, const void *p, size_t len, int bid)
+/* A send out of provided buffer `bid`, or of the connection's own buffer
+ * (NO_BID), counted until it completes. */
+static int send_from(int fd, const void *p, size_t len, int bid)
 {
 	send_on(fd, p, len, bid);
 	if (bid != NO_BID)
 		refs[bid]++;
 	else
 		conns[fd]->sends_from_buf++;
-}
-
-/* Echoes the whole frames of c->buf (the gathered bytes); false to close. */
-static int serve_gathered(int fd, struct conn *c)
-{
-	size_t at = 0;
-	while (at < c->have) {
-		unsigned char *p = c->buf + at;
-		size_t left = c->have - at;
-		if (!c->upgraded) {
-			unsigned char *e = memmem(p, left, "\r\n\r\n", 4);
-			if (!e)
-				return left < 8192;
-			size_t hl = e + 4 - p;
-			size_t al = answer(p, hl, c->answer, sizeof c->answer);
-			if (!al)
-				return 0;
-			send_from(fd, c->answer, al, NO_BID);
-			c->upgraded = 1;
-			at += hl;
-			continue;
-		}
-		size_t hlen, plen;
-		int op, f = frame(p, left, &hlen, &plen, &op);
-		if (f < 0)
-			return 0;
-		if (f == 0)
-			break;
-		unsigned char *s = echo_in_place(p, hlen, plen);
-		send_from(fd, s, p + hlen + plen - s, NO_BID);
-		if (op == 8)
-			return 0;
-		at += hlen + plen;
-	}
-	if (at == c->have) {
-		c->have = 0; /* the sends still read the bytes: only new data moves in */
-	} else if (at && !c->sends_from_buf) {
-		memmove(c->buf, c->buf + at, c->have - at);
-		c->have -= at;
-	} else if (at) {
-		return 0; /* a cut frame behind echoes in flight: not served */
-	}
 	return 1;
 }
 
@@ -292,27 +268,14 @@ static int on_recv(int fd, int bid, size_t n)
 {
 	struct conn *c = conns[fd];
 	unsigned char *b = bufs + (size_t)bid * BUF_SIZE;
-	size_t at = 0;
+	long at = 0;
 	int ok = 1;
 	if (c->upgraded && c->have == 0) {
 		/* Whole frames straight from the provided buffer. */
-		while (at < n) {
-			size_t hlen, plen;
-			int op, f = frame(b + at, n - at, &hlen, &plen, &op);
-			if (f <= 0) {
-				ok = f == 0;
-				break;
-			}
-			unsigned char *s = echo_in_place(b + at, hlen, plen);
-			send_from(fd, s, b + at + hlen + plen - s, bid);
-			at += hlen + plen;
-			if (op == 8) {
-				ok = 0;
-				break;
-			}
-		}
+		at = serve(fd, c, b, n, bid, send_from);
+		ok = at >= 0;
 	}
-	if (ok && at < n) {
+	if (ok && (size_t)at < n) {
 		/* The rest (a cut frame, or the handshake) is gathered; not
 		 * over bytes that a send still reads (see the top). */
 		if (c->have + (n - at) > CONN_BUF || (c->have == 0 && c->sends_from_buf)) {
@@ -320,7 +283,15 @@ static int on_recv(int fd, int bid, size_t n)
 		} else {
 			memcpy(c->buf + c->have, b + at, n - at);
 			c->have += n - at;
-			ok = serve_gathered(fd, c);
+			/* All of it answered: the sends still read the bytes,
+			 * so only new data moves in. A cut frame behind echoes
+			 * in flight (every byte used was answered from this
+			 * buffer) is not served. */
+			long used = serve(fd, c, c->buf, c->have, NO_BID, send_from);
+			if (used == (long)c->have)
+				c->have = 0;
+			else
+				ok = used == 0;
 		}
 	}
 	if (refs[bid] == 0)
