@@ -795,25 +795,29 @@ impl Rig {
             .join(name)
     }
 
-    /// Compiles the C program `src` (relative to the workspace root) into
-    /// [`Rig::baseline_bin`]`(ws, name)` with `cc -O3 -Wall`, linking `libs`
-    /// (`-luring`, …). Each `(header, package)` of `debs` whose header is
-    /// missing under `/usr/include` is installed first with `apt-get` (as
-    /// the cluster scripts install their brokers).
+    /// Compiles the C program `c.src` (relative to the workspace root)
+    /// into [`Rig::baseline_bin`]`(c.ws, c.name)` with `cc -O3 -Wall`,
+    /// linking `c.libs`; with `rebuild` false, only when that binary is
+    /// missing (a driver's `--no-build`). Each `(header, package)` of
+    /// `c.debs` whose header is missing under `/usr/include` is installed
+    /// first with `apt-get` (as the cluster scripts install their brokers).
     ///
     /// # Errors
     ///
     /// A package could not be installed, `cc` could not be run, or it
     /// failed.
-    pub fn build_c_baseline(
-        &self,
-        prog: &str,
-        ws: &str,
-        name: &str,
-        src: &str,
-        libs: &[&str],
-        debs: &[(&str, &str)],
-    ) -> Result<()> {
+    pub fn build_c_baseline(&self, prog: &str, c: &CBaseline, rebuild: bool) -> Result<()> {
+        let CBaseline {
+            ws,
+            name,
+            src,
+            libs,
+            debs,
+        } = *c;
+        let out = self.baseline_bin(ws, name);
+        if !rebuild && out.is_file() {
+            return Ok(());
+        }
         for (header, package) in debs {
             if Path::new("/usr/include").join(header).exists() {
                 continue;
@@ -828,7 +832,6 @@ impl Rig {
                 bail!("{src} needs {package}: apt-get install {package} (as root)");
             }
         }
-        let out = self.baseline_bin(ws, name);
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -1298,6 +1301,29 @@ pub fn bin_dir() -> Result<PathBuf> {
         .parent()
         .context("executable has no parent directory")?
         .to_path_buf())
+}
+
+/// A C program among a baseline workspace's programs (the floors of
+/// `bench/floors`), built by [`Rig::build_c_baseline`].
+#[derive(Debug, Clone, Copy)]
+pub struct CBaseline {
+    /// The baseline workspace whose target directory it goes to.
+    pub ws: &'static str,
+    /// The binary's name.
+    pub name: &'static str,
+    /// The source, relative to the workspace root.
+    pub src: &'static str,
+    /// Libraries to link (`-luring`, …).
+    pub libs: &'static [&'static str],
+    /// `(header under /usr/include, Debian package)` it needs.
+    pub debs: &'static [(&'static str, &'static str)],
+}
+
+/// Whether a server name of `bench-http`/`bench-ws` is one of the floors
+/// (`floor`, `floor-epoll`: the C programs of `bench/floors`), which are
+/// measured and compared with but are nobody's peer.
+pub fn is_floor(server: &str) -> bool {
+    server.starts_with("floor")
 }
 
 /// The workspace root.

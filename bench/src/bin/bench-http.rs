@@ -72,8 +72,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use myriad_bench::harness::{
-    cargo_build, median, num, paired_ratio_median, paired_ratios_of, result_line, spread, Load,
-    Rig, Run, ServerSpec, Table, OTHER_CPU_WARN,
+    cargo_build, is_floor, median, num, paired_ratio_median, paired_ratios_of, result_line, spread,
+    CBaseline, Load, Rig, Run, ServerSpec, Table, OTHER_CPU_WARN,
 };
 
 #[derive(Parser, Debug)]
@@ -192,14 +192,14 @@ fn serves_files(server: &str) -> bool {
     !matches!(server, "may" | "floor" | "floor-epoll")
 }
 
-/// Whether a server is one of the floors (`http-floor`): measured and
-/// compared with, but never "the best peer" of a target.
-fn is_floor(server: &str) -> bool {
-    server.starts_with("floor")
-}
-
-/// The floors' C source, compiled by [`build_floor`].
-const FLOOR_SRC: &str = "bench/floors/http-floor.c";
+/// The floors' program.
+const FLOOR: CBaseline = CBaseline {
+    ws: "http-baselines",
+    name: "http-floor",
+    src: "bench/floors/http-floor.c",
+    libs: &["-luring"],
+    debs: &[("liburing.h", "liburing-dev")],
+};
 
 fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
     let hello = rig.bin("examples/http_hello");
@@ -232,24 +232,12 @@ fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
             ["--addr", "{addr}", "--static", &dir],
         ),
         "may" => ServerSpec::new(name, baseline("http-hello-may"), ["--addr", "{addr}"]),
-        "floor" => ServerSpec::new(name, baseline("http-floor"), ["{addr}"]),
-        "floor-epoll" => ServerSpec::new(name, baseline("http-floor"), ["{addr}", "--epoll"]),
+        "floor" => ServerSpec::new(name, baseline(FLOOR.name), ["{addr}"]),
+        "floor-epoll" => ServerSpec::new(name, baseline(FLOOR.name), ["{addr}", "--epoll"]),
         other => bail!(
             "unknown server {other} (known: myriad, myriad-epoll, hyper, may, floor, floor-epoll)"
         ),
     })
-}
-
-/// Compiles `http-floor` (C, liburing) next to the Rust baselines.
-fn build_floor(rig: &Rig) -> Result<()> {
-    rig.build_c_baseline(
-        "bench-http",
-        "http-baselines",
-        "http-floor",
-        FLOOR_SRC,
-        &["-luring"],
-        &[("liburing.h", "liburing-dev")],
-    )
 }
 
 fn build(rig: &Rig) -> Result<()> {
@@ -560,10 +548,7 @@ fn main() -> Result<()> {
         build(&rig)?;
     }
     if args.servers.iter().any(|s| is_floor(s)) {
-        let bin = rig.baseline_bin("http-baselines", "http-floor");
-        if !args.no_build || !bin.is_file() {
-            build_floor(&rig)?;
-        }
+        rig.build_c_baseline("bench-http", &FLOOR, !args.no_build)?;
     }
     let scratch = Scratch::new(args.static_size)?;
     let specs: Vec<ServerSpec> = args

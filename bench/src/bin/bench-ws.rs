@@ -53,8 +53,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Parser;
 use myriad_bench::harness::{
-    cargo_build, median_run, num, paired_ratio_median, result_line, Load, Rig, Run, Scenario,
-    ServerSpec, Table,
+    cargo_build, is_floor, median_run, num, paired_ratio_median, result_line, CBaseline, Load, Rig,
+    Run, Scenario, ServerSpec, Table,
 };
 
 #[derive(Parser, Debug)]
@@ -151,8 +151,8 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
             baseline("ws-echo-fastwebsockets"),
             ["--addr", "{addr}"],
         ),
-        "floor" => ServerSpec::new(name, baseline("ws-floor"), ["{addr}"]),
-        "floor-epoll" => ServerSpec::new(name, baseline("ws-floor"), ["{addr}", "--epoll"]),
+        "floor" => ServerSpec::new(name, baseline(FLOOR.name), ["{addr}"]),
+        "floor-epoll" => ServerSpec::new(name, baseline(FLOOR.name), ["{addr}", "--epoll"]),
         other => bail!(
             "unknown server {other} (known: myriad, myriad-epoll, tungstenite, fastwebsockets, \
              floor, floor-epoll)"
@@ -162,13 +162,17 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
     Ok(s.env("RUST_LOG", "warn").settle(Duration::from_millis(100)))
 }
 
-/// Whether a server is one of the floors (`ws-floor`).
-fn is_floor(server: &str) -> bool {
-    server.starts_with("floor")
-}
-
-/// The floors' C source.
-const FLOOR_SRC: &str = "bench/floors/ws-floor.c";
+/// The floors' program.
+const FLOOR: CBaseline = CBaseline {
+    ws: "ws-baselines",
+    name: "ws-floor",
+    src: "bench/floors/ws-floor.c",
+    libs: &["-luring", "-lcrypto"],
+    debs: &[
+        ("liburing.h", "liburing-dev"),
+        ("openssl/sha.h", "libssl-dev"),
+    ],
+};
 
 fn build(rig: &Rig) -> Result<()> {
     let dir = rig.bin_dir();
@@ -211,20 +215,8 @@ fn main() -> Result<()> {
     if !args.no_build {
         build(&rig)?;
     }
-    if args.servers.iter().any(|s| is_floor(s))
-        && (!args.no_build || !rig.baseline_bin("ws-baselines", "ws-floor").is_file())
-    {
-        rig.build_c_baseline(
-            "bench-ws",
-            "ws-baselines",
-            "ws-floor",
-            FLOOR_SRC,
-            &["-luring", "-lcrypto"],
-            &[
-                ("liburing.h", "liburing-dev"),
-                ("openssl/sha.h", "libssl-dev"),
-            ],
-        )?;
+    if args.servers.iter().any(|s| is_floor(s)) {
+        rig.build_c_baseline("bench-ws", &FLOOR, !args.no_build)?;
     }
     let specs: Vec<ServerSpec> = args
         .servers
