@@ -741,6 +741,11 @@ fn main() -> Result<()> {
                 continue;
             }
             let sc = job.sc;
+            // Server `i`'s figure `ma` against hyper's `mb`, per round.
+            let vs_hyper = |i: usize, ma: fn(&Run) -> f64, mb: fn(&Run) -> f64| {
+                let b = grid.get(ji, hyper?).ok_runs()?;
+                median(paired_ratios_of(grid.get(ji, i).ok_runs()?, ma, b, mb))
+            };
             for &mi in &mine {
                 for &pi in &peers {
                     if sc.file && !serves_files(names[pi]) {
@@ -768,11 +773,6 @@ fn main() -> Result<()> {
                         "paired_cpu_ratio": cpu, "paired_rate_ratio": rate}),
                     );
                 }
-                // Myriad's figure `ma` against hyper's `mb`, per round.
-                let vs_hyper = |ma: fn(&Run) -> f64, mb: fn(&Run) -> f64| {
-                    let b = grid.get(ji, hyper?).ok_runs()?;
-                    median(paired_ratios_of(grid.get(ji, mi).ok_runs()?, ma, b, mb))
-                };
                 let target = |what: &str, baseline: &str, ratio, limit| Target {
                     client: client.name(),
                     scenario: sc.name,
@@ -784,11 +784,11 @@ fn main() -> Result<()> {
                 };
                 match sc.name {
                     "get" => {
-                        let cpu = vs_hyper(Run::cpu_us_per_op, Run::cpu_us_per_op);
+                        let cpu = vs_hyper(mi, Run::cpu_us_per_op, Run::cpu_us_per_op);
                         targets.push(target("server CPU/req", "hyper", cpu, Some((0.7, false))));
                         // What user space cannot move: the server's kernel
                         // CPU per request alone against hyper's whole CPU.
-                        let kernel = vs_hyper(Run::sys_us_per_op, Run::cpu_us_per_op);
+                        let kernel = vs_hyper(mi, Run::sys_us_per_op, Run::cpu_us_per_op);
                         targets.push(target("kernel CPU/req", "hyper (all CPU)", kernel, None));
                     }
                     "pipe16" => {
@@ -824,7 +824,7 @@ fn main() -> Result<()> {
                         ));
                     }
                     "static1m" => {
-                        let cpu = vs_hyper(Run::cpu_us_per_op, Run::cpu_us_per_op);
+                        let cpu = vs_hyper(mi, Run::cpu_us_per_op, Run::cpu_us_per_op);
                         targets.push(target("server CPU/byte", "hyper", cpu, None));
                     }
                     _ => {}
@@ -834,16 +834,7 @@ fn main() -> Result<()> {
             // can go at all with these system calls on this kernel.
             if sc.name == "get" {
                 for &fi in peers.iter().filter(|&&i| is_floor(names[i])) {
-                    let ratio = (|| {
-                        let b = grid.get(ji, hyper?).ok_runs()?;
-                        let f = grid.get(ji, fi).ok_runs()?;
-                        median(paired_ratios_of(
-                            f,
-                            Run::cpu_us_per_op,
-                            b,
-                            Run::cpu_us_per_op,
-                        ))
-                    })();
+                    let ratio = vs_hyper(fi, Run::cpu_us_per_op, Run::cpu_us_per_op);
                     targets.push(Target {
                         client: client.name(),
                         scenario: sc.name,
