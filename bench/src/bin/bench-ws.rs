@@ -272,36 +272,38 @@ fn main() -> Result<()> {
             },
         )?;
         for (si, sc) in load.iter().enumerate() {
-            // Paired ratios: myriad against each baseline, round by round.
-            if let Some(mi) = specs.iter().position(|s| s.name == "myriad") {
-                let m = &grid.get(si, mi).runs;
-                for (vi, s) in specs.iter().enumerate().filter(|(vi, _)| *vi != mi) {
-                    let b = &grid.get(si, vi).runs;
-                    let rate = paired_ratio_median(m, b, Run::rate).unwrap_or(f64::NAN);
-                    let cpu = paired_ratio_median(m, b, Run::cpu_us_per_op).unwrap_or(f64::NAN);
-                    ratios.push(format!(
-                        "{:<8} vs {:<15} msgs/s {rate:>6.2}x   CPU/msg {cpu:>6.3}x",
-                        sc.name, s.name
-                    ));
-                    json_ratios.push(serde_json::json!({"scenario": sc.name, "server": "myriad",
-                        "baseline": s.name, "paired_msgs_ratio": rate, "paired_cpu_ratio": cpu}));
-                }
+            // Paired ratios, round by round: myriad against each other
+            // server, and each floor against fastwebsockets (how low
+            // Myriad's ratio to it can go with the floors' system calls).
+            let at = |name: &str| specs.iter().position(|s| s.name == name);
+            let mut pairs: Vec<(usize, usize)> = Vec::new();
+            if let Some(mi) = at("myriad") {
+                pairs.extend((0..specs.len()).filter(|&vi| vi != mi).map(|vi| (mi, vi)));
             }
-            // The floors against fastwebsockets: how low Myriad's ratio to
-            // it can go at all with the floors' system calls.
-            let fws = specs.iter().position(|s| s.name == "fastwebsockets");
-            for (fi, f) in specs.iter().enumerate().filter(|(_, s)| is_floor(&s.name)) {
-                let Some(bi) = fws else { break };
-                let (m, b) = (&grid.get(si, fi).runs, &grid.get(si, bi).runs);
-                let rate = paired_ratio_median(m, b, Run::rate).unwrap_or(f64::NAN);
-                let cpu = paired_ratio_median(m, b, Run::cpu_us_per_op).unwrap_or(f64::NAN);
+            if let Some(fws) = at("fastwebsockets") {
+                pairs.extend(
+                    (0..specs.len())
+                        .filter(|&fi| is_floor(&specs[fi].name))
+                        .map(|fi| (fi, fws)),
+                );
+            }
+            for (ai, bi) in pairs {
+                let (a, b) = (&specs[ai].name, &specs[bi].name);
+                let (m, r) = (&grid.get(si, ai).runs, &grid.get(si, bi).runs);
+                let rate = paired_ratio_median(m, r, Run::rate).unwrap_or(f64::NAN);
+                let cpu = paired_ratio_median(m, r, Run::cpu_us_per_op).unwrap_or(f64::NAN);
+                // Myriad's lines keep their old form (no server name).
+                let who = if a == "myriad" {
+                    String::new()
+                } else {
+                    format!("{a} ")
+                };
                 ratios.push(format!(
-                    "{:<8} {} vs fastwebsockets msgs/s {rate:>6.2}x   CPU/msg {cpu:>6.3}x",
-                    sc.name, f.name
+                    "{:<8} {who}vs {b:<15} msgs/s {rate:>6.2}x   CPU/msg {cpu:>6.3}x",
+                    sc.name
                 ));
-                json_ratios.push(serde_json::json!({"scenario": sc.name, "server": f.name,
-                    "baseline": "fastwebsockets", "paired_msgs_ratio": rate,
-                    "paired_cpu_ratio": cpu}));
+                json_ratios.push(serde_json::json!({"scenario": sc.name, "server": a,
+                    "baseline": b, "paired_msgs_ratio": rate, "paired_cpu_ratio": cpu}));
             }
             for (vi, s) in specs.iter().enumerate() {
                 let runs = &grid.get(si, vi).runs;
