@@ -1319,6 +1319,27 @@ pub struct CBaseline {
     pub debs: &'static [(&'static str, &'static str)],
 }
 
+/// `bench-http`'s floors (`floor`, `floor-epoll`).
+pub const HTTP_FLOOR: CBaseline = CBaseline {
+    ws: "http-baselines",
+    name: "http-floor",
+    src: "bench/floors/http-floor.c",
+    libs: &["-luring"],
+    debs: &[("liburing.h", "liburing-dev")],
+};
+
+/// `bench-ws`'s floors (`floor`, `floor-epoll`).
+pub const WS_FLOOR: CBaseline = CBaseline {
+    ws: "ws-baselines",
+    name: "ws-floor",
+    src: "bench/floors/ws-floor.c",
+    libs: &["-luring", "-lcrypto"],
+    debs: &[
+        ("liburing.h", "liburing-dev"),
+        ("openssl/sha.h", "libssl-dev"),
+    ],
+};
+
 /// Whether a server name of `bench-http`/`bench-ws` is one of the floors
 /// (`floor`, `floor-epoll`: the C programs of `bench/floors`), which are
 /// measured and compared with but are nobody's peer.

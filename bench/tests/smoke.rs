@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use myriad_bench::harness::{workspace_root, CBaseline, HTTP_FLOOR, WS_FLOOR};
+
 /// A free loopback port (bound and released; good enough for a test).
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -203,20 +205,17 @@ fn driver_runs_baselines_and_writes_json() {
 }
 
 /// Compiles one of the C floor servers (`bench-http`/`bench-ws --servers
-/// floor`) as the harness does, warnings as errors.
-fn cc_floor(src: &str, name: &str, libs: &[&str]) -> std::path::PathBuf {
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap();
+/// floor`) from the harness's description, warnings as errors.
+fn cc_floor(c: &CBaseline) -> std::path::PathBuf {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(c.name);
     let st = Command::new("cc")
         .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&out)
-        .arg(root.join(src))
-        .args(libs)
+        .arg(workspace_root().join(c.src))
+        .args(c.libs)
         .status()
         .unwrap();
-    assert!(st.success(), "cc {src} failed");
+    assert!(st.success(), "cc {} failed", c.src);
     out
 }
 
@@ -237,7 +236,7 @@ fn start_floor(bin: &std::path::Path, epoll: bool) -> (Guard, String) {
 #[test]
 fn http_floor_answers_every_request_head_in_both_modes() {
     use std::io::Read;
-    let bin = cc_floor("bench/floors/http-floor.c", "http-floor", &["-luring"]);
+    let bin = cc_floor(&HTTP_FLOOR);
     let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     for epoll in [false, true] {
         let (_server, addr) = start_floor(&bin, epoll);
@@ -266,11 +265,7 @@ fn http_floor_answers_every_request_head_in_both_modes() {
 
 #[test]
 fn ws_floor_echoes_verified_frames_in_both_modes() {
-    let bin = cc_floor(
-        "bench/floors/ws-floor.c",
-        "ws-floor",
-        &["-luring", "-lcrypto"],
-    );
+    let bin = cc_floor(&WS_FLOOR);
     for epoll in [false, true] {
         let (_server, addr) = start_floor(&bin, epoll);
         ws_floor_by_hand(&addr, epoll);

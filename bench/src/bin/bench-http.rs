@@ -73,7 +73,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use myriad_bench::harness::{
     cargo_build, is_floor, median, num, paired_ratio_median, paired_ratios_of, result_line, spread,
-    CBaseline, Load, Rig, Run, ServerSpec, Table, OTHER_CPU_WARN,
+    Load, Rig, Run, ServerSpec, Table, HTTP_FLOOR, OTHER_CPU_WARN,
 };
 
 #[derive(Parser, Debug)]
@@ -192,15 +192,6 @@ fn serves_files(server: &str) -> bool {
     !matches!(server, "may" | "floor" | "floor-epoll")
 }
 
-/// The floors' program.
-const FLOOR: CBaseline = CBaseline {
-    ws: "http-baselines",
-    name: "http-floor",
-    src: "bench/floors/http-floor.c",
-    libs: &["-luring"],
-    debs: &[("liburing.h", "liburing-dev")],
-};
-
 fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
     let hello = rig.bin("examples/http_hello");
     let baseline = |b: &str| rig.baseline_bin("http-baselines", b);
@@ -232,8 +223,8 @@ fn spec(rig: &Rig, name: &str, dir: &Path) -> Result<ServerSpec> {
             ["--addr", "{addr}", "--static", &dir],
         ),
         "may" => ServerSpec::new(name, baseline("http-hello-may"), ["--addr", "{addr}"]),
-        "floor" => ServerSpec::new(name, baseline(FLOOR.name), ["{addr}"]),
-        "floor-epoll" => ServerSpec::new(name, baseline(FLOOR.name), ["{addr}", "--epoll"]),
+        "floor" => ServerSpec::new(name, baseline(HTTP_FLOOR.name), ["{addr}"]),
+        "floor-epoll" => ServerSpec::new(name, baseline(HTTP_FLOOR.name), ["{addr}", "--epoll"]),
         other => bail!(
             "unknown server {other} (known: myriad, myriad-epoll, hyper, may, floor, floor-epoll)"
         ),
@@ -548,7 +539,7 @@ fn main() -> Result<()> {
         build(&rig)?;
     }
     if args.servers.iter().any(|s| is_floor(s)) {
-        rig.build_c_baseline("bench-http", &FLOOR, !args.no_build)?;
+        rig.build_c_baseline("bench-http", &HTTP_FLOOR, !args.no_build)?;
     }
     let scratch = Scratch::new(args.static_size)?;
     let specs: Vec<ServerSpec> = args

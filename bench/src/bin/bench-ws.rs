@@ -53,8 +53,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Parser;
 use myriad_bench::harness::{
-    cargo_build, is_floor, median_run, num, paired_ratio_median, result_line, CBaseline, Load, Rig,
-    Run, Scenario, ServerSpec, Table,
+    cargo_build, is_floor, median_run, num, paired_ratio_median, result_line, Load, Rig, Run,
+    Scenario, ServerSpec, Table, WS_FLOOR,
 };
 
 #[derive(Parser, Debug)]
@@ -151,8 +151,8 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
             baseline("ws-echo-fastwebsockets"),
             ["--addr", "{addr}"],
         ),
-        "floor" => ServerSpec::new(name, baseline(FLOOR.name), ["{addr}"]),
-        "floor-epoll" => ServerSpec::new(name, baseline(FLOOR.name), ["{addr}", "--epoll"]),
+        "floor" => ServerSpec::new(name, baseline(WS_FLOOR.name), ["{addr}"]),
+        "floor-epoll" => ServerSpec::new(name, baseline(WS_FLOOR.name), ["{addr}", "--epoll"]),
         other => bail!(
             "unknown server {other} (known: myriad, myriad-epoll, tungstenite, fastwebsockets, \
              floor, floor-epoll)"
@@ -161,18 +161,6 @@ fn spec(rig: &Rig, name: &str) -> Result<ServerSpec> {
     // The readiness probe is not a WebSocket client: let the server drop it.
     Ok(s.env("RUST_LOG", "warn").settle(Duration::from_millis(100)))
 }
-
-/// The floors' program.
-const FLOOR: CBaseline = CBaseline {
-    ws: "ws-baselines",
-    name: "ws-floor",
-    src: "bench/floors/ws-floor.c",
-    libs: &["-luring", "-lcrypto"],
-    debs: &[
-        ("liburing.h", "liburing-dev"),
-        ("openssl/sha.h", "libssl-dev"),
-    ],
-};
 
 fn build(rig: &Rig) -> Result<()> {
     let dir = rig.bin_dir();
@@ -216,7 +204,7 @@ fn main() -> Result<()> {
         build(&rig)?;
     }
     if args.servers.iter().any(|s| is_floor(s)) {
-        rig.build_c_baseline("bench-ws", &FLOOR, !args.no_build)?;
+        rig.build_c_baseline("bench-ws", &WS_FLOOR, !args.no_build)?;
     }
     let specs: Vec<ServerSpec> = args
         .servers
