@@ -594,11 +594,12 @@ fn reload(server: &mut Server, cfg: &mut Config, path: Option<&std::path::Path>)
     if let Some(e) = failed {
         tracing::error!(error = %e, "reload failed; the running configuration stays");
         // Engines started for the failed reload may already have accepted
-        // connections (they shared the old sockets): they get the grace a
-        // SIGTERM gives, not a reset.
+        // connections (they shared the old sockets), and take what their
+        // accepts' last look at those sockets' queues finds: they drain
+        // like replaced engines, serving those connections, instead of
+        // shutting them down (which would close them).
         for r in started {
             r.engine.stop_accepting();
-            r.engine.shutdown(cfg.shutdown_grace);
             server.draining.push((r, Instant::now()));
         }
         notify(&[sd_notify::NotifyState::Ready]);

@@ -12,7 +12,7 @@ use crate::reactor::{
 use crate::stats::Stats;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -127,6 +127,8 @@ impl Service {
     /// accepted by the new engine instead of being reset when the old one
     /// closes its copies. Loop `i` takes socket `i`; with fewer loops than
     /// sockets the rest are closed, with more the rest are bound anew.
+    /// The sockets are made non-blocking (for every holder: the flag
+    /// belongs to the shared open file).
     ///
     /// ```no_run
     /// # use myriad::{Ctx, Engine, Handler, Service};
@@ -548,6 +550,16 @@ impl EngineBuilder {
         let mut guard = guard_fds;
         let mut listen_fds: Vec<Vec<Vec<RawFd>>> = Vec::new();
         for (si, s) in self.services.iter_mut().enumerate() {
+            // No accept of the engine may block its loop (a socket from
+            // systemd or a parent process may be blocking).
+            for (addr, fds) in &s.inherited {
+                for fd in fds {
+                    sys::set_nonblocking(fd.as_raw_fd()).map_err(|source| Error::Listen {
+                        addr: *addr,
+                        source,
+                    })?;
+                }
+            }
             let mut addrs = Vec::new();
             let mut fds_of_service = Vec::new();
             for &addr in &s.addrs {

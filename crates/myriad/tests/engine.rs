@@ -41,6 +41,7 @@ both_backends!(
     send_file_between_writes,
     cleared_deadlines_leave_nothing_behind,
     queued_bytes_gauge_follows_the_write_queues,
+    hand_over_while_busy_strands_no_client,
 );
 
 fn echo_basic(kind: BackendKind) {
@@ -1396,4 +1397,47 @@ fn cleared_deadlines_leave_nothing_behind(kind: BackendKind) {
     // Cleared ones stay quiet.
     roundtrip(&mut keep[0], b"still", &mut buf);
     assert_eq!(engine.stats().open, 5000);
+}
+
+/// A listening socket handed to a new engine (a reload) while the old
+/// engine's loop is busy between taking `stop_accepting` and acting on it:
+/// a client that connects in that moment is served by one engine or the
+/// other, not left in the accept queue. On io_uring the old ring's accept
+/// is the first exclusive waiter, so it alone is woken; its cancellation
+/// then spends the wake-up, and before the removed listener's last look at
+/// its queue the client waited for some later connection to wake the new
+/// engine.
+fn hand_over_while_busy_strands_no_client(kind: BackendKind) {
+    let (old, addr) = echo_engine(kind, 1);
+    let new = Engine::builder()
+        .threads(1)
+        .backend(kind)
+        .service(Service::new("echo", addr, || Echo).inherit(old.listeners(0).unwrap()))
+        .start()
+        .expect("the new engine starts on the old sockets");
+    old.stop_accepting();
+    // Posted after the stop: the loop takes both in one turn and is busy
+    // here before it cancels its accept.
+    old.loop_handle(0)
+        .post(|_| std::thread::sleep(Duration::from_millis(600)));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut late = connect(addr);
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    late.write_all(b"late").unwrap();
+    let mut buf = [0u8; 4];
+    let got = late.read_exact(&mut buf);
+    assert!(
+        got.is_ok(),
+        "{kind:?}: the client connecting during the hand-over was not served: {got:?}"
+    );
+    assert_eq!(&buf, b"late");
+    eventually("the old engine stops accepting", || !old.is_accepting());
+    let mut buf = [0u8; 8];
+    let mut fresh = connect(addr);
+    roundtrip(&mut fresh, b"fresh", &mut buf);
+    drop((late, fresh));
+    old.shutdown(Duration::ZERO);
+    new.shutdown(Duration::ZERO);
+    old.wait().unwrap();
+    new.wait().unwrap();
 }

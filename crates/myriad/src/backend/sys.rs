@@ -83,6 +83,17 @@ pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     b.try_clone_to_owned()
 }
 
+/// Sets `O_NONBLOCK` on `fd`'s open file description.
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscalls on an integer descriptor; no memory is passed.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    }
+    Ok(())
+}
+
 /// `shutdown(2)`; `how` is `libc::SHUT_WR` / `SHUT_RD` / `SHUT_RDWR`.
 pub(crate) fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
     // SAFETY: plain syscall on an integer descriptor; no memory is passed.

@@ -24,7 +24,7 @@ use super::{
 };
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
@@ -39,6 +39,9 @@ const K_IGNORE: u64 = 6;
 /// A one-shot poll for writability after a file send would have blocked.
 const K_WRITABLE: u64 = 7;
 const KIND_SHIFT: u32 = 56;
+/// Connections a removed listener's last look at its queue takes at most
+/// (`UringBackend::retire`).
+const RETIRE_ACCEPTS: usize = 64;
 const TOKEN_MASK: u64 = (1 << KIND_SHIFT) - 1;
 const BGID: u16 = 0;
 /// The bulk ring's buffer group (see `UringBackend::bulk`).
@@ -415,8 +418,10 @@ pub(crate) struct UringBackend {
     overflow: Vec<squeue::Entry>,
     listeners: Vec<Option<ListenerState>>,
     /// Removed listeners whose multishot accept has not ended yet: until
-    /// it has, it may still accept a connection (which is served).
-    retiring: usize,
+    /// it has, it may still accept a connection (which is served). Each
+    /// keeps a duplicate of its socket for the last look at its queue
+    /// (`retire`); `None` when `dup` failed.
+    retiring: Vec<(usize, Option<OwnedFd>)>,
     batch: Vec<(u64, i32, u32)>,
     /// The next completion of `batch` to dispatch (non-zero only when a
     /// turn ran out of time).
@@ -524,7 +529,7 @@ impl UringBackend {
             overflow: Vec::new(),
             wake_buf: Box::new(0),
             listeners: Vec::new(),
-            retiring: 0,
+            retiring: Vec::new(),
             batch: Vec::with_capacity(512),
             batch_pos: 0,
             batch_wait: None,
@@ -607,6 +612,42 @@ impl UringBackend {
         .build()
         .user_data(ud(K_WAKE, 0));
         self.push(e);
+    }
+
+    /// The removed `listener`'s accept has ended: accept what its queue
+    /// holds (bounded), then let the socket go.
+    ///
+    /// Why: io_uring waits for a listening socket as an exclusive waiter,
+    /// so a new connection wakes one ring only. When that is this ring's
+    /// accept while its cancellation is under way (a reload handing the
+    /// socket to a new engine), the wake-up is spent and the connection
+    /// stays queued with the new engine never told: it would wait for the
+    /// next connection to arrive (seen as a client stalled after a reload).
+    /// Whatever this look finds is served here, like any connection a
+    /// removed listener accepted.
+    fn retire(&mut self, listener: usize, f: &mut dyn FnMut(Event<'_>)) {
+        let Some(p) = self.retiring.iter().position(|r| r.0 == listener) else {
+            return;
+        };
+        let Some(fd) = self.retiring.swap_remove(p).1 else {
+            return;
+        };
+        // A queue shared with a running engine may keep filling; what is
+        // left after this many is woken for that engine's accept.
+        for _ in 0..RETIRE_ACCEPTS {
+            match sys::accept(fd.as_raw_fd()) {
+                Ok(s) => f(Event::Accept {
+                    listener,
+                    res: Ok(Sock(s)),
+                }),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO)
+                    ) => {}
+                Err(_) => break,
+            }
+        }
     }
 
     fn arm_accept_fd(&mut self, listener: usize, fd: RawFd) {
@@ -739,27 +780,31 @@ impl UringBackend {
                 K_CONNECT => f(Event::Connected { token, res }),
                 K_ACCEPT => {
                     let idx = token as usize;
-                    let state = self.listeners.get(idx).copied().flatten();
-                    if state.is_none() && !cqueue::more(flags) {
-                        // the removed listener's accept has ended
-                        self.retiring = self.retiring.saturating_sub(1);
-                    }
+                    let Some(st) = self.listeners.get(idx).copied().flatten() else {
+                        // A removed listener. Accepted even so: the core
+                        // serves it (a reload hands the socket to another
+                        // engine; closing it would reset a client).
+                        if res >= 0 {
+                            f(Event::Accept {
+                                listener: idx,
+                                res: Ok(Sock(res)),
+                            });
+                        }
+                        if !cqueue::more(flags) {
+                            self.retire(idx, f);
+                        }
+                        continue;
+                    };
                     if res >= 0 {
-                        // Accepted even if the listener was just removed:
-                        // the core serves it (a reload hands the socket to
-                        // another engine; closing it would reset a client).
                         f(Event::Accept {
                             listener: idx,
                             res: Ok(Sock(res)),
                         });
                         if !cqueue::more(flags) {
-                            if let Some(st) = state {
-                                self.arm_accept_fd(idx, st.fd);
-                            }
+                            self.arm_accept_fd(idx, st.fd);
                         }
                     } else {
                         let errno = -res;
-                        let Some(st) = state else { continue };
                         match errno {
                             libc::ECANCELED => {}
                             libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EAGAIN => {
@@ -820,14 +865,17 @@ impl Backend for UringBackend {
         if let Some(Some(st)) = self.listeners.get(listener).copied() {
             self.listeners[listener] = None;
             if st.armed {
-                self.retiring += 1;
+                let dup = sys::dup_cloexec(st.fd)
+                    .map_err(|e| tracing::warn!(error = %e, "cannot keep a removed listener for a last look at its queue"))
+                    .ok();
+                self.retiring.push((listener, dup));
             }
             self.cancel_ud(ud(K_ACCEPT, listener as u64));
         }
     }
 
     fn accepts_pending(&self) -> bool {
-        self.retiring > 0
+        !self.retiring.is_empty()
     }
 
     fn add_conn(&mut self, token: u64, sock: Sock, mode: AddMode) -> io::Result<()> {
