@@ -322,37 +322,16 @@ impl EpollBackend {
                 let Some(Some((lfd, true))) = self.listeners.get(idx).copied() else {
                     continue;
                 };
-                for _ in 0..ACCEPT_BATCH {
-                    match sys::accept(lfd) {
-                        Ok(fd) => f(Event::Accept {
-                            listener: idx,
-                            res: Ok(Sock(fd)),
-                        }),
-                        Err(e) => {
-                            let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                            match errno {
-                                libc::EAGAIN => break,
-                                libc::EINTR | libc::ECONNABORTED | libc::EPROTO => continue,
-                                _ => {
-                                    // EMFILE and friends: stop accepting until
-                                    // the core re-arms, or level-triggered
-                                    // readiness would spin the loop.
-                                    let _ = self.ctl(
-                                        libc::EPOLL_CTL_MOD,
-                                        lfd,
-                                        0,
-                                        LISTENER_TAG | idx as u64,
-                                    );
-                                    self.listeners[idx] = Some((lfd, false));
-                                    f(Event::Accept {
-                                        listener: idx,
-                                        res: Err(errno),
-                                    });
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                if let Err(errno) = super::accept_queued(lfd, idx, ACCEPT_BATCH, f) {
+                    // EMFILE and friends: stop accepting until the core
+                    // re-arms, or level-triggered readiness would spin the
+                    // loop.
+                    let _ = self.ctl(libc::EPOLL_CTL_MOD, lfd, 0, LISTENER_TAG | idx as u64);
+                    self.listeners[idx] = Some((lfd, false));
+                    f(Event::Accept {
+                        listener: idx,
+                        res: Err(errno),
+                    });
                 }
                 continue;
             }

@@ -226,6 +226,34 @@ pub(crate) enum RecvEnd {
     Error(i32),
 }
 
+/// Accepts what the listening socket `fd` (index `listener`) has queued,
+/// at most `max`, handing each to `f` as [`Event::Accept`]. Ends at the
+/// empty queue (`Ok`) or at an error that a retry would not cure (`Err`
+/// with its errno: `EMFILE` and friends); a connection that went away
+/// while queued is skipped. The epoll backend's accept and io_uring's last
+/// look at a removed listener (`UringBackend::retire`).
+pub(crate) fn accept_queued(
+    fd: RawFd,
+    listener: usize,
+    max: usize,
+    f: &mut dyn FnMut(Event<'_>),
+) -> Result<(), i32> {
+    for _ in 0..max {
+        match sys::accept(fd) {
+            Ok(s) => f(Event::Accept {
+                listener,
+                res: Ok(Sock(s)),
+            }),
+            Err(e) => match e.raw_os_error().unwrap_or(libc::EIO) {
+                libc::EAGAIN => break,
+                libc::EINTR | libc::ECONNABORTED | libc::EPROTO => {}
+                errno => return Err(errno),
+            },
+        }
+    }
+    Ok(())
+}
+
 /// One completion, as the core sees it.
 pub(crate) enum Event<'a> {
     /// A listener produced a connection (`Ok(socket)`) or failed (`Err(errno)`).

@@ -633,21 +633,9 @@ impl UringBackend {
             return;
         };
         // A queue shared with a running engine may keep filling; what is
-        // left after this many is woken for that engine's accept.
-        for _ in 0..RETIRE_ACCEPTS {
-            match sys::accept(fd.as_raw_fd()) {
-                Ok(s) => f(Event::Accept {
-                    listener,
-                    res: Ok(Sock(s)),
-                }),
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO)
-                    ) => {}
-                Err(_) => break,
-            }
-        }
+        // left after this many is woken for that engine's accept. An error
+        // (EMFILE) ends the look: the listener is gone, nothing to pause.
+        let _ = super::accept_queued(fd.as_raw_fd(), listener, RETIRE_ACCEPTS, f);
     }
 
     fn arm_accept_fd(&mut self, listener: usize, fd: RawFd) {
@@ -780,40 +768,33 @@ impl UringBackend {
                 K_CONNECT => f(Event::Connected { token, res }),
                 K_ACCEPT => {
                     let idx = token as usize;
-                    let Some(st) = self.listeners.get(idx).copied().flatten() else {
-                        // A removed listener. Accepted even so: the core
-                        // serves it (a reload hands the socket to another
-                        // engine; closing it would reset a client).
-                        if res >= 0 {
-                            f(Event::Accept {
-                                listener: idx,
-                                res: Ok(Sock(res)),
-                            });
-                        }
-                        if !cqueue::more(flags) {
-                            self.retire(idx, f);
-                        }
-                        continue;
-                    };
+                    let more = cqueue::more(flags);
+                    let state = self.listeners.get(idx).copied().flatten();
                     if res >= 0 {
+                        // Accepted even if the listener was just removed:
+                        // the core serves it (a reload hands the socket to
+                        // another engine; closing it would reset a client).
                         f(Event::Accept {
                             listener: idx,
                             res: Ok(Sock(res)),
                         });
-                        if !cqueue::more(flags) {
-                            self.arm_accept_fd(idx, st.fd);
-                        }
-                    } else {
-                        let errno = -res;
-                        match errno {
+                    }
+                    match state {
+                        // a removed listener's accept has ended
+                        None if !more => self.retire(idx, f),
+                        None => {}
+                        // accepted; the multishot ended: arm it again
+                        Some(st) if res >= 0 && !more => self.arm_accept_fd(idx, st.fd),
+                        Some(_) if res >= 0 => {}
+                        Some(st) => match -res {
                             libc::ECANCELED => {}
                             libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EAGAIN => {
-                                if !cqueue::more(flags) {
+                                if !more {
                                     self.arm_accept_fd(idx, st.fd);
                                 }
                             }
-                            _ => {
-                                if !cqueue::more(flags) {
+                            errno => {
+                                if !more {
                                     self.listeners[idx] = Some(ListenerState {
                                         fd: st.fd,
                                         armed: false,
@@ -824,7 +805,7 @@ impl UringBackend {
                                     res: Err(errno),
                                 });
                             }
-                        }
+                        },
                     }
                 }
                 K_WAKE => {
