@@ -22,6 +22,17 @@ fn echo(addr: &str, msg: &[u8]) -> TcpStream {
     s
 }
 
+/// Each of `held` still echoes a message of its own after `what`.
+fn still_echo(held: &mut [TcpStream], what: &str) {
+    for (i, s) in held.iter_mut().enumerate() {
+        let m = format!("still {i}");
+        s.write_all(m.as_bytes()).unwrap();
+        let mut buf = vec![0u8; m.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, m.as_bytes(), "connection {i} dropped by {what}");
+    }
+}
+
 fn http_get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -222,13 +233,7 @@ fn sighup_reload_keeps_connections_and_rejects_bad_config() {
     wait_port(&b);
     echo(&b, b"new service");
     echo(&a, b"changed service still accepts");
-    for (i, s) in held.iter_mut().enumerate() {
-        let m = format!("still {i}");
-        s.write_all(m.as_bytes()).unwrap();
-        let mut buf = vec![0u8; m.len()];
-        s.read_exact(&mut buf).unwrap();
-        assert_eq!(buf, m.as_bytes(), "connection {i} dropped by the reload");
-    }
+    still_echo(&mut held, "the reload");
     // A bad config is rejected and the running one stays.
     std::fs::write(&cfg, "this is = = not toml").unwrap();
     signal(&srv.0, "-HUP");
@@ -251,15 +256,7 @@ fn sighup_reload_keeps_connections_and_rejects_bad_config() {
         echo(&a, format!("after a failed reload {i}").as_bytes());
         std::thread::sleep(Duration::from_millis(25));
     }
-    for (i, s) in held.iter_mut().enumerate() {
-        s.write_all(b"again").unwrap();
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf).unwrap();
-        assert_eq!(
-            &buf, b"again",
-            "connection {i} dropped by the failed reload"
-        );
-    }
+    still_echo(&mut held, "the failed reload");
     let m = http_get(&format!("127.0.0.1:{pm}"), "/metrics");
     assert!(!m.contains("service=\"c\""), "{m}");
     let mut srv = srv;
@@ -1186,12 +1183,8 @@ fn reloads_under_connect_load_lose_nothing() {
     assert!(ok > 100, "the load ran: {ok}");
     // the most recent held connections are still served (older
     // generations past the cap were shut down with their grace)
-    for h in held.iter_mut().rev().take(3) {
-        h.write_all(b"held").unwrap();
-        let mut b = [0u8; 4];
-        h.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"held");
-    }
+    let n = held.len();
+    still_echo(&mut held[n - 3..], "the reloads");
     let threads = std::fs::read_dir(format!("/proc/{}/task", srv.0.id()))
         .unwrap()
         .count();
